@@ -1,0 +1,139 @@
+//! Command-line flags. Raw flags only: validation into project objects happens in
+//! `project.rs`. Every flag has an environment variable (flags > environment > file > defaults).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  homebase init                      write homebase.toml for the compose file here
+  homebase plan                      prove the stack fits the host's memory budget
+  homebase plan --json | jq .fits
+  homebase render -o rendered.yml    the exact compose file deploy will use
+  homebase completions zsh > ~/.zfunc/_homebase
+
+Exit codes: 0 ok, 1 refused or unhealthy, 2 bad input or configuration,
+            3 host or engine unreachable, 4 another deploy holds the lock.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "homebase",
+    version,
+    about = "Run your AI-agent Docker stack on an always-on home server, driven from your laptop over SSH",
+    after_help = EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Run as if started in DIR (homebase.toml is searched from there upwards)
+    #[arg(
+        short = 'C',
+        long = "directory",
+        global = true,
+        env = "HOMEBASE_DIRECTORY",
+        value_name = "DIR"
+    )]
+    pub directory: Option<PathBuf>,
+    /// Use this homebase.toml instead of searching for one
+    #[arg(long, global = true, env = "HOMEBASE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read variables for compose interpolation from FILE instead of .env (repeatable)
+    #[arg(
+        long = "env-file",
+        global = true,
+        env = "HOMEBASE_ENV_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub env_files: Vec<PathBuf>,
+    /// Enable a compose profile (repeatable; also COMPOSE_PROFILES)
+    #[arg(
+        long = "profile",
+        global = true,
+        env = "COMPOSE_PROFILES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub profiles: Vec<String>,
+    /// When to use colour
+    #[arg(long, global = true, env = "HOMEBASE_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a homebase.toml for an existing compose file, with proposed priorities and limits
+    #[command(
+        after_help = "Example:\n  homebase init --compose docker-compose.yml --name blackbox4"
+    )]
+    Init(InitArgs),
+    /// Show every service's memory limit and reservation and prove the stack fits the budget
+    #[command(
+        after_help = "Examples:\n  homebase plan\n  homebase plan --host-memory 16GiB --json"
+    )]
+    Plan(PlanArgs),
+    /// Print the exact compose file deploy will use
+    #[command(
+        after_help = "Examples:\n  homebase render\n  homebase render -o rendered.yml && docker compose -f rendered.yml config -q"
+    )]
+    Render(RenderArgs),
+    /// Print shell completions
+    #[command(
+        after_help = "Example:\n  homebase completions bash > /etc/bash_completion.d/homebase"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The compose file to describe (default: compose.yml, compose.yaml, docker-compose.yml or docker-compose.yaml)
+    #[arg(long, value_name = "FILE")]
+    pub compose: Option<PathBuf>,
+    /// Project name (default: the compose file's `name`, else the directory's name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Host memory to budget against
+    #[arg(long, default_value = "16GiB", value_name = "SIZE")]
+    pub host_memory: String,
+    /// Overwrite an existing homebase.toml
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Print the plan as JSON (printed even when the stack does not fit; the exit code says so)
+    #[arg(long)]
+    pub json: bool,
+    /// Budget against this much host memory instead of budget.host_memory
+    #[arg(long, env = "HOMEBASE_HOST_MEMORY", value_name = "SIZE")]
+    pub host_memory: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Write to FILE instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Budget against this much host memory instead of budget.host_memory
+    #[arg(long, env = "HOMEBASE_HOST_MEMORY", value_name = "SIZE")]
+    pub host_memory: Option<String>,
+}

@@ -1,0 +1,164 @@
+//! `homebase plan`: the memory plan and its verdict.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use homebase_proto::{PlanReport, ServicePlan, Totals};
+use homebase_stack::{Bytes, Plan};
+
+use crate::cli::{Global, PlanArgs};
+use crate::exit::Exit;
+use crate::project;
+use crate::ui::{self, BAD, BOLD, DIM, GOOD, paint};
+
+pub fn run(global: &Global, args: &PlanArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    let (host_memory, source) = project.host_memory(args.host_memory.as_deref())?;
+    let plan = project.plan(host_memory)?;
+    if args.json {
+        ui::out(&(serde_json::to_string_pretty(&report(&plan, &source))? + "\n"))?;
+    } else {
+        ui::out(&human(&plan, &source))?;
+    }
+    Ok(if plan.fits() { Exit::Ok } else { Exit::Refused })
+}
+
+pub fn report(plan: &Plan, host_memory_source: &str) -> PlanReport {
+    PlanReport {
+        project: plan.project.clone(),
+        services: plan
+            .services
+            .iter()
+            .map(|s| ServicePlan {
+                name: s.name.clone(),
+                image: s.image.clone(),
+                kind: s.kind.as_str().into(),
+                limit_bytes: s.limit.map(|b| b.0),
+                limit_source: s.limit_source.as_ref().map(|s| s.describe()),
+                reservation_bytes: s.reservation.map(|b| b.0),
+                reservation_source: s.reservation_source.as_ref().map(|s| s.describe()),
+                priority: s.priority.as_str().into(),
+                priority_source: s.priority_source.describe(),
+            })
+            .collect(),
+        inactive: plan.inactive.clone(),
+        totals: Totals {
+            sustained_bytes: plan.sustained.0,
+            peak_bytes: plan.peak.0,
+        },
+        host_memory_bytes: plan.host_memory.0,
+        host_memory_source: host_memory_source.into(),
+        target: plan.target,
+        budget_bytes: plan.budget.0,
+        headroom_bytes: plan.headroom() as i64,
+        fits: plan.fits(),
+        problems: plan.problems.iter().map(|p| p.explain()).collect(),
+    }
+}
+
+fn opt(b: Option<Bytes>) -> String {
+    b.map(|b| b.to_string()).unwrap_or_else(|| "none".into())
+}
+
+pub fn human(plan: &Plan, host_memory_source: &str) -> String {
+    let mut s = String::new();
+    let w = plan
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = writeln!(
+        s,
+        "{}",
+        paint(BOLD, format!("Memory plan for `{}`", plan.project))
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        paint(
+            BOLD,
+            format!(
+                "{:<w$}  {:>10}  {:>10}  {:<8}  {}",
+                "SERVICE", "LIMIT", "RESERVED", "PRIORITY", "FROM"
+            )
+        )
+    );
+    for p in &plan.services {
+        let from = format!(
+            "limit: {}; reserved: {}; priority: {}",
+            p.limit_source
+                .as_ref()
+                .map(|s| s.describe())
+                .unwrap_or_else(|| "missing".into()),
+            p.reservation_source
+                .as_ref()
+                .map(|s| s.describe())
+                .unwrap_or_else(|| "missing".into()),
+            p.priority_source.describe()
+        );
+        let limit = format!("{:>10}", opt(p.limit));
+        let limit = if p.limit.is_none() {
+            paint(BAD, limit)
+        } else {
+            limit
+        };
+        let _ = writeln!(
+            s,
+            "{:<w$}  {limit}  {:>10}  {:<8}  {}",
+            p.name,
+            opt(p.reservation),
+            p.priority.as_str(),
+            paint(DIM, from)
+        );
+    }
+    if !plan.inactive.is_empty() {
+        let _ = writeln!(
+            s,
+            "{}",
+            paint(
+                DIM,
+                format!("left out by profiles: {}", plan.inactive.join(", "))
+            )
+        );
+    }
+    let pct = |b: Bytes| 100.0 * b.0 as f64 / plan.host_memory.0.max(1) as f64;
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "sustained  {:>10}  ({:.0}% of host, sum of reservations)",
+        plan.sustained.to_string(),
+        pct(plan.sustained)
+    );
+    let _ = writeln!(
+        s,
+        "peak       {:>10}  ({:.0}% of host, sum of limits)",
+        plan.peak.to_string(),
+        pct(plan.peak)
+    );
+    let _ = writeln!(
+        s,
+        "budget     {:>10}  ({:.0}% of {} host memory, from {host_memory_source})",
+        plan.budget.to_string(),
+        plan.target * 100.0,
+        plan.host_memory
+    );
+    let head = plan.headroom();
+    let head_text = if head >= 0 {
+        Bytes(head as u64).to_string()
+    } else {
+        format!("-{}", Bytes((-head) as u64))
+    };
+    let _ = writeln!(s, "headroom   {head_text:>10}");
+    let _ = writeln!(s);
+    if plan.fits() {
+        let _ = writeln!(s, "{} the stack fits its budget", paint(GOOD, "✓ fits:"));
+    } else {
+        let _ = writeln!(s, "{} the stack is refused:", paint(BAD, "✗ does not fit:"));
+        for p in &plan.problems {
+            let _ = writeln!(s, "  - {}", p.explain());
+        }
+    }
+    s
+}

@@ -1,0 +1,60 @@
+//! Exit codes, one meaning each, and how an error maps to one.
+
+use std::process::ExitCode;
+
+use homebase_stack::StackError;
+use homebase_stack::config::ConfigError;
+use homebase_stack::plan::UnknownService;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The command ran and its answer is no: over budget, unhealthy, rolled back.
+    Refused = 1,
+    /// Bad input: flags, homebase.toml, compose files.
+    BadInput = 2,
+    /// The host, SSH or the Docker engine could not be reached or failed.
+    Unreachable = 3,
+    /// Another deploy holds the lock.
+    Locked = 4,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// An error whose exit code is already decided.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Coded {
+    pub exit: Exit,
+    pub message: String,
+}
+
+pub fn coded(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        exit,
+        message: message.into(),
+    })
+}
+
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.exit;
+        }
+        if cause.is::<StackError>() || cause.is::<ConfigError>() || cause.is::<UnknownService>() {
+            return Exit::BadInput;
+        }
+    }
+    // Internal errors and I/O errors the user did not cause.
+    Exit::Unreachable
+}

@@ -1,0 +1,67 @@
+//! The homebase command-line tool: the CLI on the laptop (and, later, `homebase daemon` on
+//! the host). `main` parses flags, runs one command and turns its outcome into an exit code.
+//!
+//! Boundary: everything printed here is user-facing. Human output goes through `ui`, JSON
+//! output through the wire types of `homebase-proto`.
+
+pub mod cli;
+mod commands;
+pub mod exit;
+pub mod project;
+pub mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Exit;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::init(cli.global.color);
+    let json = wants_json(&cli.command);
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => report(&err, json),
+    }
+}
+
+fn wants_json(cmd: &Command) -> bool {
+    matches!(cmd, Command::Plan(a) if a.json)
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Init(args) => commands::init::run(&cli.global, &args),
+        Command::Plan(args) => commands::plan::run(&cli.global, &args),
+        Command::Render(args) => commands::render::run(&cli.global, &args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "homebase", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Prints an error with its cause chain and picks the exit code; a broken pipe is quiet.
+fn report(err: &anyhow::Error, json: bool) -> ExitCode {
+    if err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    let code = exit::classify(err);
+    if json {
+        let report = homebase_proto::ErrorReport {
+            error: format!("{err:#}"),
+            exit_code: code.code(),
+        };
+        if let Ok(text) = serde_json::to_string_pretty(&report) {
+            println!("{text}");
+        }
+    }
+    ui::error(&format!("{err:#}"));
+    code.into()
+}

@@ -1,0 +1,133 @@
+//! Finding and loading the project: homebase.toml (searched upwards), its compose files and
+//! their variables, validated once into objects the commands use.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use homebase_stack::config::{FILE_NAME, HostMemory};
+use homebase_stack::{Bytes, ComposeProject, Config, LoadOptions, Plan};
+use indexmap::IndexMap;
+
+use crate::cli::Global;
+use crate::exit::{Exit, coded};
+
+pub struct Project {
+    /// The directory holding homebase.toml; compose paths are relative to it.
+    pub root: PathBuf,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub compose: ComposeProject,
+}
+
+/// The process environment as a map (the stack crate never reads it itself).
+pub fn process_env() -> IndexMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+pub fn start_dir(global: &Global) -> Result<PathBuf> {
+    match &global.directory {
+        Some(d) => Ok(d.clone()),
+        None => std::env::current_dir().context("cannot read the current directory"),
+    }
+}
+
+/// homebase.toml from `--config`, else the nearest one from the start directory upwards.
+pub fn find_config(global: &Global) -> Result<PathBuf> {
+    if let Some(c) = &global.config {
+        if !c.is_file() {
+            return Err(coded(
+                Exit::BadInput,
+                format!("config file `{}` does not exist", c.display()),
+            ));
+        }
+        return Ok(c.clone());
+    }
+    let start = start_dir(global)?;
+    let mut dir: Option<&Path> = Some(&start);
+    while let Some(d) = dir {
+        let candidate = d.join(FILE_NAME);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = d.parent();
+    }
+    Err(coded(
+        Exit::BadInput,
+        format!(
+            "no {FILE_NAME} in `{}` or any parent directory; run `homebase init` to write one, or pass --config FILE",
+            start.display()
+        ),
+    ))
+}
+
+pub fn load(global: &Global) -> Result<Project> {
+    let config_path = find_config(global)?;
+    let root = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let env = process_env();
+    let config = Config::load(&config_path, &env)?;
+    let files: Vec<PathBuf> = config
+        .project
+        .compose
+        .iter()
+        .map(|f| root.join(f))
+        .collect();
+    let env_files: Vec<PathBuf> = if global.env_files.is_empty() {
+        config
+            .project
+            .env_files
+            .iter()
+            .map(|f| root.join(f))
+            .collect()
+    } else {
+        global.env_files.clone()
+    };
+    let mut profiles = config.project.profiles.clone();
+    profiles.extend(global.profiles.iter().filter(|p| !p.is_empty()).cloned());
+    let opts = LoadOptions {
+        project_dir: files
+            .first()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf),
+        files,
+        env,
+        env_files,
+        profiles,
+    };
+    let compose = ComposeProject::load(&opts)?;
+    Ok(Project {
+        root,
+        config_path,
+        config,
+        compose,
+    })
+}
+
+impl Project {
+    /// The host memory to budget against and where the number came from.
+    pub fn host_memory(&self, flag: Option<&str>) -> Result<(Bytes, String)> {
+        if let Some(f) = flag {
+            let b = Bytes::parse(f)
+                .map_err(|e| coded(Exit::BadInput, format!("--host-memory: {e}")))?;
+            return Ok((b, "--host-memory".into()));
+        }
+        match self.config.budget.host_memory {
+            HostMemory::Size(b) => Ok((b, "homebase.toml".into())),
+            HostMemory::Detect => Err(coded(
+                Exit::BadInput,
+                format!(
+                    "budget.host_memory is `detect`, which needs the host's engine; set budget.host_memory = \"16GiB\" in {} or pass --host-memory 16GiB",
+                    self.config_path.display()
+                ),
+            )),
+        }
+    }
+
+    pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {
+        Ok(Plan::new(&self.config, &self.compose, host_memory)?)
+    }
+}

@@ -1,0 +1,428 @@
+//! `homebase.toml`: which compose files make the project, where it runs, and the memory
+//! budget and priorities of its services.
+//!
+//! Precedence: command-line flags > environment (`HOMEBASE__SECTION__KEY`) > file > defaults.
+//! The CLI applies flags; this module applies the environment, handed in as a map.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::units::Bytes;
+
+pub const FILE_NAME: &str = "homebase.toml";
+/// Environment overrides: `HOMEBASE__BUDGET__TARGET=0.7`, `HOMEBASE__SERVICES__RALPH__MEMORY=3GiB`.
+pub const ENV_PREFIX: &str = "HOMEBASE__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable `{var}`: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub project: ProjectSection,
+    #[serde(default)]
+    pub host: HostSection,
+    #[serde(default)]
+    pub budget: BudgetSection,
+    #[serde(default)]
+    pub render: RenderSection,
+    #[serde(default)]
+    pub services: IndexMap<String, ServiceSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    pub name: String,
+    #[serde(default = "default_compose")]
+    pub compose: Vec<PathBuf>,
+    /// `--env-file`s for interpolation; default: `.env` beside the first compose file.
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+}
+
+fn default_compose() -> Vec<PathBuf> {
+    vec![PathBuf::from("compose.yml")]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// An ssh destination (`user@host`, an `~/.ssh/config` alias) or `local`.
+    #[serde(default = "default_ssh")]
+    pub ssh: String,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_ssh() -> String {
+    "local".into()
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection {
+            ssh: default_ssh(),
+            port: None,
+            identity_file: None,
+            known_hosts_file: None,
+            connect_timeout_secs: default_connect_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    #[serde(default)]
+    pub host_memory: HostMemory,
+    #[serde(default = "default_target")]
+    pub target: f64,
+}
+
+fn default_target() -> f64 {
+    0.80
+}
+
+impl Default for BudgetSection {
+    fn default() -> Self {
+        BudgetSection {
+            host_memory: HostMemory::default(),
+            target: default_target(),
+        }
+    }
+}
+
+/// The host's memory: a size, or `detect` (the engine's MemTotal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostMemory {
+    Size(Bytes),
+    #[default]
+    Detect,
+}
+
+impl<'de> Deserialize<'de> for HostMemory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = Memory::deserialize(d)?;
+        Ok(match m.0 {
+            None => HostMemory::Detect,
+            Some(b) => HostMemory::Size(b),
+        })
+    }
+}
+
+/// A memory size in homebase.toml: `"2GiB"`, `"512m"`, or a number of bytes.
+/// (`detect` deserializes to `None`, accepted only where it makes sense.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory(pub Option<Bytes>);
+
+impl<'de> Deserialize<'de> for Memory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a memory size such as \"2GiB\" or \"512m\"")
+        })? {
+            Raw::Int(n) => Ok(Memory(Some(Bytes(n)))),
+            Raw::Str(s) if s.eq_ignore_ascii_case("detect") => Ok(Memory(None)),
+            Raw::Str(s) => Bytes::parse(&s)
+                .map(|b| Memory(Some(b)))
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+    match Memory::deserialize(d)?.0 {
+        Some(b) => Ok(Some(b)),
+        None => Err(serde::de::Error::custom(
+            "`detect` only applies to budget.host_memory",
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Killed last, never paused by the memory governor (databases).
+    Critical,
+    Normal,
+    /// Paused first under memory pressure (agent loops, batch jobs).
+    Batch,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::Normal => "normal",
+            Priority::Batch => "batch",
+        }
+    }
+
+    /// `oom_score_adj` so that the kernel kills batch work before databases.
+    pub fn oom_score_adj(self) -> i64 {
+        match self {
+            Priority::Critical => -500,
+            Priority::Normal => 0,
+            Priority::Batch => 500,
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub priority: Option<Priority>,
+    /// Memory limit; overrides the compose file.
+    #[serde(default, deserialize_with = "size")]
+    pub memory: Option<Bytes>,
+    /// Expected steady use; becomes the reservation.
+    #[serde(default, deserialize_with = "size")]
+    pub sustained: Option<Bytes>,
+    /// Local port for the tunnel to this service's first published port.
+    pub local_port: Option<u16>,
+    /// HTTP path probed through the tunnel (`/health`).
+    pub health_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderSection {
+    /// json-file log rotation: size of one file and how many are kept.
+    #[serde(default = "default_log_max_size")]
+    pub log_max_size: String,
+    #[serde(default = "default_log_max_file")]
+    pub log_max_file: u32,
+    /// Restart policy for services that set none.
+    #[serde(default = "default_restart")]
+    pub restart: String,
+    /// Derive memory settings (PostgreSQL, Neo4j, Node.js, JVM) from each limit.
+    #[serde(default = "default_true")]
+    pub tune: bool,
+}
+
+fn default_log_max_size() -> String {
+    "10m".into()
+}
+fn default_log_max_file() -> u32 {
+    3
+}
+fn default_restart() -> String {
+    "unless-stopped".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for RenderSection {
+    fn default() -> Self {
+        RenderSection {
+            log_max_size: default_log_max_size(),
+            log_max_file: default_log_max_file(),
+            restart: default_restart(),
+            tune: true,
+        }
+    }
+}
+
+impl Config {
+    /// Parses `text` (read from `path`) and applies `HOMEBASE__…` variables from `env`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &IndexMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim_end().to_string(),
+                })?;
+        apply_env(&mut table, env)?;
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path, env: &IndexMap<String, String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text, env)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let name = &self.project.name;
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(err(format!(
+                "project.name `{name}` is not a valid Compose project name: use lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+            )));
+        }
+        if self.project.compose.is_empty() {
+            return Err(err(
+                "project.compose is empty: name at least one compose file".into(),
+            ));
+        }
+        if !(self.budget.target > 0.0 && self.budget.target <= 1.0) {
+            return Err(err(format!(
+                "budget.target = {} is out of range: give the share of host memory the stack may use, between 0 and 1 (for example 0.80)",
+                self.budget.target
+            )));
+        }
+        for (svc, s) in &self.services {
+            if let (Some(limit), Some(sustained)) = (s.memory, s.sustained) {
+                if sustained > limit {
+                    return Err(err(format!(
+                        "services.{svc}: sustained ({sustained}) is above memory ({limit}); a reservation cannot exceed the limit: raise memory or lower sustained"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `HOMEBASE__A__B=value` onto the table at `a.b`. Values are read as TOML when
+/// they parse as a TOML value (numbers, booleans, arrays), else as strings.
+fn apply_env(table: &mut toml::Table, env: &IndexMap<String, String>) -> Result<(), ConfigError> {
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if parts.iter().any(String::is_empty) || parts.len() < 2 {
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: "expected `HOMEBASE__SECTION__KEY` (sections and keys separated by double underscores)".into(),
+            });
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let mut cur = &mut *table;
+        for (i, part) in parts.iter().enumerate() {
+            // service names may contain `-`, which environment names cannot
+            let key = cur
+                .keys()
+                .find(|k| k.to_ascii_lowercase().replace('-', "_") == part.replace('-', "_"))
+                .cloned()
+                .unwrap_or_else(|| part.clone());
+            if i == parts.len() - 1 {
+                cur.insert(key, parsed.clone());
+                break;
+            }
+            let entry = cur
+                .entry(key)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(next) = entry else {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("`{part}` is not a section"),
+                });
+            };
+            cur = next;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("homebase.toml"), text, &IndexMap::new())
+    }
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let c = parse("[project]\nname = \"demo\"\n").unwrap();
+        assert_eq!(c.project.compose, [PathBuf::from("compose.yml")]);
+        assert_eq!(c.host.ssh, "local");
+        assert_eq!(c.budget.host_memory, HostMemory::Detect);
+        assert_eq!(c.budget.target, 0.8);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env: IndexMap<String, String> = [
+            ("HOMEBASE__BUDGET__TARGET", "0.5"),
+            ("HOMEBASE__BUDGET__HOST_MEMORY", "8GiB"),
+            ("HOMEBASE__SERVICES__BRAIN_API__MEMORY", "3GiB"),
+            ("HOMEBASE__HOST__SSH", "me@mini"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = Config::parse(
+            Path::new("homebase.toml"),
+            "[project]\nname = \"demo\"\n[services.brain-api]\nmemory = \"1GiB\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.budget.target, 0.5);
+        assert_eq!(c.budget.host_memory, HostMemory::Size(Bytes(8 << 30)));
+        assert_eq!(c.services["brain-api"].memory, Some(Bytes(3 << 30)));
+        assert_eq!(c.host.ssh, "me@mini");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = parse("[project]\nname = \"demo\"\n[budget]\ntarget = 0.8\nhost_mem = \"16GiB\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `host_mem`"), "{e}");
+    }
+}

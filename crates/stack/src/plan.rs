@@ -1,0 +1,235 @@
+//! The memory plan: every service's limit and reservation, where each number came from,
+//! and whether the stack fits the host's budget.
+
+use crate::compose::ComposeProject;
+use crate::config::{Config, Priority};
+use crate::error::did_you_mean;
+use crate::kinds::Kind;
+use crate::units::Bytes;
+
+/// Where a number in the plan came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The compose file, with the key that set it.
+    Compose(&'static str),
+    Config,
+    /// homebase's default, with the reason.
+    Default(&'static str),
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Compose(key) => format!("compose ({key})"),
+            Source::Config => "homebase.toml".into(),
+            Source::Default(why) => format!("default ({why})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedService {
+    pub name: String,
+    pub image: Option<String>,
+    pub kind: Kind,
+    pub limit: Option<Bytes>,
+    pub limit_source: Option<Source>,
+    pub reservation: Option<Bytes>,
+    pub reservation_source: Option<Source>,
+    pub priority: Priority,
+    pub priority_source: Source,
+}
+
+/// Something that makes the plan refuse the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    NoLimit {
+        service: String,
+        kind: Kind,
+        suggestion: Bytes,
+    },
+    ReservationAboveLimit {
+        service: String,
+        reservation: Bytes,
+        limit: Bytes,
+    },
+    OverBudget {
+        peak: Bytes,
+        budget: Bytes,
+    },
+    NoImage {
+        service: String,
+    },
+}
+
+impl Problem {
+    pub fn explain(&self) -> String {
+        match self {
+            Problem::NoLimit {
+                service,
+                kind,
+                suggestion,
+            } => format!(
+                "service `{service}` has no memory limit, so it could take the whole host; add to homebase.toml:\n    [services.{service}]\n    memory = \"{}\"   # a starting point for a {} service",
+                suggestion
+                    .to_compose()
+                    .to_uppercase()
+                    .replace('G', "GiB")
+                    .replace('M', "MiB"),
+                kind.as_str()
+            ),
+            Problem::ReservationAboveLimit {
+                service,
+                reservation,
+                limit,
+            } => format!(
+                "service `{service}` reserves {reservation} but is limited to {limit}; a reservation cannot exceed the limit: lower `sustained` or raise `memory`"
+            ),
+            Problem::OverBudget { peak, budget } => format!(
+                "the stack's peak ({peak}, the sum of limits) is over the budget ({budget}) by {}; lower some limits in homebase.toml, move a service to another host, or raise budget.target",
+                Bytes(peak.0 - budget.0)
+            ),
+            Problem::NoImage { service } => format!(
+                "service `{service}` has neither `image` nor `build`; Compose cannot create it"
+            ),
+        }
+    }
+}
+
+/// A service named in homebase.toml that the compose files do not define.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("homebase.toml names service `{name}`, which the compose files do not define{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_else(|| format!("; the services are: {}", known.join(", "))))]
+pub struct UnknownService {
+    pub name: String,
+    pub suggestion: Option<String>,
+    pub known: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub project: String,
+    pub services: Vec<PlannedService>,
+    /// Services left out by profiles.
+    pub inactive: Vec<String>,
+    pub host_memory: Bytes,
+    pub target: f64,
+    pub budget: Bytes,
+    /// Sum of reservations.
+    pub sustained: Bytes,
+    /// Sum of limits (services without a limit count zero, and are a problem).
+    pub peak: Bytes,
+    pub problems: Vec<Problem>,
+}
+
+impl Plan {
+    pub fn new(
+        config: &Config,
+        compose: &ComposeProject,
+        host_memory: Bytes,
+    ) -> Result<Plan, UnknownService> {
+        for name in config.services.keys() {
+            if !compose.services.contains_key(name) && !compose.inactive.contains(name) {
+                let known: Vec<String> = compose.services.keys().cloned().collect();
+                return Err(UnknownService {
+                    name: name.clone(),
+                    suggestion: did_you_mean(name, known.iter().map(String::as_str))
+                        .map(str::to_string),
+                    known,
+                });
+            }
+        }
+        let mut services = Vec::new();
+        let mut problems = Vec::new();
+        for (name, svc) in &compose.services {
+            let over = config.services.get(name).cloned().unwrap_or_default();
+            let kind = Kind::of(svc.image_repo().as_deref());
+            let (limit, limit_source) = match (over.memory, svc.limit) {
+                (Some(m), _) => (Some(m), Some(Source::Config)),
+                (None, Some(l)) => (Some(l), svc.limit_key.map(Source::Compose)),
+                (None, None) => (None, None),
+            };
+            let (reservation, reservation_source) = match (over.sustained, svc.reservation, limit) {
+                (Some(s), _, _) => (Some(s), Some(Source::Config)),
+                (None, Some(r), _) => (Some(r), svc.reservation_key.map(Source::Compose)),
+                (None, None, Some(l)) => (Some(l), Some(Source::Default("equals the limit"))),
+                (None, None, None) => (None, None),
+            };
+            let (priority, priority_source) = match over.priority {
+                Some(p) => (p, Source::Config),
+                None => (
+                    kind.default_priority(),
+                    Source::Default(if kind.default_priority() == Priority::Critical {
+                        "a database"
+                    } else {
+                        "not a database"
+                    }),
+                ),
+            };
+            if limit.is_none() {
+                problems.push(Problem::NoLimit {
+                    service: name.clone(),
+                    kind,
+                    suggestion: kind.suggested_limit(),
+                });
+            }
+            if let (Some(r), Some(l)) = (reservation, limit) {
+                if r > l {
+                    problems.push(Problem::ReservationAboveLimit {
+                        service: name.clone(),
+                        reservation: r,
+                        limit: l,
+                    });
+                }
+            }
+            if svc.image.is_none() && !svc.has_build {
+                problems.push(Problem::NoImage {
+                    service: name.clone(),
+                });
+            }
+            services.push(PlannedService {
+                name: name.clone(),
+                image: svc.image.clone(),
+                kind,
+                limit,
+                limit_source,
+                reservation,
+                reservation_source,
+                priority,
+                priority_source,
+            });
+        }
+        let sum = |f: fn(&PlannedService) -> Option<Bytes>| {
+            Bytes(services.iter().filter_map(f).map(|b| b.0).sum())
+        };
+        let peak = sum(|s| s.limit);
+        let sustained = sum(|s| s.reservation);
+        let budget = Bytes((host_memory.0 as f64 * config.budget.target) as u64);
+        if peak > budget {
+            problems.push(Problem::OverBudget { peak, budget });
+        }
+        Ok(Plan {
+            project: config.project.name.clone(),
+            services,
+            inactive: compose.inactive.clone(),
+            host_memory,
+            target: config.budget.target,
+            budget,
+            sustained,
+            peak,
+            problems,
+        })
+    }
+
+    pub fn fits(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Budget minus peak; negative when over.
+    pub fn headroom(&self) -> i128 {
+        self.budget.0 as i128 - self.peak.0 as i128
+    }
+
+    pub fn service(&self, name: &str) -> Option<&PlannedService> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,336 @@
+//! Rendering the compose file that deploy uses: every service limited and reserved,
+//! restarted, log-rotated, OOM-ordered by priority, and memory-tuned for known images.
+//!
+//! Deterministic: the same input gives byte-identical output.
+
+use serde_norway::{Mapping, Value};
+
+use crate::compose::ComposeProject;
+use crate::config::RenderSection;
+use crate::interpolate::escape;
+use crate::kinds::Kind;
+use crate::plan::{Plan, PlannedService};
+use crate::units::Bytes;
+
+/// What rendering derived for a service, for people to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub service: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub yaml: String,
+    pub notes: Vec<Note>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render the compose file: {0}")]
+pub struct RenderError(String);
+
+pub fn render(
+    plan: &Plan,
+    compose: &ComposeProject,
+    opts: &RenderSection,
+) -> Result<Rendered, RenderError> {
+    let mut notes = Vec::new();
+    let mut services = Mapping::new();
+    for ps in &plan.services {
+        let svc = compose.services.get(&ps.name).ok_or_else(|| {
+            RenderError(format!(
+                "service `{}` is in the plan but not in the compose files",
+                ps.name
+            ))
+        })?;
+        let mut raw = svc.raw.clone();
+        render_service(&mut raw, ps, opts, &mut notes);
+        let mut raw = Value::Mapping(raw);
+        escape_value_strings(&mut raw);
+        services.insert(Value::String(ps.name.clone()), raw);
+    }
+    let mut doc = Mapping::new();
+    doc.insert("name".into(), Value::String(plan.project.clone()));
+    doc.insert("services".into(), Value::Mapping(services));
+    for (k, v) in &compose.top {
+        if k.as_str().is_some_and(|k| k.starts_with("x-")) {
+            continue;
+        }
+        let mut v = v.clone();
+        escape_value_strings(&mut v);
+        doc.insert(k.clone(), v);
+    }
+    let yaml =
+        serde_norway::to_string(&Value::Mapping(doc)).map_err(|e| RenderError(e.to_string()))?;
+    Ok(Rendered {
+        yaml: format!(
+            "# Rendered by homebase for project `{}`. Do not edit: change homebase.toml or the compose files.\n{yaml}",
+            plan.project
+        ),
+        notes,
+    })
+}
+
+fn mapping_at<'a>(m: &'a mut Mapping, key: &str) -> &'a mut Mapping {
+    let entry = m
+        .entry(Value::from(key))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !entry.is_mapping() {
+        *entry = Value::Mapping(Mapping::new());
+    }
+    match entry {
+        Value::Mapping(inner) => inner,
+        _ => unreachable!("just made a mapping"),
+    }
+}
+
+fn render_service(
+    raw: &mut Mapping,
+    ps: &PlannedService,
+    opts: &RenderSection,
+    notes: &mut Vec<Note>,
+) {
+    let note = |notes: &mut Vec<Note>, message: String| {
+        notes.push(Note {
+            service: ps.name.clone(),
+            message,
+        })
+    };
+    for key in ["profiles", "mem_limit", "mem_reservation", "extends"] {
+        raw.remove(key);
+    }
+    {
+        let resources = mapping_at(mapping_at(raw, "deploy"), "resources");
+        if let Some(limit) = ps.limit {
+            mapping_at(resources, "limits")
+                .insert("memory".into(), Value::String(limit.to_compose()));
+        }
+        if let Some(res) = ps.reservation {
+            mapping_at(resources, "reservations")
+                .insert("memory".into(), Value::String(res.to_compose()));
+        }
+    }
+    let has_restart_policy =
+        matches!(raw.get("deploy"), Some(Value::Mapping(d)) if d.contains_key("restart_policy"));
+    if !raw.contains_key("restart") && !has_restart_policy {
+        raw.insert("restart".into(), Value::String(opts.restart.clone()));
+    }
+    let logging = mapping_at(raw, "logging");
+    let driver = logging
+        .get("driver")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if driver.is_none() || driver.as_deref() == Some("json-file") {
+        logging.insert("driver".into(), "json-file".into());
+        let options = mapping_at(logging, "options");
+        options
+            .entry("max-size".into())
+            .or_insert_with(|| Value::String(opts.log_max_size.clone()));
+        options
+            .entry("max-file".into())
+            .or_insert_with(|| Value::String(opts.log_max_file.to_string()));
+    }
+    if !raw.contains_key("oom_score_adj") {
+        raw.insert(
+            "oom_score_adj".into(),
+            Value::from(ps.priority.oom_score_adj()),
+        );
+    }
+    if !opts.tune {
+        return;
+    }
+    let Some(limit) = ps.limit else { return };
+    match ps.kind {
+        Kind::Postgres => tune_postgres(raw, limit, notes, &ps.name),
+        Kind::Neo4j => {
+            let v4 = ps
+                .image
+                .as_deref()
+                .is_some_and(|i| i.contains(":4.") || i.contains(":3."));
+            let prefix = if v4 {
+                "NEO4J_dbms_memory"
+            } else {
+                "NEO4J_server_memory"
+            };
+            let env = mapping_at(raw, "environment");
+            let user_set = env
+                .keys()
+                .filter_map(Value::as_str)
+                .any(|k| k.contains("_memory_heap") || k.contains("_memory_pagecache"));
+            if user_set {
+                note(
+                    notes,
+                    "Neo4j memory set in the compose file; left as is".into(),
+                );
+            } else {
+                let heap = Bytes(limit.0 * 2 / 5);
+                let cache = Bytes(limit.0 * 3 / 10);
+                let m = |b: Bytes| format!("{}m", b.as_mib());
+                env.insert(
+                    format!("{prefix}_heap_initial__size").into(),
+                    m(heap).into(),
+                );
+                env.insert(format!("{prefix}_heap_max__size").into(), m(heap).into());
+                env.insert(format!("{prefix}_pagecache_size").into(), m(cache).into());
+                note(
+                    notes,
+                    format!(
+                        "Neo4j heap {} and page cache {} from the {limit} limit",
+                        m(heap),
+                        m(cache)
+                    ),
+                );
+            }
+        }
+        Kind::Node => {
+            let mib = limit.as_mib() * 3 / 4;
+            let flag = format!("--max-old-space-size={mib}");
+            let env = mapping_at(raw, "environment");
+            match env
+                .get("NODE_OPTIONS")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            {
+                Some(existing) if existing.contains("max-old-space-size") => {
+                    note(
+                        notes,
+                        "NODE_OPTIONS already sets the heap; left as is".into(),
+                    );
+                }
+                Some(existing) => {
+                    env.insert("NODE_OPTIONS".into(), format!("{existing} {flag}").into());
+                    note(notes, format!("Node.js heap {mib} MiB (75% of the limit)"));
+                }
+                None => {
+                    env.insert("NODE_OPTIONS".into(), flag.into());
+                    note(notes, format!("Node.js heap {mib} MiB (75% of the limit)"));
+                }
+            }
+        }
+        Kind::Jvm => {
+            let env = mapping_at(raw, "environment");
+            let existing = env
+                .get("JAVA_TOOL_OPTIONS")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match existing {
+                Some(e) if e.contains("MaxRAMPercentage") || e.contains("-Xmx") => {
+                    note(
+                        notes,
+                        "JAVA_TOOL_OPTIONS already sizes the heap; left as is".into(),
+                    );
+                }
+                other => {
+                    let v = match other {
+                        Some(e) => format!("{e} -XX:MaxRAMPercentage=75.0"),
+                        None => "-XX:MaxRAMPercentage=75.0".into(),
+                    };
+                    env.insert("JAVA_TOOL_OPTIONS".into(), v.into());
+                    note(
+                        notes,
+                        "JVM heap at most 75% of the limit (-XX:MaxRAMPercentage)".into(),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn pg_size(b: Bytes) -> String {
+    format!("{}MB", b.as_mib().max(1))
+}
+
+fn tune_postgres(raw: &mut Mapping, limit: Bytes, notes: &mut Vec<Note>, service: &str) {
+    let clamp = |v: u64, lo: u64, hi: u64| Bytes(v.clamp(lo, hi));
+    let settings = [
+        ("shared_buffers", pg_size(Bytes(limit.0 / 4))),
+        ("effective_cache_size", pg_size(Bytes(limit.0 / 4 * 3))),
+        ("work_mem", pg_size(clamp(limit.0 / 64, 4 << 20, 64 << 20))),
+        (
+            "maintenance_work_mem",
+            pg_size(clamp(limit.0 / 16, 64 << 20, 1 << 30)),
+        ),
+    ];
+    if raw.contains_key("entrypoint") {
+        notes.push(Note {
+            service: service.into(),
+            message: "custom entrypoint: PostgreSQL settings not derived".into(),
+        });
+        return;
+    }
+    let existing = raw.get("command").cloned();
+    let mentions = |name: &str| match &existing {
+        Some(Value::String(s)) => s.contains(&format!("{name}=")),
+        Some(Value::Sequence(seq)) => seq
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| a.contains(&format!("{name}="))),
+        _ => false,
+    };
+    let todo: Vec<&(&str, String)> = settings.iter().filter(|(n, _)| !mentions(n)).collect();
+    let applied: Vec<String> = todo.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let new = match existing {
+        None | Some(Value::Null) => {
+            let mut args = vec![Value::from("postgres")];
+            for a in &applied {
+                args.push("-c".into());
+                args.push(a.clone().into());
+            }
+            Some(Value::Sequence(args))
+        }
+        Some(Value::Sequence(mut seq))
+            if seq.first().and_then(Value::as_str) == Some("postgres") =>
+        {
+            for a in &applied {
+                seq.push("-c".into());
+                seq.push(a.clone().into());
+            }
+            Some(Value::Sequence(seq))
+        }
+        Some(Value::String(s)) if s.trim_start().starts_with("postgres") => {
+            let mut s = s.trim_end().to_string();
+            for a in &applied {
+                s.push_str(&format!(" -c {a}"));
+            }
+            Some(Value::String(s))
+        }
+        _ => {
+            notes.push(Note {
+                service: service.into(),
+                message: "custom command: PostgreSQL settings not derived".into(),
+            });
+            None
+        }
+    };
+    if let Some(cmd) = new {
+        raw.insert("command".into(), cmd);
+        if applied.len() < settings.len() {
+            notes.push(Note {
+                service: service.into(),
+                message: "PostgreSQL settings in the command kept; the others derived".into(),
+            });
+        }
+        if !applied.is_empty() {
+            notes.push(Note {
+                service: service.into(),
+                message: format!("PostgreSQL {} from the {limit} limit", applied.join(" ")),
+            });
+        }
+    }
+}
+
+/// Escapes `$` in every string value (keys are never interpolated by Compose).
+fn escape_value_strings(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            if s.contains('$') {
+                *s = escape(s);
+            }
+        }
+        Value::Sequence(seq) => seq.iter_mut().for_each(escape_value_strings),
+        Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| escape_value_strings(v)),
+        Value::Tagged(t) => escape_value_strings(&mut t.value),
+        _ => {}
+    }
+}
