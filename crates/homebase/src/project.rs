@@ -64,6 +64,8 @@ pub fn find_config(global: &Global) -> Result<PathBuf> {
 
 pub fn load(global: &Global) -> Result<Project> {
     let config_path = find_config(global)?;
+    let config_path = std::path::absolute(&config_path)
+        .with_context(|| format!("cannot resolve `{}`", config_path.display()))?;
     let root = config_path
         .parent()
         .map(Path::to_path_buf)

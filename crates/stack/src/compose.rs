@@ -64,12 +64,12 @@ impl ComposeProject {
         };
         let vars = load_vars(&project_dir, &opts.env_files, &opts.env)?;
         let mut merged = Mapping::new();
+        // `-f` files are relative to where homebase runs, as in Compose.
         for file in &opts.files {
-            let file = absolute(&project_dir, file);
-            let doc = load_file(&file, &vars, 0)?;
+            let doc = load_file(file, &vars, 0)?;
             merge_documents(&mut merged, doc);
         }
-        finish(merged, vars, project_dir, &opts.profiles)
+        finish(merged, vars, project_dir, first, &opts.profiles)
     }
 }
 

@@ -18,7 +18,7 @@ pub const ENV_PREFIX: &str = "HOMEBASE__";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read `{}`: {source}", path.display())]
+    #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
         #[source]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("cannot read `{}`: {source}", path.display())]
+    #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -23,14 +23,14 @@ pub enum StackError {
         at: String,
         message: String,
     },
-    #[error("{}: {at}: {source}", path.display())]
+    #[error("{}: {at}", path.display())]
     Interpolate {
         path: PathBuf,
         at: String,
         #[source]
         source: crate::interpolate::InterpolateError,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Dotenv {
         path: PathBuf,
         #[source]

@@ -26,6 +26,8 @@ pub struct Service {
     /// `None` values are pass-through variables the environment did not set.
     pub environment: IndexMap<String, Option<String>>,
     pub profiles: Vec<String>,
+    /// What could not be understood but is left for Compose to judge.
+    pub warnings: Vec<String>,
     /// The full definition after merging, interpolation and normalization.
     pub raw: Mapping,
 }
@@ -149,6 +151,7 @@ impl Service {
         };
 
         let mut ports = Vec::new();
+        let mut warnings = Vec::new();
         if let Some(v) = raw.get("ports") {
             let Value::Sequence(seq) = v else {
                 return Err(StackError::invalid(
@@ -158,7 +161,12 @@ impl Service {
                 ));
             };
             for p in seq {
-                ports.push(parse_port(p).map_err(|m| StackError::invalid(file, at("ports"), m))?);
+                // Kept in the raw definition for Compose to judge (often a variable the
+                // user's .env sets); homebase only loses the typed view of it.
+                match parse_port(p) {
+                    Ok(port) => ports.push(port),
+                    Err(m) => warnings.push(format!("{}: {m}", at("ports"))),
+                }
             }
         }
 
@@ -211,6 +219,7 @@ impl Service {
             depends_on,
             environment,
             profiles,
+            warnings,
             raw,
         })
     }
