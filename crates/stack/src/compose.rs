@@ -586,9 +586,11 @@ fn finish(
     mut merged: Mapping,
     vars: Vars,
     project_dir: PathBuf,
+    first_file: &Path,
     profiles: &[String],
 ) -> Result<ComposeProject, StackError> {
-    let path = project_dir.join("compose");
+    // Errors after merging name the first file: the project's main compose file.
+    let path = first_file.to_path_buf();
     let name = merged.remove("name").and_then(|v| scalar_string(&v));
     merged.remove("version");
     let services_raw = take_services(&mut merged, &path)?;
