@@ -1,1 +1,149 @@
-//! placeholder
+//! Test support for homebase: the real remote hosts that `scripts/testhost` brings up
+//! (network namespaces with their own dockerd and sshd), unique names and ports so that tests
+//! running in parallel never share state, and helpers to run commands on a host over SSH.
+//!
+//! Tests call [`hosts()`]; it fails with the fix (`scripts/testhost up`) when no host is up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Deserialize;
+
+/// Every test host and the client key that reaches them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hosts {
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub hosts: Vec<Host>,
+}
+
+/// One test host: reached only through `ssh user@address`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub index: u32,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// The host's engine socket, for assertions a test makes from outside (never for the
+    /// code under test, which must go through SSH).
+    pub docker_host: String,
+    pub netns: String,
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// The test hosts that are up. Panics with the fix when there are none.
+pub fn hosts() -> Hosts {
+    let script = repo_root().join("scripts/testhost");
+    let out = Command::new(&script).args(["env", "--json"]).output().expect("run scripts/testhost env");
+    assert!(
+        out.status.success(),
+        "no test hosts: run `scripts/testhost up 2` (as root) first\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts: Hosts = serde_json::from_slice(&out.stdout).expect("testhost env --json output");
+    assert!(!hosts.hosts.is_empty(), "no test hosts: run `scripts/testhost up 2` first");
+    hosts
+}
+
+impl Hosts {
+    pub fn host(&self, index: u32) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.index == index)
+            .unwrap_or_else(|| panic!("test host {index} is not up: run `scripts/testhost up {index}`"))
+    }
+
+    /// `ssh` options that reach a host with host-key checking on.
+    pub fn ssh_args(&self, host: &Host) -> Vec<String> {
+        vec![
+            "-i".into(),
+            self.key.display().to_string(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-p".into(),
+            host.port.to_string(),
+            format!("{}@{}", host.user, host.address),
+        ]
+    }
+
+    /// Runs a shell command on the host over SSH, with `stdin` piped in.
+    pub fn ssh_with_input(&self, host: &Host, command: &str, stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("ssh")
+            .args(self.ssh_args(host))
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssh");
+        child.stdin.take().expect("stdin").write_all(stdin).expect("write to ssh");
+        child.wait_with_output().expect("wait for ssh")
+    }
+
+    pub fn ssh(&self, host: &Host, command: &str) -> Output {
+        self.ssh_with_input(host, command, b"")
+    }
+
+    /// Runs a command over SSH and returns its stdout; panics with stderr when it fails.
+    pub fn ssh_ok(&self, host: &Host, command: &str) -> String {
+        let o = self.ssh(host, command);
+        assert!(
+            o.status.success(),
+            "on {}: `{command}` failed ({}):\n{}{}",
+            host.name,
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// Runs `docker` against a host's engine directly (for assertions from outside).
+    pub fn docker(&self, host: &Host, args: &[&str]) -> Output {
+        Command::new("docker").env("DOCKER_HOST", &host.docker_host).args(args).output().expect("run docker")
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (in this or another test process) uses: `prefix-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A port for a test host's loopback that no other test uses at the same time: derived from
+/// the process id and a counter, in 20000–59999.
+pub fn unique_port() -> u16 {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    (20000 + (pid.wrapping_mul(97).wrapping_add(n.wrapping_mul(7919))) % 40000) as u16
+}
+
+/// Removes a compose project from a host when dropped, so a failing test leaves nothing.
+pub struct ProjectGuard<'a> {
+    pub hosts: &'a Hosts,
+    pub host: &'a Host,
+    pub project: String,
+}
+
+impl Drop for ProjectGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.hosts.docker(
+            self.host,
+            &["compose", "-p", &self.project, "down", "--volumes", "--remove-orphans", "--timeout", "1"],
+        );
+        let _ = self.hosts.ssh(self.host, &format!("rm -rf ~/.homebase/{}", self.project));
+    }
+}
