@@ -92,6 +92,31 @@ pub enum Command {
         after_help = "Examples:\n  homebase render\n  homebase render -o rendered.yml && docker compose -f rendered.yml config -q"
     )]
     Render(RenderArgs),
+    /// Deploy the stack to the host: plan, lock, upload, start, health gate, automatic rollback
+    #[command(
+        after_help = "Examples:\n  homebase deploy\n  homebase deploy --json | jq -c 'select(.event==\"result\")'\n  homebase deploy --force-unlock   # after a deploy died holding the lock"
+    )]
+    Deploy(DeployArgs),
+    /// Show each service's state, health, uptime, restarts and memory on the host
+    #[command(
+        after_help = "Examples:\n  homebase status\n  homebase status --json | jq '.services[] | select(.health==\"unhealthy\")'"
+    )]
+    Status(StatusArgs),
+    /// List the releases recorded on the host
+    Releases(ReleasesArgs),
+    /// Go back to an earlier release (default: the one before the current)
+    #[command(
+        after_help = "Examples:\n  homebase rollback\n  homebase rollback 20261123T203107Z-1a2b3c4d"
+    )]
+    Rollback(RollbackArgs),
+    /// Show a service's logs
+    #[command(
+        after_help = "Examples:\n  homebase logs ralph -f\n  homebase logs postgres --since 10m"
+    )]
+    Logs(LogsArgs),
+    /// Run a command in a service's container
+    #[command(after_help = "Example:\n  homebase exec postgres -- psql -U brain -c 'select 1'")]
+    Exec(ExecArgs),
     /// Print shell completions
     #[command(
         after_help = "Example:\n  homebase completions bash > /etc/bash_completion.d/homebase"
@@ -136,4 +161,76 @@ pub struct RenderArgs {
     /// Budget against this much host memory instead of budget.host_memory
     #[arg(long, env = "HOMEBASE_HOST_MEMORY", value_name = "SIZE")]
     pub host_memory: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Print one JSON event per line
+    #[arg(long)]
+    pub json: bool,
+    /// Break a lock left by a deploy that died
+    #[arg(long)]
+    pub force_unlock: bool,
+    /// Redeploy even when the host already runs this exact release
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for every service to be running and healthy
+    #[arg(
+        long,
+        default_value_t = 120,
+        env = "HOMEBASE_DEPLOY_TIMEOUT",
+        value_name = "SECS"
+    )]
+    pub timeout: u64,
+    /// Budget against this much host memory instead of budget.host_memory
+    #[arg(long, env = "HOMEBASE_HOST_MEMORY", value_name = "SIZE")]
+    pub host_memory: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The release to go back to (see `homebase releases`)
+    pub id: Option<String>,
+    /// Print one JSON event per line
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for every service to be running and healthy
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub service: String,
+    /// Keep printing new lines
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines newer than this (`10m`, `2h`, an RFC 3339 time)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// How many lines from the end
+    #[arg(long, default_value_t = 100)]
+    pub tail: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub service: String,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }

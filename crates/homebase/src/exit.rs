@@ -51,6 +51,12 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         if let Some(c) = cause.downcast_ref::<Coded>() {
             return c.exit;
         }
+        if let Some(r) = cause.downcast_ref::<homebase_remote::RemoteError>() {
+            return match r {
+                homebase_remote::RemoteError::Command { .. } => Exit::Refused,
+                _ => Exit::Unreachable,
+            };
+        }
         if cause.is::<StackError>() || cause.is::<ConfigError>() || cause.is::<UnknownService>() {
             return Exit::BadInput;
         }

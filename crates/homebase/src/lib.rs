@@ -7,6 +7,8 @@
 pub mod cli;
 mod commands;
 pub mod exit;
+mod host;
+mod progress;
 pub mod project;
 pub mod ui;
 
@@ -28,7 +30,14 @@ pub fn main() -> ExitCode {
 }
 
 fn wants_json(cmd: &Command) -> bool {
-    matches!(cmd, Command::Plan(a) if a.json)
+    match cmd {
+        Command::Plan(a) => a.json,
+        Command::Deploy(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Releases(a) => a.json,
+        Command::Rollback(a) => a.json,
+        _ => false,
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -36,6 +45,12 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Init(args) => commands::init::run(&cli.global, &args),
         Command::Plan(args) => commands::plan::run(&cli.global, &args),
         Command::Render(args) => commands::render::run(&cli.global, &args),
+        Command::Deploy(args) => commands::deploy::run(&cli.global, &args),
+        Command::Status(args) => commands::ops::status(&cli.global, &args),
+        Command::Releases(args) => commands::ops::releases(&cli.global, &args),
+        Command::Rollback(args) => commands::ops::rollback(&cli.global, &args),
+        Command::Logs(args) => commands::ops::logs(&cli.global, &args),
+        Command::Exec(args) => commands::ops::exec(&cli.global, &args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "homebase", &mut std::io::stdout());

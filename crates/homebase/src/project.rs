@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use homebase_remote::{Session, SshTarget, Target};
 use homebase_stack::config::{FILE_NAME, HostMemory};
 use homebase_stack::{Bytes, ComposeProject, Config, LoadOptions, Plan};
 use indexmap::IndexMap;
@@ -129,7 +130,60 @@ impl Project {
         }
     }
 
+    pub fn target(&self) -> Target {
+        let h = &self.config.host;
+        if h.ssh == "local" {
+            return Target::Local;
+        }
+        let mut t = SshTarget::new(h.ssh.clone());
+        t.port = h.port;
+        t.identity_file = h.identity_file.as_ref().map(|p| expand_home(p));
+        t.known_hosts_file = h.known_hosts_file.as_ref().map(|p| expand_home(p));
+        t.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
+        t.into()
+    }
+
+    /// One connection for the whole command run.
+    pub fn open_session(&self) -> Result<Session> {
+        Ok(Session::open(&self.target())?)
+    }
+
+    /// Fails with "did you mean" when `name` is not a service of the project.
+    pub fn require_service(&self, name: &str) -> Result<()> {
+        if self.compose.services.contains_key(name) {
+            return Ok(());
+        }
+        let hint = homebase_stack::error::did_you_mean(
+            name,
+            self.compose.services.keys().map(String::as_str),
+        )
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_else(|| {
+            format!(
+                "; the services are: {}",
+                self.compose
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        Err(coded(
+            Exit::BadInput,
+            format!("there is no service `{name}`{hint}"),
+        ))
+    }
+
     pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {
         Ok(Plan::new(&self.config, &self.compose, host_memory)?)
+    }
+}
+
+/// `~/x` → `$HOME/x` (ssh does this itself for its own config, not for our flags).
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
     }
 }

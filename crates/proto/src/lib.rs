@@ -48,3 +48,62 @@ pub struct ErrorReport {
     pub error: String,
     pub exit_code: i32,
 }
+
+/// One line of the host's release log (`~/.homebase/<project>/releases.jsonl`) and of
+/// `homebase releases --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseEntry {
+    pub id: String,
+    /// Unix seconds.
+    pub time: u64,
+    pub user: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: bool,
+    pub config_hash: String,
+    /// `deployed`, `up-to-date`, `rolled-back`, `failed`, `rollback`.
+    pub outcome: String,
+    pub duration_ms: u64,
+    /// For a rollback: the release it went back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `homebase status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub project: String,
+    pub host: String,
+    /// The current release id, if the project was deployed.
+    pub release: Option<String>,
+    pub services: Vec<ServiceStatus>,
+    /// Every planned service running, and healthy where it has a healthcheck.
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// `running`, `exited`, `paused`, `restarting`, `missing`, …
+    pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or `none` when the service has no healthcheck.
+    pub health: String,
+    pub uptime_secs: Option<u64>,
+    pub restarts: u64,
+    pub memory_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    pub container: Option<String>,
+}
+
+/// A step of `homebase deploy --json`, one JSON object per line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployEvent {
+    /// `step`, `done`, `failed`, `rollback`, `result`.
+    pub event: String,
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<u64>,
+}

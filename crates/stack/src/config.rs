@@ -186,12 +186,14 @@ impl Priority {
         }
     }
 
-    /// `oom_score_adj` so that the kernel kills batch work before databases.
+    /// `oom_score_adj` so that the kernel kills batch work before databases. Never
+    /// negative: lowering it needs CAP_SYS_RESOURCE, which rootless and sandboxed engines
+    /// lack (runc then fails to start the container); the order is what matters.
     pub fn oom_score_adj(self) -> i64 {
         match self {
-            Priority::Critical => -500,
-            Priority::Normal => 0,
-            Priority::Batch => 500,
+            Priority::Critical => 0,
+            Priority::Normal => 300,
+            Priority::Batch => 600,
         }
     }
 }

@@ -33,20 +33,29 @@ pub struct Host {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 /// The test hosts that are up. Panics with the fix when there are none.
 pub fn hosts() -> Hosts {
     let script = repo_root().join("scripts/testhost");
-    let out = Command::new(&script).args(["env", "--json"]).output().expect("run scripts/testhost env");
+    let out = Command::new(&script)
+        .args(["env", "--json"])
+        .output()
+        .expect("run scripts/testhost env");
     assert!(
         out.status.success(),
         "no test hosts: run `scripts/testhost up 2` (as root) first\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let hosts: Hosts = serde_json::from_slice(&out.stdout).expect("testhost env --json output");
-    assert!(!hosts.hosts.is_empty(), "no test hosts: run `scripts/testhost up 2` first");
+    assert!(
+        !hosts.hosts.is_empty(),
+        "no test hosts: run `scripts/testhost up 2` first"
+    );
     hosts
 }
 
@@ -55,7 +64,9 @@ impl Hosts {
         self.hosts
             .iter()
             .find(|h| h.index == index)
-            .unwrap_or_else(|| panic!("test host {index} is not up: run `scripts/testhost up {index}`"))
+            .unwrap_or_else(|| {
+                panic!("test host {index} is not up: run `scripts/testhost up {index}`")
+            })
     }
 
     /// `ssh` options that reach a host with host-key checking on.
@@ -88,7 +99,12 @@ impl Hosts {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ssh");
-        child.stdin.take().expect("stdin").write_all(stdin).expect("write to ssh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write to ssh");
         child.wait_with_output().expect("wait for ssh")
     }
 
@@ -112,7 +128,11 @@ impl Hosts {
 
     /// Runs `docker` against a host's engine directly (for assertions from outside).
     pub fn docker(&self, host: &Host, args: &[&str]) -> Output {
-        Command::new("docker").env("DOCKER_HOST", &host.docker_host).args(args).output().expect("run docker")
+        Command::new("docker")
+            .env("DOCKER_HOST", &host.docker_host)
+            .args(args)
+            .output()
+            .expect("run docker")
     }
 }
 
@@ -120,7 +140,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test (in this or another test process) uses: `prefix-<pid>-<n>`.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A port for a test host's loopback that no other test uses at the same time: derived from
@@ -142,8 +166,19 @@ impl Drop for ProjectGuard<'_> {
     fn drop(&mut self) {
         let _ = self.hosts.docker(
             self.host,
-            &["compose", "-p", &self.project, "down", "--volumes", "--remove-orphans", "--timeout", "1"],
+            &[
+                "compose",
+                "-p",
+                &self.project,
+                "down",
+                "--volumes",
+                "--remove-orphans",
+                "--timeout",
+                "1",
+            ],
         );
-        let _ = self.hosts.ssh(self.host, &format!("rm -rf ~/.homebase/{}", self.project));
+        let _ = self
+            .hosts
+            .ssh(self.host, &format!("rm -rf ~/.homebase/{}", self.project));
     }
 }

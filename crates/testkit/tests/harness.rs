@@ -11,7 +11,11 @@ fn compose_over_ssh_gives_healthy_limited_containers() {
     let hosts = hosts();
     let h1 = hosts.host(1);
     let project = unique_name("harness");
-    let _guard = ProjectGuard { hosts: &hosts, host: h1, project: project.clone() };
+    let _guard = ProjectGuard {
+        hosts: &hosts,
+        host: h1,
+        project: project.clone(),
+    };
     let port = unique_port();
     let compose = format!(
         r#"
@@ -31,28 +35,58 @@ services:
     mem_limit: 32m
 "#
     );
-    let out = hosts.ssh_with_input(h1, &format!("docker compose -p {project} -f - up -d --wait"), compose.as_bytes());
-    assert!(out.status.success(), "compose up over ssh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = hosts.ssh_with_input(
+        h1,
+        &format!("docker compose -p {project} -f - up -d --wait"),
+        compose.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "compose up over ssh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let ps = hosts.ssh_ok(
         h1,
         &format!("docker ps --filter label=com.docker.compose.project={project} --format '{{{{.Names}}}} {{{{.Status}}}}'"),
     );
-    assert!(ps.lines().any(|l| l.contains("web") && l.contains("(healthy)")), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.contains("web") && l.contains("(healthy)")),
+        "{ps}"
+    );
     let limits = hosts.ssh_ok(
         h1,
         &format!(
             "docker inspect --format '{{{{.Name}}}} {{{{.HostConfig.Memory}}}}' $(docker ps -q --filter label=com.docker.compose.project={project})"
         ),
     );
-    assert!(limits.lines().any(|l| l.contains("web") && l.ends_with(" 67108864")), "{limits}");
-    assert!(limits.lines().any(|l| l.contains("sleeper") && l.ends_with(" 33554432")), "{limits}");
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.contains("web") && l.ends_with(" 67108864")),
+        "{limits}"
+    );
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.contains("sleeper") && l.ends_with(" 33554432")),
+        "{limits}"
+    );
 
     // The port answers on the host's own loopback...
-    let inside = hosts.ssh_ok(h1, &format!("wget -qO- http://127.0.0.1:{port}/ 2>/dev/null || curl -s http://127.0.0.1:{port}/"));
+    let inside = hosts.ssh_ok(
+        h1,
+        &format!(
+            "wget -qO- http://127.0.0.1:{port}/ 2>/dev/null || curl -s http://127.0.0.1:{port}/"
+        ),
+    );
     assert_eq!(inside.trim(), "ok");
     // ...and not from the laptop side, neither on the host's address nor on our loopback.
-    for addr in [format!("{}:{port}", h1.address), format!("127.0.0.1:{port}")] {
+    for addr in [
+        format!("{}:{port}", h1.address),
+        format!("127.0.0.1:{port}"),
+    ] {
         let addr: SocketAddr = addr.parse().unwrap();
         assert!(
             TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
@@ -66,14 +100,24 @@ fn hosts_have_separate_engines() {
     let hosts = hosts();
     let (h1, h2) = (hosts.host(1), hosts.host(2));
     let project = unique_name("isolation");
-    let _guard = ProjectGuard { hosts: &hosts, host: h2, project: project.clone() };
+    let _guard = ProjectGuard {
+        hosts: &hosts,
+        host: h2,
+        project: project.clone(),
+    };
     hosts.ssh_ok(
         h2,
         &format!("docker run -d --name {project} --label com.docker.compose.project={project} hb/busybox:latest sleep 600"),
     );
-    let on2 = hosts.ssh_ok(h2, &format!("docker ps -a --filter name={project} --format '{{{{.Names}}}}'"));
+    let on2 = hosts.ssh_ok(
+        h2,
+        &format!("docker ps -a --filter name={project} --format '{{{{.Names}}}}'"),
+    );
     assert_eq!(on2.trim(), project);
-    let on1 = hosts.ssh_ok(h1, &format!("docker ps -a --filter name={project} --format '{{{{.Names}}}}'"));
+    let on1 = hosts.ssh_ok(
+        h1,
+        &format!("docker ps -a --filter name={project} --format '{{{{.Names}}}}'"),
+    );
     assert_eq!(on1.trim(), "", "host 1 sees host 2's container");
     hosts.ssh_ok(h2, &format!("docker rm -f {project}"));
 }
@@ -83,7 +127,11 @@ fn pgvector_answers_a_distance_query() {
     let hosts = hosts();
     let h1 = hosts.host(1);
     let name = unique_name("pg");
-    let _guard = ProjectGuard { hosts: &hosts, host: h1, project: name.clone() };
+    let _guard = ProjectGuard {
+        hosts: &hosts,
+        host: h1,
+        project: name.clone(),
+    };
     hosts.ssh_ok(
         h1,
         &format!(
@@ -99,7 +147,11 @@ fn pgvector_answers_a_distance_query() {
     );
     let out = hosts.ssh_with_input(h1, &script, b"");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.lines().last(), Some("1"), "{stdout}");
     hosts.ssh_ok(h1, &format!("docker rm -f {name}"));
 }

@@ -1,5 +1,7 @@
-//! One module per subcommand.
+//! One module per subcommand (`ops` holds the small ones about the running stack).
 
+pub mod deploy;
 pub mod init;
+pub mod ops;
 pub mod plan;
 pub mod render;

@@ -1,0 +1,349 @@
+//! `homebase deploy`: plan → lock → upload → compose up → health gate → current + log, and
+//! back to the previous release by itself when anything fails after containers changed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use homebase_proto::ReleaseEntry;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{DeployArgs, Global};
+use crate::exit::{Exit, coded};
+use crate::host::{HostProject, LockOutcome, now_secs};
+use crate::progress::Progress;
+use crate::project::{self, Project};
+
+/// Locks older than this are reported as stale.
+const STALE_LOCK: Duration = Duration::from_secs(15 * 60);
+
+pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
+    let started = Instant::now();
+    let project = project::load(global)?;
+    let mut progress = Progress::new(args.json);
+
+    // 1. Plan: an over-budget stack is refused before the host is touched.
+    progress.step("plan");
+    let (host_memory, _) = project.host_memory(args.host_memory.as_deref())?;
+    let plan = project.plan(host_memory)?;
+    if !plan.fits() {
+        let problems: Vec<String> = plan
+            .problems
+            .iter()
+            .map(|p| format!("  - {}", p.explain()))
+            .collect();
+        progress.fail("does not fit");
+        return Err(coded(
+            Exit::Refused,
+            format!(
+                "deploy refused, the host was not touched:\n{}",
+                problems.join("\n")
+            ),
+        ));
+    }
+    let rendered = homebase_stack::render::render(&plan, &project.compose, &project.config.render)?;
+    let config_text = std::fs::read(&project.config_path)
+        .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
+    let hash = bundle_hash(rendered.yaml.as_bytes(), &config_text);
+    progress.done();
+
+    progress.step(&format!("connect to {}", project.target()));
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    host.require_compose()?;
+    progress.done();
+
+    // 2. Lock.
+    progress.step("lock");
+    if args.force_unlock {
+        host.force_unlock()?;
+    }
+    let token = format!("{}-{}-{}", whoami(), std::process::id(), now_secs());
+    let holder = format!("{}@{}", whoami(), hostname());
+    match host.lock(&holder, &token)? {
+        LockOutcome::Acquired => {}
+        LockOutcome::Held { holder, pid, age } => {
+            progress.fail("held");
+            let stale = if age > STALE_LOCK {
+                " (stale: that deploy probably died)"
+            } else {
+                ""
+            };
+            return Err(coded(
+                Exit::Locked,
+                format!(
+                    "another deploy of `{}` holds the lock on {}: {holder}, pid {pid}, for {}{stale}; wait for it, or break the lock with `homebase deploy --force-unlock`",
+                    project.config.project.name,
+                    session.host(),
+                    human_duration(age)
+                ),
+            ));
+        }
+    }
+    let _lock = LockGuard {
+        host: &host,
+        token: token.clone(),
+    };
+    progress.done();
+
+    // 3. No-op?
+    let current = host.current()?;
+    if let Some((cur_id, cur_hash)) = &current {
+        if *cur_hash == hash && !args.force {
+            let ps = host.ps()?;
+            if all_healthy(&plan, &ps) {
+                let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
+                host.append_log(&entry)?;
+                progress.info(&format!(
+                    "up to date: release {cur_id} is running and healthy; no container touched"
+                ));
+                result(args.json, &entry);
+                return Ok(Exit::Ok);
+            }
+        }
+    }
+
+    // 4. Upload the bundle.
+    let id = release_id(&hash);
+    progress.step(&format!("upload release {id}"));
+    host.upload(
+        &id,
+        &[
+            ("compose.yml", rendered.yaml.as_bytes()),
+            ("homebase.toml", &config_text),
+            ("hash", hash.as_bytes()),
+        ],
+    )?;
+    progress.done();
+
+    // 5. Up and health gate.
+    progress.step("start services and wait until healthy");
+    let (ok, output) = host.up(&id, Duration::from_secs(args.timeout))?;
+    let ps = host.ps()?;
+    if ok && all_healthy(&plan, &ps) {
+        progress.done();
+        host.set_current(&id)?;
+        let e = entry(&project, &id, &hash, "deployed", started, None, None);
+        host.append_log(&e)?;
+        result(args.json, &e);
+        if !args.json {
+            eprintln!(
+                "deployed release {id} to {} in {:.1}s",
+                session.host(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(Exit::Ok);
+    }
+    progress.fail("not healthy");
+
+    // 6. Failure after containers changed: report, then roll back.
+    let mut report = String::new();
+    for p in ps
+        .iter()
+        .filter(|p| p.state != "running" || (p.health != "" && p.health != "healthy"))
+    {
+        report.push_str(&format!(
+            "\n--- service `{}` ({}) ---\n{}",
+            p.service,
+            p.name,
+            host.diagnose(&p.name)?
+        ));
+    }
+    let tail: Vec<&str> = output
+        .trim()
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    report = format!("\ncompose said:\n{}{report}", tail.join("\n"));
+    let rolled = match &current {
+        Some((prev, _)) if host.release_exists(prev)? => {
+            progress.step(&format!("roll back to release {prev}"));
+            let (back_ok, back_out) = host.up(prev, Duration::from_secs(args.timeout))?;
+            if back_ok {
+                progress.done();
+                format!("rolled back to release {prev}, which is healthy again")
+            } else {
+                progress.fail("rollback not healthy");
+                format!(
+                    "rollback to release {prev} did not become healthy either:\n{}",
+                    back_out.trim()
+                )
+            }
+        }
+        _ => {
+            progress.step("remove the failed first release (volumes kept)");
+            host.down(&id)?;
+            progress.done();
+            "there was no previous release; the failed containers were removed (volumes kept)"
+                .into()
+        }
+    };
+    let e = entry(
+        &project,
+        &id,
+        &hash,
+        "rolled-back",
+        started,
+        current.map(|c| c.0),
+        Some(rolled.clone()),
+    );
+    host.append_log(&e)?;
+    if args.json {
+        result(true, &e);
+    }
+    Err(coded(
+        Exit::Refused,
+        format!("release {id} did not become healthy; {rolled}{report}"),
+    ))
+}
+
+struct LockGuard<'a> {
+    host: &'a HostProject<'a>,
+    token: String,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.host.unlock(&self.token) {
+            crate::ui::warn(&format!("could not release the deploy lock: {e:#}"));
+        }
+    }
+}
+
+fn result(json: bool, e: &ReleaseEntry) {
+    if json {
+        if let Ok(line) =
+            serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))
+        {
+            println!("{line}");
+        }
+    }
+}
+
+/// Planned services all running, and healthy where they have a healthcheck.
+pub fn all_healthy(plan: &homebase_stack::Plan, ps: &[crate::host::PsEntry]) -> bool {
+    plan.services.iter().all(|s| {
+        ps.iter().any(|p| {
+            p.service == s.name
+                && p.state == "running"
+                && (p.health.is_empty() || p.health == "healthy")
+        })
+    })
+}
+
+pub fn bundle_hash(compose: &[u8], config: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(compose);
+    h.update([0u8]);
+    h.update(config);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn release_id(hash: &str) -> String {
+    let secs = now_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        &hash[..8]
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+pub fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn hostname() -> String {
+    std::process::Command::new("hostname")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "laptop".into())
+}
+
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Git commit and dirty flag of the directory holding homebase.toml.
+fn git_state(project: &Project) -> (Option<String>, bool) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&project.root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]);
+    let dirty = commit.is_some()
+        && git(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+    (commit, dirty)
+}
+
+pub fn entry(
+    project: &Project,
+    id: &str,
+    hash: &str,
+    outcome: &str,
+    started: Instant,
+    target: Option<String>,
+    error: Option<String>,
+) -> ReleaseEntry {
+    let (git_commit, git_dirty) = git_state(project);
+    ReleaseEntry {
+        id: id.into(),
+        time: now_secs(),
+        user: whoami(),
+        git_commit,
+        git_dirty,
+        config_hash: hash.into(),
+        outcome: outcome.into(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        target,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_from_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

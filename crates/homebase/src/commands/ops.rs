@@ -1,0 +1,454 @@
+//! `homebase status`, `releases`, `rollback`, `logs` and `exec`: the running stack.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use homebase_proto::{ServiceStatus, StatusReport};
+use homebase_remote::sh_quote;
+use homebase_stack::Bytes;
+use serde_json::Value;
+
+use crate::cli::{ExecArgs, Global, LogsArgs, ReleasesArgs, RollbackArgs, StatusArgs};
+use crate::commands::deploy::{entry, human_duration};
+use crate::exit::{Exit, coded};
+use crate::host::{HostProject, LockOutcome, now_secs};
+use crate::progress::Progress;
+use crate::project;
+use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
+
+pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    let report = collect_status(&host, project.compose.services.keys().cloned().collect())?;
+    if args.json {
+        ui::out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else {
+        ui::out(&human_status(&report))?;
+    }
+    Ok(if report.healthy {
+        Exit::Ok
+    } else {
+        Exit::Refused
+    })
+}
+
+/// Per service state, health, uptime, restarts, memory and limit, in one round trip.
+pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<StatusReport> {
+    let script = format!(
+        "ids=$(docker ps -aq --filter label=com.docker.compose.project={p}); \
+         if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; docker stats --no-stream --format '{{{{json .}}}}' $ids; else echo '[]'; echo '@@HB@@'; fi; \
+         echo '@@HB@@'; cat {d}/current 2>/dev/null; true",
+        p = sh_quote(&host.project),
+        d = host.dir()
+    );
+    let out = host.session.check(&script)?;
+    let mut parts = out.split("@@HB@@");
+    let inspect: Vec<Value> =
+        serde_json::from_str(parts.next().unwrap_or("[]").trim()).unwrap_or_default();
+    let stats: Vec<Value> = parts
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let release = parts
+        .next()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let now = now_secs();
+    let mut services = Vec::new();
+    for name in &planned {
+        let c = inspect.iter().find(|c| {
+            c["Config"]["Labels"]["com.docker.compose.service"].as_str() == Some(name.as_str())
+        });
+        let Some(c) = c else {
+            services.push(ServiceStatus {
+                name: name.clone(),
+                state: "missing".into(),
+                health: "none".into(),
+                uptime_secs: None,
+                restarts: 0,
+                memory_bytes: None,
+                limit_bytes: None,
+                container: None,
+            });
+            continue;
+        };
+        let cname = c["Name"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_string();
+        let state = c["State"]["Status"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
+        let health = c["State"]["Health"]["Status"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        let uptime_secs = (state == "running")
+            .then(|| c["State"]["StartedAt"].as_str().and_then(parse_rfc3339))
+            .flatten()
+            .map(|t| now.saturating_sub(t));
+        let limit = c["HostConfig"]["Memory"].as_u64().filter(|m| *m > 0);
+        let memory = stats
+            .iter()
+            .find(|s| s["Name"].as_str() == Some(cname.as_str()))
+            .and_then(|s| s["MemUsage"].as_str())
+            .and_then(|u| u.split('/').next())
+            .and_then(|u| Bytes::parse(u.trim()).ok())
+            .map(|b| b.0);
+        services.push(ServiceStatus {
+            name: name.clone(),
+            state,
+            health,
+            uptime_secs,
+            restarts: c["RestartCount"].as_u64().unwrap_or(0),
+            memory_bytes: memory,
+            limit_bytes: limit,
+            container: Some(cname),
+        });
+    }
+    let healthy = services
+        .iter()
+        .all(|s| s.state == "running" && (s.health == "none" || s.health == "healthy"));
+    Ok(StatusReport {
+        project: host.project.clone(),
+        host: host.session.host(),
+        release,
+        services,
+        healthy,
+    })
+}
+
+/// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-23T20:31:07.123Z`).
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let hms: Vec<i64> = time
+        .get(..8)?
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // days from civil (Howard Hinnant)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]).ok()
+}
+
+fn human_status(r: &StatusReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} on {} (release {})",
+        paint(BOLD, &r.project),
+        r.host,
+        r.release.as_deref().unwrap_or("none")
+    );
+    let w = r
+        .services
+        .iter()
+        .map(|x| x.name.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = writeln!(
+        s,
+        "{}",
+        paint(
+            BOLD,
+            format!(
+                "{:<w$}  {:<10}  {:<9}  {:>8}  {:>8}  {:>21}",
+                "SERVICE", "STATE", "HEALTH", "UPTIME", "RESTARTS", "MEMORY / LIMIT"
+            )
+        )
+    );
+    for x in &r.services {
+        let ok = x.state == "running" && (x.health == "none" || x.health == "healthy");
+        let state = format!("{:<10}", x.state);
+        let state = if ok {
+            paint(GOOD, state)
+        } else {
+            paint(BAD, state)
+        };
+        let health = format!("{:<9}", x.health);
+        let health = if x.health == "unhealthy" {
+            paint(BAD, health)
+        } else if x.health == "starting" {
+            paint(WARN, health)
+        } else {
+            health
+        };
+        let mem = format!(
+            "{} / {}",
+            x.memory_bytes
+                .map(|b| Bytes(b).to_string())
+                .unwrap_or_else(|| "-".into()),
+            x.limit_bytes
+                .map(|b| Bytes(b).to_string())
+                .unwrap_or_else(|| "none".into())
+        );
+        let up = x
+            .uptime_secs
+            .map(|u| human_duration(Duration::from_secs(u)))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "{:<w$}  {state}  {health}  {up:>8}  {:>8}  {mem:>21}",
+            x.name, x.restarts
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{}",
+        if r.healthy {
+            paint(GOOD, "all services healthy")
+        } else {
+            paint(BAD, "something is not healthy")
+        }
+    );
+    s
+}
+
+pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    let log = host.log()?;
+    let current = host.current()?.map(|c| c.0);
+    if args.json {
+        ui::out(
+            &(serde_json::to_string_pretty(
+                &serde_json::json!({ "current": current, "releases": log }),
+            )? + "\n"),
+        )?;
+        return Ok(Exit::Ok);
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}",
+        paint(
+            BOLD,
+            format!(
+                "{:<2}{:<28}  {:<12}  {:<8}  {:<10}  {}",
+                "", "RELEASE", "OUTCOME", "USER", "COMMIT", "DURATION"
+            )
+        )
+    );
+    for e in &log {
+        let mark = if current.as_deref() == Some(e.id.as_str()) && e.outcome == "deployed" {
+            "* "
+        } else {
+            "  "
+        };
+        let commit = e
+            .git_commit
+            .as_deref()
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    &c[..c.len().min(8)],
+                    if e.git_dirty { "+" } else { "" }
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "{mark}{:<28}  {:<12}  {:<8}  {:<10}  {:.1}s",
+            e.id,
+            e.outcome,
+            e.user,
+            commit,
+            e.duration_ms as f64 / 1000.0
+        );
+    }
+    ui::out(&s)?;
+    Ok(Exit::Ok)
+}
+
+pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
+    let started = Instant::now();
+    let project = project::load(global)?;
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    let mut progress = Progress::new(args.json);
+    let current = host.current()?.map(|c| c.0);
+    let log = host.log()?;
+    let target = match &args.id {
+        Some(id) => id.clone(),
+        None => {
+            // The newest successfully deployed release before the current one.
+            let deployed: Vec<&str> = log
+                .iter()
+                .filter(|e| e.outcome == "deployed" || e.outcome == "rollback")
+                .map(|e| e.target.as_deref().unwrap_or(&e.id))
+                .collect();
+            let mut seen_current = current.is_none();
+            let mut pick = None;
+            for id in deployed.iter().rev() {
+                if !seen_current {
+                    if Some(*id) == current.as_deref() {
+                        seen_current = true;
+                    }
+                    continue;
+                }
+                if Some(*id) != current.as_deref() {
+                    pick = Some(id.to_string());
+                    break;
+                }
+            }
+            pick.ok_or_else(|| {
+                coded(
+                    Exit::BadInput,
+                    "there is no earlier release to roll back to; `homebase releases` lists them",
+                )
+            })?
+        }
+    };
+    if !host.release_exists(&target)? {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "release `{target}` is not on {}; `homebase releases` lists the ones that are",
+                session.host()
+            ),
+        ));
+    }
+    let token = format!("rollback-{}-{}", std::process::id(), now_secs());
+    if let LockOutcome::Held {
+        holder, pid, age, ..
+    } = host.lock(&crate::commands::deploy::whoami(), &token)?
+    {
+        return Err(coded(
+            Exit::Locked,
+            format!(
+                "a deploy holds the lock: {holder}, pid {pid}, for {}",
+                human_duration(age)
+            ),
+        ));
+    }
+    let result = (|| -> Result<Exit> {
+        progress.step(&format!("roll back to release {target}"));
+        let (ok, out) = host.up(&target, Duration::from_secs(args.timeout))?;
+        let hash = session.check(&format!(
+            "cat {}/releases/{}/hash 2>/dev/null; true",
+            host.dir(),
+            sh_quote(&target)
+        ))?;
+        let mut e = entry(
+            &project,
+            &target,
+            hash.trim(),
+            "rollback",
+            started,
+            Some(target.clone()),
+            None,
+        );
+        if !ok {
+            progress.fail("not healthy");
+            e.outcome = "failed".into();
+            e.error = Some(out.trim().to_string());
+            host.append_log(&e)?;
+            return Err(coded(
+                Exit::Refused,
+                format!("release {target} did not become healthy:\n{}", out.trim()),
+            ));
+        }
+        progress.done();
+        host.set_current(&target)?;
+        host.append_log(&e)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))?
+            );
+        } else {
+            eprintln!("rolled back to release {target}");
+        }
+        Ok(Exit::Ok)
+    })();
+    host.unlock(&token)?;
+    result
+}
+
+pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    project.require_service(&args.service)?;
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    let mut script = format!("{} logs --no-color --tail {}", host.compose(), args.tail);
+    if args.follow {
+        script.push_str(" --follow");
+    }
+    if let Some(since) = &args.since {
+        script.push_str(&format!(" --since {}", sh_quote(since)));
+    }
+    script.push_str(&format!(" {}", sh_quote(&args.service)));
+    let status = session
+        .command(&script, false)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run ssh for `{}`: {e}", session.host()))?;
+    Ok(if status.success() {
+        Exit::Ok
+    } else {
+        Exit::Unreachable
+    })
+}
+
+pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
+    use std::io::IsTerminal;
+    let project = project::load(global)?;
+    project.require_service(&args.service)?;
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let words: Vec<String> = args.command.iter().map(|w| sh_quote(w)).collect();
+    let script = format!(
+        "{} exec {}{} {}",
+        host.compose(),
+        if tty { "" } else { "-T " },
+        sh_quote(&args.service),
+        words.join(" ")
+    );
+    let status = session
+        .command(&script, tty)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run ssh for `{}`: {e}", session.host()))?;
+    match status.code() {
+        Some(0) => Ok(Exit::Ok),
+        Some(c) => Err(coded(
+            Exit::Refused,
+            format!(
+                "`{}` exited with {c} in `{}`",
+                args.command.join(" "),
+                args.service
+            ),
+        )),
+        None => Err(coded(Exit::Refused, "the command was killed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_docker_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2026-11-23T20:31:07.123456789Z"),
+            Some(1_795_465_867)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! Progress of long work: a spinner per step on a terminal, plain lines otherwise, one JSON
+//! event per line with `--json`. All of it on stderr except JSON events (stdout).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use homebase_proto::DeployEvent;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ui::{self, BAD, GOOD, paint};
+
+pub struct Progress {
+    json: bool,
+    terminal: bool,
+    current: Option<(String, Instant, Option<ProgressBar>)>,
+}
+
+impl Progress {
+    pub fn new(json: bool) -> Progress {
+        Progress {
+            json,
+            terminal: !json && std::io::stderr().is_terminal(),
+            current: None,
+        }
+    }
+
+    fn emit(&self, event: &str, step: &str, message: Option<String>, ms: Option<u64>) {
+        let e = DeployEvent {
+            event: event.into(),
+            step: step.into(),
+            message,
+            ms,
+        };
+        if let Ok(line) = serde_json::to_string(&e) {
+            println!("{line}");
+        }
+    }
+
+    pub fn step(&mut self, name: &str) {
+        self.finish_current(true, None);
+        if self.json {
+            self.emit("step", name, None, None);
+        }
+        let bar = if self.terminal {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.set_message(name.to_string());
+            b.enable_steady_tick(Duration::from_millis(100));
+            Some(b)
+        } else {
+            if !self.json {
+                eprintln!("… {name}");
+            }
+            None
+        };
+        self.current = Some((name.to_string(), Instant::now(), bar));
+    }
+
+    fn finish_current(&mut self, ok: bool, message: Option<&str>) {
+        let Some((name, start, bar)) = self.current.take() else {
+            return;
+        };
+        let ms = start.elapsed().as_millis() as u64;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if self.json {
+            self.emit(
+                if ok { "done" } else { "failed" },
+                &name,
+                message.map(str::to_string),
+                Some(ms),
+            );
+        } else {
+            let mark = if ok {
+                paint(GOOD, "✓")
+            } else {
+                paint(BAD, "✗")
+            };
+            let extra = message.map(|m| format!(": {m}")).unwrap_or_default();
+            let mut err = anstream::stderr();
+            let _ = std::io::Write::write_fmt(
+                &mut err,
+                format_args!("{mark} {name} ({:.1}s){extra}\n", ms as f64 / 1000.0),
+            );
+        }
+    }
+
+    pub fn done(&mut self) {
+        self.finish_current(true, None);
+    }
+
+    pub fn fail(&mut self, message: &str) {
+        self.finish_current(false, Some(message));
+    }
+
+    /// A line of information between steps.
+    pub fn info(&self, message: &str) {
+        if self.json {
+            self.emit("info", "", Some(message.into()), None);
+        } else {
+            ui::warn(message);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some((_, _, Some(b))) = self.current.take() {
+            b.finish_and_clear();
+        }
+    }
+}

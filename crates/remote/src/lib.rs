@@ -1,0 +1,467 @@
+//! The transport to the host: the system OpenSSH client, through one multiplexed master
+//! connection per command run, so that `~/.ssh/config`, ssh-agent, ProxyJump and known_hosts
+//! work as users expect. Host keys are always checked.
+//!
+//! Invariant: this is the only crate that knows about OpenSSH. A `local` target runs the same
+//! shell scripts on this machine, so every caller is written once for both.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Where commands run.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// This machine's engine, no SSH.
+    Local,
+    Ssh(SshTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Anything `ssh` accepts: `user@host`, an `~/.ssh/config` alias.
+    pub destination: String,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Keep-alive: a dead link is noticed after interval × count.
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
+}
+
+impl SshTarget {
+    pub fn new(destination: impl Into<String>) -> SshTarget {
+        SshTarget {
+            destination: destination.into(),
+            port: None,
+            identity_file: None,
+            known_hosts_file: None,
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_count: 3,
+        }
+    }
+
+    /// The host name as the user wrote it, for messages.
+    pub fn host_name(&self) -> &str {
+        self.destination
+            .rsplit('@')
+            .next()
+            .unwrap_or(&self.destination)
+    }
+
+    /// Options shared by the master and every command: checking, timeouts, keep-alive.
+    pub fn base_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)),
+            "-o".into(),
+            format!(
+                "ServerAliveInterval={}",
+                self.keepalive_interval.as_secs().max(1)
+            ),
+            "-o".into(),
+            format!("ServerAliveCountMax={}", self.keepalive_count),
+        ];
+        if let Some(p) = self.port {
+            a.push("-p".into());
+            a.push(p.to_string());
+        }
+        if let Some(i) = &self.identity_file {
+            a.push("-i".into());
+            a.push(i.display().to_string());
+            a.push("-o".into());
+            a.push("IdentitiesOnly=yes".into());
+        }
+        if let Some(k) = &self.known_hosts_file {
+            a.push("-o".into());
+            a.push(format!("UserKnownHostsFile={}", k.display()));
+        }
+        a
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Local => f.write_str("local"),
+            Target::Ssh(s) => f.write_str(&s.destination),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(
+        "the host key of `{host}` is not known{}; homebase never accepts an unknown key. If it is your host, check the fingerprint and add it: ssh-keyscan{} {host} >> {}",
+        fingerprint.as_ref().map(|f| format!(" (it offers {f})")).unwrap_or_default(),
+        port.map(|p| format!(" -p {p}")).unwrap_or_default(),
+        known_hosts.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "~/.ssh/known_hosts".into())
+    )]
+    HostKeyUnknown {
+        host: String,
+        port: Option<u16>,
+        fingerprint: Option<String>,
+        known_hosts: Option<PathBuf>,
+    },
+    #[error(
+        "the host key of `{host}` has CHANGED since it was recorded{}: this may be an attack, or a reinstalled host. If you know why, remove the old key with `ssh-keygen -R {host}` and add the new one",
+        fingerprint.as_ref().map(|f| format!(" (it now offers {f})")).unwrap_or_default()
+    )]
+    HostKeyChanged {
+        host: String,
+        fingerprint: Option<String>,
+    },
+    #[error(
+        "`{host}` refused the SSH key for `{destination}`: check the user name and identity_file, or install the key with `ssh-copy-id {destination}`"
+    )]
+    AuthFailed { host: String, destination: String },
+    #[error(
+        "cannot reach `{host}` over SSH within {timeout_secs}s: {detail}; is the host on and its sshd running?"
+    )]
+    Unreachable {
+        host: String,
+        timeout_secs: u64,
+        detail: String,
+    },
+    #[error("on `{host}`: `{command}` failed ({status}){}", if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) })]
+    Command {
+        host: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot run `{program}` for `{host}`")]
+    Spawn {
+        host: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the SSH connection to `{host}` was lost: {detail}")]
+    Lost { host: String, detail: String },
+}
+
+/// A connection to the host, open for one command run.
+pub struct Session {
+    target: Target,
+    /// Holds the control socket; removed when the session ends.
+    control: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+/// Quotes a word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Session {
+    /// Opens the master connection (or nothing, for `local`), checking the host key.
+    pub fn open(target: &Target) -> Result<Session, RemoteError> {
+        let Target::Ssh(t) = target else {
+            return Ok(Session {
+                target: target.clone(),
+                control: None,
+            });
+        };
+        // Short path: control sockets are limited to ~100 bytes (macOS temp dirs are long).
+        let base = if Path::new("/tmp").is_dir() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("hb-")
+            .tempdir_in(&base)
+            .map_err(|source| RemoteError::Spawn {
+                host: t.destination.clone(),
+                program: "mktemp".into(),
+                source,
+            })?;
+        let socket = dir.path().join("c");
+        let out = Command::new("ssh")
+            .args(t.base_args())
+            .args(["-M", "-S"])
+            .arg(&socket)
+            .args(["-o", "ControlPersist=no", "-f", "-N"])
+            .arg(&t.destination)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| RemoteError::Spawn {
+                host: t.destination.clone(),
+                program: "ssh".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(classify_connect_error(
+                t,
+                &String::from_utf8_lossy(&out.stderr),
+            ));
+        }
+        Ok(Session {
+            target: target.clone(),
+            control: Some((dir, socket)),
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn host(&self) -> String {
+        self.target.to_string()
+    }
+
+    /// A `Command` that runs `script` with `sh -c` on the host (through the master).
+    pub fn command(&self, script: &str, tty: bool) -> Command {
+        match (&self.target, &self.control) {
+            (Target::Ssh(t), Some((_, socket))) => {
+                let mut c = Command::new("ssh");
+                c.args(t.base_args())
+                    .arg("-S")
+                    .arg(socket)
+                    .args(["-o", "ControlMaster=no"]);
+                if tty {
+                    c.arg("-t");
+                }
+                c.arg(&t.destination)
+                    .arg("--")
+                    .arg(format!("sh -c {}", sh_quote(script)));
+                c
+            }
+            _ => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script);
+                c
+            }
+        }
+    }
+
+    /// Runs a script, feeding `input` on stdin; returns its output whatever the status.
+    pub fn run_with_input(&self, script: &str, input: &[u8]) -> Result<Output, RemoteError> {
+        let mut child = self
+            .command(script, false)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RemoteError::Spawn {
+                host: self.host(),
+                program: "ssh".into(),
+                source,
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A closed pipe shows up as the command's failure below.
+            let _ = stdin.write_all(input);
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| RemoteError::Spawn {
+                host: self.host(),
+                program: "ssh".into(),
+                source,
+            })?;
+        // ssh exits 255 when the connection itself failed.
+        if out.status.code() == Some(255) && matches!(self.target, Target::Ssh(_)) {
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if stderr.contains("Control socket")
+                || stderr.contains("mux_client")
+                || stderr.contains("Connection")
+                || stderr.contains("Broken pipe")
+                || stderr.trim().is_empty()
+            {
+                return Err(RemoteError::Lost {
+                    host: self.host(),
+                    detail: stderr.trim().to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn run(&self, script: &str) -> Result<Output, RemoteError> {
+        self.run_with_input(script, b"")
+    }
+
+    /// Runs a script and returns stdout; a non-zero exit is an error naming the command.
+    pub fn check(&self, script: &str) -> Result<String, RemoteError> {
+        self.check_with_input(script, b"")
+    }
+
+    pub fn check_with_input(&self, script: &str, input: &[u8]) -> Result<String, RemoteError> {
+        let out = self.run_with_input(script, input)?;
+        if !out.status.success() {
+            return Err(RemoteError::Command {
+                host: self.host(),
+                command: first_line(script),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// The master's process is gone or its socket no longer answers.
+    pub fn is_alive(&self) -> bool {
+        match (&self.target, &self.control) {
+            (Target::Ssh(t), Some((_, socket))) => Command::new("ssh")
+                .arg("-S")
+                .arg(socket)
+                .args(["-O", "check"])
+                .arg(&t.destination)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            _ => true,
+        }
+    }
+
+    /// The control socket, for callers that add forwards to the master.
+    pub fn control_socket(&self) -> Option<&Path> {
+        self.control.as_ref().map(|(_, s)| s.as_path())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let (Target::Ssh(t), Some((_, socket))) = (&self.target, &self.control) {
+            let _ = Command::new("ssh")
+                .arg("-S")
+                .arg(socket)
+                .args(["-O", "exit"])
+                .arg(&t.destination)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn first_line(script: &str) -> String {
+    let line = script.trim().lines().next().unwrap_or("").trim();
+    if line.len() > 120 {
+        format!(
+            "{}…",
+            &line[..line
+                .char_indices()
+                .nth(117)
+                .map(|(i, _)| i)
+                .unwrap_or(line.len())]
+        )
+    } else {
+        line.to_string()
+    }
+}
+
+fn classify_connect_error(t: &SshTarget, stderr: &str) -> RemoteError {
+    let host = t.host_name().to_string();
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        let fingerprint = stderr
+            .lines()
+            .find(|l| l.contains("SHA256:"))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("SHA256:")))
+            .map(|s| s.trim_end_matches('.').to_string());
+        return RemoteError::HostKeyChanged { host, fingerprint };
+    }
+    if stderr.contains("Host key verification failed") || stderr.contains("host key is known") {
+        return RemoteError::HostKeyUnknown {
+            fingerprint: offered_fingerprint(t),
+            port: t.port,
+            known_hosts: t.known_hosts_file.clone(),
+            host,
+        };
+    }
+    if stderr.contains("Permission denied") {
+        return RemoteError::AuthFailed {
+            host,
+            destination: t.destination.clone(),
+        };
+    }
+    let detail = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("Warning"))
+        .unwrap_or("ssh failed without a message")
+        .to_string();
+    RemoteError::Unreachable {
+        host,
+        timeout_secs: t.connect_timeout.as_secs(),
+        detail,
+    }
+}
+
+/// The fingerprint the host offers, read with ssh-keyscan (for the message only; never trusted).
+fn offered_fingerprint(t: &SshTarget) -> Option<String> {
+    let mut scan = Command::new("ssh-keyscan");
+    scan.args(["-T", "5", "-t", "ed25519"]);
+    if let Some(p) = t.port {
+        scan.args(["-p", &p.to_string()]);
+    }
+    let keys = scan
+        .arg(t.host_name())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if keys.stdout.is_empty() {
+        return None;
+    }
+    let mut child = Command::new("ssh-keygen")
+        .args(["-l", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(&keys.stdout).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .map(|s| format!("ED25519 {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(sh_quote("plain-word_1.2"), "plain-word_1.2");
+        assert_eq!(sh_quote("two words"), "'two words'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn local_target_runs_scripts_here() {
+        let s = Session::open(&Target::Local).unwrap();
+        assert_eq!(s.check("echo hi; echo there >&2").unwrap(), "hi\n");
+        let e = s.check("echo boom >&2; exit 3").unwrap_err();
+        assert!(
+            e.to_string().contains("`echo boom >&2; exit 3` failed"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("boom"), "{e}");
+        assert_eq!(s.check_with_input("cat", b"piped").unwrap(), "piped");
+    }
+}
+
+impl From<SshTarget> for Target {
+    fn from(t: SshTarget) -> Target {
+        Target::Ssh(t)
+    }
+}
