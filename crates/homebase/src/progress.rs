@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use homebase_proto::DeployEvent;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ui::{self, BAD, GOOD, paint};
+use crate::ui::{BAD, GOOD, paint};
 
 pub struct Progress {
     json: bool,
@@ -102,7 +102,7 @@ impl Progress {
         if self.json {
             self.emit("info", "", Some(message.into()), None);
         } else {
-            ui::warn(message);
+            eprintln!("{message}");
         }
     }
 }

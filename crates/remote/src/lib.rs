@@ -87,6 +87,12 @@ impl SshTarget {
     }
 }
 
+impl From<SshTarget> for Target {
+    fn from(t: SshTarget) -> Target {
+        Target::Ssh(t)
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -457,11 +463,5 @@ mod tests {
         );
         assert!(e.to_string().contains("boom"), "{e}");
         assert_eq!(s.check_with_input("cat", b"piped").unwrap(), "piped");
-    }
-}
-
-impl From<SshTarget> for Target {
-    fn from(t: SshTarget) -> Target {
-        Target::Ssh(t)
     }
 }

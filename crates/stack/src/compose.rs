@@ -402,14 +402,12 @@ fn interpolate_value(
     at: &mut Vec<String>,
 ) -> Result<(), StackError> {
     match v {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = interpolate(s, vars).map_err(|source| StackError::Interpolate {
-                    path: path.to_path_buf(),
-                    at: at.join("."),
-                    source,
-                })?;
-            }
+        Value::String(s) if s.contains('$') => {
+            *s = interpolate(s, vars).map_err(|source| StackError::Interpolate {
+                path: path.to_path_buf(),
+                at: at.join("."),
+                source,
+            })?;
         }
         Value::Mapping(m) => interpolate_mapping(m, vars, path, at)?,
         Value::Sequence(seq) => {

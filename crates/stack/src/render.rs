@@ -323,11 +323,7 @@ fn tune_postgres(raw: &mut Mapping, limit: Bytes, notes: &mut Vec<Note>, service
 /// Escapes `$` in every string value (keys are never interpolated by Compose).
 fn escape_value_strings(v: &mut Value) {
     match v {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = escape(s);
-            }
-        }
+        Value::String(s) if s.contains('$') => *s = escape(s),
         Value::Sequence(seq) => seq.iter_mut().for_each(escape_value_strings),
         Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| escape_value_strings(v)),
         Value::Tagged(t) => escape_value_strings(&mut t.value),

@@ -1,6 +1,8 @@
 //! Every real compose file in `shared/corpus/compose` loads, plans and renders, and what is
 //! rendered is accepted by `docker compose config` (when Compose is installed; CI installs it).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

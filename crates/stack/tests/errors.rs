@@ -2,6 +2,8 @@
 //! `fixtures/invalid` (compose) and `fixtures/config` (homebase.toml) is loaded and its full
 //! error chain snapshotted. Update with `cargo insta review` (or INSTA_UPDATE=always).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::fmt::Write as _;
 use std::path::Path;
 

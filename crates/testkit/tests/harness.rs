@@ -1,6 +1,8 @@
 //! Proof that the test hosts are real: reached only over SSH, each with its own engine,
 //! published ports private to the host, and a real PostgreSQL with pgvector.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 

@@ -81,6 +81,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     }
     let _lock = LockGuard {
         host: &host,
+        target: project.target(),
         token: token.clone(),
     };
     progress.done();
@@ -140,7 +141,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let mut report = String::new();
     for p in ps
         .iter()
-        .filter(|p| p.state != "running" || (p.health != "" && p.health != "healthy"))
+        .filter(|p| p.state != "running" || (!p.health.is_empty() && p.health != "healthy"))
     {
         report.push_str(&format!(
             "\n--- service `{}` ({}) ---\n{}",
@@ -201,15 +202,26 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     ))
 }
 
+/// Releases the deploy lock however the deploy ends; when the connection was lost, through a
+/// new one, so that a dropped link does not leave the lock behind.
 struct LockGuard<'a> {
     host: &'a HostProject<'a>,
+    target: homebase_remote::Target,
     token: String,
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.host.unlock(&self.token) {
-            crate::ui::warn(&format!("could not release the deploy lock: {e:#}"));
+        if self.host.unlock(&self.token).is_ok() {
+            return;
+        }
+        let retry = homebase_remote::Session::open(&self.target)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| HostProject::new(&s, &self.host.project).unlock(&self.token));
+        if let Err(e) = retry {
+            crate::ui::warn(&format!(
+                "could not release the deploy lock ({e:#}); the next deploy will report it, and `homebase deploy --force-unlock` breaks it"
+            ));
         }
     }
 }
