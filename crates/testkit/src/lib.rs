@@ -182,3 +182,97 @@ impl Drop for ProjectGuard<'_> {
             .ssh(self.host, &format!("rm -rf ~/.homebase/{}", self.project));
     }
 }
+
+/// A homebase project in a temp dir, deployed to one test host under a unique name.
+pub struct TestProject<'a> {
+    pub hosts: &'a Hosts,
+    pub host: &'a Host,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+impl<'a> TestProject<'a> {
+    /// Writes `compose` and a homebase.toml that reaches `host`; `extra_toml` is appended.
+    pub fn new(hosts: &'a Hosts, host: &'a Host, bin: &Path, prefix: &str, compose: &str, extra_toml: &str) -> Self {
+        let name = unique_name(prefix);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = TestProject { hosts, host, name, dir, bin: bin.to_path_buf() };
+        p.write(compose, extra_toml);
+        p
+    }
+
+    pub fn write(&self, compose: &str, extra_toml: &str) {
+        std::fs::write(self.dir.path().join("compose.yml"), compose).expect("write compose.yml");
+        let toml = format!(
+            "[project]\nname = \"{}\"\n\n[host]\nssh = \"{}@{}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout_secs = 5\n\n[budget]\nhost_memory = \"4GiB\"\n\n{extra_toml}",
+            self.name,
+            self.host.user,
+            self.host.address,
+            self.hosts.key.display(),
+            self.hosts.known_hosts.display()
+        );
+        std::fs::write(self.dir.path().join("homebase.toml"), toml).expect("write homebase.toml");
+    }
+
+    /// `homebase -C <dir> <args>`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("-C").arg(self.dir.path()).args(args).env("HOMEBASE_COLOR", "never");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run homebase")
+    }
+
+    /// Runs homebase and panics with its output unless it exits 0.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "homebase {args:?} failed ({}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// Container id per compose service, read from the host's engine directly.
+    pub fn container_ids(&self) -> std::collections::BTreeMap<String, String> {
+        let o = self.hosts.docker(
+            self.host,
+            &[
+                "ps",
+                "--no-trunc",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.name),
+                "--format",
+                "{{.Label \"com.docker.compose.service\"}} {{.ID}}",
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(s, id)| (s.to_string(), id.to_string())))
+            .collect()
+    }
+
+    /// Runs a command in a service's container on the host (for assertions).
+    pub fn exec(&self, service: &str, cmd: &str) -> Output {
+        let container = format!("{}-{service}-1", self.name);
+        self.hosts.docker(self.host, &["exec", &container, "sh", "-c", cmd])
+    }
+
+    /// The host's view of `~/.homebase/<project>/<file>`.
+    pub fn host_file(&self, file: &str) -> Option<String> {
+        let o = self.hosts.ssh(self.host, &format!("cat ~/.homebase/{}/{file}", self.name));
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+    }
+}
+
+impl Drop for TestProject<'_> {
+    fn drop(&mut self) {
+        drop(ProjectGuard { hosts: self.hosts, host: self.host, project: self.name.clone() });
+    }
+}

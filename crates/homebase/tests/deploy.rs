@@ -1,0 +1,269 @@
+//! `homebase deploy` and friends against real test hosts: a real sshd, a real dockerd, a real
+//! PostgreSQL. Each test deploys its own project under a unique name.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use homebase_testkit::{TestProject, hosts, unique_port};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_homebase"))
+}
+
+const BUDGET: &str = "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"64MiB\"\n[services.worker]\nmemory = \"32MiB\"\npriority = \"batch\"\n";
+
+/// The test stack; `api_page` is what the API serves, `api_check` its healthcheck command.
+fn stack(api_page: &str, api_check: &str) -> String {
+    let port = unique_port();
+    format!(
+        r#"
+services:
+  db:
+    image: hb/pgvector:latest
+    environment:
+      POSTGRES_PASSWORD: pw
+    volumes: [pgdata:/var/lib/postgresql/data]
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres"]
+      interval: 1s
+      retries: 60
+  api:
+    image: hb/busybox:latest
+    command: ["sh", "-c", "echo {api_page} > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]
+    ports: ["127.0.0.1:{port}:8080"]
+    healthcheck:
+      test: ["CMD-SHELL", "{api_check}"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+  worker:
+    image: hb/busybox:latest
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+volumes:
+  pgdata: {{}}
+"#
+    )
+}
+
+const HEALTHY: &str = "wget -qO- http://127.0.0.1:8080/";
+
+fn psql(p: &TestProject, sql: &str) -> String {
+    let o = p.exec("db", &format!("psql -h 127.0.0.1 -U postgres -tA -c \"{sql}\""));
+    assert!(o.status.success(), "psql: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn api_page(p: &TestProject) -> String {
+    let o = p.exec("api", "wget -qO- http://127.0.0.1:8080/");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn deploy_noop_change_and_rollback_keep_data() {
+    let hosts = hosts();
+    let p = TestProject::new(&hosts, hosts.host(1), bin(), "deploy", &stack("v1", HEALTHY), BUDGET);
+
+    // First deploy: healthy, current set, logged.
+    p.ok(&["deploy"]);
+    let first = p.container_ids();
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert_eq!(api_page(&p), "v1");
+    let current1 = p.host_file("current").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["healthy"], true);
+    assert_eq!(status["release"].as_str(), Some(current1.trim()));
+    let db = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "db").unwrap();
+    assert_eq!(db["limit_bytes"], 512 << 20);
+    assert_eq!(db["health"], "healthy");
+    psql(&p, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')");
+
+    // No-op: nothing touched.
+    let out = p.run(&["deploy"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.container_ids(), first, "a no-op deploy replaced containers");
+
+    // One changed service: only it is replaced.
+    let compose = std::fs::read_to_string(p.dir.path().join("compose.yml")).unwrap().replace("echo v1", "echo v2");
+    std::fs::write(p.dir.path().join("compose.yml"), compose).unwrap();
+    p.ok(&["deploy"]);
+    let second = p.container_ids();
+    assert_ne!(second["api"], first["api"], "api was not replaced");
+    assert_eq!(second["db"], first["db"], "db was replaced");
+    assert_eq!(second["worker"], first["worker"], "worker was replaced");
+    assert_eq!(api_page(&p), "v2");
+    let current2 = p.host_file("current").unwrap();
+
+    // A release that never becomes healthy is rolled back; the previous containers serve.
+    let compose = std::fs::read_to_string(p.dir.path().join("compose.yml"))
+        .unwrap()
+        .replace("echo v2", "echo v3")
+        .replace(HEALTHY, "exit 1");
+    std::fs::write(p.dir.path().join("compose.yml"), compose).unwrap();
+    let out = p.run(&["deploy", "--timeout", "20"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not become healthy"), "{stderr}");
+    assert!(stderr.contains("rolled back to release"), "{stderr}");
+    assert!(stderr.contains("service `api`"), "{stderr}");
+    assert!(stderr.contains("last 50 log lines"), "{stderr}");
+    assert_eq!(p.host_file("current").unwrap(), current2, "current changed after a failed deploy");
+    assert_eq!(api_page(&p), "v2");
+    let status = p.run(&["status"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+
+    // Rows survive deploy and rollback (volumes are never removed).
+    assert_eq!(psql(&p, "SELECT body FROM notes"), "kept");
+    p.ok(&["rollback", current1.trim()]);
+    assert_eq!(api_page(&p), "v1");
+    assert_eq!(psql(&p, "SELECT body FROM notes"), "kept");
+
+    let releases: serde_json::Value = serde_json::from_str(&p.ok(&["releases", "--json"])).unwrap();
+    let outcomes: Vec<&str> = releases["releases"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["deployed", "up-to-date", "deployed", "rolled-back", "rollback"]);
+    assert_eq!(releases["current"].as_str(), Some(current1.trim()));
+}
+
+#[test]
+fn second_deploy_refuses_while_the_first_holds_the_lock() {
+    let hosts = hosts();
+    // A slow healthcheck keeps the first deploy busy for a few seconds.
+    let compose = stack("slow", "test -f /tmp/ready || { sleep 1; touch /tmp/ready; exit 1; }").replace("retries: 3", "retries: 10");
+    let p = TestProject::new(&hosts, hosts.host(2), bin(), "lock", &compose, BUDGET);
+    let mut first = p.cmd(&["deploy", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    // Wait until the first deploy is starting services (it holds the lock then).
+    loop {
+        let line = lines.next().expect("deploy ended before starting services").unwrap();
+        if line.contains("start services") {
+            break;
+        }
+    }
+    let second = p.run(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("holds the lock"), "{stderr}");
+    assert!(stderr.contains("pid "), "{stderr}");
+    for _ in lines {}
+    assert!(first.wait().unwrap().success());
+    // The lock is released afterwards.
+    p.ok(&["deploy"]);
+}
+
+#[test]
+fn lost_connection_mid_upload_leaves_the_current_release() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let p = TestProject::new(&hosts, h, bin(), "cut", &stack("one", HEALTHY), BUDGET);
+    p.ok(&["deploy"]);
+    let current = p.host_file("current").unwrap();
+    let ids = p.container_ids();
+
+    // A big release (a 16 MB environment value) so that the upload takes a while.
+    let big = "x".repeat(16 << 20);
+    let compose = std::fs::read_to_string(p.dir.path().join("compose.yml"))
+        .unwrap()
+        .replace("  worker:\n", &format!("  worker:\n    environment:\n      BIG: {big}\n"));
+    std::fs::write(p.dir.path().join("compose.yml"), compose).unwrap();
+    let mut deploy = p.cmd(&["deploy", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("deploy ended before uploading").unwrap();
+        if line.contains("upload release") {
+            break;
+        }
+    }
+    // Kill this deploy's SSH master: the uploading child names its control socket.
+    let pid = deploy.id();
+    let socket = (0..200)
+        .find_map(|_| {
+            let o = std::process::Command::new("pgrep").args(["-a", "-P", &pid.to_string()]).output().unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let found = text.split_whitespace().skip_while(|w| *w != "-S").nth(1).map(str::to_string);
+            if found.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            found
+        })
+        .expect("the upload's ssh process");
+    let killed = std::process::Command::new("pkill").args(["-f", "--", &format!("-M -S {socket}")]).status().unwrap();
+    assert!(killed.success(), "no master with socket {socket}");
+    for _ in lines {}
+    let out = deploy.wait_with_output().unwrap();
+    assert!(!out.status.success(), "deploy {pid} succeeded although its connection was killed");
+    assert_eq!(p.host_file("current").unwrap(), current, "the current release changed");
+    assert_eq!(p.container_ids(), ids, "containers changed");
+    let dirs = hosts.ssh_ok(h, &format!("ls ~/.homebase/{}/releases", p.name));
+    assert_eq!(dirs.lines().count(), 1, "a partial release was promoted: {dirs}");
+}
+
+#[test]
+fn unknown_host_key_is_refused_and_the_host_untouched() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let p = TestProject::new(&hosts, h, bin(), "hostkey", &stack("k", HEALTHY), BUDGET);
+    let empty = p.dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
+        .unwrap()
+        .replace(&hosts.known_hosts.display().to_string(), &empty.display().to_string());
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    let out = p.run(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("the host key of `{}` is not known", h.address)), "{stderr}");
+    assert!(stderr.contains("SHA256:"), "no fingerprint shown: {stderr}");
+    assert!(stderr.contains("ssh-keyscan"), "{stderr}");
+    assert!(p.host_file("current").is_none());
+    let o = hosts.ssh(h, &format!("test -e ~/.homebase/{}", p.name));
+    assert!(!o.status.success(), "the host was touched");
+}
+
+#[test]
+fn unreachable_host_fails_with_a_clear_message() {
+    let hosts = hosts();
+    let p = TestProject::new(&hosts, hosts.host(1), bin(), "unreach", &stack("u", HEALTHY), BUDGET);
+    // An address on the test bridge where no host answers.
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
+        .unwrap()
+        .replace(&hosts.host(1).address, "10.231.0.250")
+        .replace("connect_timeout_secs = 5", "connect_timeout_secs = 2");
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    let out = p.run(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot reach `10.231.0.250` over SSH within 2s"), "{stderr}");
+}
+
+#[test]
+fn over_budget_deploy_is_refused_before_the_host_is_touched() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let over = BUDGET.replace("memory = \"512MiB\"", "memory = \"8GiB\"");
+    let p = TestProject::new(&hosts, h, bin(), "over", &stack("o", HEALTHY), &over);
+    let out = p.run(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("deploy refused, the host was not touched"), "{stderr}");
+    assert!(stderr.contains("over the budget"), "{stderr}");
+    let o = hosts.ssh(h, &format!("test -e ~/.homebase/{}", p.name));
+    assert!(!o.status.success(), "the host was touched");
+}
+
+#[test]
+fn logs_and_exec_reach_the_service() {
+    let hosts = hosts();
+    let p = TestProject::new(&hosts, hosts.host(1), bin(), "logs", &stack("hello", HEALTHY), BUDGET);
+    p.ok(&["deploy"]);
+    let out = p.ok(&["exec", "api", "--", "cat", "/tmp/index.html"]);
+    assert_eq!(out.trim(), "hello");
+    let logs = p.ok(&["logs", "db", "--tail", "200"]);
+    assert!(logs.contains("database system is ready to accept connections"), "{logs}");
+    let bad = p.run(&["logs", "apii"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean `api`?"));
+}
