@@ -11,6 +11,9 @@ Examples:
   homebase plan                      prove the stack fits the host's memory budget
   homebase plan --json | jq .fits
   homebase render -o rendered.yml    the exact compose file deploy will use
+  homebase deploy                    one command: plan, upload, start, health gate, rollback
+  homebase status --json             every service's state, health and memory on the host
+  homebase rollback                  back to the release before the current one
   homebase completions zsh > ~/.zfunc/_homebase
 
 Exit codes: 0 ok, 1 refused or unhealthy, 2 bad input or configuration,

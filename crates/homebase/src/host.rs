@@ -155,7 +155,7 @@ impl<'a> HostProject<'a> {
             .into_inner()
             .context("cannot build the release bundle")?;
         let script = format!(
-            "set -e; d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\"; mkdir -p \"$t\"; chmod 700 \"$t\"; tar -xf - -C \"$t\"; chmod 600 \"$t\"/*; rm -rf \"$d/releases/{id}\"; mv \"$t\" \"$d/releases/{id}\"",
+            "set -e; d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\"; mkdir -p \"$t\"; chmod 700 \"$t\"; tar -xf - -C \"$t\"; find \"$t\" -type f -exec chmod 600 {{}} +; rm -rf \"$d/releases/{id}\"; mv \"$t\" \"$d/releases/{id}\"",
             d = self.dir(),
             id = id
         );
@@ -181,7 +181,7 @@ impl<'a> HostProject<'a> {
     /// Removes the project's containers and networks, never its volumes.
     pub fn down(&self, id: &str) -> Result<()> {
         self.session.check(&format!(
-            "cd {d}/releases/{id} && {c} -f compose.yml down --remove-orphans 2>&1",
+            "cd {d}/releases/{id} && {c} -f compose.yml down --remove-orphans",
             d = self.dir(),
             c = self.compose()
         ))?;

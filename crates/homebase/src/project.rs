@@ -120,13 +120,18 @@ impl Project {
         }
         match self.config.budget.host_memory {
             HostMemory::Size(b) => Ok((b, "homebase.toml".into())),
-            HostMemory::Detect => Err(coded(
-                Exit::BadInput,
-                format!(
-                    "budget.host_memory is `detect`, which needs the host's engine; set budget.host_memory = \"16GiB\" in {} or pass --host-memory 16GiB",
-                    self.config_path.display()
-                ),
-            )),
+            HostMemory::Detect => {
+                // The engine's MemTotal: on a Mac that is Colima's VM, which is what limits the stack.
+                let session = self.open_session()?;
+                let out = session.check("docker info --format '{{.MemTotal}}'")?;
+                let bytes: u64 = out.trim().parse().map_err(|_| {
+                    coded(
+                        Exit::Unreachable,
+                        format!("`docker info` on {} did not report MemTotal (got `{}`); set budget.host_memory instead", session.host(), out.trim()),
+                    )
+                })?;
+                Ok((Bytes(bytes), format!("detected on {}", session.host())))
+            }
         }
     }
 

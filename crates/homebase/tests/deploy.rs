@@ -52,8 +52,15 @@ volumes:
 const HEALTHY: &str = "wget -qO- http://127.0.0.1:8080/";
 
 fn psql(p: &TestProject, sql: &str) -> String {
-    let o = p.exec("db", &format!("psql -h 127.0.0.1 -U postgres -tA -c \"{sql}\""));
-    assert!(o.status.success(), "psql: {}", String::from_utf8_lossy(&o.stderr));
+    let o = p.exec(
+        "db",
+        &format!("psql -h 127.0.0.1 -U postgres -tA -c \"{sql}\""),
+    );
+    assert!(
+        o.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -65,7 +72,14 @@ fn api_page(p: &TestProject) -> String {
 #[test]
 fn deploy_noop_change_and_rollback_keep_data() {
     let hosts = hosts();
-    let p = TestProject::new(&hosts, hosts.host(1), bin(), "deploy", &stack("v1", HEALTHY), BUDGET);
+    let p = TestProject::new(
+        &hosts,
+        hosts.host(1),
+        bin(),
+        "deploy",
+        &stack("v1", HEALTHY),
+        BUDGET,
+    );
 
     // First deploy: healthy, current set, logged.
     p.ok(&["deploy"]);
@@ -76,19 +90,37 @@ fn deploy_noop_change_and_rollback_keep_data() {
     let status: serde_json::Value = serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();
     assert_eq!(status["healthy"], true);
     assert_eq!(status["release"].as_str(), Some(current1.trim()));
-    let db = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "db").unwrap();
+    let db = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db")
+        .unwrap();
     assert_eq!(db["limit_bytes"], 512 << 20);
     assert_eq!(db["health"], "healthy");
-    psql(&p, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')");
+    psql(
+        &p,
+        "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')",
+    );
 
     // No-op: nothing touched.
     let out = p.run(&["deploy"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(p.container_ids(), first, "a no-op deploy replaced containers");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("up to date"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        p.container_ids(),
+        first,
+        "a no-op deploy replaced containers"
+    );
 
     // One changed service: only it is replaced.
-    let compose = std::fs::read_to_string(p.dir.path().join("compose.yml")).unwrap().replace("echo v1", "echo v2");
+    let compose = std::fs::read_to_string(p.dir.path().join("compose.yml"))
+        .unwrap()
+        .replace("echo v1", "echo v2");
     std::fs::write(p.dir.path().join("compose.yml"), compose).unwrap();
     p.ok(&["deploy"]);
     let second = p.container_ids();
@@ -111,10 +143,18 @@ fn deploy_noop_change_and_rollback_keep_data() {
     assert!(stderr.contains("rolled back to release"), "{stderr}");
     assert!(stderr.contains("service `api`"), "{stderr}");
     assert!(stderr.contains("last 50 log lines"), "{stderr}");
-    assert_eq!(p.host_file("current").unwrap(), current2, "current changed after a failed deploy");
+    assert_eq!(
+        p.host_file("current").unwrap(),
+        current2,
+        "current changed after a failed deploy"
+    );
     assert_eq!(api_page(&p), "v2");
     let status = p.run(&["status"]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
 
     // Rows survive deploy and rollback (volumes are never removed).
     assert_eq!(psql(&p, "SELECT body FROM notes"), "kept");
@@ -123,8 +163,22 @@ fn deploy_noop_change_and_rollback_keep_data() {
     assert_eq!(psql(&p, "SELECT body FROM notes"), "kept");
 
     let releases: serde_json::Value = serde_json::from_str(&p.ok(&["releases", "--json"])).unwrap();
-    let outcomes: Vec<&str> = releases["releases"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["deployed", "up-to-date", "deployed", "rolled-back", "rollback"]);
+    let outcomes: Vec<&str> = releases["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "deployed",
+            "up-to-date",
+            "deployed",
+            "rolled-back",
+            "rollback"
+        ]
+    );
     assert_eq!(releases["current"].as_str(), Some(current1.trim()));
 }
 
@@ -132,13 +186,25 @@ fn deploy_noop_change_and_rollback_keep_data() {
 fn second_deploy_refuses_while_the_first_holds_the_lock() {
     let hosts = hosts();
     // A slow healthcheck keeps the first deploy busy for a few seconds.
-    let compose = stack("slow", "test -f /tmp/ready || { sleep 1; touch /tmp/ready; exit 1; }").replace("retries: 3", "retries: 10");
+    let compose = stack(
+        "slow",
+        "test -f /tmp/ready || { sleep 1; touch /tmp/ready; exit 1; }",
+    )
+    .replace("retries: 3", "retries: 10");
     let p = TestProject::new(&hosts, hosts.host(2), bin(), "lock", &compose, BUDGET);
-    let mut first = p.cmd(&["deploy", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = p
+        .cmd(&["deploy", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
     // Wait until the first deploy is starting services (it holds the lock then).
     loop {
-        let line = lines.next().expect("deploy ended before starting services").unwrap();
+        let line = lines
+            .next()
+            .expect("deploy ended before starting services")
+            .unwrap();
         if line.contains("start services") {
             break;
         }
@@ -167,12 +233,23 @@ fn lost_connection_mid_upload_leaves_the_current_release() {
     let big = "x".repeat(16 << 20);
     let compose = std::fs::read_to_string(p.dir.path().join("compose.yml"))
         .unwrap()
-        .replace("  worker:\n", &format!("  worker:\n    environment:\n      BIG: {big}\n"));
+        .replace(
+            "  worker:\n",
+            &format!("  worker:\n    environment:\n      BIG: {big}\n"),
+        );
     std::fs::write(p.dir.path().join("compose.yml"), compose).unwrap();
-    let mut deploy = p.cmd(&["deploy", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut deploy = p
+        .cmd(&["deploy", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(deploy.stdout.take().unwrap()).lines();
     loop {
-        let line = lines.next().expect("deploy ended before uploading").unwrap();
+        let line = lines
+            .next()
+            .expect("deploy ended before uploading")
+            .unwrap();
         if line.contains("upload release") {
             break;
         }
@@ -181,24 +258,45 @@ fn lost_connection_mid_upload_leaves_the_current_release() {
     let pid = deploy.id();
     let socket = (0..200)
         .find_map(|_| {
-            let o = std::process::Command::new("pgrep").args(["-a", "-P", &pid.to_string()]).output().unwrap();
+            let o = std::process::Command::new("pgrep")
+                .args(["-a", "-P", &pid.to_string()])
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&o.stdout).to_string();
-            let found = text.split_whitespace().skip_while(|w| *w != "-S").nth(1).map(str::to_string);
+            let found = text
+                .split_whitespace()
+                .skip_while(|w| *w != "-S")
+                .nth(1)
+                .map(str::to_string);
             if found.is_none() {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             found
         })
         .expect("the upload's ssh process");
-    let killed = std::process::Command::new("pkill").args(["-f", "--", &format!("-M -S {socket}")]).status().unwrap();
+    let killed = std::process::Command::new("pkill")
+        .args(["-f", "--", &format!("-M -S {socket}")])
+        .status()
+        .unwrap();
     assert!(killed.success(), "no master with socket {socket}");
     for _ in lines {}
     let out = deploy.wait_with_output().unwrap();
-    assert!(!out.status.success(), "deploy {pid} succeeded although its connection was killed");
-    assert_eq!(p.host_file("current").unwrap(), current, "the current release changed");
+    assert!(
+        !out.status.success(),
+        "deploy {pid} succeeded although its connection was killed"
+    );
+    assert_eq!(
+        p.host_file("current").unwrap(),
+        current,
+        "the current release changed"
+    );
     assert_eq!(p.container_ids(), ids, "containers changed");
     let dirs = hosts.ssh_ok(h, &format!("ls ~/.homebase/{}/releases", p.name));
-    assert_eq!(dirs.lines().count(), 1, "a partial release was promoted: {dirs}");
+    assert_eq!(
+        dirs.lines().count(),
+        1,
+        "a partial release was promoted: {dirs}"
+    );
 }
 
 #[test]
@@ -210,12 +308,18 @@ fn unknown_host_key_is_refused_and_the_host_untouched() {
     std::fs::write(&empty, "").unwrap();
     let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
         .unwrap()
-        .replace(&hosts.known_hosts.display().to_string(), &empty.display().to_string());
+        .replace(
+            &hosts.known_hosts.display().to_string(),
+            &empty.display().to_string(),
+        );
     std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
     let out = p.run(&["deploy"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains(&format!("the host key of `{}` is not known", h.address)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the host key of `{}` is not known", h.address)),
+        "{stderr}"
+    );
     assert!(stderr.contains("SHA256:"), "no fingerprint shown: {stderr}");
     assert!(stderr.contains("ssh-keyscan"), "{stderr}");
     assert!(p.host_file("current").is_none());
@@ -226,7 +330,14 @@ fn unknown_host_key_is_refused_and_the_host_untouched() {
 #[test]
 fn unreachable_host_fails_with_a_clear_message() {
     let hosts = hosts();
-    let p = TestProject::new(&hosts, hosts.host(1), bin(), "unreach", &stack("u", HEALTHY), BUDGET);
+    let p = TestProject::new(
+        &hosts,
+        hosts.host(1),
+        bin(),
+        "unreach",
+        &stack("u", HEALTHY),
+        BUDGET,
+    );
     // An address on the test bridge where no host answers.
     let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
         .unwrap()
@@ -236,7 +347,10 @@ fn unreachable_host_fails_with_a_clear_message() {
     let out = p.run(&["deploy"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("cannot reach `10.231.0.250` over SSH within 2s"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach `10.231.0.250` over SSH within 2s"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -248,7 +362,10 @@ fn over_budget_deploy_is_refused_before_the_host_is_touched() {
     let out = p.run(&["deploy"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("deploy refused, the host was not touched"), "{stderr}");
+    assert!(
+        stderr.contains("deploy refused, the host was not touched"),
+        "{stderr}"
+    );
     assert!(stderr.contains("over the budget"), "{stderr}");
     let o = hosts.ssh(h, &format!("test -e ~/.homebase/{}", p.name));
     assert!(!o.status.success(), "the host was touched");
@@ -257,13 +374,85 @@ fn over_budget_deploy_is_refused_before_the_host_is_touched() {
 #[test]
 fn logs_and_exec_reach_the_service() {
     let hosts = hosts();
-    let p = TestProject::new(&hosts, hosts.host(1), bin(), "logs", &stack("hello", HEALTHY), BUDGET);
+    let compose = stack("hello", HEALTHY).replace("  api:\n", "  api:\n    env_file: [api.env]\n");
+    let p = TestProject::new(&hosts, hosts.host(1), bin(), "logs", &compose, BUDGET);
+    std::fs::write(p.dir.path().join("api.env"), "GREETING=from-env-file\n").unwrap();
     p.ok(&["deploy"]);
     let out = p.ok(&["exec", "api", "--", "cat", "/tmp/index.html"]);
     assert_eq!(out.trim(), "hello");
+    // The env file travelled in the bundle, private to the host user.
+    let out = p.ok(&["exec", "api", "--", "sh", "-c", "echo $GREETING"]);
+    assert_eq!(out.trim(), "from-env-file");
+    let current = p.host_file("current").unwrap();
+    let modes = hosts.ssh_ok(
+        p.host,
+        &format!(
+            "stat -c '%a %n' ~/.homebase/{}/releases/{}/*",
+            p.name,
+            current.trim()
+        ),
+    );
+    assert!(modes.lines().all(|l| l.starts_with("600 ")), "{modes}");
+    assert!(modes.contains("api.env"), "{modes}");
     let logs = p.ok(&["logs", "db", "--tail", "200"]);
-    assert!(logs.contains("database system is ready to accept connections"), "{logs}");
+    assert!(
+        logs.contains("database system is ready to accept connections"),
+        "{logs}"
+    );
     let bad = p.run(&["logs", "apii"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean `api`?"));
+}
+
+#[test]
+fn local_target_deploys_to_this_machines_engine() {
+    // homebase itself runs on the test host (as its user, whose DOCKER_HOST is that host's
+    // engine) with `ssh = "local"`: no SSH between homebase and the engine.
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let p = TestProject::new(&hosts, h, bin(), "local", &stack("local", HEALTHY), BUDGET);
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml")).unwrap();
+    let start = toml.find("[host]").unwrap();
+    let end = toml.find("[budget]").unwrap();
+    let toml = format!(
+        "{}[host]\nssh = \"local\"\n\n{}",
+        &toml[..start],
+        &toml[end..]
+    )
+    .replace("host_memory = \"4GiB\"", "host_memory = \"detect\"");
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(p.dir.path())
+        .status()
+        .unwrap();
+    let run = |args: &str| {
+        hosts.ssh(
+            h,
+            &format!(
+                "HOMEBASE_COLOR=never {} -C {} {args}",
+                bin().display(),
+                p.dir.path().display()
+            ),
+        )
+    };
+    let out = run("deploy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&run("plan --json").stdout).unwrap();
+    assert!(
+        plan["host_memory_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("detected on local"),
+        "{plan}"
+    );
+    assert!(plan["host_memory_bytes"].as_u64().unwrap() > 1 << 30);
+    let status: serde_json::Value = serde_json::from_slice(&run("status --json").stdout).unwrap();
+    assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(status["host"], "local");
+    assert_eq!(p.container_ids().len(), 3);
 }

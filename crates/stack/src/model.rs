@@ -26,6 +26,8 @@ pub struct Service {
     /// `None` values are pass-through variables the environment did not set.
     pub environment: IndexMap<String, Option<String>>,
     pub profiles: Vec<String>,
+    /// `env_file` entries: path (relative to the project directory) and whether it must exist.
+    pub env_files: Vec<(String, bool)>,
     /// What could not be understood but is left for Compose to judge.
     pub warnings: Vec<String>,
     /// The full definition after merging, interpolation and normalization.
@@ -206,6 +208,19 @@ impl Service {
             _ => Vec::new(),
         };
         let image = raw.get("image").and_then(scalar).filter(|s| !s.is_empty());
+        let env_files = match raw.get("env_file") {
+            Some(Value::Sequence(entries)) => entries
+                .iter()
+                .filter_map(|e| match e {
+                    Value::Mapping(m) => Some((
+                        m.get("path").and_then(scalar)?,
+                        m.get("required").and_then(Value::as_bool).unwrap_or(true),
+                    )),
+                    other => scalar(other).map(|p| (p, true)),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Service {
             name: name.to_string(),
             image,
@@ -219,6 +234,7 @@ impl Service {
             depends_on,
             environment,
             profiles,
+            env_files,
             warnings,
             raw,
         })

@@ -194,10 +194,23 @@ pub struct TestProject<'a> {
 
 impl<'a> TestProject<'a> {
     /// Writes `compose` and a homebase.toml that reaches `host`; `extra_toml` is appended.
-    pub fn new(hosts: &'a Hosts, host: &'a Host, bin: &Path, prefix: &str, compose: &str, extra_toml: &str) -> Self {
+    pub fn new(
+        hosts: &'a Hosts,
+        host: &'a Host,
+        bin: &Path,
+        prefix: &str,
+        compose: &str,
+        extra_toml: &str,
+    ) -> Self {
         let name = unique_name(prefix);
         let dir = tempfile::tempdir().expect("temp dir");
-        let p = TestProject { hosts, host, name, dir, bin: bin.to_path_buf() };
+        let p = TestProject {
+            hosts,
+            host,
+            name,
+            dir,
+            bin: bin.to_path_buf(),
+        };
         p.write(compose, extra_toml);
         p
     }
@@ -218,7 +231,10 @@ impl<'a> TestProject<'a> {
     /// `homebase -C <dir> <args>`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.arg("-C").arg(self.dir.path()).args(args).env("HOMEBASE_COLOR", "never");
+        c.arg("-C")
+            .arg(self.dir.path())
+            .args(args)
+            .env("HOMEBASE_COLOR", "never");
         c
     }
 
@@ -254,25 +270,37 @@ impl<'a> TestProject<'a> {
         );
         String::from_utf8_lossy(&o.stdout)
             .lines()
-            .filter_map(|l| l.split_once(' ').map(|(s, id)| (s.to_string(), id.to_string())))
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(s, id)| (s.to_string(), id.to_string()))
+            })
             .collect()
     }
 
     /// Runs a command in a service's container on the host (for assertions).
     pub fn exec(&self, service: &str, cmd: &str) -> Output {
         let container = format!("{}-{service}-1", self.name);
-        self.hosts.docker(self.host, &["exec", &container, "sh", "-c", cmd])
+        self.hosts
+            .docker(self.host, &["exec", &container, "sh", "-c", cmd])
     }
 
     /// The host's view of `~/.homebase/<project>/<file>`.
     pub fn host_file(&self, file: &str) -> Option<String> {
-        let o = self.hosts.ssh(self.host, &format!("cat ~/.homebase/{}/{file}", self.name));
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+        let o = self
+            .hosts
+            .ssh(self.host, &format!("cat ~/.homebase/{}/{file}", self.name));
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).to_string())
     }
 }
 
 impl Drop for TestProject<'_> {
     fn drop(&mut self) {
-        drop(ProjectGuard { hosts: self.hosts, host: self.host, project: self.name.clone() });
+        drop(ProjectGuard {
+            hosts: self.hosts,
+            host: self.host,
+            project: self.name.clone(),
+        });
     }
 }

@@ -43,7 +43,10 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let rendered = homebase_stack::render::render(&plan, &project.compose, &project.config.render)?;
     let config_text = std::fs::read(&project.config_path)
         .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
-    let hash = bundle_hash(rendered.yaml.as_bytes(), &config_text);
+    let env_files = env_files(&project)?;
+    let mut hashed: Vec<&[u8]> = vec![rendered.yaml.as_bytes(), &config_text];
+    hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
+    let hash = bundle_hash(&hashed);
     progress.done();
 
     progress.step(&format!("connect to {}", project.target()));
@@ -106,14 +109,13 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     // 4. Upload the bundle.
     let id = release_id(&hash);
     progress.step(&format!("upload release {id}"));
-    host.upload(
-        &id,
-        &[
-            ("compose.yml", rendered.yaml.as_bytes()),
-            ("homebase.toml", &config_text),
-            ("hash", hash.as_bytes()),
-        ],
-    )?;
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("compose.yml", rendered.yaml.as_bytes()),
+        ("homebase.toml", &config_text),
+        ("hash", hash.as_bytes()),
+    ];
+    files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    host.upload(&id, &files)?;
     progress.done();
 
     // 5. Up and health gate.
@@ -247,12 +249,53 @@ pub fn all_healthy(plan: &homebase_stack::Plan, ps: &[crate::host::PsEntry]) -> 
     })
 }
 
-pub fn bundle_hash(compose: &[u8], config: &[u8]) -> String {
+pub fn bundle_hash(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
-    h.update(compose);
-    h.update([0u8]);
-    h.update(config);
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `env_file`s the services name, read here to travel in the bundle (mode 0600) under the
+/// same relative paths, so that Compose on the host finds them beside compose.yml.
+fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = &project.compose.project_dir;
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for svc in project.compose.services.values() {
+        for (path, required) in svc.env_files.iter().cloned() {
+            let rel = std::path::Path::new(&path);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(coded(
+                    Exit::BadInput,
+                    format!(
+                        "service `{}`: env_file `{path}` is outside the project directory; move it beside the compose file so it can travel with the release",
+                        svc.name
+                    ),
+                ));
+            }
+            if out.iter().any(|(n, _)| *n == path) {
+                continue;
+            }
+            match std::fs::read(dir.join(rel)) {
+                Ok(data) => out.push((path, data)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot read env_file `{}` of service `{}`",
+                        dir.join(rel).display(),
+                        svc.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn release_id(hash: &str) -> String {

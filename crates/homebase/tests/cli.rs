@@ -1,0 +1,239 @@
+//! The CLI as a user meets it: help, plan and render of the examples, init, exit codes and
+//! error messages. Snapshots: `cargo insta review` (or INSTA_UPDATE=always) to update.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn homebase(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_homebase"))
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("HOMEBASE_COLOR", "never")
+        .env_remove("COMPOSE_PROFILES")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn help_shows_commands_and_examples() {
+    let out = homebase(&repo(), &["--help"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(text(&out.stdout));
+}
+
+#[test]
+fn version_is_printed() {
+    let out = homebase(&repo(), &["--version"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("homebase {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn blackbox4_fits_and_its_variant_is_refused() {
+    let dir = repo().join("examples/blackbox4");
+    let out = homebase(&dir, &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["fits"], true);
+    assert_eq!(plan["services"].as_array().unwrap().len(), 7);
+    assert_eq!(plan["totals"]["sustained_bytes"], 10u64 << 30);
+    assert_eq!(plan["budget_bytes"], (16u64 << 30) * 8 / 10);
+    let ralph = plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ralph")
+        .unwrap();
+    assert_eq!(ralph["priority"], "batch");
+    assert_eq!(ralph["limit_source"], "homebase.toml");
+
+    // The over-budget variant: refused, exit 1, and --json still prints the whole plan.
+    let out = homebase(
+        &dir,
+        &[
+            "--config",
+            dir.join("over-budget.toml").to_str().unwrap(),
+            "plan",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["fits"], false);
+    assert_eq!(plan["totals"]["peak_bytes"], 14u64 << 30);
+    assert!(
+        plan["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("over the budget")
+    );
+    let human = homebase(
+        &dir,
+        &[
+            "--config",
+            dir.join("over-budget.toml").to_str().unwrap(),
+            "plan",
+        ],
+    );
+    assert_eq!(human.status.code(), Some(1));
+    insta::assert_snapshot!(text(&human.stdout));
+}
+
+#[test]
+fn render_is_deterministic_and_compose_accepts_it() {
+    let dir = repo().join("examples/blackbox4");
+    let a = homebase(&dir, &["render"]);
+    let b = homebase(&dir, &["render"]);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    let yaml = text(&a.stdout);
+    assert!(yaml.contains("shared_buffers=640MB"), "{yaml}");
+    assert!(
+        yaml.contains("NEO4J_server_memory_heap_max__size: 1024m"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("max-size: 10m"), "{yaml}");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("rendered.yml");
+    std::fs::write(&file, &a.stdout).unwrap();
+    let have_compose = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_compose {
+        let o = Command::new("docker")
+            .args(["compose", "-f"])
+            .arg(&file)
+            .args(["config", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let cfg: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            cfg["services"]["postgres"]["deploy"]["resources"]["limits"]["memory"],
+            "2684354560"
+        );
+        assert_eq!(cfg["services"]["ralph"]["oom_score_adj"], 600);
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the compose plugin"
+        );
+    }
+}
+
+#[test]
+fn init_writes_a_config_that_plans() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("examples/blackbox4/compose.yml"),
+        tmp.path().join("compose.yml"),
+    )
+    .unwrap();
+    let out = homebase(tmp.path(), &["init", "--name", "mine"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let toml = std::fs::read_to_string(tmp.path().join("homebase.toml")).unwrap();
+    assert!(
+        toml.contains("[services.postgres]\npriority = \"critical\""),
+        "{toml}"
+    );
+    assert!(toml.contains("memory = \"2GiB\"   # proposed"), "{toml}");
+    let plan = homebase(tmp.path(), &["plan", "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["project"], "mine");
+    assert!(
+        plan["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["limit_bytes"].is_u64())
+    );
+    // It refuses to overwrite.
+    let again = homebase(tmp.path(), &["init"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("already exists; pass --force"));
+}
+
+#[test]
+fn bad_input_errors_name_the_problem_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut report = String::new();
+    let mut case = |name: &str, compose: &str, toml: &str, args: &[&str]| {
+        std::fs::write(d.join("compose.yml"), compose).unwrap();
+        std::fs::write(d.join("homebase.toml"), toml).unwrap();
+        let out = homebase(d, args);
+        let err = format!("{}{}", text(&out.stdout), text(&out.stderr))
+            .replace(&d.display().to_string(), "<dir>");
+        report.push_str(&format!(
+            "## {name} (exit {:?})\n{err}\n",
+            out.status.code()
+        ));
+    };
+    let ok_compose = "services:\n  postgres:\n    image: postgres:17\n    mem_limit: 1g\n";
+    case(
+        "unknown service",
+        ok_compose,
+        "[project]\nname = \"x\"\n[budget]\nhost_memory = \"8GiB\"\n[services.postgress]\nmemory = \"1GiB\"\n",
+        &["plan"],
+    );
+    case(
+        "malformed toml",
+        ok_compose,
+        "[project\nname = \"x\"\n",
+        &["plan"],
+    );
+    case(
+        "malformed yaml",
+        "services:\n  web:\n    image: [\n",
+        "[project]\nname = \"x\"\n[budget]\nhost_memory = \"8GiB\"\n",
+        &["plan"],
+    );
+    case(
+        "no limit",
+        "services:\n  cache:\n    image: redis:7\n",
+        "[project]\nname = \"x\"\n[budget]\nhost_memory = \"8GiB\"\n",
+        &["plan"],
+    );
+    case(
+        "detect without a host",
+        ok_compose,
+        "[project]\nname = \"x\"\n[host]\nssh = \"nobody@10.231.0.250\"\nconnect_timeout_secs = 1\n",
+        &["plan"],
+    );
+    case(
+        "bad flag value",
+        ok_compose,
+        "[project]\nname = \"x\"\n",
+        &["plan", "--host-memory", "lots"],
+    );
+    insta::assert_snapshot!(report);
+    let none = tempfile::tempdir().unwrap();
+    let out = homebase(none.path(), &["plan"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("run `homebase init` to write one"));
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = homebase(&repo(), &["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("deploy"));
+    assert!(text(&out.stdout).contains("rollback"));
+}
