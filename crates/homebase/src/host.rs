@@ -64,18 +64,53 @@ impl<'a> HostProject<'a> {
         format!("docker compose -p {}", sh_quote(&self.project))
     }
 
-    /// Fails with the install hint when the host has no Docker or no Compose v2.
-    pub fn require_compose(&self) -> Result<()> {
-        let out = self.session.run("docker compose version --short")?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            anyhow::bail!(
+    /// One round trip at the start of a deploy: checks Compose, takes the lock, and reads the
+    /// current release and the project's containers.
+    pub fn prepare(&self, holder: &str, token: &str) -> Result<Prepared> {
+        let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
+        let script = format!(
+            "d={d}; v=$(docker compose version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
+             if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else echo held; cat \"$d/lock/info\" 2>/dev/null; echo; fi; \
+             echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
+             echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'",
+            d = self.dir(),
+            p = sh_quote(&self.project)
+        );
+        let out = self.session.check_with_input(&script, info.as_bytes())?;
+        let mut parts = out.split("@@HB@@\n");
+        let lock_part = parts.next().unwrap_or("");
+        let mut lock_lines = lock_part.lines();
+        let lock = match lock_lines.next() {
+            Some("acquired") => LockOutcome::Acquired,
+            Some("held") => held(lock_lines.next().unwrap_or("{}")),
+            Some("nocompose") => anyhow::bail!(
                 "`docker compose` does not work on `{}`: {}; install Docker with the Compose v2 plugin there (on macOS: `brew install colima docker docker-compose && colima start`)",
                 self.session.host(),
-                err.trim()
-            );
-        }
-        Ok(())
+                lock_lines.collect::<Vec<_>>().join(" ").trim()
+            ),
+            other => anyhow::bail!(
+                "unexpected answer from `{}` while taking the deploy lock: {other:?}",
+                self.session.host()
+            ),
+        };
+        let mut cur = parts.next().unwrap_or("").lines().map(str::trim);
+        let current = match (cur.next(), cur.next()) {
+            (Some(id), hash) if !id.is_empty() => {
+                Some((id.to_string(), hash.unwrap_or("").to_string()))
+            }
+            _ => None,
+        };
+        let containers = parts
+            .next()
+            .unwrap_or("")
+            .lines()
+            .filter_map(parse_docker_ps_line)
+            .collect();
+        Ok(Prepared {
+            lock,
+            current,
+            containers,
+        })
     }
 
     pub fn lock(&self, holder: &str, token: &str) -> Result<LockOutcome> {
@@ -88,13 +123,19 @@ impl<'a> HostProject<'a> {
         if out.trim() == "acquired" {
             return Ok(LockOutcome::Acquired);
         }
-        let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
-        let time = v["time"].as_u64().unwrap_or(0);
-        Ok(LockOutcome::Held {
-            holder: v["holder"].as_str().unwrap_or("unknown").to_string(),
-            pid: v["pid"].as_u64().unwrap_or(0),
-            age: Duration::from_secs(now_secs().saturating_sub(time)),
-        })
+        Ok(held(out.trim()))
+    }
+
+    /// Appends to the release log and releases the lock, in one round trip.
+    pub fn finish(&self, entry: &ReleaseEntry, token: &str) -> Result<()> {
+        let line = serde_json::to_string(entry)? + "\n";
+        let script = format!(
+            "d={d}; cat >> \"$d/releases.jsonl\"; grep -q {t} \"$d/lock/info\" 2>/dev/null && rm -rf \"$d/lock\"; true",
+            d = self.dir(),
+            t = sh_quote(token)
+        );
+        self.session.check_with_input(&script, line.as_bytes())?;
+        Ok(())
     }
 
     /// Releases the lock if it is still ours.
@@ -132,10 +173,11 @@ impl<'a> HostProject<'a> {
 
     /// Containers of the project (all states).
     pub fn ps(&self) -> Result<Vec<PsEntry>> {
-        let out = self
-            .session
-            .check(&format!("{} ps -a --format json", self.compose()))?;
-        Ok(parse_ps(&out))
+        let out = self.session.check(&format!(
+            "docker ps -a --filter label=com.docker.compose.project={} --format '{{{{json .}}}}'",
+            sh_quote(&self.project)
+        ))?;
+        Ok(out.lines().filter_map(parse_docker_ps_line).collect())
     }
 
     /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.
@@ -240,24 +282,48 @@ impl<'a> HostProject<'a> {
     }
 }
 
-/// `docker compose ps --format json` prints one object per line (newer Compose) or an array.
-pub fn parse_ps(out: &str) -> Vec<PsEntry> {
-    let values: Vec<Value> = match serde_json::from_str::<Value>(out.trim()) {
-        Ok(Value::Array(a)) => a,
-        _ => out
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
+/// What a deploy learns in its first round trip.
+pub struct Prepared {
+    pub lock: LockOutcome,
+    pub current: Option<(String, String)>,
+    pub containers: Vec<PsEntry>,
+}
+
+fn held(info: &str) -> LockOutcome {
+    let v: Value = serde_json::from_str(info).unwrap_or(Value::Null);
+    let time = v["time"].as_u64().unwrap_or(0);
+    LockOutcome::Held {
+        holder: v["holder"].as_str().unwrap_or("unknown").to_string(),
+        pid: v["pid"].as_u64().unwrap_or(0),
+        age: Duration::from_secs(now_secs().saturating_sub(time)),
+    }
+}
+
+/// One line of `docker ps --format '{{json .}}'`: the compose service comes from the labels,
+/// health from the status text (`Up 5 seconds (healthy)`).
+fn parse_docker_ps_line(line: &str) -> Option<PsEntry> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let labels = v["Labels"].as_str().unwrap_or("");
+    let service = labels
+        .split(',')
+        .find_map(|l| l.strip_prefix("com.docker.compose.service="))?
+        .to_string();
+    let status = v["Status"].as_str().unwrap_or("");
+    let health = if status.contains("(healthy)") {
+        "healthy"
+    } else if status.contains("(unhealthy)") {
+        "unhealthy"
+    } else if status.contains("health: starting") {
+        "starting"
+    } else {
+        ""
     };
-    values
-        .iter()
-        .map(|v| PsEntry {
-            service: v["Service"].as_str().unwrap_or("").to_string(),
-            name: v["Name"].as_str().unwrap_or("").to_string(),
-            state: v["State"].as_str().unwrap_or("").to_string(),
-            health: v["Health"].as_str().unwrap_or("").to_string(),
-        })
-        .collect()
+    Some(PsEntry {
+        service,
+        name: v["Names"].as_str().unwrap_or("").to_string(),
+        state: v["State"].as_str().unwrap_or("").to_string(),
+        health: health.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -265,13 +331,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_both_ps_formats() {
-        let lines = "{\"Service\":\"db\",\"Name\":\"p-db-1\",\"State\":\"running\",\"Health\":\"healthy\"}\n{\"Service\":\"api\",\"Name\":\"p-api-1\",\"State\":\"exited\",\"Health\":\"\"}\n";
-        let ps = parse_ps(lines);
-        assert_eq!(ps.len(), 2);
-        assert_eq!(ps[1].state, "exited");
-        let array =
-            "[{\"Service\":\"db\",\"Name\":\"p-db-1\",\"State\":\"running\",\"Health\":\"\"}]";
-        assert_eq!(parse_ps(array)[0].service, "db");
+    fn reads_docker_ps_lines() {
+        let line = r#"{"Labels":"com.docker.compose.project=p,com.docker.compose.service=db","Names":"p-db-1","State":"running","Status":"Up 5 seconds (healthy)"}"#;
+        let e = parse_docker_ps_line(line).unwrap();
+        assert_eq!(
+            (e.service.as_str(), e.state.as_str(), e.health.as_str()),
+            ("db", "running", "healthy")
+        );
+        let starting = line.replace("(healthy)", "(health: starting)");
+        assert_eq!(parse_docker_ps_line(&starting).unwrap().health, "starting");
+        assert!(parse_docker_ps_line(r#"{"Labels":"","Names":"x"}"#).is_none());
     }
 }

@@ -34,6 +34,7 @@ services:
     image: hb/busybox:latest
     command: ["sh", "-c", "echo {api_page} > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]
     ports: ["127.0.0.1:{port}:8080"]
+    stop_signal: SIGKILL
     healthcheck:
       test: ["CMD-SHELL", "{api_check}"]
       interval: 1s

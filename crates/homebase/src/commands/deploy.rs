@@ -52,7 +52,6 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     progress.step(&format!("connect to {}", project.target()));
     let session = project.open_session()?;
     let host = HostProject::new(&session, &project.config.project.name);
-    host.require_compose()?;
     progress.done();
 
     // 2. Lock.
@@ -62,7 +61,8 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     }
     let token = format!("{}-{}-{}", whoami(), std::process::id(), now_secs());
     let holder = format!("{}@{}", whoami(), hostname());
-    match host.lock(&holder, &token)? {
+    let prepared = host.prepare(&holder, &token)?;
+    match prepared.lock {
         LockOutcome::Acquired => {}
         LockOutcome::Held { holder, pid, age } => {
             progress.fail("held");
@@ -82,27 +82,25 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             ));
         }
     }
-    let _lock = LockGuard {
+    let mut lock = LockGuard {
         host: &host,
         target: project.target(),
         token: token.clone(),
+        released: false,
     };
     progress.done();
 
     // 3. No-op?
-    let current = host.current()?;
+    let current = prepared.current;
     if let Some((cur_id, cur_hash)) = &current {
-        if *cur_hash == hash && !args.force {
-            let ps = host.ps()?;
-            if all_healthy(&plan, &ps) {
-                let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
-                host.append_log(&entry)?;
-                progress.info(&format!(
-                    "up to date: release {cur_id} is running and healthy; no container touched"
-                ));
-                result(args.json, &entry);
-                return Ok(Exit::Ok);
-            }
+        if *cur_hash == hash && !args.force && all_healthy(&plan, &prepared.containers) {
+            let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
+            lock.finish(&entry)?;
+            progress.info(&format!(
+                "up to date: release {cur_id} is running and healthy; no container touched"
+            ));
+            result(args.json, &entry);
+            return Ok(Exit::Ok);
         }
     }
 
@@ -126,7 +124,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         progress.done();
         host.set_current(&id)?;
         let e = entry(&project, &id, &hash, "deployed", started, None, None);
-        host.append_log(&e)?;
+        lock.finish(&e)?;
         result(args.json, &e);
         if !args.json {
             eprintln!(
@@ -194,7 +192,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         current.map(|c| c.0),
         Some(rolled.clone()),
     );
-    host.append_log(&e)?;
+    lock.finish(&e)?;
     if args.json {
         result(true, &e);
     }
@@ -210,11 +208,21 @@ struct LockGuard<'a> {
     host: &'a HostProject<'a>,
     target: homebase_remote::Target,
     token: String,
+    released: bool,
+}
+
+impl LockGuard<'_> {
+    /// Logs the outcome and releases the lock in one round trip.
+    fn finish(&mut self, entry: &ReleaseEntry) -> Result<()> {
+        self.host.finish(entry, &self.token)?;
+        self.released = true;
+        Ok(())
+    }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if self.host.unlock(&self.token).is_ok() {
+        if self.released || self.host.unlock(&self.token).is_ok() {
             return;
         }
         let retry = homebase_remote::Session::open(&self.target)
