@@ -120,6 +120,17 @@ pub enum Command {
     /// Run a command in a service's container
     #[command(after_help = "Example:\n  homebase exec postgres -- psql -U brain -c 'select 1'")]
     Exec(ExecArgs),
+    /// Forward every port the stack publishes to this machine's loopback, and keep it up
+    #[command(
+        after_help = "Examples:\n  homebase tunnel                 # foreground, with a live status line\n  homebase tunnel --check         # probe every service through the tunnel\n  homebase tunnel --install       # keep it running in the background (launchd / systemd)"
+    )]
+    Tunnel(TunnelArgs),
+    /// Print an ~/.ssh/config block with a LocalForward per service
+    #[command(
+        name = "ssh-config",
+        after_help = "Example:\n  homebase ssh-config >> ~/.ssh/config && ssh -N homebase-blackbox4"
+    )]
+    SshConfig(SshConfigArgs),
     /// Print shell completions
     #[command(
         after_help = "Example:\n  homebase completions bash > /etc/bash_completion.d/homebase"
@@ -236,4 +247,24 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TunnelArgs {
+    /// Probe each service through the tunnel (a temporary one if none runs) and report round trips
+    #[arg(long, conflicts_with = "install")]
+    pub check: bool,
+    /// Install a background service (launchd agent on macOS, systemd user unit on Linux)
+    #[arg(long)]
+    pub install: bool,
+    /// JSON: one event per line, or the check report
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// The Host alias (default: homebase-<project>)
+    #[arg(long)]
+    pub alias: Option<String>,
 }

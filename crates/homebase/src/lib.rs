@@ -8,8 +8,10 @@ pub mod cli;
 mod commands;
 pub mod exit;
 mod host;
+mod probe;
 mod progress;
 pub mod project;
+mod tunnel;
 pub mod ui;
 
 use std::process::ExitCode;
@@ -36,6 +38,7 @@ fn wants_json(cmd: &Command) -> bool {
         Command::Status(a) => a.json,
         Command::Releases(a) => a.json,
         Command::Rollback(a) => a.json,
+        Command::Tunnel(a) => a.json,
         _ => false,
     }
 }
@@ -51,6 +54,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback(args) => commands::ops::rollback(&cli.global, &args),
         Command::Logs(args) => commands::ops::logs(&cli.global, &args),
         Command::Exec(args) => commands::ops::exec(&cli.global, &args),
+        Command::Tunnel(args) => commands::tunnel::run(&cli.global, &args),
+        Command::SshConfig(args) => commands::tunnel::ssh_config(&cli.global, &args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "homebase", &mut std::io::stdout());

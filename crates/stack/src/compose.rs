@@ -455,23 +455,23 @@ fn normalize_service(
                 })?);
         }
     }
-    if let Some(v) = m.get_mut("depends_on") {
-        if let Value::Sequence(seq) = v {
-            let mut map = Mapping::new();
-            for item in seq.iter() {
-                let Some(dep) = item.as_str() else {
-                    return Err(StackError::invalid(
-                        path,
-                        format!("services.{name}.depends_on"),
-                        "expected service names",
-                    ));
-                };
-                let mut cond = Mapping::new();
-                cond.insert("condition".into(), "service_started".into());
-                map.insert(dep.into(), Value::Mapping(cond));
-            }
-            *v = Value::Mapping(map);
+    if let Some(v) = m.get_mut("depends_on")
+        && let Value::Sequence(seq) = v
+    {
+        let mut map = Mapping::new();
+        for item in seq.iter() {
+            let Some(dep) = item.as_str() else {
+                return Err(StackError::invalid(
+                    path,
+                    format!("services.{name}.depends_on"),
+                    "expected service names",
+                ));
+            };
+            let mut cond = Mapping::new();
+            cond.insert("condition".into(), "service_started".into());
+            map.insert(dep.into(), Value::Mapping(cond));
         }
+        *v = Value::Mapping(map);
     }
     for key in ["env_file", "profiles"] {
         if let Some(Value::String(s)) = m.get(key) {

@@ -323,12 +323,12 @@ impl Config {
             )));
         }
         for (svc, s) in &self.services {
-            if let (Some(limit), Some(sustained)) = (s.memory, s.sustained) {
-                if sustained > limit {
-                    return Err(err(format!(
-                        "services.{svc}: sustained ({sustained}) is above memory ({limit}); a reservation cannot exceed the limit: raise memory or lower sustained"
-                    )));
-                }
+            if let (Some(limit), Some(sustained)) = (s.memory, s.sustained)
+                && sustained > limit
+            {
+                return Err(err(format!(
+                    "services.{svc}: sustained ({sustained}) is above memory ({limit}); a reservation cannot exceed the limit: raise memory or lower sustained"
+                )));
             }
         }
         Ok(())

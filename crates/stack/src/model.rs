@@ -345,12 +345,12 @@ pub fn parse_port(v: &Value) -> Result<Port, String> {
                 ));
             }
             let published = published.filter(|p| !p.is_empty());
-            if let Some(p) = &published {
-                if !ok(p) {
-                    return Err(format!(
-                        "invalid port `{s}`: `{p}` is not a port number or range"
-                    ));
-                }
+            if let Some(p) = &published
+                && !ok(p)
+            {
+                return Err(format!(
+                    "invalid port `{s}`: `{p}` is not a port number or range"
+                ));
             }
             Ok(Port {
                 host_ip: host_ip.filter(|h| !h.is_empty()),

@@ -172,14 +172,14 @@ impl Plan {
                     suggestion: kind.suggested_limit(),
                 });
             }
-            if let (Some(r), Some(l)) = (reservation, limit) {
-                if r > l {
-                    problems.push(Problem::ReservationAboveLimit {
-                        service: name.clone(),
-                        reservation: r,
-                        limit: l,
-                    });
-                }
+            if let (Some(r), Some(l)) = (reservation, limit)
+                && r > l
+            {
+                problems.push(Problem::ReservationAboveLimit {
+                    service: name.clone(),
+                    reservation: r,
+                    limit: l,
+                });
             }
             if svc.image.is_none() && !svc.has_build {
                 problems.push(Problem::NoImage {

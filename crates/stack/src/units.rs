@@ -88,7 +88,7 @@ impl Bytes {
     /// The shortest exact form Compose accepts (`2g`, `1536m`, or plain bytes).
     pub fn to_compose(self) -> String {
         for (u, m) in UNITS.iter().rev() {
-            if *m > 1 && self.0 >= *m && self.0 % m == 0 {
+            if *m > 1 && self.0 >= *m && self.0.is_multiple_of(*m) {
                 return format!("{}{}", self.0 / m, u);
             }
         }

@@ -92,16 +92,18 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
     // 3. No-op?
     let current = prepared.current;
-    if let Some((cur_id, cur_hash)) = &current {
-        if *cur_hash == hash && !args.force && all_healthy(&plan, &prepared.containers) {
-            let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
-            lock.finish(&entry)?;
-            progress.info(&format!(
-                "up to date: release {cur_id} is running and healthy; no container touched"
-            ));
-            result(args.json, &entry);
-            return Ok(Exit::Ok);
-        }
+    if let Some((cur_id, cur_hash)) = &current
+        && *cur_hash == hash
+        && !args.force
+        && all_healthy(&plan, &prepared.containers)
+    {
+        let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
+        lock.finish(&entry)?;
+        progress.info(&format!(
+            "up to date: release {cur_id} is running and healthy; no container touched"
+        ));
+        result(args.json, &entry);
+        return Ok(Exit::Ok);
     }
 
     // 4. Upload the bundle.
@@ -237,12 +239,11 @@ impl Drop for LockGuard<'_> {
 }
 
 fn result(json: bool, e: &ReleaseEntry) {
-    if json {
-        if let Ok(line) =
+    if json
+        && let Ok(line) =
             serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))
-        {
-            println!("{line}");
-        }
+    {
+        println!("{line}");
     }
 }
 

@@ -165,7 +165,7 @@ pub fn generate(
 }
 
 fn human_size(b: Bytes) -> String {
-    if b.0 % Bytes::GIB == 0 {
+    if b.0.is_multiple_of(Bytes::GIB) {
         format!("{}GiB", b.0 / Bytes::GIB)
     } else {
         format!("{}MiB", b.as_mib())

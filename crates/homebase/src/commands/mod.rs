@@ -5,3 +5,4 @@ pub mod init;
 pub mod ops;
 pub mod plan;
 pub mod render;
+pub mod tunnel;

@@ -1,0 +1,326 @@
+//! `homebase tunnel`: every published port of the stack on the laptop's loopback, through
+//! one SSH connection that comes back by itself; `--check` probes each service through it;
+//! `--install` keeps it running in the background; `ssh-config` for plain ssh users.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use homebase_remote::Forward;
+use homebase_remote::{RemoteError, SshTarget, Target, TunnelMaster};
+use serde_json::json;
+
+use crate::cli::{Global, SshConfigArgs, TunnelArgs};
+use crate::exit::{Exit, coded};
+use crate::probe::probe;
+use crate::project::{self, Project};
+use crate::tunnel::{self, ServiceForward, TunnelState};
+use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
+
+/// Round trips above this are flagged: the plan's target for every service.
+const SLOW: Duration = Duration::from_millis(100);
+
+fn ssh_target(project: &Project) -> Result<SshTarget> {
+    match project.target() {
+        Target::Ssh(t) => Ok(t),
+        Target::Local => Err(coded(
+            Exit::BadInput,
+            "host.ssh is `local`: the services already listen on this machine, there is nothing to tunnel",
+        )),
+    }
+}
+
+pub fn run(global: &Global, args: &TunnelArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    if args.install {
+        return install(&project);
+    }
+    if args.check {
+        return check(&project, args.json);
+    }
+    foreground(&project, args.json)
+}
+
+fn fw(forwards: &[ServiceForward]) -> Vec<Forward> {
+    forwards.iter().map(ServiceForward::forward).collect()
+}
+
+fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
+    let f = tunnel::wanted_forwards(project);
+    if f.is_empty() {
+        return Err(coded(
+            Exit::BadInput,
+            "the stack publishes no TCP ports, so there is nothing to forward; publish a port (`ports: [\"127.0.0.1:5432:5432\"]`) to reach a service",
+        ));
+    }
+    Ok(f)
+}
+
+struct Line {
+    json: bool,
+    terminal: bool,
+}
+
+impl Line {
+    fn event(&self, value: serde_json::Value, human: &str) {
+        if self.json {
+            println!("{value}");
+            let _ = std::io::stdout().flush();
+        } else if self.terminal {
+            let mut err = anstream::stderr();
+            let _ = write!(err, "\r\x1b[2K{human}");
+            let _ = err.flush();
+        } else {
+            eprintln!("{}", anstream::adapter::strip_str(human));
+        }
+    }
+}
+
+fn foreground(project: &Project, json: bool) -> Result<Exit> {
+    let t = ssh_target(project)?;
+    let name = &project.config.project.name;
+    let lock = match tunnel::lock(name, &t.destination)? {
+        Ok(lock) => lock,
+        Err(state) => {
+            let pid = state
+                .map(|s| format!(" (pid {})", s.pid))
+                .unwrap_or_default();
+            return Err(coded(
+                Exit::Locked,
+                format!(
+                    "a tunnel for `{name}` to {} is already running{pid}; `homebase tunnel --check` probes it",
+                    t.destination
+                ),
+            ));
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the ctrl-c handler")?;
+    }
+    let line = Line {
+        json,
+        terminal: !json && std::io::stderr().is_terminal(),
+    };
+    let mut forwards = wanted(project)?;
+    let mut backoff = Duration::from_millis(200);
+    let mut reconnects = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        tunnel::remap_taken(&mut forwards)?;
+        for f in forwards.iter().filter(|f| f.remapped_from.is_some()) {
+            let from = f.remapped_from.unwrap_or_default();
+            let msg = format!(
+                "local port {from} is taken; `{}` is on 127.0.0.1:{} instead",
+                f.service, f.local_port
+            );
+            line.event(json!({"event": "remapped", "service": f.service, "from": from, "to": f.local_port}), &format!("{}: {msg}\n", paint(WARN, "notice")));
+        }
+        let mut master = TunnelMaster::start(&t, &fw(&forwards))?;
+        let up_at = Instant::now();
+        if master.wait_ready(&t, &stop) {
+            let state = TunnelState {
+                pid: std::process::id(),
+                host: t.destination.clone(),
+                forwards: forwards.clone(),
+            };
+            std::fs::write(&lock.state_path, serde_json::to_vec(&state)?)
+                .with_context(|| format!("cannot write `{}`", lock.state_path.display()))?;
+            let list: Vec<String> = forwards
+                .iter()
+                .map(|f| format!("{} {}", f.service, f.local_port))
+                .collect();
+            line.event(
+                json!({"event": "up", "ssh_pid": master.pid(), "reconnects": reconnects, "forwards": forwards}),
+                &format!("{} tunnel to {} up: {} · reconnects {reconnects}", paint(GOOD, "●"), t.destination, list.join(", ")),
+            );
+            while !stop.load(Ordering::Relaxed) && master.running() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        master.stop();
+        let err = t.explain_exit(&master.stderr());
+        if matches!(
+            err,
+            RemoteError::HostKeyUnknown { .. }
+                | RemoteError::HostKeyChanged { .. }
+                | RemoteError::AuthFailed { .. }
+        ) {
+            let _ = std::fs::remove_file(&lock.state_path);
+            return Err(err.into());
+        }
+        if up_at.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(200);
+        }
+        line.event(
+            json!({"event": "down", "reason": err.to_string(), "retry_ms": backoff.as_millis() as u64}),
+            &format!("{} tunnel down: {err}; retrying in {:.1}s", paint(BAD, "○"), backoff.as_secs_f64()),
+        );
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        reconnects += 1;
+    }
+    let _ = std::fs::remove_file(&lock.state_path);
+    if !json && line.terminal {
+        eprintln!();
+    }
+    Ok(Exit::Ok)
+}
+
+fn check(project: &Project, json: bool) -> Result<Exit> {
+    let t = ssh_target(project)?;
+    let mut wanted = wanted(project)?;
+    let running = tunnel::running(&project.config.project.name, &t.destination);
+    let _temporary;
+    let mode = match &running {
+        Some(state) => {
+            // probe where the running tunnel put each forward
+            for w in wanted.iter_mut() {
+                if let Some(s) = state
+                    .forwards
+                    .iter()
+                    .find(|s| s.service == w.service && s.remote_port == w.remote_port)
+                {
+                    w.local_port = s.local_port;
+                }
+            }
+            format!("running tunnel (pid {})", state.pid)
+        }
+        None => {
+            tunnel::remap_taken(&mut wanted)?;
+            let mut m = TunnelMaster::start(&t, &fw(&wanted))?;
+            if !m.wait_ready(&t, &AtomicBool::new(false)) {
+                let err = t.explain_exit(&m.stderr());
+                return Err(err.into());
+            }
+            _temporary = m;
+            "temporary connection (no tunnel is running)".into()
+        }
+    };
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for f in &wanted {
+        let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
+        let r = probe(f.local_port, &p, 5);
+        all_ok &= r.ok;
+        rows.push((f, p, r));
+    }
+    if json {
+        let services: Vec<_> = rows
+            .iter()
+            .map(|(f, p, r)| {
+                json!({"service": f.service, "local_port": f.local_port, "remote_port": f.remote_port, "probe": p.name(),
+                       "ok": r.ok, "rtt_ms": r.rtt.as_secs_f64() * 1000.0, "slow": r.rtt > SLOW, "detail": r.detail})
+            })
+            .collect();
+        ui::out(
+            &(serde_json::to_string_pretty(
+                &json!({"host": t.destination, "via": mode, "services": services, "ok": all_ok}),
+            )? + "\n"),
+        )?;
+    } else {
+        let mut s = format!(
+            "{} to {} via {mode}\n",
+            paint(BOLD, "tunnel check"),
+            t.destination
+        );
+        s.push_str(&paint(
+            BOLD,
+            format!(
+                "{:<16} {:>6} {:>6}  {:<16} {:>9}  {}\n",
+                "SERVICE", "LOCAL", "REMOTE", "PROBE", "RTT", "ANSWER"
+            ),
+        ));
+        for (f, p, r) in &rows {
+            let rtt = format!("{:>7.1}ms", r.rtt.as_secs_f64() * 1000.0);
+            let rtt = if !r.ok {
+                paint(BAD, rtt)
+            } else if r.rtt > SLOW {
+                paint(WARN, format!("{rtt} (over 100 ms)"))
+            } else {
+                paint(GOOD, rtt)
+            };
+            s.push_str(&format!(
+                "{:<16} {:>6} {:>6}  {:<16} {rtt}  {}\n",
+                f.service,
+                f.local_port,
+                f.remote_port,
+                p.name(),
+                r.detail
+            ));
+        }
+        ui::out(&s)?;
+    }
+    Ok(if all_ok { Exit::Ok } else { Exit::Refused })
+}
+
+fn install(project: &Project) -> Result<Exit> {
+    let t = ssh_target(project)?;
+    let name = &project.config.project.name;
+    let exe = std::env::current_exe().context("cannot find the homebase executable")?;
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .context("HOME is not set")?;
+    if cfg!(target_os = "macos") {
+        let dir = home.join("Library/LaunchAgents");
+        let path = dir.join(format!("{}.plist", tunnel::launchd_label(name)));
+        let log = tunnel::state_dir().join(format!("tunnel-{name}.log"));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        std::fs::write(
+            &path,
+            tunnel::launchd_plist(&exe, &project.root, name, &log)?,
+        )
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+        eprintln!(
+            "wrote {}\nstart it now and at every login with:\n  launchctl load -w {}",
+            path.display(),
+            path.display()
+        );
+    } else {
+        let dir = home.join(".config/systemd/user");
+        let unit = format!("homebase-tunnel-{name}.service");
+        let path = dir.join(&unit);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        std::fs::write(&path, tunnel::systemd_unit(&exe, &project.root, name))
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        eprintln!(
+            "wrote {}\nstart it now and at every login with:\n  systemctl --user daemon-reload && systemctl --user enable --now {unit}",
+            path.display()
+        );
+    }
+    eprintln!(
+        "it forwards the stack's ports from {} to this machine's 127.0.0.1",
+        t.destination
+    );
+    Ok(Exit::Ok)
+}
+
+pub fn ssh_config(global: &Global, args: &SshConfigArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    let t = ssh_target(&project)?;
+    let forwards: Vec<_> = wanted(&project)?
+        .iter()
+        .map(ServiceForward::forward)
+        .collect();
+    let alias = args
+        .alias
+        .clone()
+        .unwrap_or_else(|| format!("homebase-{}", project.config.project.name));
+    ui::out(&format!(
+        "# homebase: the `{}` stack's ports; use with `ssh -N {alias}`\n{}",
+        project.config.project.name,
+        t.ssh_config_block(&alias, &forwards)
+    ))?;
+    Ok(Exit::Ok)
+}
