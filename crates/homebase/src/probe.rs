@@ -92,6 +92,18 @@ fn once(port: u16, probe: &Probe) -> ProbeResult {
         Ok(buf)
     };
     let closed = "the host closed the connection: nothing listens on the service's port there";
+    let no_answer = |e: std::io::Error| -> String {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+        ) {
+            closed.to_string()
+        } else {
+            format!("no answer: {e}")
+        }
+    };
     match probe {
         Probe::Postgres => match answer(&mut s, &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], 1) {
             Ok(b) if b == b"S" || b == b"N" => {
@@ -99,7 +111,7 @@ fn once(port: u16, probe: &Probe) -> ProbeResult {
             }
             Ok(b) if b.is_empty() => fail(closed.into()),
             Ok(b) => fail(format!("not PostgreSQL: answered {b:?}")),
-            Err(e) => fail(format!("no answer: {e}")),
+            Err(e) => fail(no_answer(e)),
         },
         Probe::Bolt => {
             let mut req = vec![0x60, 0x60, 0xB0, 0x17];
@@ -110,7 +122,7 @@ fn once(port: u16, probe: &Probe) -> ProbeResult {
                 Ok(b) if b.len() == 4 => ok(start, format!("Bolt {}.{}", b[3], b[2])),
                 Ok(b) if b.is_empty() => fail(closed.into()),
                 Ok(b) => fail(format!("not Bolt: answered {b:?}")),
-                Err(e) => fail(format!("no answer: {e}")),
+                Err(e) => fail(no_answer(e)),
             }
         }
         Probe::Http(path) => {
@@ -126,7 +138,7 @@ fn once(port: u16, probe: &Probe) -> ProbeResult {
                     "not HTTP: answered {:?}",
                     String::from_utf8_lossy(&b)
                 )),
-                Err(e) => fail(format!("no answer: {e}")),
+                Err(e) => fail(no_answer(e)),
             }
         }
         Probe::Tcp => {
@@ -149,7 +161,7 @@ fn once(port: u16, probe: &Probe) -> ProbeResult {
                         detail: "open".into(),
                     }
                 }
-                Err(e) => fail(format!("{e}")),
+                Err(e) => fail(no_answer(e)),
             }
         }
     }

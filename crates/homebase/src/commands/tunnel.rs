@@ -166,7 +166,13 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Quick retries while the host may just be restarting its sshd, slower after.
+        let cap = if reconnects < 10 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        backoff = (backoff * 2).min(cap);
         reconnects += 1;
     }
     let _ = std::fs::remove_file(&lock.state_path);
