@@ -154,6 +154,17 @@ services:
         "{api}"
     );
 
+    // status shows the probes through the running tunnel.
+    let status = p
+        .cmd(&["status", "--json"])
+        .env("HOMEBASE_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let t = status["tunnels"].as_array().unwrap();
+    assert_eq!(t.len(), 2, "{status}");
+    assert!(t.iter().all(|t| t["ok"] == true), "{status}");
+
     // Kill the SSH connection: the tunnel comes back by itself and the next query works.
     let pid = up["ssh_pid"].as_u64().unwrap();
     Command::new("kill")

@@ -80,6 +80,20 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// Every planned service running, and healthy where it has a healthcheck.
     pub healthy: bool,
+    /// Probes through the running `homebase tunnel`, when one runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnels: Vec<TunnelProbe>,
+}
+
+/// A service probed through the tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TunnelProbe {
+    pub service: String,
+    pub local_port: u16,
+    pub probe: String,
+    pub ok: bool,
+    pub rtt_ms: f64,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
