@@ -22,27 +22,27 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let session = project.open_session()?;
     let host = HostProject::new(&session, &project.config.project.name);
     let mut report = collect_status(&host, project.compose.services.keys().cloned().collect())?;
-    if let homebase_remote::Target::Ssh(t) = project.target() {
-        if let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination) {
-            for w in crate::tunnel::wanted_forwards(&project) {
-                let Some(f) = state
-                    .forwards
-                    .iter()
-                    .find(|f| f.service == w.service && f.remote_port == w.remote_port)
-                else {
-                    continue;
-                };
-                let p = w.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
-                let r = crate::probe::probe(f.local_port, &p, 3);
-                report.tunnels.push(homebase_proto::TunnelProbe {
-                    service: w.service.clone(),
-                    local_port: f.local_port,
-                    probe: p.name(),
-                    ok: r.ok,
-                    rtt_ms: r.rtt.as_secs_f64() * 1000.0,
-                    detail: r.detail,
-                });
-            }
+    if let homebase_remote::Target::Ssh(t) = project.target()
+        && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
+    {
+        for w in crate::tunnel::wanted_forwards(&project) {
+            let Some(f) = state
+                .forwards
+                .iter()
+                .find(|f| f.service == w.service && f.remote_port == w.remote_port)
+            else {
+                continue;
+            };
+            let p = w.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
+            let r = crate::probe::probe(f.local_port, &p, 3);
+            report.tunnels.push(homebase_proto::TunnelProbe {
+                service: w.service.clone(),
+                local_port: f.local_port,
+                probe: p.name(),
+                ok: r.ok,
+                rtt_ms: r.rtt.as_secs_f64() * 1000.0,
+                detail: r.detail,
+            });
         }
     }
     if args.json {
