@@ -131,6 +131,11 @@ pub enum Command {
         after_help = "Example:\n  homebase ssh-config >> ~/.ssh/config && ssh -N homebase-blackbox4"
     )]
     SshConfig(SshConfigArgs),
+    /// Run the host daemon: history, self-healing, memory governor, alerts, API (on the host)
+    #[command(
+        after_help = "Normally started by `homebase setup` as a service. By hand:\n  homebase daemon --listen 127.0.0.1:7780"
+    )]
+    Daemon(DaemonArgs),
     /// Print shell completions
     #[command(
         after_help = "Example:\n  homebase completions bash > /etc/bash_completion.d/homebase"
@@ -267,4 +272,23 @@ pub struct SshConfigArgs {
     /// The Host alias (default: homebase-<project>)
     #[arg(long)]
     pub alias: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Loopback address for the API
+    #[arg(long, default_value = "127.0.0.1:7780", env = "HOMEBASE_DAEMON_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// homebase's directory on the host (default: ~/.homebase)
+    #[arg(long, env = "HOMEBASE_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Docker engine endpoint (default: DOCKER_HOST, then the docker context, then the default socket)
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+    /// Where the daemon keeps its token, history and endpoint (default: <home>/daemon)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Watch only this project (repeatable; default: every deployed project)
+    #[arg(long = "project", value_name = "NAME")]
+    pub projects: Vec<String>,
 }

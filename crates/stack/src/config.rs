@@ -42,6 +42,112 @@ pub struct Config {
     pub render: RenderSection,
     #[serde(default)]
     pub services: IndexMap<String, ServiceSection>,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+}
+
+/// How the host daemon watches this project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// Sampling interval of container stats.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Share of the budget above which the governor pauses batch, then normal services.
+    #[serde(default = "default_high")]
+    pub high_watermark: f64,
+    /// Share of the budget below which paused services are resumed.
+    #[serde(default = "default_low")]
+    pub low_watermark: f64,
+    /// A container restarted this many times within `crash_loop_minutes` is a crash loop.
+    #[serde(default = "default_crash_restarts")]
+    pub crash_loop_restarts: u32,
+    #[serde(default = "default_crash_minutes")]
+    pub crash_loop_minutes: u64,
+    /// Seconds a container may stay unhealthy before the daemon restarts it.
+    #[serde(default = "default_unhealthy_grace")]
+    pub unhealthy_grace_secs: u64,
+}
+
+fn default_interval_ms() -> u64 {
+    2000
+}
+fn default_high() -> f64 {
+    0.90
+}
+fn default_low() -> f64 {
+    0.75
+}
+fn default_crash_restarts() -> u32 {
+    5
+}
+fn default_crash_minutes() -> u64 {
+    5
+}
+fn default_unhealthy_grace() -> u64 {
+    10
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            interval_ms: default_interval_ms(),
+            high_watermark: default_high(),
+            low_watermark: default_low(),
+            crash_loop_restarts: default_crash_restarts(),
+            crash_loop_minutes: default_crash_minutes(),
+            unhealthy_grace_secs: default_unhealthy_grace(),
+        }
+    }
+}
+
+/// Where alerts go. Each is optional; every alert goes to all that are set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// A URL that receives a JSON POST per alert.
+    pub webhook: Option<String>,
+    /// An ntfy topic URL (`https://ntfy.sh/my-topic`).
+    pub ntfy: Option<String>,
+    /// A Slack incoming-webhook URL.
+    pub slack: Option<String>,
+    /// A Discord webhook URL.
+    pub discord: Option<String>,
+    /// The same alert is not sent again within this many seconds.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_secs: u64,
+}
+
+fn default_cooldown() -> u64 {
+    300
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            webhook: None,
+            ntfy: None,
+            slack: None,
+            discord: None,
+            cooldown_secs: default_cooldown(),
+        }
+    }
+}
+
+impl AlertsSection {
+    /// The configuration with the webhook URLs (which carry secrets) hidden.
+    pub fn redacted(&self) -> String {
+        let show = |v: &Option<String>| v.as_ref().map(|_| "<set>").unwrap_or("-");
+        format!(
+            "webhook {}, ntfy {}, slack {}, discord {}",
+            show(&self.webhook),
+            show(&self.ntfy),
+            show(&self.slack),
+            show(&self.discord)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +426,20 @@ impl Config {
             return Err(err(format!(
                 "budget.target = {} is out of range: give the share of host memory the stack may use, between 0 and 1 (for example 0.80)",
                 self.budget.target
+            )));
+        }
+        let d = &self.daemon;
+        if !(0.0 < d.low_watermark && d.low_watermark < d.high_watermark && d.high_watermark <= 1.0)
+        {
+            return Err(err(format!(
+                "daemon.low_watermark ({}) must be below daemon.high_watermark ({}), both between 0 and 1",
+                d.low_watermark, d.high_watermark
+            )));
+        }
+        if d.interval_ms < 200 {
+            return Err(err(format!(
+                "daemon.interval_ms = {} is too short: use 200 or more",
+                d.interval_ms
             )));
         }
         for (svc, s) in &self.services {

@@ -1,5 +1,6 @@
 //! One module per subcommand (`ops` holds the small ones about the running stack).
 
+pub mod daemon;
 pub mod deploy;
 pub mod init;
 pub mod ops;

@@ -1,0 +1,271 @@
+//! The HTTP API (boundary): JSON status, history and events, a server-sent-events stream of
+//! live updates, and Prometheus metrics. Loopback only; every route needs the bearer token,
+//! and a request without it gets 401 and nothing else.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::{Shared, now};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/history", get(history))
+        .route("/api/events", get(events))
+        .route("/api/stream", get(stream))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), auth))
+        .with_state(shared)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("hb_session="))
+        .any(|t| same(t.as_bytes(), token.as_bytes()));
+    bearer || cookie
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if authorized(req.headers(), &shared.token) {
+        next.run(req).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+/// Internal failures are logged in full and shown briefly.
+struct AppError(anyhow::Error);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        tracing::error!("API error: {:#}", self.0);
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the daemon's log",
+        )
+            .into_response()
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for AppError {
+    fn from(e: E) -> Self {
+        AppError(e.into())
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<crate::monitor::Snapshot> {
+    Json(shared.snapshot.read().await.clone())
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    project: String,
+    service: String,
+    from: Option<i64>,
+    to: Option<i64>,
+    /// `raw`, `1m` or `15m`; default: chosen from the range.
+    resolution: Option<String>,
+}
+
+async fn history(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, AppError> {
+    let to = q.to.unwrap_or_else(now);
+    let from = q.from.unwrap_or(to - 900);
+    let res = match q.resolution.as_deref() {
+        Some("raw") => 0,
+        Some("1m") => 60,
+        Some("15m") => 900,
+        Some(other) => {
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                format!("unknown resolution `{other}`: use raw, 1m or 15m"),
+            )
+                .into_response());
+        }
+        None if to - from <= 3600 => 0,
+        None if to - from <= 7 * 86400 => 60,
+        None => 900,
+    };
+    let points = shared
+        .store
+        .history(&q.project, &q.service, from, to, res)?;
+    Ok(Json(serde_json::json!({"project": q.project, "service": q.service, "resolution_secs": res, "points": points})).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, AppError> {
+    let rows = shared
+        .store
+        .events(q.since.unwrap_or(0), q.limit.unwrap_or(200).clamp(1, 5000))?;
+    Ok(Json(rows).into_response())
+}
+
+async fn stream(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let first = serde_json::json!({"type": "snapshot", "snapshot": &*shared.snapshot.read().await})
+        .to_string();
+    // A lagging client skips what it missed instead of holding others back.
+    let live = BroadcastStream::new(shared.tx.subscribe()).filter_map(|m| m.ok());
+    let all = tokio_stream::once(first)
+        .chain(live)
+        .map(|text| Ok(Event::default().data(text)));
+    Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.snapshot.read().await.clone();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP homebase_host_memory_total_bytes Memory of the Docker engine's host.\n# TYPE homebase_host_memory_total_bytes gauge\nhomebase_host_memory_total_bytes {}",
+        s.mem_total
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE homebase_stack_memory_bytes gauge\n# TYPE homebase_stack_budget_bytes gauge\n# TYPE homebase_service_memory_bytes gauge\n# TYPE homebase_service_cpu_percent gauge\n# TYPE homebase_service_up gauge\n# TYPE homebase_service_healthy gauge"
+    );
+    for p in &s.projects {
+        let _ = writeln!(
+            out,
+            "homebase_stack_memory_bytes{{project=\"{}\"}} {}",
+            p.name, p.memory_bytes
+        );
+        let _ = writeln!(
+            out,
+            "homebase_stack_budget_bytes{{project=\"{}\"}} {}",
+            p.name, p.budget_bytes
+        );
+        for svc in &p.services {
+            let l = format!("project=\"{}\",service=\"{}\"", p.name, svc.name);
+            let _ = writeln!(
+                out,
+                "homebase_service_memory_bytes{{{l}}} {}",
+                svc.memory_bytes
+            );
+            let _ = writeln!(
+                out,
+                "homebase_service_cpu_percent{{{l}}} {:.2}",
+                svc.cpu_percent
+            );
+            let _ = writeln!(
+                out,
+                "homebase_service_up{{{l}}} {}",
+                u8::from(svc.state == "running")
+            );
+            let _ = writeln!(
+                out,
+                "homebase_service_healthy{{{l}}} {}",
+                u8::from(svc.health == "healthy" || svc.health == "none")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE homebase_alerts_active gauge\nhomebase_alerts_active {}",
+        s.alerts.len()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn shared() -> (Arc<Shared>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _) = tokio::sync::broadcast::channel(4);
+        let s = Shared {
+            home: dir.path().to_path_buf(),
+            only: Vec::new(),
+            host: "h".into(),
+            store: crate::store::Store::open(&dir.path().join("h.db"), Default::default()).unwrap(),
+            token: "t0k3n-t0k3n-t0k3n-t0k3n-t0k3n-t0k3n".into(),
+            snapshot: Default::default(),
+            alerts: Default::default(),
+            sinks: Default::default(),
+            tx,
+        };
+        (Arc::new(s), dir)
+    }
+
+    #[tokio::test]
+    async fn every_route_needs_the_token() {
+        let (s, _d) = shared();
+        for path in [
+            "/api/status",
+            "/api/events",
+            "/metrics",
+            "/api/history?project=p&service=s",
+            "/api/stream",
+        ] {
+            let r = router(Arc::clone(&s))
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            assert!(body.is_empty(), "{path} leaked a body");
+            let r = router(Arc::clone(&s))
+                .oneshot(
+                    Request::get(path)
+                        .header("Authorization", "Bearer wrong")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let r = router(Arc::clone(&s))
+            .oneshot(
+                Request::get("/api/events")
+                    .header("Authorization", format!("Bearer {}", s.token))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,282 @@
+//! `homebase daemon`: runs on the host beside the stack. It watches every container of every
+//! deployed project through the Docker Engine API, keeps history in SQLite, heals what
+//! Docker will not, governs memory by priority, raises alerts, and serves an HTTP API on
+//! loopback only, behind a bearer token. The laptop reaches it through SSH.
+//!
+//! Invariant: nothing here ends the daemon but a shutdown signal; a failing container,
+//! call, project or alert sink is recorded and retried.
+
+pub mod alerts;
+pub mod api;
+pub mod monitor;
+pub mod projects;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use homebase_engine::Engine;
+use homebase_stack::config::AlertsSection;
+use tokio::sync::{Mutex, RwLock, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::{Alert, Alerts};
+use crate::monitor::Snapshot;
+use crate::store::{Retention, Store};
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `~/.homebase`: the projects' releases, and the daemon's own files under `daemon/`.
+    pub home: PathBuf,
+    /// Loopback address of the API.
+    pub listen: SocketAddr,
+    /// Engine endpoint; found like the docker CLI finds it when `None`.
+    pub endpoint: Option<String>,
+    /// The daemon's own files (token, history, endpoint); default `<home>/daemon`.
+    pub state_dir: Option<PathBuf>,
+    /// Watch only these projects (default: every project under `home`).
+    pub projects: Vec<String>,
+}
+
+/// State shared by the watch loop and the API.
+pub struct Shared {
+    pub home: PathBuf,
+    /// Empty: every project.
+    pub only: Vec<String>,
+    pub host: String,
+    pub store: Store,
+    pub token: String,
+    pub snapshot: RwLock<Snapshot>,
+    pub alerts: Mutex<Alerts>,
+    /// Alert sinks per project, refreshed every round.
+    pub sinks: Mutex<HashMap<String, AlertsSection>>,
+    /// Live updates for SSE clients (JSON text).
+    pub tx: broadcast::Sender<String>,
+}
+
+impl Shared {
+    /// The projects to watch now (re-read every round: a deploy changes them).
+    pub fn projects(&self, mem_total: u64) -> (Vec<projects::Project>, Vec<String>) {
+        let (mut p, e) = projects::load(&self.home, mem_total);
+        if !self.only.is_empty() {
+            p.retain(|p| self.only.contains(&p.name));
+        }
+        (p, e)
+    }
+
+    pub async fn event(&self, project: &str, service: &str, kind: &str, message: &str) {
+        let t = now();
+        if let Err(e) = self.store.add_event(t, project, service, kind, message) {
+            tracing::warn!("cannot record event: {e:#}");
+        }
+        self.notify_event(project, service, kind, message);
+    }
+
+    pub fn notify_event(&self, project: &str, service: &str, kind: &str, message: &str) {
+        let msg = serde_json::json!({"type": "event", "ts": now(), "project": project, "service": service, "kind": kind, "message": message});
+        let _ = self.tx.send(msg.to_string());
+    }
+
+    pub async fn alert(&self, project: &str, service: &str, kind: &str, message: &str) {
+        let a = Alert {
+            kind: kind.into(),
+            project: project.into(),
+            service: service.into(),
+            message: message.into(),
+            status: "firing".into(),
+            time: now(),
+            host: self.host.clone(),
+        };
+        let cooldown = self
+            .sinks
+            .lock()
+            .await
+            .get(project)
+            .map(|s| s.cooldown_secs as i64)
+            .unwrap_or(300);
+        let fired = self.alerts.lock().await.fire(a, cooldown);
+        if let Some(a) = fired {
+            self.send(a).await;
+        }
+    }
+
+    pub async fn resolve(&self, project: &str, service: &str, kind: &str, message: &str) {
+        let r = self
+            .alerts
+            .lock()
+            .await
+            .resolve(project, service, kind, now(), message);
+        if let Some(a) = r {
+            self.send(a).await;
+        }
+    }
+
+    async fn send(&self, a: Alert) {
+        self.event(
+            &a.project,
+            &a.service,
+            &format!("alert_{}", a.status),
+            &format!("{}: {}", a.kind, a.message),
+        )
+        .await;
+        let Some(sinks) = self.sinks.lock().await.get(&a.project).cloned() else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            for e in alerts::deliver(&sinks, &a) {
+                tracing::warn!("alert delivery failed: {e}");
+            }
+        });
+    }
+
+    pub async fn publish(&self, snapshot: Snapshot) {
+        let text = serde_json::json!({"type": "snapshot", "snapshot": &snapshot}).to_string();
+        *self.snapshot.write().await = snapshot;
+        let _ = self.tx.send(text);
+    }
+}
+
+/// The API token: generated once, stored mode 0600, never printed.
+pub fn load_or_create_token(path: &Path) -> Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+    }
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for the API token: {e}"))?;
+    let token: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    write_private(path, token.as_bytes())?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// Runs the daemon until `cancel` fires.
+pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
+    anyhow::ensure!(
+        opts.listen.ip().is_loopback(),
+        "the API must listen on loopback only (got {}); the laptop reaches it through SSH",
+        opts.listen
+    );
+    let dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| opts.home.join("daemon"));
+    let token = load_or_create_token(&dir.join("token"))?;
+    let store = Store::open(&dir.join("history.db"), Retention::default())?;
+    let endpoint = opts.endpoint.clone().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        homebase_engine::find_endpoint(
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+            home.as_deref(),
+        )
+    });
+    let engine = Engine::connect(&endpoint).await?;
+    let (mem_total, _) = engine.info().await?;
+    let host = std::process::Command::new("hostname")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let (tx, _) = broadcast::channel(256);
+    let shared = Arc::new(Shared {
+        home: opts.home.clone(),
+        only: opts.projects.clone(),
+        host,
+        store,
+        token,
+        snapshot: RwLock::new(Snapshot {
+            mem_total,
+            ..Default::default()
+        }),
+        alerts: Mutex::new(Alerts::default()),
+        sinks: Mutex::new(HashMap::new()),
+        tx,
+    });
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    write_private(&dir.join("endpoint"), addr.to_string().as_bytes())?;
+    // Tell every project's sinks that the daemon (re)started.
+    let (projects, _) = shared.projects(mem_total);
+    {
+        let mut sinks = shared.sinks.lock().await;
+        for p in &projects {
+            sinks.insert(p.name.clone(), p.alerts.clone());
+        }
+    }
+    for p in &projects {
+        shared
+            .alert(
+                &p.name,
+                "",
+                "daemon_restarted",
+                &format!("homebase daemon started on {addr}"),
+            )
+            .await;
+        shared
+            .resolve(&p.name, "", "daemon_restarted", "running")
+            .await;
+    }
+    tracing::info!("listening on {addr}, engine {endpoint}");
+    let monitor = tokio::spawn(monitor::run(engine, Arc::clone(&shared), cancel.clone()));
+    let sinks_refresh = {
+        let shared = Arc::clone(&shared);
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let mem_total = shared.snapshot.read().await.mem_total;
+                let (projects, _) = shared.projects(mem_total);
+                {
+                    let mut sinks = shared.sinks.lock().await;
+                    sinks.clear();
+                    for p in projects {
+                        sinks.insert(p.name, p.alerts);
+                    }
+                }
+                tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {} }
+            }
+        })
+    };
+    axum::serve(listener, api::router(Arc::clone(&shared)))
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .await
+        .context("the API server failed")?;
+    cancel.cancel();
+    let _ = monitor.await;
+    let _ = sinks_refresh.await;
+    Ok(())
+}

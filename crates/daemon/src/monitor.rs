@@ -1,0 +1,582 @@
+//! The watch loop: every interval, read every container of every project (stats bounded in
+//! concurrency), store the samples, heal what Docker will not (containers that stay
+//! unhealthy or down), stop at crash loops, and govern memory by priority. Docker events
+//! are handled as they happen. Every action is an event with its reason.
+//!
+//! A failure of one container, one call or one project is recorded and retried on the next
+//! round; the loop itself never ends on an error.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+use homebase_engine::{Container, Engine, Reading};
+use homebase_stack::config::Priority;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::Alert;
+use crate::projects::Project;
+use crate::{Shared, now};
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    pub ts: i64,
+    pub host: String,
+    pub mem_total: u64,
+    pub projects: Vec<ProjectSnap>,
+    pub alerts: Vec<Alert>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectSnap {
+    pub name: String,
+    pub release: String,
+    pub budget_bytes: u64,
+    pub memory_bytes: u64,
+    pub services: Vec<ServiceSnap>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSnap {
+    pub name: String,
+    pub container: String,
+    pub state: String,
+    pub health: String,
+    pub priority: String,
+    pub memory_bytes: u64,
+    pub limit_bytes: u64,
+    pub cpu_percent: f64,
+    /// Set while the memory governor holds the service paused or stopped.
+    pub governed: Option<String>,
+    /// Set when the daemon gave up on a crash loop.
+    pub gave_up: bool,
+}
+
+/// What the daemon remembers about one container between rounds.
+#[derive(Default)]
+struct Track {
+    last: Option<Reading>,
+    /// The last event seen for the container.
+    last_action: String,
+    unhealthy_since: Option<i64>,
+    down_since: Option<i64>,
+    next_heal: i64,
+    backoff: i64,
+    /// Times the container died or was restarted, for crash-loop detection.
+    deaths: VecDeque<i64>,
+    gave_up: bool,
+}
+
+#[derive(Default)]
+struct State {
+    tracks: HashMap<String, Track>,
+    /// project → services the governor paused or stopped, in order.
+    governed: HashMap<String, Vec<(String, String, &'static str)>>,
+}
+
+pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken) {
+    let state = Arc::new(tokio::sync::Mutex::new(State::default()));
+    let events = tokio::spawn(watch_events(
+        engine.clone(),
+        Arc::clone(&shared),
+        Arc::clone(&state),
+        cancel.clone(),
+    ));
+    let mut last_compact = 0;
+    loop {
+        let (projects, interval) = {
+            let mem_total = shared.snapshot.read().await.mem_total;
+            let (projects, errors) = shared.projects(mem_total);
+            for e in errors {
+                tracing::warn!("{e}");
+            }
+            let interval = projects
+                .iter()
+                .map(|p| p.daemon.interval_ms)
+                .min()
+                .unwrap_or(2000);
+            (projects, Duration::from_millis(interval))
+        };
+        if let Err(e) = round(&engine, &shared, &state, &projects).await {
+            tracing::warn!("collection round failed: {e:#}");
+            shared.snapshot.write().await.errors = vec![format!("{e:#}")];
+        }
+        let t = now();
+        if t - last_compact >= 60 {
+            if let Err(e) = shared.store.compact(t) {
+                tracing::warn!("history compaction failed: {e:#}");
+            }
+            last_compact = t;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    events.abort();
+}
+
+async fn watch_events(
+    engine: Engine,
+    shared: Arc<Shared>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let mut events = Box::pin(engine.events());
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return,
+                n = events.next() => n,
+            };
+            let Some(ev) = next else { break };
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!("docker events: {e:#}");
+                    break;
+                }
+            };
+            let action = ev.action.clone();
+            let kind = action.split(':').next().unwrap_or("").trim().to_string();
+            if !matches!(
+                kind.as_str(),
+                "die"
+                    | "oom"
+                    | "start"
+                    | "restart"
+                    | "health_status"
+                    | "pause"
+                    | "unpause"
+                    | "kill"
+                    | "stop"
+            ) {
+                continue;
+            }
+            let message = match (&kind[..], ev.exit_code) {
+                ("die", Some(code)) => format!("container exited with code {code}"),
+                _ => action.clone(),
+            };
+            shared
+                .event(&ev.project, &ev.service, &kind, &message)
+                .await;
+            let t = now();
+            let mut st = state.lock().await;
+            let track = st.tracks.entry(ev.id.clone()).or_default();
+            track.last_action = kind.clone();
+            if kind == "die" {
+                track.deaths.push_back(t);
+            }
+            let governed = st
+                .governed
+                .get(&ev.project)
+                .is_some_and(|g| g.iter().any(|(_, id, _)| *id == ev.id));
+            drop(st);
+            if kind == "die" && !governed {
+                // A `docker stop` or a deploy follows its `die` with `stop` or `destroy`
+                // within moments; a crash or a kill does not. Alert once that is clear.
+                let (engine, shared, state, ev) = (
+                    engine.clone(),
+                    Arc::clone(&shared),
+                    Arc::clone(&state),
+                    ev.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    let last = state
+                        .lock()
+                        .await
+                        .tracks
+                        .get(&ev.id)
+                        .map(|t| t.last_action.clone())
+                        .unwrap_or_default();
+                    let still_down = engine
+                        .containers()
+                        .await
+                        .map(|cs| {
+                            cs.iter().any(|c| {
+                                c.id == ev.id && matches!(c.state.as_str(), "exited" | "dead")
+                            })
+                        })
+                        .unwrap_or(false);
+                    if last == "die" && still_down {
+                        let why = ev
+                            .exit_code
+                            .map(|c| format!(" (exit code {c})"))
+                            .unwrap_or_default();
+                        shared
+                            .alert(
+                                &ev.project,
+                                &ev.service,
+                                "down",
+                                &format!("the container stopped{why}"),
+                            )
+                            .await;
+                    }
+                });
+            }
+            if kind == "oom" {
+                shared.alert(&ev.project, &ev.service, "oom", "the container ran out of memory and was killed by the kernel; raise its limit or lower its use").await;
+            }
+            // Push a fresh view to live clients without waiting for the next round.
+            shared.notify_event(&ev.project, &ev.service, &kind, &message);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn round(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    state: &tokio::sync::Mutex<State>,
+    projects: &[Project],
+) -> anyhow::Result<()> {
+    let (mem_total, _) = engine.info().await?;
+    let containers = engine.containers().await?;
+    let watched: Vec<&Container> = containers
+        .iter()
+        .filter(|c| projects.iter().any(|p| p.name == c.project))
+        .collect();
+    // Stats of running containers, at most 8 calls at once.
+    let ids: Vec<String> = watched
+        .iter()
+        .filter(|c| c.state == "running")
+        .map(|c| c.id.clone())
+        .collect();
+    let results: Vec<(String, Result<Reading, homebase_engine::EngineError>)> = stream::iter(ids)
+        .map(|id| {
+            let engine = engine.clone();
+            async move {
+                let r = engine.stats(&id).await;
+                (id, r)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut readings: HashMap<String, Reading> = HashMap::new();
+    for (id, r) in results {
+        match r {
+            Ok(r) => {
+                readings.insert(id, r);
+            }
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
+    let t = now();
+    let mut st = state.lock().await;
+    let mut snaps = Vec::new();
+    let mut rows = Vec::new();
+    for p in projects {
+        let mut services = Vec::new();
+        let mut total = 0u64;
+        for c in watched.iter().filter(|c| c.project == p.name) {
+            let reading = readings.get(&c.id).copied().unwrap_or_default();
+            let track = st.tracks.entry(c.id.clone()).or_default();
+            let cpu = track
+                .last
+                .map(|prev| reading.cpu_percent_since(&prev))
+                .unwrap_or(0.0);
+            if c.state == "running" {
+                track.last = Some(reading);
+            }
+            total += reading.memory;
+            rows.push((p.name.clone(), c.service.clone(), reading.memory, cpu));
+            let priority = p
+                .priorities
+                .get(&c.service)
+                .copied()
+                .unwrap_or(Priority::Normal);
+            let governed = st
+                .governed
+                .get(&p.name)
+                .and_then(|g| g.iter().find(|(s, _, _)| *s == c.service))
+                .map(|(_, _, how)| how.to_string());
+            services.push(ServiceSnap {
+                name: c.service.clone(),
+                container: c.name.clone(),
+                state: c.state.clone(),
+                health: if c.health.is_empty() {
+                    "none".into()
+                } else {
+                    c.health.clone()
+                },
+                priority: priority.as_str().into(),
+                memory_bytes: reading.memory,
+                limit_bytes: reading.limit,
+                cpu_percent: cpu,
+                governed,
+                gave_up: st.tracks.get(&c.id).is_some_and(|t| t.gave_up),
+            });
+        }
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        heal(engine, shared, &mut st, p, &watched, t).await;
+        govern(engine, shared, &mut st, p, &watched, total, t).await;
+        snaps.push(ProjectSnap {
+            name: p.name.clone(),
+            release: p.release.clone(),
+            budget_bytes: p.budget,
+            memory_bytes: total,
+            services,
+        });
+    }
+    // forget containers that are gone
+    st.tracks
+        .retain(|id, _| containers.iter().any(|c| &c.id == id));
+    drop(st);
+    shared.store.add_samples(t, &rows)?;
+    let alerts = shared.alerts.lock().await.active();
+    let snapshot = Snapshot {
+        ts: t,
+        host: shared.host.clone(),
+        mem_total,
+        projects: snaps,
+        alerts,
+        errors: Vec::new(),
+    };
+    shared.publish(snapshot).await;
+    Ok(())
+}
+
+/// Restarts containers that stay unhealthy or down (with backoff), and gives up on crash loops.
+async fn heal(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    st: &mut State,
+    p: &Project,
+    watched: &[&Container],
+    t: i64,
+) {
+    let d = &p.daemon;
+    let window = (d.crash_loop_minutes * 60) as i64;
+    for c in watched.iter().filter(|c| c.project == p.name) {
+        let governed = st
+            .governed
+            .get(&p.name)
+            .is_some_and(|g| g.iter().any(|(s, _, _)| *s == c.service));
+        let track = st.tracks.entry(c.id.clone()).or_default();
+        while track.deaths.front().is_some_and(|d| t - d > window) {
+            track.deaths.pop_front();
+        }
+        if track.gave_up {
+            continue;
+        }
+        if track.deaths.len() as u32 >= d.crash_loop_restarts {
+            track.gave_up = true;
+            let msg = format!(
+                "{} restarts within {} minutes: a crash loop; homebase stopped it and will not restart it. Check `homebase logs {}`, fix, and deploy again",
+                track.deaths.len(),
+                d.crash_loop_minutes,
+                c.service
+            );
+            if let Err(e) = engine.stop(&c.id).await {
+                tracing::warn!("{e:#}");
+            }
+            shared.event(&p.name, &c.service, "gave_up", &msg).await;
+            shared.alert(&p.name, &c.service, "crash_loop", &msg).await;
+            continue;
+        }
+        // Unhealthy for longer than the grace period → restart, with backoff.
+        if c.health == "unhealthy" && c.state == "running" {
+            let since = *track.unhealthy_since.get_or_insert(t);
+            if t - since >= d.unhealthy_grace_secs as i64 && t >= track.next_heal {
+                track.backoff = (track.backoff * 2).clamp(10, 300);
+                track.next_heal = t + track.backoff;
+                track.unhealthy_since = None;
+                track.deaths.push_back(t);
+                let msg = format!(
+                    "unhealthy for {}s; restarting it (next attempt no sooner than {}s)",
+                    t - since,
+                    track.backoff
+                );
+                shared
+                    .event(&p.name, &c.service, "heal_restart", &msg)
+                    .await;
+                shared.alert(&p.name, &c.service, "unhealthy", &msg).await;
+                if let Err(e) = engine.restart(&c.id).await {
+                    shared
+                        .event(&p.name, &c.service, "heal_failed", &format!("{e:#}"))
+                        .await;
+                }
+            }
+        } else {
+            track.unhealthy_since = None;
+            if c.health == "healthy" {
+                shared
+                    .resolve(&p.name, &c.service, "unhealthy", "healthy again")
+                    .await;
+            }
+        }
+        // Down (exited or dead) and not held down by the governor → start it again.
+        if matches!(c.state.as_str(), "exited" | "dead") && !governed {
+            let since = *track.down_since.get_or_insert(t);
+            shared
+                .alert(&p.name, &c.service, "down", "the container is not running")
+                .await;
+            if t - since >= 3 && t >= track.next_heal {
+                track.backoff = (track.backoff * 2).clamp(5, 300);
+                track.next_heal = t + track.backoff;
+                shared
+                    .event(
+                        &p.name,
+                        &c.service,
+                        "heal_start",
+                        &format!("down for {}s; starting it", t - since),
+                    )
+                    .await;
+                if let Err(e) = engine.start(&c.id).await {
+                    shared
+                        .event(&p.name, &c.service, "heal_failed", &format!("{e:#}"))
+                        .await;
+                }
+            }
+        } else if c.state == "running" {
+            track.down_since = None;
+            shared
+                .resolve(&p.name, &c.service, "down", "running again")
+                .await;
+        }
+    }
+}
+
+/// Above the high watermark: pause batch services first (largest first), then normal; never
+/// critical. A paused service that still holds the stack above the mark is stopped. Below
+/// the low watermark: resume in the reverse order.
+async fn govern(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    st: &mut State,
+    p: &Project,
+    watched: &[&Container],
+    total: u64,
+    t: i64,
+) {
+    if p.budget == 0 {
+        return;
+    }
+    let d = &p.daemon;
+    let high = (p.budget as f64 * d.high_watermark) as u64;
+    let low = (p.budget as f64 * d.low_watermark) as u64;
+    let pct = 100.0 * total as f64 / p.budget as f64;
+    let governed = st.governed.entry(p.name.clone()).or_default();
+    if total > high {
+        shared
+            .alert(
+                &p.name,
+                "",
+                "memory",
+                &format!(
+                    "the stack uses {pct:.0}% of its budget (high watermark {:.0}%)",
+                    d.high_watermark * 100.0
+                ),
+            )
+            .await;
+        let candidates: Vec<&&Container> = watched
+            .iter()
+            .filter(|c| {
+                c.project == p.name
+                    && c.state == "running"
+                    && !governed.iter().any(|(s, _, _)| *s == c.service)
+            })
+            .collect();
+        for class in [Priority::Batch, Priority::Normal] {
+            let mut of_class: Vec<&&Container> = candidates
+                .iter()
+                .copied()
+                .filter(|c| {
+                    p.priorities
+                        .get(&c.service)
+                        .copied()
+                        .unwrap_or(Priority::Normal)
+                        == class
+                })
+                .collect();
+            if of_class.is_empty() {
+                continue;
+            }
+            // the largest user first
+            of_class.sort_by_key(|c| {
+                std::cmp::Reverse(
+                    st.tracks
+                        .get(&c.id)
+                        .and_then(|t| t.last)
+                        .map(|r| r.memory)
+                        .unwrap_or(0),
+                )
+            });
+            let c = of_class[0];
+            let msg = format!(
+                "paused: the stack is at {pct:.0}% of its budget, above the {:.0}% high watermark; `{}` is {}",
+                d.high_watermark * 100.0,
+                c.service,
+                class.as_str()
+            );
+            match engine.pause(&c.id).await {
+                Ok(()) => {
+                    governed.push((c.service.clone(), c.id.clone(), "paused"));
+                    shared
+                        .event(&p.name, &c.service, "governor_pause", &msg)
+                        .await;
+                }
+                Err(e) => {
+                    shared
+                        .event(&p.name, &c.service, "governor_failed", &format!("{e:#}"))
+                        .await
+                }
+            }
+            return;
+        }
+        // Everything pausable is paused and the stack is still too big: stop the first paused.
+        if let Some(entry) = governed.iter_mut().find(|(_, _, how)| *how == "paused") {
+            let msg = format!(
+                "stopped: still at {pct:.0}% of the budget with every batch and normal service paused"
+            );
+            let _ = engine.unpause(&entry.1).await;
+            if engine.stop(&entry.1).await.is_ok() {
+                entry.2 = "stopped";
+                shared.event(&p.name, &entry.0, "governor_stop", &msg).await;
+            }
+        }
+    } else if total < low {
+        if let Some((service, id, how)) = governed.pop() {
+            let r = if how == "paused" {
+                engine.unpause(&id).await
+            } else {
+                engine.start(&id).await
+            };
+            let msg = format!(
+                "resumed: the stack is back at {pct:.0}% of its budget, under the {:.0}% low watermark",
+                d.low_watermark * 100.0
+            );
+            match r {
+                Ok(()) => {
+                    shared
+                        .event(&p.name, &service, "governor_resume", &msg)
+                        .await
+                }
+                Err(e) => {
+                    shared
+                        .event(&p.name, &service, "governor_failed", &format!("{e:#}"))
+                        .await
+                }
+            }
+        }
+        if governed.is_empty() {
+            shared
+                .resolve(
+                    &p.name,
+                    "",
+                    "memory",
+                    &format!("the stack is back at {pct:.0}% of its budget"),
+                )
+                .await;
+        }
+    }
+    let _ = t;
+}

@@ -1,0 +1,83 @@
+//! The projects the daemon watches: every `~/.homebase/<project>` with a current release,
+//! read from that release's homebase.toml and rendered compose file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use homebase_stack::config::{AlertsSection, Config, DaemonSection, HostMemory, Priority};
+use homebase_stack::kinds::Kind;
+use homebase_stack::{ComposeProject, LoadOptions};
+use indexmap::IndexMap;
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub name: String,
+    pub release: String,
+    /// Host memory × target.
+    pub budget: u64,
+    pub daemon: DaemonSection,
+    pub alerts: AlertsSection,
+    /// Service → priority, for every service of the release.
+    pub priorities: HashMap<String, Priority>,
+}
+
+/// Loads every project with a current release; a project that cannot be read is reported
+/// in the second list and skipped, never fatal.
+pub fn load(home: &Path, mem_total: u64) -> (Vec<Project>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(home) else {
+        return (out, errors);
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("current").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        match load_one(&dir, mem_total) {
+            Ok(p) => out.push(p),
+            Err(e) => errors.push(format!("{}: {e:#}", dir.display())),
+        }
+    }
+    (out, errors)
+}
+
+fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
+    use anyhow::Context;
+    let release = std::fs::read_to_string(dir.join("current"))
+        .context("cannot read `current`")?
+        .trim()
+        .to_string();
+    let rel = dir.join("releases").join(&release);
+    let config = Config::load(&rel.join("homebase.toml"), &IndexMap::new())?;
+    let compose = ComposeProject::load(&LoadOptions {
+        files: vec![rel.join("compose.yml")],
+        ..Default::default()
+    })?;
+    let host = match config.budget.host_memory {
+        HostMemory::Size(b) => b.0,
+        HostMemory::Detect => mem_total,
+    };
+    let budget = (host as f64 * config.budget.target) as u64;
+    let priorities = compose
+        .services
+        .iter()
+        .map(|(name, svc)| {
+            let p = config
+                .services
+                .get(name)
+                .and_then(|s| s.priority)
+                .unwrap_or_else(|| Kind::of(svc.image_repo().as_deref()).default_priority());
+            (name.clone(), p)
+        })
+        .collect();
+    Ok(Project {
+        name: config.project.name.clone(),
+        release,
+        budget,
+        daemon: config.daemon,
+        alerts: config.alerts,
+        priorities,
+    })
+}

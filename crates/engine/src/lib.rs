@@ -1,0 +1,390 @@
+//! The Docker Engine, through its API (bollard): which containers belong to which compose
+//! project, their memory and CPU, their events, and the few actions the daemon takes
+//! (restart, pause, unpause, start, stop).
+//!
+//! Invariant: the only crate that talks to the engine's API; it knows nothing of homebase's
+//! configuration, only compose labels.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    EventsOptions, ListContainersOptions, RestartContainerOptions, StartContainerOptions,
+    StatsOptions, StopContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "cannot reach the Docker engine at `{endpoint}`: {source}; is Docker (or Colima) running?"
+    )]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("Docker engine at `{endpoint}`: {action} failed: {source}")]
+    Call {
+        endpoint: String,
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+/// Where the engine listens, found as the docker CLI finds it: `DOCKER_HOST`, then the
+/// current docker context (Colima's `~/.colima/default/docker.sock` on a Mac), then the
+/// default socket.
+pub fn find_endpoint(env_docker_host: Option<&str>, home: Option<&Path>) -> String {
+    if let Some(h) = env_docker_host.filter(|h| !h.is_empty()) {
+        return h.to_string();
+    }
+    if let Some(home) = home
+        && let Some(h) = context_endpoint(&home.join(".docker"))
+    {
+        return h;
+    }
+    "unix:///var/run/docker.sock".to_string()
+}
+
+/// The endpoint of the current docker context, from `config.json` and the context's
+/// `meta.json` (stored under the SHA-256 of its name).
+fn context_endpoint(docker_dir: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(docker_dir.join("config.json")).ok()?).ok()?;
+    let name = config["currentContext"]
+        .as_str()
+        .filter(|n| !n.is_empty() && *n != "default")?;
+    let digest: String = Sha256::digest(name.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            docker_dir
+                .join("contexts/meta")
+                .join(digest)
+                .join("meta.json"),
+        )
+        .ok()?,
+    )
+    .ok()?;
+    meta["Endpoints"]["docker"]["Host"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A container of a compose project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub service: String,
+    /// `running`, `exited`, `paused`, `restarting`, `created`, `dead`.
+    pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or empty when there is no healthcheck.
+    pub health: String,
+}
+
+/// One stats reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// Memory as `docker stats` shows it: usage minus page cache (inactive file).
+    pub memory: u64,
+    pub limit: u64,
+    pub cpu_total: u64,
+    pub system_total: u64,
+    pub online_cpus: u32,
+}
+
+impl Reading {
+    /// CPU % between two readings of the same container (100% = one core).
+    pub fn cpu_percent_since(&self, prev: &Reading) -> f64 {
+        let cpu = self.cpu_total.saturating_sub(prev.cpu_total) as f64;
+        let sys = self.system_total.saturating_sub(prev.system_total) as f64;
+        if sys <= 0.0 {
+            0.0
+        } else {
+            cpu / sys * f64::from(self.online_cpus.max(1)) * 100.0
+        }
+    }
+}
+
+/// A container event the daemon acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub time: i64,
+    pub id: String,
+    pub project: String,
+    pub service: String,
+    /// `die`, `oom`, `start`, `restart`, `health_status: unhealthy`, …
+    pub action: String,
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    pub endpoint: String,
+}
+
+impl Engine {
+    pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
+        let err = |source| EngineError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, 30, bollard::API_DEFAULT_VERSION).map_err(err)?
+        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(endpoint, 30, bollard::API_DEFAULT_VERSION).map_err(err)?
+        } else {
+            Docker::connect_with_unix(endpoint, 30, bollard::API_DEFAULT_VERSION).map_err(err)?
+        };
+        let docker = docker.negotiate_version().await.map_err(err)?;
+        Ok(Engine {
+            docker,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    fn call(
+        &self,
+        action: impl Into<String>,
+    ) -> impl FnOnce(bollard::errors::Error) -> EngineError + '_ {
+        let action = action.into();
+        move |source| EngineError::Call {
+            endpoint: self.endpoint.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// The engine's total memory (the VM's, under Colima) and its data root.
+    pub async fn info(&self) -> Result<(u64, Option<PathBuf>), EngineError> {
+        let info = self.docker.info().await.map_err(self.call("info"))?;
+        Ok((
+            info.mem_total.unwrap_or(0).max(0) as u64,
+            info.docker_root_dir.map(PathBuf::from),
+        ))
+    }
+
+    /// Every container that carries a compose project label.
+    pub async fn containers(&self) -> Result<Vec<Container>, EngineError> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![PROJECT_LABEL.to_string()]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(self.call("list containers"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let status = c.status.unwrap_or_default();
+                let health = if status.contains("(unhealthy)") {
+                    "unhealthy"
+                } else if status.contains("(healthy)") {
+                    "healthy"
+                } else if status.contains("health: starting") {
+                    "starting"
+                } else {
+                    ""
+                };
+                Container {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.first().cloned())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    project: labels.get(PROJECT_LABEL).cloned().unwrap_or_default(),
+                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    health: health.to_string(),
+                }
+            })
+            .collect())
+    }
+
+    /// One stats reading of a running container.
+    pub async fn stats(&self, id: &str) -> Result<Reading, EngineError> {
+        let mut stream = self.docker.stats(
+            id,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        let s = match stream.next().await {
+            Some(r) => r.map_err(self.call(format!("stats of {id}")))?,
+            None => return Ok(Reading::default()),
+        };
+        let mem = s.memory_stats.unwrap_or_default();
+        let stats = mem.stats.unwrap_or_default();
+        // cgroup v1 reports total_inactive_file, v2 inactive_file; docker stats subtracts it
+        let cache = stats
+            .get("total_inactive_file")
+            .or_else(|| stats.get("inactive_file"))
+            .copied()
+            .unwrap_or(0);
+        let cpu = s.cpu_stats.unwrap_or_default();
+        Ok(Reading {
+            memory: mem.usage.unwrap_or(0).saturating_sub(cache),
+            limit: mem.limit.unwrap_or(0),
+            cpu_total: cpu.cpu_usage.and_then(|u| u.total_usage).unwrap_or(0),
+            system_total: cpu.system_cpu_usage.unwrap_or(0),
+            online_cpus: cpu.online_cpus.unwrap_or(1),
+        })
+    }
+
+    /// Restart count, as the engine keeps it.
+    pub async fn restart_count(&self, id: &str) -> Result<i64, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(self.call(format!("inspect {id}")))?;
+        Ok(c.restart_count.unwrap_or(0))
+    }
+
+    pub async fn restart(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .restart_container(
+                id,
+                Some(RestartContainerOptions {
+                    t: Some(10),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(self.call(format!("restart {id}")))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(self.call(format!("start {id}")))
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(10),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(self.call(format!("stop {id}")))
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(self.call(format!("pause {id}")))
+    }
+
+    pub async fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(self.call(format!("unpause {id}")))
+    }
+
+    /// Container events of compose projects, as they happen.
+    pub fn events(&self) -> impl Stream<Item = Result<Event, EngineError>> + '_ {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert("label".to_string(), vec![PROJECT_LABEL.to_string()]);
+        self.docker
+            .events(Some(EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .map(move |r| {
+                let m = r.map_err(self.call("events"))?;
+                let actor = m.actor.unwrap_or_default();
+                let attrs = actor.attributes.unwrap_or_default();
+                Ok(Event {
+                    time: m.time.unwrap_or(0),
+                    id: actor.id.unwrap_or_default(),
+                    project: attrs.get(PROJECT_LABEL).cloned().unwrap_or_default(),
+                    service: attrs.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    action: m.action.unwrap_or_default(),
+                    exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_from_env_then_context_then_default() {
+        assert_eq!(
+            find_endpoint(Some("unix:///x.sock"), None),
+            "unix:///x.sock"
+        );
+        let home = tempfile::tempdir().unwrap();
+        assert_eq!(
+            find_endpoint(None, Some(home.path())),
+            "unix:///var/run/docker.sock"
+        );
+        // a Colima context, stored as the docker CLI stores it
+        let docker = home.path().join(".docker");
+        std::fs::create_dir_all(&docker).unwrap();
+        std::fs::write(docker.join("config.json"), r#"{"currentContext":"colima"}"#).unwrap();
+        use sha2::{Digest, Sha256};
+        let digest: String = Sha256::digest(b"colima")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let meta = docker.join("contexts/meta").join(digest);
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(meta.join("meta.json"), r#"{"Name":"colima","Endpoints":{"docker":{"Host":"unix:///Users/me/.colima/default/docker.sock"}}}"#).unwrap();
+        assert_eq!(
+            find_endpoint(None, Some(home.path())),
+            "unix:///Users/me/.colima/default/docker.sock"
+        );
+        assert_eq!(
+            find_endpoint(Some(""), Some(home.path())),
+            "unix:///Users/me/.colima/default/docker.sock"
+        );
+    }
+
+    #[test]
+    fn cpu_percent_between_readings() {
+        let a = Reading {
+            cpu_total: 1_000,
+            system_total: 10_000,
+            online_cpus: 2,
+            ..Default::default()
+        };
+        let b = Reading {
+            cpu_total: 2_000,
+            system_total: 20_000,
+            online_cpus: 2,
+            ..Default::default()
+        };
+        assert!((b.cpu_percent_since(&a) - 20.0).abs() < 1e-9);
+    }
+}

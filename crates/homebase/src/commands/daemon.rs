@@ -1,0 +1,64 @@
+//! `homebase daemon`: the host side. A tokio runtime around `homebase_daemon::run`, stopped
+//! cleanly by SIGTERM or ctrl-c.
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DaemonArgs;
+use crate::exit::Exit;
+
+pub fn run(args: &DaemonArgs) -> Result<Exit> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOMEBASE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let home = match &args.home {
+        Some(h) => h.clone(),
+        None => std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .context("HOME is not set; pass --home")?
+            .join(".homebase"),
+    };
+    let opts = homebase_daemon::Options {
+        home,
+        listen: args.listen,
+        endpoint: args.engine.clone(),
+        state_dir: args.state_dir.clone(),
+        projects: args.projects.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            stopper.cancel();
+                            return;
+                        }
+                    };
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            stopper.cancel();
+        });
+        homebase_daemon::run(opts, cancel).await
+    })?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,386 @@
+//! `homebase daemon` on a real test host: self-healing, crash loops, the memory governor,
+//! alerts to a webhook, history that survives a restart, and an API that answers only with
+//! the token and only on the host's loopback. The daemon watches only this test's project.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use homebase_testkit::{Host, Hosts, TestProject, hosts, unique_port};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_homebase"))
+}
+
+/// A webhook receiver on the laptop side of the test bridge; collects JSON bodies.
+fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    // each body gets `_received_ms`: milliseconds since the Unix epoch when it arrived
+    let l = TcpListener::bind("10.231.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                v["_received_ms"] = ms.into();
+                sink.lock().unwrap().push(v);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+struct Daemon<'a> {
+    hosts: &'a Hosts,
+    host: &'a Host,
+    state: String,
+    port: u16,
+    project: String,
+}
+
+impl Daemon<'_> {
+    fn start(&self) {
+        self.hosts.ssh_ok(
+            self.host,
+            &format!(
+                "HOMEBASE_LOG=debug nohup {} daemon --listen 127.0.0.1:{} --state-dir {} --project {} >> {}/log 2>&1 < /dev/null & echo $! > {}/pid",
+                bin().display(),
+                self.port,
+                self.state,
+                self.project,
+                self.state,
+                self.state
+            ),
+        );
+        // wait until the API answers
+        for _ in 0..100 {
+            if self.api("/api/status").0 == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "daemon did not answer:\n{}",
+            self.hosts
+                .ssh_ok(self.host, &format!("cat {}/log", self.state))
+        );
+    }
+
+    fn stop(&self) {
+        self.hosts.ssh(
+            self.host,
+            &format!("kill $(cat {}/pid) 2>/dev/null; sleep 0.5", self.state),
+        );
+    }
+
+    /// GET through `ssh host wget` with the token; returns (status, body).
+    fn api(&self, path: &str) -> (u16, String) {
+        self.get(path, true)
+    }
+
+    fn get(&self, path: &str, with_token: bool) -> (u16, String) {
+        let header = if with_token {
+            format!(
+                "--header \"Authorization: Bearer $(cat {}/token)\"",
+                self.state
+            )
+        } else {
+            String::new()
+        };
+        let o = self.hosts.ssh(
+            self.host,
+            &format!(
+                "wget -S -qO- {header} 'http://127.0.0.1:{}{path}' 2>&1",
+                self.port
+            ),
+        );
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let status = text
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("HTTP/1.1 ")
+                    .and_then(|s| s.get(..3))
+                    .and_then(|s| s.parse().ok())
+            })
+            .unwrap_or(0);
+        let body = text
+            .lines()
+            .filter(|l| !l.starts_with("  ") && !l.starts_with("wget:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (status, body)
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.api("/api/events?limit=1000").1).unwrap_or_default()
+    }
+
+    fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!(
+            "no event: {what}\n{:#?}\nlog:\n{}",
+            self.events(),
+            self.hosts
+                .ssh_ok(self.host, &format!("tail -50 {}/log", self.state))
+        );
+    }
+}
+
+fn kind(e: &serde_json::Value, service: &str, k: &str) -> bool {
+    e["service"] == service && e["kind"] == k
+}
+
+#[test]
+fn daemon_heals_governs_alerts_and_keeps_history() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let (hook, received) = webhook();
+    let compose = r#"
+services:
+  db:
+    image: hb/pgvector:latest
+    environment: {POSTGRES_PASSWORD: pw}
+    healthcheck: {test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres"], interval: 1s, retries: 60}
+  api:
+    image: hb/busybox:latest
+    command: ["sh", "-c", "echo ok > /www/ok && exec httpd -f -p 8080 -h /www"]
+    stop_signal: SIGKILL
+    healthcheck: {test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/ok"], interval: 1s, timeout: 1s, retries: 2}
+  worker:
+    image: hb/busybox:latest
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    tmpfs: ["/fill:size=600m"]
+"#;
+    let budget = format!(
+        "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n[services.worker]\nmemory = \"600MiB\"\npriority = \"batch\"\n\
+         [daemon]\ninterval_ms = 500\nhigh_watermark = 0.25\nlow_watermark = 0.15\ncrash_loop_restarts = 3\ncrash_loop_minutes = 5\nunhealthy_grace_secs = 2\n\
+         [alerts]\nwebhook = \"{hook}\"\ncooldown_secs = 1\n"
+    );
+    let p = TestProject::new(&hosts, h, bin(), "daemon", compose, &budget);
+    // the budget: 2 GiB × 0.8; the governor acts above 25% of it (≈410 MiB)
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
+        .unwrap()
+        .replace("host_memory = \"4GiB\"", "host_memory = \"2GiB\"");
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    p.ok(&["deploy", "--timeout", "60"]);
+    // A crash-looping container of the project, as a bad release would leave it.
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "docker run -d --name {0}-crasher-1 --label com.docker.compose.project={0} --label com.docker.compose.service=crasher \
+             --restart always -m 16m hb/busybox:latest sh -c 'sleep 1; exit 3'",
+            p.name
+        ),
+    );
+    let state = format!("/tmp/hbd-{}", p.name);
+    hosts.ssh_ok(h, &format!("mkdir -p {state}"));
+    let d = Daemon {
+        hosts: &hosts,
+        host: h,
+        state: state.clone(),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    d.start();
+    // wait for the first round
+    for _ in 0..100 {
+        if d.api("/api/status")
+            .1
+            .contains(&format!("\"{}-db-1\"", p.name))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The API: 401 without the token, nothing else; not reachable from the laptop side.
+    let (code, body) = d.get("/api/status", false);
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        TcpStream::connect_timeout(
+            &SocketAddr::from(([10, 231, 0, 12], d.port)),
+            Duration::from_secs(2)
+        )
+        .is_err()
+    );
+    let (code, metrics) = d.api("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            "homebase_service_up{{project=\"{}\",service=\"db\"}} 1",
+            p.name
+        )),
+        "{metrics}"
+    );
+
+    // Crash loop: Docker keeps restarting it; the daemon gives up, stops it and alerts.
+    d.wait_event("crash loop given up", |e| kind(e, "crasher", "gave_up"));
+
+    // Kill a container: event, webhook alert, and the daemon starts it again.
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    hosts.docker(h, &["kill", &format!("{}-api-1", p.name)]);
+    d.wait_event("api died", |e| kind(e, "api", "die"));
+    d.wait_event("api started again", |e| kind(e, "api", "heal_start"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|a| a["kind"] == "down" && a["service"] == "api")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no webhook alert: {:?}",
+            received.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alert_ms = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "down" && a["service"] == "api")
+        .unwrap()["_received_ms"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "BENCH kill→webhook {} ms",
+        alert_ms.saturating_sub(killed_ms)
+    );
+    assert!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "crash_loop" && a["service"] == "crasher")
+    );
+
+    // Unhealthy: the daemon restarts it, and it is healthy again.
+    let wait_healthy = || {
+        for _ in 0..100 {
+            let s = p.exec("api", "wget -qO- http://127.0.0.1:8080/ok");
+            if s.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("api not serving");
+    };
+    wait_healthy();
+    std::thread::sleep(Duration::from_secs(3));
+    p.exec("api", "rm /www/ok");
+    let broke = super_now();
+    let healed = d.wait_event("unhealthy api restarted", |e| {
+        kind(e, "api", "heal_restart")
+    });
+    eprintln!(
+        "BENCH unhealthy→restart {} s (grace 2 s, healthcheck 1 s × 2 retries)",
+        healed["ts"].as_i64().unwrap() - broke
+    );
+
+    // Memory pressure: the batch worker is paused (and stopped), db keeps running, then resumes.
+    let db_id = p.container_ids()["db"].clone();
+    p.exec(
+        "worker",
+        "dd if=/dev/zero of=/fill/x bs=1M count=450 2>/dev/null",
+    );
+    let paused = d.wait_event("worker paused", |e| kind(e, "worker", "governor_pause"));
+    assert!(
+        paused["message"]
+            .as_str()
+            .unwrap()
+            .contains("high watermark"),
+        "{paused}"
+    );
+    d.wait_event("worker resumed", |e| kind(e, "worker", "governor_resume"));
+    assert!(
+        !d.events()
+            .iter()
+            .any(|e| e["service"] == "db" && e["kind"].as_str().unwrap().starts_with("governor")),
+        "db was governed"
+    );
+    assert_eq!(p.container_ids()["db"], db_id, "db was replaced");
+    let st = hosts.docker(h, &["inspect", "--format", "{{.State.Status}}", &db_id]);
+    assert_eq!(String::from_utf8_lossy(&st.stdout).trim(), "running");
+
+    // History survives a daemon restart.
+    let before: serde_json::Value = serde_json::from_str(
+        &d.api(&format!(
+            "/api/history?project={}&service=db&resolution=raw&from=0",
+            p.name
+        ))
+        .1,
+    )
+    .unwrap();
+    let n = before["points"].as_array().unwrap().len();
+    assert!(n > 5, "{before}");
+    let first = before["points"][0]["ts"].clone();
+    d.stop();
+    d.start();
+    let after: serde_json::Value = serde_json::from_str(
+        &d.api(&format!(
+            "/api/history?project={}&service=db&resolution=raw&from=0",
+            p.name
+        ))
+        .1,
+    )
+    .unwrap();
+    assert_eq!(after["points"][0]["ts"], first);
+    assert!(after["points"].as_array().unwrap().len() >= n);
+    d.wait_event("restart noticed", |e| {
+        e["kind"] == "alert_firing"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("daemon_restarted")
+    });
+    d.stop();
+    hosts.ssh(h, &format!("rm -rf {state}"));
+    p.write(compose, &budget); // keep the project alive until here
+}
+
+fn super_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
