@@ -4,21 +4,8 @@
 use std::collections::HashMap;
 
 use homebase_stack::config::AlertsSection;
-use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Alert {
-    /// `down`, `unhealthy`, `oom`, `crash_loop`, `memory`, `daemon_restarted`, …
-    pub kind: String,
-    pub project: String,
-    pub service: String,
-    pub message: String,
-    /// `firing` or `resolved`.
-    pub status: String,
-    pub time: i64,
-    /// The host the daemon runs on.
-    pub host: String,
-}
+pub use homebase_proto::Alert;
 
 #[derive(Default)]
 pub struct Alerts {

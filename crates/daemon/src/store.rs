@@ -41,14 +41,7 @@ pub struct Point {
     pub cpu_percent: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EventRow {
-    pub ts: i64,
-    pub project: String,
-    pub service: String,
-    pub kind: String,
-    pub message: String,
-}
+pub use homebase_proto::EventRow;
 
 impl Store {
     pub fn open(path: &Path, retention: Retention) -> Result<Store> {

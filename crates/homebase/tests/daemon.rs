@@ -208,7 +208,8 @@ services:
             p.name
         ),
     );
-    let state = format!("/tmp/hbd-{}", p.name);
+    // the default place, so that `homebase status` finds it
+    let state = "$HOME/.homebase/daemon".to_string();
     hosts.ssh_ok(h, &format!("mkdir -p {state}"));
     let d = Daemon {
         hosts: &hosts,
@@ -248,6 +249,17 @@ services:
         )),
         "{metrics}"
     );
+
+    // `homebase status` on the laptop shows what the daemon knows.
+    let status: serde_json::Value = serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();
+    assert!(
+        status["daemon"]
+            .as_str()
+            .unwrap()
+            .starts_with("running at 127.0.0.1:"),
+        "{status}"
+    );
+    assert!(!status["events"].as_array().unwrap().is_empty(), "{status}");
 
     // Crash loop: Docker keeps restarting it; the daemon gives up, stops it and alerts.
     d.wait_event("crash loop given up", |e| kind(e, "crasher", "gave_up"));

@@ -80,6 +80,15 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// Every planned service running, and healthy where it has a healthcheck.
     pub healthy: bool,
+    /// `running at 127.0.0.1:7780`, or why the engine's view is shown instead.
+    #[serde(default)]
+    pub daemon: String,
+    /// Active alerts, from the daemon.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+    /// The daemon's latest events (newest first).
+    #[serde(default)]
+    pub events: Vec<EventRow>,
     /// Probes through the running `homebase tunnel`, when one runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<TunnelProbe>,
@@ -120,4 +129,30 @@ pub struct DeployEvent {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ms: Option<u64>,
+}
+
+/// An alert raised by the daemon (`/api/status`, webhooks).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    /// `down`, `unhealthy`, `oom`, `crash_loop`, `memory`, `daemon_restarted`, …
+    pub kind: String,
+    pub project: String,
+    pub service: String,
+    pub message: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Unix seconds.
+    pub time: i64,
+    /// The host the daemon runs on.
+    pub host: String,
+}
+
+/// One entry of the daemon's event log (`/api/events`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventRow {
+    pub ts: i64,
+    pub project: String,
+    pub service: String,
+    pub kind: String,
+    pub message: String,
 }

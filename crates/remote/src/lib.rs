@@ -340,6 +340,44 @@ impl Session {
         }
     }
 
+    /// Forwards a free local port to `remote` (`127.0.0.1:7780` as the host sees it) through
+    /// the master; returns the local port. Local target: the address itself is reachable.
+    pub fn forward_local(&self, remote_host: &str, remote_port: u16) -> Result<u16, RemoteError> {
+        let (Target::Ssh(t), Some((_, socket))) = (&self.target, &self.control) else {
+            return Ok(remote_port);
+        };
+        // OpenSSH takes no port 0 for -L: pick a free one (the window for a race is tiny).
+        let local = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|source| RemoteError::Spawn {
+                host: self.host(),
+                program: "bind 127.0.0.1:0".into(),
+                source,
+            })?;
+        let spec = format!("127.0.0.1:{local}:{remote_host}:{remote_port}");
+        let out = Command::new("ssh")
+            .arg("-S")
+            .arg(socket)
+            .args(["-O", "forward", "-L", &spec])
+            .arg(&t.destination)
+            .output()
+            .map_err(|source| RemoteError::Spawn {
+                host: self.host(),
+                program: "ssh".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(RemoteError::Command {
+                host: self.host(),
+                command: format!("ssh -O forward -L {spec}"),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            });
+        }
+        Ok(local)
+    }
+
     /// The control socket, for callers that add forwards to the master.
     pub fn control_socket(&self) -> Option<&Path> {
         self.control.as_ref().map(|(_, s)| s.as_path())

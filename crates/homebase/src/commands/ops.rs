@@ -22,6 +22,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let session = project.open_session()?;
     let host = HostProject::new(&session, &project.config.project.name);
     let mut report = collect_status(&host, project.compose.services.keys().cloned().collect())?;
+    daemon_view(&host, &mut report);
     if let homebase_remote::Target::Ssh(t) = project.target()
         && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
     {
@@ -145,7 +146,71 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
         services,
         healthy,
         tunnels: Vec::new(),
+        daemon: String::new(),
+        alerts: Vec::new(),
+        events: Vec::new(),
     })
+}
+
+/// Adds the daemon's alerts and latest events when it runs on the host (reached through a
+/// forward on the same SSH connection); otherwise says the engine's view is shown.
+fn daemon_view(host: &HostProject, report: &mut StatusReport) {
+    let files = host.session.run("cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null && echo && cat \"$HOME/.homebase/daemon/token\" 2>/dev/null");
+    let text = files
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let mut lines = text.lines();
+    let (Some(endpoint), Some(token)) = (lines.next(), lines.next()) else {
+        report.daemon = "not installed on the host; showing the engine's view".into();
+        return;
+    };
+    let Some(port) = endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        return;
+    };
+    let fetched = host
+        .session
+        .forward_local("127.0.0.1", port)
+        .map_err(anyhow::Error::from)
+        .and_then(|local| {
+            let agent = ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .build(),
+            );
+            let get = |path: &str| -> anyhow::Result<serde_json::Value> {
+                Ok(agent
+                    .get(&format!("http://127.0.0.1:{local}{path}"))
+                    .header("Authorization", &format!("Bearer {}", token.trim()))
+                    .call()?
+                    .body_mut()
+                    .read_json()?)
+            };
+            Ok((get("/api/status")?, get("/api/events?limit=10")?))
+        });
+    match fetched {
+        Ok((status, events)) => {
+            report.daemon = format!("running at {endpoint}");
+            report.alerts =
+                serde_json::from_value::<Vec<homebase_proto::Alert>>(status["alerts"].clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.project == report.project)
+                    .collect();
+            report.events = serde_json::from_value::<Vec<homebase_proto::EventRow>>(events)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.project == report.project)
+                .collect();
+        }
+        Err(e) => {
+            report.daemon =
+                format!("not answering at {endpoint} ({e:#}); showing the engine's view")
+        }
+    }
 }
 
 /// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-23T20:31:07.123Z`).
