@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -22,14 +22,56 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::{Shared, now};
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let protected = Router::new()
         .route("/api/status", get(status))
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/api/stream", get(stream))
+        .route("/api/session", post(new_session))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), auth))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), auth));
+    // The page and its assets carry no data; without the token they show a sign-in form.
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .merge(protected)
         .with_state(shared)
+}
+
+const INDEX: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Exchanges the bearer token for a session cookie (HttpOnly, SameSite=Strict), so that the
+/// page's EventSource, which cannot send headers, is authorized and the token leaves the URL.
+async fn new_session(State(shared): State<Arc<Shared>>) -> Response {
+    let cookie = format!(
+        "hb_session={}; HttpOnly; SameSite=Strict; Path=/",
+        shared.token
+    );
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -225,6 +267,7 @@ mod tests {
             alerts: Default::default(),
             sinks: Default::default(),
             tx,
+            wake: Default::default(),
         };
         (Arc::new(s), dir)
     }

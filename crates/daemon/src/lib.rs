@@ -62,6 +62,8 @@ pub struct Shared {
     pub sinks: Mutex<HashMap<String, AlertsSection>>,
     /// Live updates for SSE clients (JSON text).
     pub tx: broadcast::Sender<String>,
+    /// Wakes the watch loop for a round now (after an event), so clients see the change at once.
+    pub wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -224,6 +226,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         alerts: Mutex::new(Alerts::default()),
         sinks: Mutex::new(HashMap::new()),
         tx,
+        wake: tokio::sync::Notify::new(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -36,6 +36,8 @@ pub struct ProjectSnap {
     pub release: String,
     pub budget_bytes: u64,
     pub memory_bytes: u64,
+    /// Git commit of the release's config directory, from the release log.
+    pub commit: Option<String>,
     pub services: Vec<ServiceSnap>,
 }
 
@@ -49,6 +51,8 @@ pub struct ServiceSnap {
     pub memory_bytes: u64,
     pub limit_bytes: u64,
     pub cpu_percent: f64,
+    /// The engine's own words: `Up 5 minutes (healthy)`, `Exited (137) 3 seconds ago`.
+    pub status_text: String,
     /// Set while the memory governor holds the service paused or stopped.
     pub governed: Option<String>,
     /// Set when the daemon gave up on a crash loop.
@@ -114,6 +118,7 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
+            _ = shared.wake.notified() => {}
         }
     }
     events.abort();
@@ -221,8 +226,8 @@ async fn watch_events(
             if kind == "oom" {
                 shared.alert(&ev.project, &ev.service, "oom", "the container ran out of memory and was killed by the kernel; raise its limit or lower its use").await;
             }
-            // Push a fresh view to live clients without waiting for the next round.
-            shared.notify_event(&ev.project, &ev.service, &kind, &message);
+            // A fresh round now, so live clients see the change without waiting.
+            shared.wake.notify_one();
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -311,6 +316,7 @@ async fn round(
                 memory_bytes: reading.memory,
                 limit_bytes: reading.limit,
                 cpu_percent: cpu,
+                status_text: c.status.clone(),
                 governed,
                 gave_up: st.tracks.get(&c.id).is_some_and(|t| t.gave_up),
             });
@@ -323,6 +329,7 @@ async fn round(
             release: p.release.clone(),
             budget_bytes: p.budget,
             memory_bytes: total,
+            commit: p.commit.clone(),
             services,
         });
     }

@@ -13,6 +13,8 @@ use indexmap::IndexMap;
 pub struct Project {
     pub name: String,
     pub release: String,
+    /// Git commit recorded when the release was deployed.
+    pub commit: Option<String>,
     /// Host memory × target.
     pub budget: u64,
     pub daemon: DaemonSection,
@@ -72,9 +74,18 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
             (name.clone(), p)
         })
         .collect();
+    let commit = std::fs::read_to_string(dir.join("releases.jsonl"))
+        .ok()
+        .and_then(|log| {
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<homebase_proto::ReleaseEntry>(l).ok())
+                .rfind(|e| e.id == release && e.outcome == "deployed")
+                .and_then(|e| e.git_commit)
+        });
     Ok(Project {
         name: config.project.name.clone(),
         release,
+        commit,
         budget,
         daemon: config.daemon,
         alerts: config.alerts,

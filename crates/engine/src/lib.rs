@@ -91,6 +91,8 @@ pub struct Container {
     pub state: String,
     /// `healthy`, `unhealthy`, `starting`, or empty when there is no healthcheck.
     pub health: String,
+    /// The engine's status text (`Up 5 minutes (healthy)`).
+    pub status: String,
 }
 
 /// One stats reading.
@@ -215,6 +217,7 @@ impl Engine {
                     service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     health: health.to_string(),
+                    status: status.clone(),
                 }
             })
             .collect())

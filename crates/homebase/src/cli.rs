@@ -131,6 +131,9 @@ pub enum Command {
         after_help = "Example:\n  homebase ssh-config >> ~/.ssh/config && ssh -N homebase-blackbox4"
     )]
     SshConfig(SshConfigArgs),
+    /// Open the live dashboard in the browser, through an SSH forward to the host's daemon
+    #[command(after_help = "Examples:\n  homebase dash\n  homebase dash --no-browser --port 7780")]
+    Dash(DashArgs),
     /// Run the host daemon: history, self-healing, memory governor, alerts, API (on the host)
     #[command(
         after_help = "Normally started by `homebase setup` as a service. By hand:\n  homebase daemon --listen 127.0.0.1:7780"
@@ -291,4 +294,23 @@ pub struct DaemonArgs {
     /// Watch only this project (repeatable; default: every deployed project)
     #[arg(long = "project", value_name = "NAME")]
     pub projects: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DashArgs {
+    /// Local port for the forward (default: the daemon's port, or a free one)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Do not open a browser; print where the dashboard is
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Print the URL with the sign-in token in its fragment
+    #[arg(long)]
+    pub print_url: bool,
+    /// Print where the dashboard is as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's state directory on the host (default: ~/.homebase/daemon)
+    #[arg(long, env = "HOMEBASE_DAEMON_STATE", value_name = "DIR")]
+    pub daemon_dir: Option<String>,
 }

@@ -56,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Exec(args) => commands::ops::exec(&cli.global, &args),
         Command::Tunnel(args) => commands::tunnel::run(&cli.global, &args),
         Command::SshConfig(args) => commands::tunnel::ssh_config(&cli.global, &args),
+        Command::Dash(args) => commands::dash::run(&cli.global, &args),
         Command::Daemon(args) => commands::daemon::run(&args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -1,6 +1,7 @@
 //! One module per subcommand (`ops` holds the small ones about the running stack).
 
 pub mod daemon;
+pub mod dash;
 pub mod deploy;
 pub mod init;
 pub mod ops;

@@ -1,0 +1,130 @@
+// homebase dashboard: one page, no dependencies. Live state arrives over server-sent events;
+// the token is exchanged once for an HttpOnly session cookie and never kept in the URL.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { snap: null, range: 900, events: [], live: false };
+const DOWN = new Set(["die", "kill", "stop", "oom"]);
+
+function size(b) {
+  if (b == null) return "–";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+  while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; }
+  return (i ? b.toFixed(b < 10 ? 2 : 1) : b) + " " + u[i];
+}
+function esc(s) { return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
+function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
+
+async function session(token) {
+  const r = await fetch("/api/session", { method: "POST", headers: { Authorization: "Bearer " + token } });
+  return r.ok;
+}
+
+async function start() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    history.replaceState(null, "", location.pathname);
+    await session(decodeURIComponent(m[1]));
+  }
+  const r = await fetch("/api/status");
+  if (r.status === 401) return showLogin();
+  $("login").hidden = true; $("app").hidden = false;
+  render(await r.json());
+  const ev = await fetch("/api/events?limit=50");
+  if (ev.ok) { state.events = await ev.json(); renderEvents(); }
+  loadCharts();
+  if (!state.live) { state.live = true; live(); setInterval(loadCharts, 30000); }
+}
+
+// A token pasted into the address bar arrives as a hash change, not a new page.
+window.addEventListener("hashchange", () => { if (location.hash.includes("token=")) start(); });
+
+function showLogin() {
+  $("live").textContent = "signed out"; $("live").className = "badge off";
+  $("app").hidden = true; $("login").hidden = false;
+}
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (await session($("token").value.trim())) { $("token").value = ""; start(); }
+  else $("login-error").textContent = "That token was refused.";
+});
+
+function live() {
+  const es = new EventSource("/api/stream");
+  es.onopen = () => { $("live").textContent = "live"; $("live").className = "badge on"; };
+  es.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "badge off"; };
+  es.onmessage = (m) => {
+    const msg = JSON.parse(m.data);
+    if (msg.type === "snapshot") render(msg.snapshot);
+    else if (msg.type === "event") {
+      state.events.unshift(msg); state.events.length = Math.min(state.events.length, 200); renderEvents();
+      if (DOWN.has(msg.kind) && state.snap) { markDown(msg.project, msg.service); }
+    }
+  };
+}
+
+function markDown(project, service) {
+  for (const p of state.snap.projects) if (p.name === project)
+    for (const s of p.services) if (s.name === service) s.state = "exited";
+  render(state.snap);
+}
+
+function render(snap) {
+  state.snap = snap;
+  $("host").textContent = snap.host ? `${snap.host} · ${size(snap.mem_total)} · updated ${time(snap.ts)}` : "";
+  $("projects").innerHTML = snap.projects.map((p) => {
+    const used = p.memory_bytes, total = snap.mem_total || 1, budget = p.budget_bytes;
+    const rows = p.services.map((s) => {
+      const st = s.governed ? "paused" : s.state === "running" ? "running" : "down";
+      const pct = s.limit_bytes ? Math.min(100, (100 * s.memory_bytes) / s.limit_bytes) : 0;
+      return `<tr data-service="${esc(s.name)}" data-state="${esc(s.state)}">
+        <td>${esc(s.name)}</td>
+        <td class="state-${st}">${esc(s.governed || s.state)}${s.gave_up ? " (gave up)" : ""}</td>
+        <td class="health-${esc(s.health)}">${esc(s.health)}</td>
+        <td class="mem">${size(s.memory_bytes)} / ${size(s.limit_bytes)}<div class="minibar"><div style="width:${pct.toFixed(1)}%"></div></div></td>
+        <td>${s.cpu_percent.toFixed(1)}%</td>
+        <td class="dim">${esc(s.priority)}</td>
+        <td class="dim">${esc(s.status_text)}</td></tr>`;
+    }).join("");
+    return `<div class="card">
+      <h2>${esc(p.name)} <span class="dim">release ${esc(p.release)}${p.commit ? " · commit " + esc(p.commit.slice(0, 8)) : ""}</span></h2>
+      <div>stack ${size(used)} of ${size(total)} host memory; budget ${size(budget)} (red line)</div>
+      <div class="gauge" title="stack memory against host memory"><div class="fill" style="width:${((100 * used) / total).toFixed(2)}%"></div>
+        <div class="mark" style="left:${((100 * budget) / total).toFixed(2)}%"></div></div>
+      <div class="scroll"><table><thead><tr><th>service</th><th>state</th><th>health</th><th>memory / limit</th><th>cpu</th><th>priority</th><th>status</th></tr></thead>
+      <tbody>${rows}</tbody></table></div></div>`;
+  }).join("") || `<p class="dim">No deployed project yet: run <code>homebase deploy</code>.</p>`;
+  $("alerts").innerHTML = snap.alerts.length
+    ? snap.alerts.map((a) => `<li class="bad">${time(a.time)} ${esc(a.kind)} ${esc(a.project)}/${esc(a.service || "stack")}: ${esc(a.message)}</li>`).join("")
+    : `<li class="dim">none</li>`;
+}
+
+function renderEvents() {
+  $("events").innerHTML = state.events.slice(0, 100)
+    .map((e) => `<li><span class="dim">${time(e.ts)}</span> ${esc(e.project)}/${esc(e.service || "stack")} <b>${esc(e.kind)}</b> ${esc(e.message)}</li>`).join("");
+}
+
+async function loadCharts() {
+  if (!state.snap) return;
+  const to = Math.floor(Date.now() / 1000), from = to - state.range;
+  const cards = [];
+  for (const p of state.snap.projects) for (const s of p.services) {
+    const r = await fetch(`/api/history?project=${encodeURIComponent(p.name)}&service=${encodeURIComponent(s.name)}&from=${from}&to=${to}`);
+    if (!r.ok) continue;
+    const h = await r.json();
+    const pts = h.points, max = Math.max(1, ...pts.map((x) => x.memory_bytes));
+    const line = pts.map((x) => `${(((x.ts - from) / (to - from)) * 300).toFixed(1)},${(58 - (x.memory_bytes / max) * 56).toFixed(1)}`).join(" ");
+    cards.push(`<div class="card"><div>${esc(p.name)}/${esc(s.name)} <span class="dim">max ${size(max)}</span></div>
+      <svg viewBox="0 0 300 60" preserveAspectRatio="none" role="img" aria-label="memory of ${esc(s.name)}"><polyline points="${line}"/></svg></div>`);
+  }
+  $("charts").innerHTML = cards.join("");
+}
+
+for (const b of document.querySelectorAll(".ranges button")) {
+  b.addEventListener("click", () => {
+    document.querySelectorAll(".ranges button").forEach((x) => x.classList.remove("on"));
+    b.classList.add("on"); state.range = Number(b.dataset.range); loadCharts();
+  });
+}
+
+start();

@@ -1,0 +1,126 @@
+//! `homebase dash`: the daemon's dashboard in the browser, through an SSH forward that this
+//! command keeps open until ctrl-c. The token goes to the browser in the URL fragment (never
+//! sent to a server, never logged) and is exchanged there for a session cookie.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use homebase_remote::{Forward, Target, TunnelMaster};
+
+use crate::cli::{DashArgs, Global};
+use crate::exit::{Exit, coded};
+use crate::project;
+
+pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    let session = project.open_session()?;
+    let dir = match &args.daemon_dir {
+        Some(d) => homebase_remote::sh_quote(d),
+        None => "\"$HOME/.homebase/daemon\"".to_string(),
+    };
+    let out = session.run(&format!(
+        "cat {dir}/endpoint 2>/dev/null && echo && cat {dir}/token 2>/dev/null"
+    ))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let (Some(endpoint), Some(token)) = (lines.next(), lines.next()) else {
+        return Err(coded(
+            Exit::Unreachable,
+            format!(
+                "the homebase daemon is not running on {}: start it there with `homebase daemon` (`homebase setup` installs it as a service)",
+                session.host()
+            ),
+        ));
+    };
+    let remote_port: u16 = endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("the daemon's endpoint file is unreadable")?;
+    let token = token.trim().to_string();
+    drop(session);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the ctrl-c handler")?;
+    }
+    let (local_port, master) = match project.target() {
+        Target::Local => (remote_port, None),
+        Target::Ssh(t) => {
+            let wanted = args.port.unwrap_or(remote_port);
+            let local = if std::net::TcpListener::bind(("127.0.0.1", wanted)).is_ok() {
+                wanted
+            } else {
+                std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .context("no free local port")?
+            };
+            let fw = [Forward {
+                local_port: local,
+                remote_host: "127.0.0.1".into(),
+                remote_port,
+            }];
+            let mut m = TunnelMaster::start(&t, &fw)?;
+            if !m.wait_ready(&t, &stop) {
+                return Err(t.explain_exit(&m.stderr()).into());
+            }
+            (local, Some((t, fw, m)))
+        }
+    };
+    let url = format!("http://127.0.0.1:{local_port}/");
+    let with_token = format!("{url}#token={token}");
+    let opened = !args.no_browser && open_browser(&with_token);
+    if args.json {
+        let shown = if args.print_url { &with_token } else { &url };
+        println!(
+            "{}",
+            serde_json::json!({"url": shown, "local_port": local_port, "browser_opened": opened})
+        );
+        let _ = std::io::stdout().flush();
+    } else if args.print_url {
+        println!("{with_token}");
+    } else if opened {
+        eprintln!("dashboard opened at {url} (ctrl-c closes the tunnel)");
+    } else {
+        eprintln!(
+            "dashboard at {url}\nsign in with the token from ~/.homebase/daemon/token on the host, or run `homebase dash --print-url` for a URL that carries it\n(ctrl-c closes the tunnel)"
+        );
+    }
+    // Keep the forward up until ctrl-c, reconnecting when it drops.
+    let Some((t, fw, mut m)) = master else {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return Ok(Exit::Ok);
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if !m.running() {
+            std::thread::sleep(Duration::from_secs(1));
+            m = TunnelMaster::start(&t, &fw)?;
+            m.wait_ready(&t, &stop);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(Exit::Ok)
+}
+
+fn open_browser(url: &str) -> bool {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
