@@ -46,6 +46,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Watch only these projects (default: every project under `home`).
     pub projects: Vec<String>,
+    /// How long history is kept at each resolution.
+    pub retention: Retention,
 }
 
 /// State shared by the watch loop and the API.
@@ -196,7 +198,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         .clone()
         .unwrap_or_else(|| opts.home.join("daemon"));
     let token = load_or_create_token(&dir.join("token"))?;
-    let store = Store::open(&dir.join("history.db"), Retention::default())?;
+    let store = Store::open(&dir.join("history.db"), opts.retention)?;
     let endpoint = opts.endpoint.clone().unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         homebase_engine::find_endpoint(

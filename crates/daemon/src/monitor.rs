@@ -25,9 +25,35 @@ pub struct Snapshot {
     pub ts: i64,
     pub host: String,
     pub mem_total: u64,
+    /// Space on the filesystem of Docker's data root, when the daemon can see it (on a Mac
+    /// the data root is inside Colima's VM and is not visible).
+    pub disk: Option<Disk>,
     pub projects: Vec<ProjectSnap>,
     pub alerts: Vec<Alert>,
     pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Disk {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// `df -Pk PATH`: the portable way on Linux and macOS alike.
+fn disk_of(path: &std::path::Path) -> Option<Disk> {
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.lines().nth(1)?.split_whitespace().collect();
+    let total: u64 = fields.get(1)?.parse().ok()?;
+    let free: u64 = fields.get(3)?.parse().ok()?;
+    Some(Disk {
+        total_bytes: total * 1024,
+        free_bytes: free * 1024,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,7 +268,33 @@ async fn round(
     state: &tokio::sync::Mutex<State>,
     projects: &[Project],
 ) -> anyhow::Result<()> {
-    let (mem_total, _) = engine.info().await?;
+    let (mem_total, root) = engine.info().await?;
+    let disk = match &root {
+        Some(r) => {
+            let r = r.clone();
+            tokio::task::spawn_blocking(move || disk_of(&r))
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    if let Some(d) = disk {
+        let free = 100.0 * d.free_bytes as f64 / d.total_bytes.max(1) as f64;
+        for p in projects {
+            if free < p.daemon.disk_low_percent {
+                let msg = format!(
+                    "{free:.0}% free on Docker's data root ({} free); prune images with `docker image prune`",
+                    human(d.free_bytes)
+                );
+                shared.alert(&p.name, "", "disk_low", &msg).await;
+            } else {
+                shared
+                    .resolve(&p.name, "", "disk_low", &format!("{free:.0}% free again"))
+                    .await;
+            }
+        }
+    }
     let containers = engine.containers().await?;
     let watched: Vec<&Container> = containers
         .iter()
@@ -343,6 +395,7 @@ async fn round(
         ts: t,
         host: shared.host.clone(),
         mem_total,
+        disk,
         projects: snaps,
         alerts,
         errors: Vec::new(),
@@ -586,4 +639,24 @@ async fn govern(
         }
     }
     let _ = t;
+}
+
+fn human(b: u64) -> String {
+    let g = b as f64 / (1u64 << 30) as f64;
+    if g >= 1.0 {
+        format!("{g:.1} GiB")
+    } else {
+        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_disk_space() {
+        let d = disk_of(std::path::Path::new("/")).unwrap();
+        assert!(d.total_bytes > 0 && d.free_bytes <= d.total_bytes);
+    }
 }

@@ -294,6 +294,15 @@ pub struct DaemonArgs {
     /// Watch only this project (repeatable; default: every deployed project)
     #[arg(long = "project", value_name = "NAME")]
     pub projects: Vec<String>,
+    /// Hours of raw samples to keep
+    #[arg(long, default_value_t = 1, value_name = "HOURS")]
+    pub keep_raw_hours: i64,
+    /// Days of 1-minute averages to keep
+    #[arg(long, default_value_t = 7, value_name = "DAYS")]
+    pub keep_minute_days: i64,
+    /// Days of 15-minute averages (and of events) to keep
+    #[arg(long, default_value_t = 90, value_name = "DAYS")]
+    pub keep_quarter_days: i64,
 }
 
 #[derive(Debug, Args)]

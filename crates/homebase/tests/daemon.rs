@@ -189,7 +189,7 @@ services:
 "#;
     let budget = format!(
         "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n[services.worker]\nmemory = \"600MiB\"\npriority = \"batch\"\n\
-         [daemon]\ninterval_ms = 500\nhigh_watermark = 0.25\nlow_watermark = 0.15\ncrash_loop_restarts = 3\ncrash_loop_minutes = 5\nunhealthy_grace_secs = 2\n\
+         [daemon]\ninterval_ms = 500\nhigh_watermark = 0.25\nlow_watermark = 0.15\ncrash_loop_restarts = 3\ncrash_loop_minutes = 5\nunhealthy_grace_secs = 2\ndisk_low_percent = 100.0\n\
          [alerts]\nwebhook = \"{hook}\"\ncooldown_secs = 1\n"
     );
     let p = TestProject::new(&hosts, h, bin(), "daemon", compose, &budget);
@@ -260,6 +260,22 @@ services:
         "{status}"
     );
     assert!(!status["events"].as_array().unwrap().is_empty(), "{status}");
+
+    // The tunnel carries the daemon's API too, and --check reaches its page.
+    let tstate = tempfile::tempdir().unwrap();
+    let check = p
+        .cmd(&["tunnel", "--check", "--json"])
+        .env("HOMEBASE_STATE_DIR", tstate.path())
+        .output()
+        .unwrap();
+    let check: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let api = check["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "homebase-daemon")
+        .expect("daemon forward");
+    assert_eq!(api["ok"], true, "{check}");
 
     // Crash loop: Docker keeps restarting it; the daemon gives up, stops it and alerts.
     d.wait_event("crash loop given up", |e| kind(e, "crasher", "gave_up"));

@@ -69,6 +69,13 @@ pub struct DaemonSection {
     /// Seconds a container may stay unhealthy before the daemon restarts it.
     #[serde(default = "default_unhealthy_grace")]
     pub unhealthy_grace_secs: u64,
+    /// Alert when Docker's data root has less free space than this share (percent).
+    #[serde(default = "default_disk_low")]
+    pub disk_low_percent: f64,
+}
+
+fn default_disk_low() -> f64 {
+    10.0
 }
 
 fn default_interval_ms() -> u64 {
@@ -99,6 +106,7 @@ impl Default for DaemonSection {
             crash_loop_restarts: default_crash_restarts(),
             crash_loop_minutes: default_crash_minutes(),
             unhealthy_grace_secs: default_unhealthy_grace(),
+            disk_low_percent: default_disk_low(),
         }
     }
 }

@@ -29,6 +29,12 @@ pub fn run(args: &DaemonArgs) -> Result<Exit> {
         endpoint: args.engine.clone(),
         state_dir: args.state_dir.clone(),
         projects: args.projects.clone(),
+        retention: homebase_daemon::store::Retention {
+            raw: args.keep_raw_hours.max(1) * 3600,
+            minute: args.keep_minute_days.max(1) * 86400,
+            quarter: args.keep_quarter_days.max(1) * 86400,
+            events: args.keep_quarter_days.max(1) * 86400,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -47,8 +47,27 @@ fn fw(forwards: &[ServiceForward]) -> Vec<Forward> {
     forwards.iter().map(ServiceForward::forward).collect()
 }
 
+/// The daemon's API, when the daemon runs on the host: read from its endpoint file.
+fn daemon_forward(project: &Project) -> Option<ServiceForward> {
+    let session = project.open_session().ok()?;
+    let out = session
+        .run("cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null")
+        .ok()?;
+    let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let port: u16 = endpoint.rsplit(':').next()?.parse().ok()?;
+    Some(ServiceForward {
+        service: "homebase-daemon".into(),
+        local_port: port,
+        remote_host: "127.0.0.1".into(),
+        remote_port: port,
+        remapped_from: None,
+        probe: Some(crate::probe::Probe::Http("/".into())),
+    })
+}
+
 fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
-    let f = tunnel::wanted_forwards(project);
+    let mut f = tunnel::wanted_forwards(project);
+    f.extend(daemon_forward(project));
     if f.is_empty() {
         return Err(coded(
             Exit::BadInput,
