@@ -80,6 +80,20 @@ fn context_endpoint(docker_dir: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Health from the engine's status text (`Up 5 minutes (healthy)`): `healthy`,
+/// `unhealthy`, `starting`, or empty when the container has no healthcheck.
+pub fn health_from_status(status: &str) -> &'static str {
+    if status.contains("(unhealthy)") {
+        "unhealthy"
+    } else if status.contains("(healthy)") {
+        "healthy"
+    } else if status.contains("health: starting") {
+        "starting"
+    } else {
+        ""
+    }
+}
+
 /// A container of a compose project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
@@ -196,15 +210,7 @@ impl Engine {
             .map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 let status = c.status.unwrap_or_default();
-                let health = if status.contains("(unhealthy)") {
-                    "unhealthy"
-                } else if status.contains("(healthy)") {
-                    "healthy"
-                } else if status.contains("health: starting") {
-                    "starting"
-                } else {
-                    ""
-                };
+                let health = health_from_status(&status);
                 Container {
                     id: c.id.unwrap_or_default(),
                     name: c

@@ -180,6 +180,25 @@ impl Project {
         ))
     }
 
+    /// The plan, or a refusal (exit 1) that lists why the stack does not fit; `refused`
+    /// opens the message (`deploy refused, the host was not touched`).
+    pub fn plan_that_fits(&self, host_memory_flag: Option<&str>, refused: &str) -> Result<Plan> {
+        let (host_memory, _) = self.host_memory(host_memory_flag)?;
+        let plan = self.plan(host_memory)?;
+        if plan.fits() {
+            return Ok(plan);
+        }
+        let problems: Vec<String> = plan
+            .problems
+            .iter()
+            .map(|p| format!("  - {}", p.explain()))
+            .collect();
+        Err(coded(
+            Exit::Refused,
+            format!("{refused}:\n{}", problems.join("\n")),
+        ))
+    }
+
     pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {
         Ok(Plan::new(&self.config, &self.compose, host_memory)?)
     }

@@ -23,23 +23,16 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
     // 1. Plan: an over-budget stack is refused before the host is touched.
     progress.step("plan");
-    let (host_memory, _) = project.host_memory(args.host_memory.as_deref())?;
-    let plan = project.plan(host_memory)?;
-    if !plan.fits() {
-        let problems: Vec<String> = plan
-            .problems
-            .iter()
-            .map(|p| format!("  - {}", p.explain()))
-            .collect();
-        progress.fail("does not fit");
-        return Err(coded(
-            Exit::Refused,
-            format!(
-                "deploy refused, the host was not touched:\n{}",
-                problems.join("\n")
-            ),
-        ));
-    }
+    let plan = match project.plan_that_fits(
+        args.host_memory.as_deref(),
+        "deploy refused, the host was not touched",
+    ) {
+        Ok(plan) => plan,
+        Err(e) => {
+            progress.fail("does not fit");
+            return Err(e);
+        }
+    };
     let rendered = homebase_stack::render::render(&plan, &project.compose, &project.config.render)?;
     let config_text = std::fs::read(&project.config_path)
         .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;

@@ -3,28 +3,16 @@
 use anyhow::{Context, Result};
 
 use crate::cli::{Global, RenderArgs};
-use crate::exit::{Exit, coded};
+use crate::exit::Exit;
 use crate::project;
 use crate::ui;
 
 pub fn run(global: &Global, args: &RenderArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let (host_memory, _) = project.host_memory(args.host_memory.as_deref())?;
-    let plan = project.plan(host_memory)?;
-    if !plan.fits() {
-        let problems: Vec<String> = plan
-            .problems
-            .iter()
-            .map(|p| format!("  - {}", p.explain()))
-            .collect();
-        return Err(coded(
-            Exit::Refused,
-            format!(
-                "the stack does not fit its budget; `homebase plan` shows why:\n{}",
-                problems.join("\n")
-            ),
-        ));
-    }
+    let plan = project.plan_that_fits(
+        args.host_memory.as_deref(),
+        "the stack does not fit its budget; `homebase plan` shows why",
+    )?;
     let rendered = homebase_stack::render::render(&plan, &project.compose, &project.config.render)?;
     for n in &rendered.notes {
         eprintln!("{}: {}", n.service, n.message);
