@@ -131,6 +131,11 @@ pub enum Command {
         after_help = "Example:\n  homebase ssh-config >> ~/.ssh/config && ssh -N homebase-blackbox4"
     )]
     SshConfig(SshConfigArgs),
+    /// Back up databases and volumes on the host, list, restore, or copy them to this machine
+    #[command(
+        after_help = "Examples:\n  homebase backup now\n  homebase backup ls\n  homebase backup restore 20261123T030000Z postgres\n  homebase backup pull"
+    )]
+    Backup(BackupArgs),
     /// Open the live dashboard in the browser, through an SSH forward to the host's daemon
     #[command(after_help = "Examples:\n  homebase dash\n  homebase dash --no-browser --port 7780")]
     Dash(DashArgs),
@@ -322,4 +327,37 @@ pub struct DashArgs {
     /// The daemon's state directory on the host (default: ~/.homebase/daemon)
     #[arg(long, env = "HOMEBASE_DAEMON_STATE", value_name = "DIR")]
     pub daemon_dir: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Print JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: BackupCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup now: pg_dump for PostgreSQL, archives of named volumes (service paused)
+    Now {
+        /// Only these services (default: every PostgreSQL service and every service with a named volume)
+        services: Vec<String>,
+    },
+    /// List the backups kept on the host
+    Ls,
+    /// Restore a backup (checksums verified first)
+    Restore {
+        id: String,
+        /// Only these services
+        services: Vec<String>,
+    },
+    /// Copy a backup (default: the newest) to this machine, verifying every checksum
+    Pull {
+        id: Option<String>,
+        /// Where to (default: .homebase-backups beside homebase.toml)
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
 }

@@ -39,6 +39,7 @@ fn wants_json(cmd: &Command) -> bool {
         Command::Releases(a) => a.json,
         Command::Rollback(a) => a.json,
         Command::Tunnel(a) => a.json,
+        Command::Backup(a) => a.json,
         _ => false,
     }
 }
@@ -56,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Exec(args) => commands::ops::exec(&cli.global, &args),
         Command::Tunnel(args) => commands::tunnel::run(&cli.global, &args),
         Command::SshConfig(args) => commands::tunnel::ssh_config(&cli.global, &args),
+        Command::Backup(args) => commands::backup::run(&cli.global, &args),
         Command::Dash(args) => commands::dash::run(&cli.global, &args),
         Command::Daemon(args) => commands::daemon::run(&args),
         Command::Completions { shell } => {

@@ -46,6 +46,36 @@ pub struct Config {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub backup: BackupSection,
+}
+
+/// Backups kept on the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// The newest backup of each of this many days is kept.
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u32,
+    /// The newest backup of each of this many weeks is kept.
+    #[serde(default = "default_keep_weekly")]
+    pub keep_weekly: u32,
+}
+
+fn default_keep_daily() -> u32 {
+    7
+}
+fn default_keep_weekly() -> u32 {
+    4
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            keep_daily: default_keep_daily(),
+            keep_weekly: default_keep_weekly(),
+        }
+    }
 }
 
 /// How the host daemon watches this project.

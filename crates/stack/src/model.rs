@@ -28,6 +28,8 @@ pub struct Service {
     pub profiles: Vec<String>,
     /// `env_file` entries: path (relative to the project directory) and whether it must exist.
     pub env_files: Vec<(String, bool)>,
+    /// Named volumes mounted by the service: (volume, path in the container).
+    pub named_volumes: Vec<(String, String)>,
     /// What could not be understood but is left for Compose to judge.
     pub warnings: Vec<String>,
     /// The full definition after merging, interpolation and normalization.
@@ -208,6 +210,30 @@ impl Service {
             _ => Vec::new(),
         };
         let image = raw.get("image").and_then(scalar).filter(|s| !s.is_empty());
+        let named_volumes = match raw.get("volumes") {
+            Some(Value::Sequence(vols)) => vols
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Mapping(m) => {
+                        let kind = m
+                            .get("type")
+                            .and_then(scalar)
+                            .unwrap_or_else(|| "volume".into());
+                        let source = m.get("source").and_then(scalar)?;
+                        (kind == "volume")
+                            .then(|| (source, m.get("target").and_then(scalar).unwrap_or_default()))
+                    }
+                    other => {
+                        let s = scalar(other)?;
+                        let mut parts = s.splitn(3, ':');
+                        let (source, target) = (parts.next()?, parts.next()?);
+                        let named = !source.is_empty() && !source.starts_with(['.', '/', '~', '$']);
+                        named.then(|| (source.to_string(), target.to_string()))
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let env_files = match raw.get("env_file") {
             Some(Value::Sequence(entries)) => entries
                 .iter()
@@ -235,6 +261,7 @@ impl Service {
             environment,
             profiles,
             env_files,
+            named_volumes,
             warnings,
             raw,
         })

@@ -301,20 +301,23 @@ fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn release_id(hash: &str) -> String {
-    let secs = now_secs();
+    format!("{}-{}", utc_stamp(now_secs()), &hash[..8])
+}
+
+/// `20261123T213000Z`: sortable, readable, safe in paths.
+pub fn utc_stamp(secs: u64) -> String {
     let (days, rem) = (secs / 86400, secs % 86400);
     let (y, m, d) = civil_from_days(days as i64);
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}",
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60,
-        &hash[..8]
+        rem % 60
     )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

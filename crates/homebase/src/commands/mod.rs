@@ -1,5 +1,6 @@
 //! One module per subcommand (`ops` holds the small ones about the running stack).
 
+pub mod backup;
 pub mod daemon;
 pub mod dash;
 pub mod deploy;
