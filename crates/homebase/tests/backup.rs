@@ -134,6 +134,23 @@ volumes:
     let ls: serde_json::Value = serde_json::from_str(&p.ok(&["backup", "ls", "--json"])).unwrap();
     assert_eq!(ls.as_array().unwrap().len(), 1);
 
+    // A deploy that changes the database backs it up first.
+    std::thread::sleep(Duration::from_millis(1100));
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
+        .unwrap()
+        .replace("memory = \"512MiB\"", "memory = \"600MiB\"");
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    let deploy = p.run(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&deploy.stderr);
+    assert!(deploy.status.success(), "{stderr}");
+    assert!(stderr.contains("taken before the change"), "{stderr}");
+    let ls: serde_json::Value = serde_json::from_str(&p.ok(&["backup", "ls", "--json"])).unwrap();
+    assert_ne!(
+        ls[0]["id"], second["backup"]["id"],
+        "no new backup before the change"
+    );
+    assert_eq!(psql("SELECT count(*) FROM memories"), "500");
+
     // A mistyped id names the ones there are.
     let bad = p.run(&["backup", "restore", "nope"]);
     assert_eq!(bad.status.code(), Some(2));

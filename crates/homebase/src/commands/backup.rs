@@ -85,6 +85,45 @@ fn pg_user_db(project: &Project, service: &str) -> (String, String) {
 }
 
 fn now(project: &Project, only: &[String], json: bool) -> Result<Exit> {
+    let session = project.open_session()?;
+    let host = HostProject::new(&session, &project.config.project.name);
+    let (manifest, pruned) = take(project, &host, only)?;
+    if json {
+        ui::out(
+            &(serde_json::to_string_pretty(
+                &serde_json::json!({"backup": manifest, "pruned": pruned}),
+            )? + "\n"),
+        )?;
+    } else {
+        for f in &manifest.files {
+            eprintln!(
+                "{} {} → {} ({} bytes, sha256 {})",
+                f.service,
+                f.kind,
+                f.file,
+                f.bytes,
+                &f.sha256[..12.min(f.sha256.len())]
+            );
+        }
+        let pruned = if pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; pruned {}", pruned.join(", "))
+        };
+        eprintln!("backup {} kept on {}{pruned}", manifest.id, session.host());
+    }
+    Ok(Exit::Ok)
+}
+
+/// Takes a backup of `only` (or of everything worth one) on the host, then prunes by
+/// retention; returns the manifest and the ids pruned. Used by `backup now`, by deploy
+/// before it changes a database, and by the daemon's schedule.
+pub fn take(
+    project: &Project,
+    host: &HostProject,
+    only: &[String],
+) -> Result<(Manifest, Vec<String>)> {
+    let session = host.session;
     let items = plan(project, only)?;
     if items.is_empty() {
         return Err(coded(
@@ -92,11 +131,9 @@ fn now(project: &Project, only: &[String], json: bool) -> Result<Exit> {
             "nothing to back up: no PostgreSQL service and no named volume in the stack",
         ));
     }
-    let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
     let ps = host.ps()?;
     let id = utc_stamp(now_secs());
-    let tmp = format!("{}/.tmp-{id}", dir(&host));
+    let tmp = format!("{}/.tmp-{id}", dir(host));
     let mut script = format!("set -e; umask 077; mkdir -p {tmp}; cd {tmp}\n");
     // checksum that works on Linux (sha256sum) and macOS (shasum)
     script.push_str(
@@ -175,40 +212,13 @@ fn now(project: &Project, only: &[String], json: bool) -> Result<Exit> {
         files,
     };
     let text = serde_json::to_string_pretty(&manifest)?;
-    let target = format!("{}/{id}", dir(&host));
+    let target = format!("{}/{id}", dir(host));
     session.check_with_input(
         &format!("umask 077; cat > {tmp}/manifest.json; if [ -e {target} ]; then rm -rf {tmp}; echo 'a backup with this id exists; try again in a second' >&2; exit 1; fi; mv {tmp} {target}"),
         text.as_bytes(),
     )?;
-    let pruned = prune(&host, project)?;
-    if json {
-        ui::out(
-            &(serde_json::to_string_pretty(
-                &serde_json::json!({"backup": manifest, "pruned": pruned}),
-            )? + "\n"),
-        )?;
-    } else {
-        for f in &manifest.files {
-            eprintln!(
-                "{} {} → {} ({} bytes, sha256 {})",
-                f.service,
-                f.kind,
-                f.file,
-                f.bytes,
-                &f.sha256[..12.min(f.sha256.len())]
-            );
-        }
-        eprintln!(
-            "backup {id} kept on {}{}",
-            session.host(),
-            if pruned.is_empty() {
-                String::new()
-            } else {
-                format!("; pruned {}", pruned.join(", "))
-            }
-        );
-    }
-    Ok(Exit::Ok)
+    let pruned = prune(host, project)?;
+    Ok((manifest, pruned))
 }
 
 fn list(host: &HostProject) -> Result<Vec<Manifest>> {

@@ -99,7 +99,31 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
 
-    // 4. Upload the bundle.
+    // 4. A deploy that changes a database backs it up first.
+    if let Some((cur_id, _)) = &current {
+        let changed = changed_databases(&host, cur_id, &rendered.yaml)?;
+        let running: Vec<String> = changed
+            .into_iter()
+            .filter(|s| {
+                prepared
+                    .containers
+                    .iter()
+                    .any(|c| c.service == *s && c.state == "running")
+            })
+            .collect();
+        if !running.is_empty() {
+            progress.step(&format!(
+                "back up {} before changing it",
+                running.join(", ")
+            ));
+            let (m, _) = crate::commands::backup::take(&project, &host, &running)
+                .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
+            progress.info(&format!("backup {} taken before the change", m.id));
+            progress.done();
+        }
+    }
+
+    // 5. Upload the bundle.
     let id = release_id(&hash);
     progress.step(&format!("upload release {id}"));
     let mut files: Vec<(&str, &[u8])> = vec![
@@ -111,7 +135,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     host.upload(&id, &files)?;
     progress.done();
 
-    // 5. Up and health gate.
+    // 6. Up and health gate.
     progress.step("start services and wait until healthy");
     let (ok, output) = host.up(&id, Duration::from_secs(args.timeout))?;
     let ps = host.ps()?;
@@ -132,7 +156,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     }
     progress.fail("not healthy");
 
-    // 6. Failure after containers changed: report, then roll back.
+    // 7. Failure after containers changed: report, then roll back.
     let mut report = String::new();
     for p in ps
         .iter()
@@ -258,6 +282,38 @@ pub fn bundle_hash(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// PostgreSQL services whose rendered definition differs from the current release's.
+fn changed_databases(host: &HostProject, current: &str, new_yaml: &str) -> Result<Vec<String>> {
+    use homebase_stack::kinds::Kind;
+    use homebase_stack::{ComposeProject, LoadOptions};
+    let old_yaml = host.session.check(&format!(
+        "cat {}/releases/{}/compose.yml 2>/dev/null; true",
+        host.dir(),
+        homebase_remote::sh_quote(current)
+    ))?;
+    if old_yaml.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+    let load = |name: &str, text: &str| -> Result<ComposeProject> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        Ok(ComposeProject::load(&LoadOptions {
+            files: vec![path],
+            ..Default::default()
+        })?)
+    };
+    let (old, new) = (load("old.yml", &old_yaml)?, load("new.yml", new_yaml)?);
+    Ok(new
+        .services
+        .iter()
+        .filter(|(_, svc)| Kind::of(svc.image_repo().as_deref()) == Kind::Postgres)
+        .filter(|(name, svc)| old.services.get(*name).is_some_and(|o| o.raw != svc.raw))
+        .map(|(name, _)| name.clone())
+        .collect())
 }
 
 /// The `env_file`s the services name, read here to travel in the bundle (mode 0600) under the
