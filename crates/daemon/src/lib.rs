@@ -48,6 +48,8 @@ pub struct Options {
     pub projects: Vec<String>,
     /// How long history is kept at each resolution.
     pub retention: Retention,
+    /// The homebase executable, run for scheduled backups (`homebase backup now`).
+    pub exe: Option<PathBuf>,
 }
 
 /// State shared by the watch loop and the API.
@@ -258,6 +260,10 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     }
     tracing::info!("listening on {addr}, engine {endpoint}");
     let monitor = tokio::spawn(monitor::run(engine, Arc::clone(&shared), cancel.clone()));
+    let backups = opts
+        .exe
+        .clone()
+        .map(|exe| tokio::spawn(scheduled_backups(exe, Arc::clone(&shared), cancel.clone())));
     let sinks_refresh = {
         let shared = Arc::clone(&shared);
         let cancel = cancel.clone();
@@ -282,6 +288,99 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         .context("the API server failed")?;
     cancel.cancel();
     let _ = monitor.await;
+    if let Some(b) = backups {
+        let _ = b.await;
+    }
     let _ = sinks_refresh.await;
     Ok(())
+}
+
+/// Once a day, after the configured hour (UTC), each project without a backup of that day
+/// gets one: the daemon runs `homebase backup now` against its current release, on this
+/// machine's engine. A failure is an event and an alert, and is tried again next minute.
+async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let t = now();
+        let mem_total = shared.snapshot.read().await.mem_total;
+        let (projects, _) = shared.projects(mem_total);
+        for p in projects.iter().filter(|p| p.backup.schedule == "daily") {
+            let hour = (t % 86400) / 3600;
+            let today = day_stamp(t);
+            let dir = shared.home.join(&p.name).join("backups");
+            let done = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .any(|e| e.file_name().to_string_lossy().starts_with(&today))
+                })
+                .unwrap_or(false);
+            if done || hour < i64::from(p.backup.at_hour) {
+                continue;
+            }
+            let (program, rel) = (exe.clone(), p.release_dir.clone());
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(&program)
+                    .arg("-C")
+                    .arg(&rel)
+                    .args(["backup", "now", "--json"])
+                    .env("HOMEBASE__HOST__SSH", "local")
+                    .env("HOMEBASE__PROJECT__COMPOSE", "[\"compose.yml\"]")
+                    .env("HOMEBASE__PROJECT__ENV_FILES", "[]")
+                    .env("HOMEBASE_COLOR", "never")
+                    .output()
+            })
+            .await;
+            match out {
+                Ok(Ok(o)) if o.status.success() => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&o.stdout).unwrap_or_default();
+                    let id = v["backup"]["id"].as_str().unwrap_or("?").to_string();
+                    shared
+                        .event(
+                            &p.name,
+                            "",
+                            "backup",
+                            &format!("scheduled backup {id} taken"),
+                        )
+                        .await;
+                    shared
+                        .resolve(&p.name, "", "backup_failed", "a scheduled backup succeeded")
+                        .await;
+                }
+                Ok(Ok(o)) => {
+                    let msg = format!(
+                        "scheduled backup failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                    shared.event(&p.name, "", "backup_failed", &msg).await;
+                    shared.alert(&p.name, "", "backup_failed", &msg).await;
+                }
+                Ok(Err(e)) => tracing::warn!("cannot run {}: {e}", exe.display()),
+                Err(e) => tracing::warn!("backup task failed: {e}"),
+            }
+        }
+        tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {} }
+    }
+}
+
+/// `YYYYMMDD` of a Unix time (UTC), the prefix of that day's backup ids.
+fn day_stamp(t: i64) -> String {
+    let z = t.div_euclid(86400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn day_stamps() {
+        assert_eq!(super::day_stamp(0), "19700101");
+        assert_eq!(super::day_stamp(1_795_465_867), "20261123");
+    }
 }

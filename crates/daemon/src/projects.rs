@@ -19,6 +19,9 @@ pub struct Project {
     pub budget: u64,
     pub daemon: DaemonSection,
     pub alerts: AlertsSection,
+    pub backup: homebase_stack::config::BackupSection,
+    /// The release's directory (homebase.toml and compose.yml).
+    pub release_dir: PathBuf,
     /// Service → priority, for every service of the release.
     pub priorities: HashMap<String, Priority>,
 }
@@ -88,6 +91,8 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         commit,
         budget,
         daemon: config.daemon,
+        backup: config.backup.clone(),
+        release_dir: rel.clone(),
         alerts: config.alerts,
         priorities,
     })

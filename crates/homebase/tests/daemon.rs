@@ -189,7 +189,7 @@ services:
 "#;
     let budget = format!(
         "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n[services.worker]\nmemory = \"600MiB\"\npriority = \"batch\"\n\
-         [daemon]\ninterval_ms = 500\nhigh_watermark = 0.25\nlow_watermark = 0.15\ncrash_loop_restarts = 3\ncrash_loop_minutes = 5\nunhealthy_grace_secs = 2\ndisk_low_percent = 100.0\n\
+         [daemon]\ninterval_ms = 500\nhigh_watermark = 0.25\nlow_watermark = 0.15\ncrash_loop_restarts = 3\ncrash_loop_minutes = 5\nunhealthy_grace_secs = 2\ndisk_low_percent = 100.0\n[backup]\nat_hour = 0\n\
          [alerts]\nwebhook = \"{hook}\"\ncooldown_secs = 1\n"
     );
     let p = TestProject::new(&hosts, h, bin(), "daemon", compose, &budget);
@@ -276,6 +276,14 @@ services:
         .find(|s| s["service"] == "homebase-daemon")
         .expect("daemon forward");
     assert_eq!(api["ok"], true, "{check}");
+
+    // The daily backup (at_hour = 0: due at once) is taken by the daemon.
+    let b = d.wait_event("scheduled backup", |e| {
+        e["kind"] == "backup" || e["kind"] == "backup_failed"
+    });
+    assert_eq!(b["kind"], "backup", "{b}");
+    let ls: serde_json::Value = serde_json::from_str(&p.ok(&["backup", "ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["files"][0]["kind"], "pg_dump", "{ls}");
 
     // Crash loop: Docker keeps restarting it; the daemon gives up, stops it and alerts.
     d.wait_event("crash loop given up", |e| kind(e, "crasher", "gave_up"));

@@ -60,6 +60,19 @@ pub struct BackupSection {
     /// The newest backup of each of this many weeks is kept.
     #[serde(default = "default_keep_weekly")]
     pub keep_weekly: u32,
+    /// `daily` (the host daemon takes one a day) or `off`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// The hour (UTC, 0–23) after which the daily backup is taken.
+    #[serde(default = "default_at_hour")]
+    pub at_hour: u32,
+}
+
+fn default_schedule() -> String {
+    "daily".into()
+}
+fn default_at_hour() -> u32 {
+    3
 }
 
 fn default_keep_daily() -> u32 {
@@ -74,6 +87,8 @@ impl Default for BackupSection {
         BackupSection {
             keep_daily: default_keep_daily(),
             keep_weekly: default_keep_weekly(),
+            schedule: default_schedule(),
+            at_hour: default_at_hour(),
         }
     }
 }
@@ -472,6 +487,12 @@ impl Config {
             return Err(err(format!(
                 "daemon.low_watermark ({}) must be below daemon.high_watermark ({}), both between 0 and 1",
                 d.low_watermark, d.high_watermark
+            )));
+        }
+        if !matches!(self.backup.schedule.as_str(), "daily" | "off") || self.backup.at_hour > 23 {
+            return Err(err(format!(
+                "backup.schedule = `{}`, at_hour = {}: use schedule = \"daily\" or \"off\" and an hour from 0 to 23 (UTC)",
+                self.backup.schedule, self.backup.at_hour
             )));
         }
         if d.interval_ms < 200 {

@@ -35,6 +35,7 @@ pub fn run(args: &DaemonArgs) -> Result<Exit> {
             quarter: args.keep_quarter_days.max(1) * 86400,
             events: args.keep_quarter_days.max(1) * 86400,
         },
+        exe: std::env::current_exe().ok(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
