@@ -136,6 +136,11 @@ pub enum Command {
         after_help = "Examples:\n  homebase backup now\n  homebase backup ls\n  homebase backup restore 20261123T030000Z postgres\n  homebase backup pull"
     )]
     Backup(BackupArgs),
+    /// Make the host ready: check Docker/Compose/memory, install homebase and its daemon service
+    #[command(
+        after_help = "Examples:\n  homebase setup            # idempotent: a second run changes nothing\n  homebase setup --check    # only report what is ready and what is not"
+    )]
+    Setup(SetupArgs),
     /// Open the live dashboard in the browser, through an SSH forward to the host's daemon
     #[command(after_help = "Examples:\n  homebase dash\n  homebase dash --no-browser --port 7780")]
     Dash(DashArgs),
@@ -360,4 +365,14 @@ pub enum BackupCommand {
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Only check and report; change nothing
+    #[arg(long)]
+    pub check: bool,
+    /// Print the checklist as JSON
+    #[arg(long)]
+    pub json: bool,
 }

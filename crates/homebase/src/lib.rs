@@ -40,6 +40,7 @@ fn wants_json(cmd: &Command) -> bool {
         Command::Rollback(a) => a.json,
         Command::Tunnel(a) => a.json,
         Command::Backup(a) => a.json,
+        Command::Setup(a) => a.json,
         _ => false,
     }
 }
@@ -58,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Tunnel(args) => commands::tunnel::run(&cli.global, &args),
         Command::SshConfig(args) => commands::tunnel::ssh_config(&cli.global, &args),
         Command::Backup(args) => commands::backup::run(&cli.global, &args),
+        Command::Setup(args) => commands::setup::run(&cli.global, &args),
         Command::Dash(args) => commands::dash::run(&cli.global, &args),
         Command::Daemon(args) => commands::daemon::run(&args),
         Command::Completions { shell } => {

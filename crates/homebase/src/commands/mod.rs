@@ -8,4 +8,5 @@ pub mod init;
 pub mod ops;
 pub mod plan;
 pub mod render;
+pub mod setup;
 pub mod tunnel;
