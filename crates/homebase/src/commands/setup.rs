@@ -48,6 +48,8 @@ struct Facts {
     mem_total: Option<u64>,
     colima_memory_gib: Option<f64>,
     sleep: Option<String>,
+    /// `brew services` state of Colima (`started` when it starts at login).
+    colima_login: Option<String>,
     systemctl: bool,
     binary_sha: Option<String>,
     home: String,
@@ -61,6 +63,7 @@ echo "compose=$(docker compose version --short 2>/dev/null)"
 echo "mem=$(docker info --format '{{.MemTotal}}' 2>/dev/null)"
 if command -v colima >/dev/null 2>&1; then echo "colima=$(colima list -j 2>/dev/null | sed -n 's/.*"memory":\([0-9]*\).*/\1/p' | head -1)"; fi
 if command -v pmset >/dev/null 2>&1; then echo "sleep=$(pmset -g | awk '$1 == "sleep" {print $2}')"; fi
+if command -v brew >/dev/null 2>&1; then echo "colima_login=$(brew services list 2>/dev/null | awk '$1 == "colima" {print $2}')"; fi
 if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; then echo "systemctl=yes"; fi
 b="$HOME/.homebase/bin/homebase"; if [ -f "$b" ]; then echo "binary=$( (sha256sum "$b" 2>/dev/null || shasum -a 256 "$b") | cut -d' ' -f1)"; fi
 "#;
@@ -86,6 +89,7 @@ b="$HOME/.homebase/bin/homebase"; if [ -f "$b" ]; then echo "binary=$( (sha256su
             }
         }),
         sleep: get("sleep"),
+        colima_login: get("colima_login"),
         systemctl: get("systemctl").is_some(),
         binary_sha: get("binary"),
         home: get("home").unwrap_or_else(|| "~".into()),
@@ -236,6 +240,17 @@ fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec<Item>, boo
     }
     if let Some(gib) = f.colima_memory_gib {
         items.push(item("colima", "ok", format!("VM with {gib:.0} GiB"), None));
+        let at_login = f.colima_login.as_deref() == Some("started");
+        items.push(item(
+            "colima at login",
+            if at_login { "ok" } else { "warning" },
+            if at_login {
+                "brew services starts Colima at login"
+            } else {
+                "Colima does not start at login, so Docker is gone after a reboot"
+            },
+            (!at_login).then(|| "brew services start colima".to_string()),
+        ));
     }
     if mac {
         match f.sleep.as_deref() {
@@ -481,6 +496,7 @@ mod tests {
             mem_total: Some(8 << 30),
             colima_memory_gib: (os == "Darwin").then_some(8.0),
             sleep: (os == "Darwin").then(|| "10".to_string()),
+            colima_login: None,
             systemctl: false,
             binary_sha: None,
             home: "/Users/me".into(),
