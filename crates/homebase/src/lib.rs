@@ -11,6 +11,7 @@ mod host;
 mod probe;
 mod progress;
 pub mod project;
+mod service_files;
 mod tunnel;
 pub mod ui;
 

@@ -185,43 +185,6 @@ pub fn running(project: &str, host: &str) -> Option<TunnelState> {
     }
 }
 
-/// A systemd user unit that runs the tunnel and restarts it.
-pub fn systemd_unit(exe: &Path, root: &Path, project: &str) -> String {
-    format!(
-        "[Unit]\nDescription=homebase tunnel for {project}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart={} -C {} tunnel\nRestart=always\nRestartSec=5\nEnvironment=HOMEBASE_COLOR=never\n\n[Install]\nWantedBy=default.target\n",
-        exe.display(),
-        root.display()
-    )
-}
-
-/// A launchd agent that runs the tunnel at login and keeps it alive.
-pub fn launchd_plist(exe: &Path, root: &Path, project: &str, log: &Path) -> Result<Vec<u8>> {
-    let mut d = plist::Dictionary::new();
-    d.insert("Label".into(), plist::Value::String(launchd_label(project)));
-    d.insert(
-        "ProgramArguments".into(),
-        plist::Value::Array(vec![
-            exe.display().to_string().into(),
-            "-C".into(),
-            root.display().to_string().into(),
-            "tunnel".into(),
-        ]),
-    );
-    d.insert("RunAtLoad".into(), true.into());
-    d.insert("KeepAlive".into(), true.into());
-    d.insert("ThrottleInterval".into(), 5.into());
-    d.insert("StandardOutPath".into(), log.display().to_string().into());
-    d.insert("StandardErrorPath".into(), log.display().to_string().into());
-    let mut env = plist::Dictionary::new();
-    env.insert("HOMEBASE_COLOR".into(), "never".into());
-    d.insert("EnvironmentVariables".into(), plist::Value::Dictionary(env));
-    let mut out = Vec::new();
-    plist::Value::Dictionary(d)
-        .to_writer_xml(&mut out)
-        .context("cannot write the launchd plist")?;
-    Ok(out)
-}
-
 pub fn launchd_label(project: &str) -> String {
     format!("dev.homebase.tunnel.{project}")
 }
@@ -229,39 +192,6 @@ pub fn launchd_label(project: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_files_run_the_tunnel() {
-        let unit = systemd_unit(
-            Path::new("/usr/bin/homebase"),
-            Path::new("/home/me/stack"),
-            "blackbox4",
-        );
-        assert!(unit.contains("ExecStart=/usr/bin/homebase -C /home/me/stack tunnel\n"));
-        assert!(unit.contains("Restart=always"));
-        let xml = launchd_plist(
-            Path::new("/opt/homebase"),
-            Path::new("/Users/me/stack"),
-            "blackbox4",
-            Path::new("/tmp/t.log"),
-        )
-        .unwrap();
-        let v: plist::Value = plist::from_bytes(&xml).unwrap();
-        let d = v.as_dictionary().unwrap();
-        assert_eq!(
-            d["Label"].as_string(),
-            Some("dev.homebase.tunnel.blackbox4")
-        );
-        assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
-        assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
-        let args: Vec<&str> = d["ProgramArguments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_string().unwrap())
-            .collect();
-        assert_eq!(args, ["/opt/homebase", "-C", "/Users/me/stack", "tunnel"]);
-    }
 
     #[test]
     fn taken_ports_are_remapped() {

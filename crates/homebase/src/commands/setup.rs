@@ -118,37 +118,14 @@ fn same_platform(f: &Facts) -> bool {
     f.os == os && (f.arch == arch || (f.arch == "aarch64" && arch == "arm64"))
 }
 
-pub fn systemd_unit(bin: &str) -> String {
-    format!(
-        "[Unit]\nDescription=homebase daemon: stats, self-healing, memory governor, alerts, dashboard\nAfter=docker.service network-online.target\n\n[Service]\nExecStart={bin} daemon\nRestart=always\nRestartSec=2\nEnvironment=HOMEBASE_COLOR=never\n\n[Install]\nWantedBy=default.target\n"
-    )
-}
-
-pub fn launchd_plist(bin: &str, home: &str) -> Result<Vec<u8>> {
-    let mut d = plist::Dictionary::new();
-    d.insert("Label".into(), "dev.homebase.daemon".into());
-    d.insert(
-        "ProgramArguments".into(),
-        plist::Value::Array(vec![bin.into(), "daemon".into()]),
-    );
-    d.insert("RunAtLoad".into(), true.into());
-    d.insert("KeepAlive".into(), true.into());
-    d.insert("ThrottleInterval".into(), 5.into());
-    let log = format!("{home}/.homebase/daemon/daemon.log");
-    d.insert("StandardOutPath".into(), log.clone().into());
-    d.insert("StandardErrorPath".into(), log.into());
-    let mut env = plist::Dictionary::new();
-    env.insert("HOMEBASE_COLOR".into(), "never".into());
-    env.insert(
-        "PATH".into(),
-        "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin".into(),
-    );
-    d.insert("EnvironmentVariables".into(), plist::Value::Dictionary(env));
-    let mut out = Vec::new();
-    plist::Value::Dictionary(d)
-        .to_writer_xml(&mut out)
-        .context("cannot write the launchd plist")?;
-    Ok(out)
+fn daemon_service<'a>(args: &'a [String], log: &'a str) -> crate::service_files::Service<'a> {
+    crate::service_files::Service {
+        description: "homebase daemon: stats, self-healing, memory governor, alerts, dashboard",
+        label: "dev.homebase.daemon",
+        args,
+        after: "docker.service network-online.target",
+        log,
+    }
 }
 
 /// What the host's facts say about Docker, Compose, memory and (on a Mac) Colima and sleep;
@@ -336,16 +313,19 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     }
 
     // The service definition.
+    let argv = vec![bin.clone(), "daemon".to_string()];
+    let log = format!("{}/.homebase/daemon/daemon.log", f.home);
+    let svc = daemon_service(&argv, &log);
     let (path, content, manager): (String, Vec<u8>, &str) = if mac {
         (
             format!("{}/Library/LaunchAgents/dev.homebase.daemon.plist", f.home),
-            launchd_plist(&bin, &f.home)?,
+            crate::service_files::launchd_plist(&svc)?,
             "launchd",
         )
     } else {
         (
             format!("{}/.config/systemd/user/homebase-daemon.service", f.home),
-            systemd_unit(&bin).into_bytes(),
+            crate::service_files::systemd_unit(&svc).into_bytes(),
             "systemd",
         )
     };
@@ -545,24 +525,5 @@ mod tests {
         assert!(version_at_least("v2.17.0", (2, 17)));
         assert!(version_at_least("28.2.2", (20, 10)));
         assert!(!version_at_least("19.03.1", (20, 10)));
-    }
-
-    #[test]
-    fn service_files() {
-        let unit = systemd_unit("/home/me/.homebase/bin/homebase");
-        assert!(unit.contains("ExecStart=/home/me/.homebase/bin/homebase daemon\n"));
-        assert!(unit.contains("Restart=always"));
-        let xml = launchd_plist("/Users/me/.homebase/bin/homebase", "/Users/me").unwrap();
-        let v: plist::Value = plist::from_bytes(&xml).unwrap();
-        let d = v.as_dictionary().unwrap();
-        assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
-        assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
-        let args: Vec<&str> = d["ProgramArguments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_string().unwrap())
-            .collect();
-        assert_eq!(args, ["/Users/me/.homebase/bin/homebase", "daemon"]);
     }
 }

@@ -292,6 +292,25 @@ fn install(project: &Project) -> Result<Exit> {
     let t = ssh_target(project)?;
     let name = &project.config.project.name;
     let exe = std::env::current_exe().context("cannot find the homebase executable")?;
+    let args = vec![
+        exe.display().to_string(),
+        "-C".into(),
+        project.root.display().to_string(),
+        "tunnel".into(),
+    ];
+    fn service<'a>(
+        label: &'a str,
+        args: &'a [String],
+        log: &'a str,
+    ) -> crate::service_files::Service<'a> {
+        crate::service_files::Service {
+            description: label,
+            label,
+            args,
+            after: "network-online.target",
+            log,
+        }
+    }
     let home = std::env::var_os("HOME")
         .map(std::path::PathBuf::from)
         .context("HOME is not set")?;
@@ -303,7 +322,11 @@ fn install(project: &Project) -> Result<Exit> {
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         std::fs::write(
             &path,
-            tunnel::launchd_plist(&exe, &project.root, name, &log)?,
+            crate::service_files::launchd_plist(&service(
+                &tunnel::launchd_label(name),
+                &args,
+                &log.display().to_string(),
+            ))?,
         )
         .with_context(|| format!("cannot write `{}`", path.display()))?;
         eprintln!(
@@ -317,8 +340,15 @@ fn install(project: &Project) -> Result<Exit> {
         let path = dir.join(&unit);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        std::fs::write(&path, tunnel::systemd_unit(&exe, &project.root, name))
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        std::fs::write(
+            &path,
+            crate::service_files::systemd_unit(&service(
+                &format!("homebase tunnel for {name}"),
+                &args,
+                "",
+            )),
+        )
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
         eprintln!(
             "wrote {}\nstart it now and at every login with:\n  systemctl --user daemon-reload && systemctl --user enable --now {unit}",
             path.display()
