@@ -219,6 +219,31 @@ fn second_deploy_refuses_while_the_first_holds_the_lock() {
     assert!(first.wait().unwrap().success());
     // The lock is released afterwards.
     p.ok(&["deploy"]);
+
+    // A lock left by a deploy that died an hour ago: reported as stale, broken on request.
+    let info = format!(
+        "{{\\\"holder\\\":\\\"ghost@laptop\\\",\\\"pid\\\":4242,\\\"time\\\":{},\\\"token\\\":\\\"t\\\"}}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 3600
+    );
+    hosts.ssh_ok(
+        p.host,
+        &format!(
+            "mkdir -p ~/.homebase/{0}/lock && echo \"{info}\" > ~/.homebase/{0}/lock/info",
+            p.name
+        ),
+    );
+    let stale = p.run(&["deploy", "--force"]);
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("ghost@laptop, pid 4242, for 1h0m (stale"),
+        "{stderr}"
+    );
+    p.ok(&["deploy", "--force", "--force-unlock"]);
 }
 
 #[test]

@@ -201,6 +201,33 @@ services:
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A dead link (the host's side of the session frozen: no RST, no answers) is noticed by
+    // keep-alive (3 s × 3) and the tunnel comes back.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let froze = std::time::Instant::now();
+    let stop = Command::new("pkill")
+        .args(["-STOP", "-u", &h.user, "sshd"])
+        .status()
+        .unwrap();
+    assert!(stop.success(), "no sshd session of {} to freeze", h.user);
+    let down = next_event(&mut lines, "down");
+    eprintln!(
+        "BENCH dead link noticed after {} ms ({})",
+        froze.elapsed().as_millis(),
+        down["reason"]
+    );
+    let up4 = next_event(&mut lines, "up");
+    Command::new("pkill")
+        .args(["-CONT", "-u", &h.user, "sshd"])
+        .status()
+        .unwrap();
+    let out = psql(local_port(&up4, "db"));
+    assert!(
+        out.status.success(),
+        "after a dead link: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // SIGTERM ends it cleanly and removes its state.
     Command::new("kill")
         .arg(tunnel.id().to_string())
