@@ -296,6 +296,58 @@ fn human_status(r: &StatusReport) -> String {
             x.name, x.restarts
         );
     }
+    if !r.daemon.is_empty() {
+        let _ = writeln!(s, "daemon: {}", r.daemon);
+    }
+    for a in &r.alerts {
+        let what = if a.service.is_empty() {
+            "stack"
+        } else {
+            &a.service
+        };
+        let _ = writeln!(
+            s,
+            "{} {} {what}: {}",
+            paint(BAD, "alert"),
+            a.kind,
+            a.message
+        );
+    }
+    for e in r.events.iter().take(5) {
+        let what = if e.service.is_empty() {
+            "stack"
+        } else {
+            &e.service
+        };
+        let ago = human_duration(Duration::from_secs(
+            now_secs().saturating_sub(e.ts.max(0) as u64),
+        ));
+        let _ = writeln!(
+            s,
+            "{}",
+            paint(
+                crate::ui::DIM,
+                format!("{ago} ago: {} {what}: {}", e.kind, e.message)
+            )
+        );
+    }
+    for t in &r.tunnels {
+        let mark = if t.ok {
+            paint(GOOD, "✓")
+        } else {
+            paint(BAD, "✗")
+        };
+        let slow = if t.rtt_ms > 100.0 {
+            paint(WARN, " (over 100 ms)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "{mark} tunnel 127.0.0.1:{} → {}: {} {:.1} ms{slow}",
+            t.local_port, t.service, t.detail, t.rtt_ms
+        );
+    }
     let _ = writeln!(
         s,
         "{}",
