@@ -473,6 +473,16 @@ async fn heal(
                     .await;
             }
         }
+        // Stopped on purpose (`docker stop` ends with a `stop` event; a crash or a kill does
+        // not): left stopped, reported once, never fought over.
+        let by_hand = track.last_action == "stop";
+        if matches!(c.state.as_str(), "exited" | "dead") && by_hand && !governed {
+            if track.down_since.is_none() {
+                track.down_since = Some(t);
+                shared.event(&p.name, &c.service, "stopped", "stopped by hand; homebase leaves it stopped until it is started or deployed again").await;
+            }
+            continue;
+        }
         // Down (exited or dead) and not held down by the governor → start it again.
         if matches!(c.state.as_str(), "exited" | "dead") && !governed {
             let since = *track.down_since.get_or_insert(t);

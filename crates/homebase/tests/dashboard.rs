@@ -212,6 +212,22 @@ services:
     eprintln!("BENCH stop→page {} ms", took.as_millis());
     d.screenshot(&repo_root().join("target/dashboard-down.png"));
 
+    // Stopped by hand, it stays stopped: the daemon does not fight `docker stop`.
+    d.wait("the stopped-by-hand event", |d| {
+        d.text().contains("stopped by hand")
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let st = hosts.docker(
+        h,
+        &[
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            &format!("{}-api-1", p.name),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&st.stdout).trim(), "exited");
+
     // Page weight: what the first load transfers.
     let weight = d.js("return performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation')).reduce((a, e) => a + (e.transferSize || e.encodedBodySize || 0), 0)");
     eprintln!("BENCH page weight {} bytes", weight);
