@@ -18,6 +18,16 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
 }
 
+/// Ends a child process however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Driver {
     child: Child,
     base: String,
@@ -158,14 +168,15 @@ services:
         .to_string();
 
     // homebase dash opens the forward (no browser here) and says where.
-    let mut dash = p
-        .cmd(&["dash", "--no-browser", "--json"])
-        .env("HOMEBASE_DAEMON_STATE", &state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(dash.stdout.take().unwrap())
+    let mut dash = KillOnDrop(
+        p.cmd(&["dash", "--no-browser", "--json"])
+            .env("HOMEBASE_DAEMON_STATE", &state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let first = BufReader::new(dash.0.stdout.take().unwrap())
         .lines()
         .next()
         .expect("dash printed nothing")
@@ -232,7 +243,6 @@ services:
     let weight = d.js("return performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation')).reduce((a, e) => a + (e.transferSize || e.encodedBodySize || 0), 0)");
     eprintln!("BENCH page weight {} bytes", weight);
 
-    let _ = dash.kill();
-    let _ = dash.wait();
+    drop(dash);
     hosts.ssh(h, &format!("kill $(cat {state}/pid); rm -rf {state}"));
 }
