@@ -185,12 +185,6 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    pub fn count_samples(&self) -> Result<i64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))?)
-    }
 }
 
 #[cfg(test)]

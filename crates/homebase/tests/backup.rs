@@ -69,16 +69,7 @@ volumes:
             .any(|f| f["service"] == "files" && f["kind"] == "volume" && f["path"] == "/notes")
     );
     // the files service was unpaused after its archive
-    let st = hosts.docker(
-        h,
-        &[
-            "inspect",
-            "--format",
-            "{{.State.Status}}",
-            &format!("{}-files-1", p.name),
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&st.stdout).trim(), "running");
+    assert_eq!(p.state("files"), "running");
 
     // Pull to the laptop, checksums verified.
     let to = tempfile::tempdir().unwrap();

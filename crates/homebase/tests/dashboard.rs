@@ -228,16 +228,7 @@ services:
         d.text().contains("stopped by hand")
     });
     std::thread::sleep(Duration::from_secs(5));
-    let st = hosts.docker(
-        h,
-        &[
-            "inspect",
-            "--format",
-            "{{.State.Status}}",
-            &format!("{}-api-1", p.name),
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&st.stdout).trim(), "exited");
+    assert_eq!(p.state("api"), "exited");
 
     // Page weight: what the first load transfers.
     let weight = d.js("return performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation')).reduce((a, e) => a + (e.transferSize || e.encodedBodySize || 0), 0)");

@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use homebase_testkit::{TestProject, hosts, repo_root};
+use homebase_testkit::{TestProject, hosts, testhost};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
@@ -89,15 +88,7 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
         h,
         "kill $(cat ~/.homebase/supervisor.pid); pkill -f '.homebase/bin/homebase daemon'; true",
     );
-    let restart = Command::new(repo_root().join("scripts/testhost"))
-        .args(["restart-dockerd", "4"])
-        .output()
-        .unwrap();
-    assert!(
-        restart.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restart.stderr)
-    );
+    testhost(&["restart-dockerd", "4"], &[]);
     hosts.ssh_ok(h, &supervise);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

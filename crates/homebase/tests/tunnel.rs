@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
 
-use homebase_testkit::{TestProject, hosts, repo_root, unique_port};
+use homebase_testkit::{TestProject, hosts, testhost, unique_port};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
@@ -182,16 +182,7 @@ services:
     );
 
     // Restart the host's sshd (every session dropped): same.
-    let restart = Command::new(repo_root().join("scripts/testhost"))
-        .args(["restart-sshd", "3"])
-        .env("HB_SSHD_DOWN_SECS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        restart.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restart.stderr)
-    );
+    testhost(&["restart-sshd", "3"], &[("HB_SSHD_DOWN_SECS", "1")]);
     next_event(&mut lines, "down");
     let up3 = next_event(&mut lines, "up");
     let out = psql(local_port(&up3, "db"));

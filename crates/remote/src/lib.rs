@@ -325,22 +325,6 @@ impl Session {
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
-    /// The master's process is gone or its socket no longer answers.
-    pub fn is_alive(&self) -> bool {
-        match (&self.target, &self.control) {
-            (Target::Ssh(t), Some((_, socket))) => Command::new("ssh")
-                .arg("-S")
-                .arg(socket)
-                .args(["-O", "check"])
-                .arg(&t.destination)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            _ => true,
-        }
-    }
-
     /// Forwards a free local port to `remote` (`127.0.0.1:7780` as the host sees it) through
     /// the master; returns the local port. Local target: the address itself is reachable.
     pub fn forward_local(&self, remote_host: &str, remote_port: u16) -> Result<u16, RemoteError> {
@@ -377,11 +361,6 @@ impl Session {
             });
         }
         Ok(local)
-    }
-
-    /// The control socket, for callers that add forwards to the master.
-    pub fn control_socket(&self) -> Option<&Path> {
-        self.control.as_ref().map(|(_, s)| s.as_path())
     }
 }
 

@@ -39,6 +39,20 @@ pub fn repo_root() -> PathBuf {
         .expect("repository root")
 }
 
+/// Runs `scripts/testhost ARGS` (with extra environment) and panics with its stderr on failure.
+pub fn testhost(args: &[&str], env: &[(&str, &str)]) {
+    let out = Command::new(repo_root().join("scripts/testhost"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run scripts/testhost");
+    assert!(
+        out.status.success(),
+        "scripts/testhost {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The test hosts that are up. Panics with the fix when there are none.
 pub fn hosts() -> Hosts {
     let script = repo_root().join("scripts/testhost");
@@ -275,6 +289,20 @@ impl<'a> TestProject<'a> {
                     .map(|(s, id)| (s.to_string(), id.to_string()))
             })
             .collect()
+    }
+
+    /// The engine's state of a service's container (`running`, `exited`, …).
+    pub fn state(&self, service: &str) -> String {
+        let o = self.hosts.docker(
+            self.host,
+            &[
+                "inspect",
+                "--format",
+                "{{.State.Status}}",
+                &format!("{}-{service}-1", self.name),
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
     /// Runs a command in a service's container on the host (for assertions).
