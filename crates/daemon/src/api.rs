@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -28,6 +28,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/events", get(events))
         .route("/api/stream", get(stream))
         .route("/api/session", post(new_session))
+        .route("/api/loops", get(loops))
+        .route("/api/loops/{project}/{name}/history", get(loop_history))
+        .route("/api/loops/{project}/{name}/{action}", post(loop_control))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), auth));
     // The page and its assets carry no data; without the token they show a sign-in form.
@@ -165,6 +168,53 @@ async fn history(
 }
 
 #[derive(Deserialize)]
+struct LoopsQuery {
+    project: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn loops(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<LoopsQuery>,
+) -> Json<Vec<homebase_proto::LoopStatus>> {
+    Json(crate::loops::statuses(&shared, q.project.as_deref()).await)
+}
+
+async fn loop_history(
+    State(shared): State<Arc<Shared>>,
+    Path((project, name)): Path<(String, String)>,
+    Query(q): Query<LoopsQuery>,
+) -> Result<Response, AppError> {
+    let rows = crate::loops::history(
+        &shared,
+        &project,
+        &name,
+        q.limit.unwrap_or(50).clamp(1, 10_000),
+    )?;
+    Ok(Json(rows).into_response())
+}
+
+/// `start`, `stop`, `pause` or `resume`; 404 for an unknown loop, 409 when the loop's state
+/// does not allow it, each with a sentence that says what to do.
+async fn loop_control(
+    State(shared): State<Arc<Shared>>,
+    Path((project, name, action)): Path<(String, String, String)>,
+) -> Response {
+    let Some(c) = crate::loops::Control::parse(&action) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("unknown action `{action}`: use start, stop, pause or resume"),
+        )
+            .into_response();
+    };
+    match crate::loops::Registry::control(&shared, &project, &name, c).await {
+        Ok(status) => Json(status).into_response(),
+        Err(msg) if msg.contains("has no loop") => (StatusCode::NOT_FOUND, msg).into_response(),
+        Err(msg) => (StatusCode::CONFLICT, msg).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
 struct EventsQuery {
     since: Option<i64>,
     limit: Option<i64>,
@@ -268,6 +318,8 @@ mod tests {
             sinks: Default::default(),
             tx,
             wake: Default::default(),
+            loops: Default::default(),
+            loop_status: Default::default(),
         };
         (Arc::new(s), dir)
     }

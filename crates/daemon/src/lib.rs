@@ -8,6 +8,8 @@
 
 pub mod alerts;
 pub mod api;
+pub mod loop_store;
+pub mod loops;
 pub mod monitor;
 pub mod projects;
 pub mod store;
@@ -68,6 +70,11 @@ pub struct Shared {
     pub tx: broadcast::Sender<String>,
     /// Wakes the watch loop for a round now (after an event), so clients see the change at once.
     pub wake: tokio::sync::Notify,
+    /// The agent loops' supervisors.
+    pub loops: Mutex<loops::Registry>,
+    /// The agent loops' latest state, by (project, loop).
+    pub loop_status:
+        RwLock<std::collections::BTreeMap<(String, String), homebase_proto::LoopStatus>>,
 }
 
 impl Shared {
@@ -231,6 +238,8 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         sinks: Mutex::new(HashMap::new()),
         tx,
         wake: tokio::sync::Notify::new(),
+        loops: Mutex::new(loops::Registry::default()),
+        loop_status: RwLock::new(std::collections::BTreeMap::new()),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -259,6 +268,11 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
             .await;
     }
     tracing::info!("listening on {addr}, engine {endpoint}");
+    let agent_loops = tokio::spawn(loops::run(
+        engine.clone(),
+        Arc::clone(&shared),
+        cancel.clone(),
+    ));
     let monitor = tokio::spawn(monitor::run(engine, Arc::clone(&shared), cancel.clone()));
     let backups = opts
         .exe
@@ -288,6 +302,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         .context("the API server failed")?;
     cancel.cancel();
     let _ = monitor.await;
+    let _ = agent_loops.await;
     if let Some(b) = backups {
         let _ = b.await;
     }

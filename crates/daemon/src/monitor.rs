@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub disk: Option<Disk>,
     pub projects: Vec<ProjectSnap>,
     pub alerts: Vec<Alert>,
+    /// Agent loops of the watched projects.
+    pub loops: Vec<homebase_proto::LoopStatus>,
     pub errors: Vec<String>,
 }
 
@@ -300,11 +302,20 @@ async fn round(
         .iter()
         .filter(|c| projects.iter().any(|p| p.name == c.project))
         .collect();
+    // Agent-loop iterations count towards their project's memory.
+    let iterations: Vec<homebase_engine::run::Labelled> = engine
+        .labelled(homebase_engine::run::LOOP_LABEL)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.state == "running")
+        .collect();
     // Stats of running containers, at most 8 calls at once.
     let ids: Vec<String> = watched
         .iter()
         .filter(|c| c.state == "running")
         .map(|c| c.id.clone())
+        .chain(iterations.iter().map(|c| c.id.clone()))
         .collect();
     let results: Vec<(String, Result<Reading, homebase_engine::EngineError>)> = stream::iter(ids)
         .map(|id| {
@@ -373,6 +384,46 @@ async fn round(
                 gave_up: st.tracks.get(&c.id).is_some_and(|t| t.gave_up),
             });
         }
+        for c in &iterations {
+            let Some((project, name)) = c
+                .labels
+                .get(homebase_engine::run::LOOP_LABEL)
+                .and_then(|l| l.split_once('/'))
+            else {
+                continue;
+            };
+            if project != p.name {
+                continue;
+            }
+            let reading = readings.get(&c.id).copied().unwrap_or_default();
+            let track = st.tracks.entry(c.id.clone()).or_default();
+            let cpu = track
+                .last
+                .map(|prev| reading.cpu_percent_since(&prev))
+                .unwrap_or(0.0);
+            track.last = Some(reading);
+            total += reading.memory;
+            let service = format!("loop:{name}");
+            rows.push((p.name.clone(), service.clone(), reading.memory, cpu));
+            services.push(ServiceSnap {
+                name: service,
+                container: c.name.clone(),
+                state: c.state.clone(),
+                health: "none".into(),
+                priority: p
+                    .loops
+                    .get(name)
+                    .map(|l| l.priority.as_str())
+                    .unwrap_or("batch")
+                    .into(),
+                memory_bytes: reading.memory,
+                limit_bytes: reading.limit,
+                cpu_percent: cpu,
+                status_text: "agent-loop iteration".into(),
+                governed: None,
+                gave_up: false,
+            });
+        }
         services.sort_by(|a, b| a.name.cmp(&b.name));
         heal(engine, shared, &mut st, p, &watched, t).await;
         govern(engine, shared, &mut st, p, &watched, total, t).await;
@@ -386,8 +437,9 @@ async fn round(
         });
     }
     // forget containers that are gone
-    st.tracks
-        .retain(|id, _| containers.iter().any(|c| &c.id == id));
+    st.tracks.retain(|id, _| {
+        containers.iter().any(|c| &c.id == id) || iterations.iter().any(|c| &c.id == id)
+    });
     drop(st);
     shared.store.add_samples(t, &rows)?;
     let alerts = shared.alerts.lock().await.active();
@@ -398,6 +450,7 @@ async fn round(
         disk,
         projects: snaps,
         alerts,
+        loops: crate::loops::statuses(shared, None).await,
         errors: Vec::new(),
     };
     shared.publish(snapshot).await;

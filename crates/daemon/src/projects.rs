@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use homebase_stack::config::{AlertsSection, Config, DaemonSection, HostMemory, Priority};
 use homebase_stack::kinds::Kind;
+use homebase_stack::loops::LoopSection;
 use homebase_stack::{ComposeProject, LoadOptions};
 use indexmap::IndexMap;
 
@@ -24,6 +25,8 @@ pub struct Project {
     pub release_dir: PathBuf,
     /// Service → priority, for every service of the release.
     pub priorities: HashMap<String, Priority>,
+    /// The release's agent loops.
+    pub loops: IndexMap<String, LoopSection>,
 }
 
 /// Loads every project with a current release; a project that cannot be read is reported
@@ -94,6 +97,7 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         backup: config.backup.clone(),
         release_dir: rel.clone(),
         alerts: config.alerts,
+        loops: config.loops,
         priorities,
     })
 }

@@ -60,7 +60,18 @@ impl Store {
              CREATE TABLE IF NOT EXISTS events (ts INTEGER NOT NULL, project TEXT NOT NULL, service TEXT NOT NULL,
                  kind TEXT NOT NULL, message TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS events_idx ON events (ts);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS loops (project TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+                 reason TEXT NOT NULL, run INTEGER NOT NULL, iterations INTEGER NOT NULL, breaker TEXT NOT NULL,
+                 breaker_until INTEGER, no_progress INTEGER NOT NULL, same_error INTEGER NOT NULL,
+                 last_error TEXT, wait_kind TEXT, wait_until INTEGER, fingerprint TEXT,
+                 last_started INTEGER, last_ended INTEGER, PRIMARY KEY (project, name));
+             CREATE TABLE IF NOT EXISTS iterations (id INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL,
+                 name TEXT NOT NULL, run INTEGER NOT NULL, n INTEGER NOT NULL, started INTEGER NOT NULL,
+                 ended INTEGER, outcome TEXT NOT NULL, exit_code INTEGER, duration_ms INTEGER,
+                 files_changed INTEGER, diffstat TEXT, tail TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '',
+                 container TEXT NOT NULL DEFAULT '');
+             CREATE INDEX IF NOT EXISTS iterations_idx ON iterations (project, name, id);",
         )
         .with_context(|| format!("cannot set up `{}`", path.display()))?;
         Ok(Store {
@@ -69,7 +80,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves a usable connection; take it back.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }

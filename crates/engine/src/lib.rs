@@ -5,6 +5,8 @@
 //! Invariant: the only crate that talks to the engine's API; it knows nothing of homebase's
 //! configuration, only compose labels.
 
+pub mod run;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

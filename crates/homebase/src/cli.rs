@@ -66,6 +66,15 @@ pub struct Global {
         value_delimiter = ','
     )]
     pub profiles: Vec<String>,
+    /// The host daemon's state directory on the host (default: ~/.homebase/daemon)
+    #[arg(
+        long,
+        global = true,
+        env = "HOMEBASE_DAEMON_STATE",
+        value_name = "DIR",
+        hide_short_help = true
+    )]
+    pub daemon_dir: Option<String>,
     /// When to use colour
     #[arg(long, global = true, env = "HOMEBASE_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -136,6 +145,12 @@ pub enum Command {
         after_help = "Examples:\n  homebase backup now\n  homebase backup ls\n  homebase backup restore 20261123T030000Z postgres\n  homebase backup pull"
     )]
     Backup(BackupArgs),
+    /// Agent loops on the host: list, start, stop, pause, resume, output and history
+    #[command(
+        name = "loop",
+        after_help = "Examples:\n  homebase loop ls\n  homebase loop logs ralph -f\n  homebase loop history ralph --json | jq '.[0]'\n  homebase loop start ralph      # a new run: counters and breaker reset"
+    )]
+    Loop(LoopArgs),
     /// Make the host ready: check Docker/Compose/memory, install homebase and its daemon service
     #[command(
         after_help = "Examples:\n  homebase setup            # idempotent: a second run changes nothing\n  homebase setup --check    # only report what is ready and what is not"
@@ -329,9 +344,6 @@ pub struct DashArgs {
     /// Print where the dashboard is as JSON
     #[arg(long)]
     pub json: bool,
-    /// The daemon's state directory on the host (default: ~/.homebase/daemon)
-    #[arg(long, env = "HOMEBASE_DAEMON_STATE", value_name = "DIR")]
-    pub daemon_dir: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +376,46 @@ pub enum BackupCommand {
         /// Where to (default: .homebase-backups beside homebase.toml)
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoopArgs {
+    /// Print JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: LoopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoopCommand {
+    /// Every loop of the project: state, iteration, breaker, what it waits for, last outcome
+    Ls,
+    /// Begin a new run (iterations, breaker and back-offs reset)
+    Start { name: String },
+    /// Stop the loop; a running iteration is killed and recorded as stopped
+    Stop { name: String },
+    /// Start no new iteration; a running one finishes
+    Pause { name: String },
+    /// Continue a paused or stopped loop in the same run
+    Resume { name: String },
+    /// The loop's output, every iteration with a header line
+    Logs {
+        name: String,
+        /// Keep printing new output, across iterations
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines from the end
+        #[arg(short = 'n', long, default_value_t = 100)]
+        tail: u32,
+    },
+    /// Recorded iterations, newest first: outcome, exit code, duration, files changed
+    History {
+        name: String,
+        /// How many iterations
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
     },
 }
 

@@ -6,6 +6,7 @@
 
 pub mod cli;
 mod commands;
+mod daemon_client;
 pub mod exit;
 mod host;
 mod probe;
@@ -42,6 +43,7 @@ fn wants_json(cmd: &Command) -> bool {
         Command::Tunnel(a) => a.json,
         Command::Backup(a) => a.json,
         Command::Setup(a) => a.json,
+        Command::Loop(a) => a.json,
         _ => false,
     }
 }
@@ -61,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::SshConfig(args) => commands::tunnel::ssh_config(&cli.global, &args),
         Command::Backup(args) => commands::backup::run(&cli.global, &args),
         Command::Setup(args) => commands::setup::run(&cli.global, &args),
+        Command::Loop(args) => commands::loops::run(&cli.global, &args),
         Command::Dash(args) => commands::dash::run(&cli.global, &args),
         Command::Daemon(args) => commands::daemon::run(&args),
         Command::Completions { shell } => {

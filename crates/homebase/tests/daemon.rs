@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use homebase_testkit::{Host, Hosts, TestProject, hosts, unique_port};
+use homebase_testkit::{Daemon, TestProject, hosts, unique_port};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
@@ -52,113 +52,6 @@ fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
         }
     });
     (url, got)
-}
-
-struct Daemon<'a> {
-    hosts: &'a Hosts,
-    host: &'a Host,
-    state: String,
-    port: u16,
-    project: String,
-}
-
-impl Daemon<'_> {
-    fn start(&self) {
-        self.hosts.ssh_ok(
-            self.host,
-            &format!(
-                "HOMEBASE_LOG=debug nohup {} daemon --listen 127.0.0.1:{} --state-dir {} --project {} >> {}/log 2>&1 < /dev/null & echo $! > {}/pid",
-                bin().display(),
-                self.port,
-                self.state,
-                self.project,
-                self.state,
-                self.state
-            ),
-        );
-        // wait until the API answers
-        for _ in 0..100 {
-            if self.api("/api/status").0 == 200 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "daemon did not answer:\n{}",
-            self.hosts
-                .ssh_ok(self.host, &format!("cat {}/log", self.state))
-        );
-    }
-
-    fn stop(&self) {
-        self.hosts.ssh(
-            self.host,
-            &format!("kill $(cat {}/pid) 2>/dev/null; sleep 0.5", self.state),
-        );
-    }
-
-    /// GET through `ssh host wget` with the token; returns (status, body).
-    fn api(&self, path: &str) -> (u16, String) {
-        self.get(path, true)
-    }
-
-    fn get(&self, path: &str, with_token: bool) -> (u16, String) {
-        let header = if with_token {
-            format!(
-                "--header \"Authorization: Bearer $(cat {}/token)\"",
-                self.state
-            )
-        } else {
-            String::new()
-        };
-        let o = self.hosts.ssh(
-            self.host,
-            &format!(
-                "wget -S -qO- {header} 'http://127.0.0.1:{}{path}' 2>&1",
-                self.port
-            ),
-        );
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        let status = text
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("HTTP/1.1 ")
-                    .and_then(|s| s.get(..3))
-                    .and_then(|s| s.parse().ok())
-            })
-            .unwrap_or(0);
-        let body = text
-            .lines()
-            .filter(|l| !l.starts_with("  ") && !l.starts_with("wget:"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        (status, body)
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.api("/api/events?limit=1000").1).unwrap_or_default()
-    }
-
-    fn wait_event(
-        &self,
-        what: &str,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        panic!(
-            "no event: {what}\n{:#?}\nlog:\n{}",
-            self.events(),
-            self.hosts
-                .ssh_ok(self.host, &format!("tail -50 {}/log", self.state))
-        );
-    }
 }
 
 fn kind(e: &serde_json::Value, service: &str, k: &str) -> bool {
@@ -212,6 +105,7 @@ services:
     let state = "$HOME/.homebase/daemon".to_string();
     hosts.ssh_ok(h, &format!("mkdir -p {state}"));
     let d = Daemon {
+        bin: bin().to_path_buf(),
         hosts: &hosts,
         host: h,
         state: state.clone(),

@@ -12,6 +12,9 @@ pub struct PlanReport {
     pub services: Vec<ServicePlan>,
     /// Services left out because their profiles are not enabled.
     pub inactive: Vec<String>,
+    /// Agent loops (`[loops.NAME]`): one iteration at a time, each within its limit.
+    #[serde(default)]
+    pub loops: Vec<LoopPlan>,
     pub totals: Totals,
     pub host_memory_bytes: u64,
     pub host_memory_source: String,
@@ -34,6 +37,14 @@ pub struct ServicePlan {
     pub reservation_source: Option<String>,
     pub priority: String,
     pub priority_source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoopPlan {
+    pub name: String,
+    pub image: String,
+    pub limit_bytes: u64,
+    pub priority: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,6 +103,71 @@ pub struct StatusReport {
     /// Probes through the running `homebase tunnel`, when one runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<TunnelProbe>,
+    /// The project's agent loops, from the daemon.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loops: Vec<LoopStatus>,
+}
+
+/// An agent loop as the daemon runs it (`/api/loops`, `homebase loop ls --json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct LoopStatus {
+    pub project: String,
+    pub name: String,
+    /// `active`, `paused`, `stopped`, `completed`, `exhausted` (max iterations), `idle`
+    /// (not started yet).
+    pub state: String,
+    /// Why the loop is in that state (`completion marker in iteration 7`).
+    pub reason: String,
+    /// Runs are numbered from 1; `homebase loop start` begins a new one.
+    pub run: i64,
+    /// Iterations of the current run.
+    pub iterations: i64,
+    pub max_iterations: Option<u32>,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+    /// Unix seconds at which an open breaker allows its trial iteration.
+    pub breaker_until: Option<i64>,
+    /// Set while an iteration runs: its number and start (Unix seconds).
+    pub running: Option<RunningIteration>,
+    /// What the loop waits for before its next iteration (`pause`, `rate limit`,
+    /// `usage limit`, `memory`, `breaker`, `schedule`, `changes`), and until when.
+    pub waiting: Option<String>,
+    pub wait_until: Option<i64>,
+    pub image: String,
+    pub memory_limit_bytes: u64,
+    pub priority: String,
+    pub mode: String,
+    pub last: Option<IterationRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunningIteration {
+    pub n: i64,
+    pub started: i64,
+    pub container: String,
+}
+
+/// One recorded iteration (`homebase loop history --json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IterationRecord {
+    pub id: i64,
+    pub run: i64,
+    pub n: i64,
+    /// Unix seconds.
+    pub started: i64,
+    pub ended: Option<i64>,
+    /// `running`, `ok`, `error`, `completed`, `timeout`, `oom`, `usage_limit`, `stopped`,
+    /// `interrupted`, `failed_to_start`.
+    pub outcome: String,
+    pub exit_code: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// Files added, changed or removed in the workspace; `None` when it cannot be seen.
+    pub files_changed: Option<i64>,
+    /// `git diff --shortstat` against the commit before the iteration, when a git checkout.
+    pub diffstat: Option<String>,
+    /// The end of the output (at most a few KB).
+    pub tail: String,
+    pub note: String,
 }
 
 /// A service probed through the tunnel.

@@ -48,6 +48,9 @@ pub struct Config {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub backup: BackupSection,
+    /// Agent loops the host daemon runs (`[loops.NAME]`).
+    #[serde(default)]
+    pub loops: IndexMap<String, crate::loops::LoopSection>,
 }
 
 /// Backups kept on the host.
@@ -317,6 +320,10 @@ impl<'de> Deserialize<'de> for Memory {
     }
 }
 
+pub(crate) fn size_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    size(d)?.ok_or_else(|| serde::de::Error::custom("expected a memory size such as \"2GiB\""))
+}
+
 fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
     match Memory::deserialize(d)?.0 {
         Some(b) => Ok(Some(b)),
@@ -500,6 +507,9 @@ impl Config {
                 "daemon.interval_ms = {} is too short: use 200 or more",
                 d.interval_ms
             )));
+        }
+        for (name, l) in &self.loops {
+            l.validate(name).map_err(err)?;
         }
         for (svc, s) in &self.services {
             if let (Some(limit), Some(sustained)) = (s.memory, s.sustained)

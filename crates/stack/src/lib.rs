@@ -10,6 +10,7 @@ pub mod dotenv;
 pub mod error;
 pub mod interpolate;
 pub mod kinds;
+pub mod loops;
 pub mod model;
 pub mod plan;
 pub mod render;

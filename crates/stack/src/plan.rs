@@ -40,6 +40,15 @@ pub struct PlannedService {
     pub priority_source: Source,
 }
 
+/// An agent loop: one iteration at a time, each limited to `memory`.
+#[derive(Debug, Clone)]
+pub struct PlannedLoop {
+    pub name: String,
+    pub image: String,
+    pub memory: Bytes,
+    pub priority: Priority,
+}
+
 /// Something that makes the plan refuse the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -86,7 +95,7 @@ impl Problem {
                 "service `{service}` reserves {reservation} but is limited to {limit}; a reservation cannot exceed the limit: lower `sustained` or raise `memory`"
             ),
             Problem::OverBudget { peak, budget } => format!(
-                "the stack's peak ({peak}, the sum of limits) is over the budget ({budget}) by {}; lower some limits in homebase.toml, move a service to another host, or raise budget.target",
+                "the stack's peak ({peak}, the sum of limits and loop iterations) is over the budget ({budget}) by {}; lower some limits in homebase.toml, move a service to another host, or raise budget.target",
                 Bytes(peak.0 - budget.0)
             ),
             Problem::NoImage { service } => format!(
@@ -111,6 +120,8 @@ pub struct Plan {
     pub services: Vec<PlannedService>,
     /// Services left out by profiles.
     pub inactive: Vec<String>,
+    /// Agent loops; an iteration's limit counts towards both sustained and peak.
+    pub loops: Vec<PlannedLoop>,
     pub host_memory: Bytes,
     pub target: f64,
     pub budget: Bytes,
@@ -201,8 +212,19 @@ impl Plan {
         let sum = |f: fn(&PlannedService) -> Option<Bytes>| {
             Bytes(services.iter().filter_map(f).map(|b| b.0).sum())
         };
-        let peak = sum(|s| s.limit);
-        let sustained = sum(|s| s.reservation);
+        let loops: Vec<PlannedLoop> = config
+            .loops
+            .iter()
+            .map(|(name, l)| PlannedLoop {
+                name: name.clone(),
+                image: l.image.clone(),
+                memory: l.memory,
+                priority: l.priority,
+            })
+            .collect();
+        let loops_total: u64 = loops.iter().map(|l| l.memory.0).sum();
+        let peak = Bytes(sum(|s| s.limit).0 + loops_total);
+        let sustained = Bytes(sum(|s| s.reservation).0 + loops_total);
         let budget = Bytes((host_memory.0 as f64 * config.budget.target) as u64);
         if peak > budget {
             problems.push(Problem::OverBudget { peak, budget });
@@ -211,6 +233,7 @@ impl Plan {
             project: config.project.name.clone(),
             services,
             inactive: compose.inactive.clone(),
+            loops,
             host_memory,
             target: config.budget.target,
             budget,

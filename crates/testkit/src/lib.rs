@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -331,4 +332,138 @@ impl Drop for TestProject<'_> {
             project: self.name.clone(),
         });
     }
+}
+
+/// A `homebase daemon` started over SSH on a test host, with its own state directory,
+/// port and project, so that tests on one host never share one.
+pub struct Daemon<'a> {
+    pub bin: PathBuf,
+    pub hosts: &'a Hosts,
+    pub host: &'a Host,
+    pub state: String,
+    pub port: u16,
+    pub project: String,
+}
+
+impl Daemon<'_> {
+    pub fn start(&self) {
+        self.hosts.ssh_ok(
+            self.host,
+            &format!(
+                "HOMEBASE_LOG=debug nohup {} daemon --listen 127.0.0.1:{} --state-dir {} --project {} >> {}/log 2>&1 < /dev/null & echo $! > {}/pid",
+                self.bin.display(),
+                self.port,
+                self.state,
+                self.project,
+                self.state,
+                self.state
+            ),
+        );
+        // wait until the API answers
+        for _ in 0..100 {
+            if self.api("/api/status").0 == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "daemon did not answer:\n{}",
+            self.hosts
+                .ssh_ok(self.host, &format!("cat {}/log", self.state))
+        );
+    }
+
+    pub fn stop(&self) {
+        self.hosts.ssh(
+            self.host,
+            &format!("kill $(cat {}/pid) 2>/dev/null; sleep 0.5", self.state),
+        );
+    }
+
+    /// `kill -9`: no shutdown, as a crash or an OOM kill of the daemon would be.
+    pub fn kill9(&self) {
+        self.hosts.ssh(
+            self.host,
+            &format!("kill -9 $(cat {}/pid) 2>/dev/null; sleep 0.2", self.state),
+        );
+    }
+
+    /// POST through `ssh host wget` with the token; returns (status, body).
+    pub fn post(&self, path: &str) -> (u16, String) {
+        let o = self.hosts.ssh(
+            self.host,
+            &format!(
+                "wget -S -qO- --content-on-error --post-data '' --header \"Authorization: Bearer $(cat {}/token)\" 'http://127.0.0.1:{}{path}' 2>&1",
+                self.state, self.port
+            ),
+        );
+        parse_wget(&String::from_utf8_lossy(&o.stdout))
+    }
+
+    /// GET through `ssh host wget` with the token; returns (status, body).
+    pub fn api(&self, path: &str) -> (u16, String) {
+        self.get(path, true)
+    }
+
+    pub fn get(&self, path: &str, with_token: bool) -> (u16, String) {
+        let header = if with_token {
+            format!(
+                "--header \"Authorization: Bearer $(cat {}/token)\"",
+                self.state
+            )
+        } else {
+            String::new()
+        };
+        let o = self.hosts.ssh(
+            self.host,
+            &format!(
+                "wget -S -qO- {header} 'http://127.0.0.1:{}{path}' 2>&1",
+                self.port
+            ),
+        );
+        parse_wget(&String::from_utf8_lossy(&o.stdout))
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.api("/api/events?limit=1000").1).unwrap_or_default()
+    }
+
+    pub fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!(
+            "no event: {what}\n{:#?}\nlog:\n{}",
+            self.events(),
+            self.hosts
+                .ssh_ok(self.host, &format!("tail -50 {}/log", self.state))
+        );
+    }
+}
+
+/// Status and body from `wget -S -qO- … 2>&1` (headers indented by two spaces).
+fn parse_wget(text: &str) -> (u16, String) {
+    let status = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("HTTP/1.1 ")
+                .and_then(|s| s.get(..3))
+                .and_then(|s| s.parse().ok())
+        })
+        .unwrap_or(0);
+    let body = text
+        .lines()
+        .filter(|l| !l.starts_with("  ") && !l.starts_with("wget:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (status, body)
 }

@@ -17,30 +17,9 @@ use crate::project;
 pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let session = project.open_session()?;
-    let dir = match &args.daemon_dir {
-        Some(d) => homebase_remote::sh_quote(d),
-        None => "\"$HOME/.homebase/daemon\"".to_string(),
-    };
-    let out = session.run(&format!(
-        "cat {dir}/endpoint 2>/dev/null && echo && cat {dir}/token 2>/dev/null"
-    ))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut lines = text.lines();
-    let (Some(endpoint), Some(token)) = (lines.next(), lines.next()) else {
-        return Err(coded(
-            Exit::Unreachable,
-            format!(
-                "the homebase daemon is not running on {}: start it there with `homebase daemon` (`homebase setup` installs it as a service)",
-                session.host()
-            ),
-        ));
-    };
-    let remote_port: u16 = endpoint
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .context("the daemon's endpoint file is unreadable")?;
-    let token = token.trim().to_string();
+    let located = crate::daemon_client::locate(&session, global.daemon_dir.as_deref())
+        .map_err(|e| coded(Exit::Unreachable, e.to_string()))?;
+    let (remote_port, token) = (located.port, located.token);
     drop(session);
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -353,6 +353,39 @@ fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
             }
         }
     }
+    // Agent loops' env files (API keys), relative to homebase.toml's directory.
+    let config_dir = project
+        .config_path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    for (name, l) in &project.config.loops {
+        for rel in &l.env_files {
+            let path = rel.to_string_lossy().to_string();
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(coded(
+                    Exit::BadInput,
+                    format!(
+                        "loops.{name}: env_file `{path}` is outside the project directory; move it beside homebase.toml so it can travel with the release"
+                    ),
+                ));
+            }
+            if out.iter().any(|(n, _)| *n == path) {
+                continue;
+            }
+            let data = std::fs::read(config_dir.join(rel)).with_context(|| {
+                format!(
+                    "cannot read env_file `{}` of loop `{name}`",
+                    config_dir.join(rel).display()
+                )
+            })?;
+            out.push((path, data));
+        }
+    }
     Ok(out)
 }
 

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod dash;
 pub mod deploy;
 pub mod init;
+pub mod loops;
 pub mod ops;
 pub mod plan;
 pub mod render;

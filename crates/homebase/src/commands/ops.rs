@@ -22,7 +22,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let session = project.open_session()?;
     let host = HostProject::new(&session, &project.config.project.name);
     let mut report = collect_status(&host, project.compose.services.keys().cloned().collect())?;
-    daemon_view(&host, &mut report);
+    daemon_view(&host, global.daemon_dir.as_deref(), &mut report);
     if let homebase_remote::Target::Ssh(t) = project.target()
         && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
     {
@@ -146,6 +146,7 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
         services,
         healthy,
         tunnels: Vec::new(),
+        loops: Vec::new(),
         daemon: String::new(),
         alerts: Vec::new(),
         events: Vec::new(),
@@ -154,61 +155,46 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
 
 /// Adds the daemon's alerts and latest events when it runs on the host (reached through a
 /// forward on the same SSH connection); otherwise says the engine's view is shown.
-fn daemon_view(host: &HostProject, report: &mut StatusReport) {
-    let files = host.session.run("cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null && echo && cat \"$HOME/.homebase/daemon/token\" 2>/dev/null");
-    let text = files
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
-    let mut lines = text.lines();
-    let (Some(endpoint), Some(token)) = (lines.next(), lines.next()) else {
-        report.daemon = "not installed on the host; showing the engine's view".into();
-        return;
+fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport) {
+    let client = match crate::daemon_client::DaemonClient::connect(host.session, dir) {
+        Ok(c) => c,
+        Err(e @ crate::daemon_client::Unavailable::NotInstalled { .. }) => {
+            let _ = e;
+            report.daemon = "not installed on the host; showing the engine's view".into();
+            return;
+        }
+        Err(e) => {
+            report.daemon = format!("{e}; showing the engine's view");
+            return;
+        }
     };
-    let Some(port) = endpoint
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-    else {
-        return;
-    };
-    let fetched = host
-        .session
-        .forward_local("127.0.0.1", port)
-        .map_err(anyhow::Error::from)
-        .and_then(|local| {
-            let agent = ureq::Agent::new_with_config(
-                ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(5)))
-                    .build(),
-            );
-            let get = |path: &str| -> anyhow::Result<serde_json::Value> {
-                Ok(agent
-                    .get(&format!("http://127.0.0.1:{local}{path}"))
-                    .header("Authorization", &format!("Bearer {}", token.trim()))
-                    .call()?
-                    .body_mut()
-                    .read_json()?)
-            };
-            Ok((get("/api/status")?, get("/api/events?limit=10")?))
-        });
+    let fetched = (|| -> Result<_> {
+        let status: serde_json::Value = client.get("/api/status")?;
+        let events: Vec<homebase_proto::EventRow> = client.get("/api/events?limit=10")?;
+        let loops: Vec<homebase_proto::LoopStatus> =
+            client.get(&format!("/api/loops?project={}", report.project))?;
+        Ok((status, events, loops))
+    })();
     match fetched {
-        Ok((status, events)) => {
-            report.daemon = format!("running at {endpoint}");
+        Ok((status, events, loops)) => {
+            report.daemon = format!("running at {}", client.endpoint);
             report.alerts =
                 serde_json::from_value::<Vec<homebase_proto::Alert>>(status["alerts"].clone())
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|a| a.project == report.project)
                     .collect();
-            report.events = serde_json::from_value::<Vec<homebase_proto::EventRow>>(events)
-                .unwrap_or_default()
+            report.events = events
                 .into_iter()
                 .filter(|e| e.project == report.project)
                 .collect();
+            report.loops = loops;
         }
         Err(e) => {
-            report.daemon =
-                format!("not answering at {endpoint} ({e:#}); showing the engine's view")
+            report.daemon = format!(
+                "not answering at {} ({e:#}); showing the engine's view",
+                client.endpoint
+            )
         }
     }
 }
@@ -330,6 +316,9 @@ fn human_status(r: &StatusReport) -> String {
                 format!("{ago} ago: {} {what}: {}", e.kind, e.message)
             )
         );
+    }
+    for l in &r.loops {
+        let _ = writeln!(s, "loop {}", crate::commands::loops::one_line(l));
     }
     for t in &r.tunnels {
         let mark = if t.ok {

@@ -42,6 +42,16 @@ pub fn report(plan: &Plan, host_memory_source: &str) -> PlanReport {
             })
             .collect(),
         inactive: plan.inactive.clone(),
+        loops: plan
+            .loops
+            .iter()
+            .map(|l| homebase_proto::LoopPlan {
+                name: l.name.clone(),
+                image: l.image.clone(),
+                limit_bytes: l.memory.0,
+                priority: l.priority.as_str().into(),
+            })
+            .collect(),
         totals: Totals {
             sustained_bytes: plan.sustained.0,
             peak_bytes: plan.peak.0,
@@ -66,6 +76,7 @@ pub fn human(plan: &Plan, host_memory_source: &str) -> String {
         .services
         .iter()
         .map(|s| s.name.len())
+        .chain(plan.loops.iter().map(|l| l.name.len() + 5))
         .max()
         .unwrap_or(7)
         .max(7);
@@ -111,6 +122,17 @@ pub fn human(plan: &Plan, host_memory_source: &str) -> String {
             opt(p.reservation),
             p.priority.as_str(),
             paint(DIM, from)
+        );
+    }
+    for l in &plan.loops {
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:>10}  {:>10}  {:<8}  {}",
+            format!("loop:{}", l.name),
+            l.memory.to_string(),
+            l.memory.to_string(),
+            l.priority.as_str(),
+            paint(DIM, "homebase.toml [loops]: one iteration at a time")
         );
     }
     if !plan.inactive.is_empty() {

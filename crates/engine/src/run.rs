@@ -1,0 +1,308 @@
+//! One-off containers (agent-loop iterations): create with a memory limit and a workspace
+//! mount, start, stream output, wait, read a file back, kill, remove. They carry homebase's
+//! loop labels, never compose labels, so compose and the watch loop leave them alone.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+
+use crate::{Engine, EngineError};
+
+/// `<project>/<loop>` on every iteration container.
+pub const LOOP_LABEL: &str = "dev.homebase.loop";
+/// The iteration's row id in the daemon's store.
+pub const ITERATION_LABEL: &str = "dev.homebase.loop.iteration";
+
+/// Where the workspace comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A host directory.
+    Bind(String),
+    /// A named volume (created by the engine when missing).
+    Volume(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    /// `KEY=value`.
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub workspace: Source,
+    pub memory: u64,
+    pub oom_score_adj: i64,
+    pub user: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// How a container ended (or that it has not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub running: bool,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub error: String,
+}
+
+/// A container found by label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Engine {
+    /// Creates (does not start) a one-off container; returns its id.
+    pub async fn create(&self, spec: &RunSpec) -> Result<String, EngineError> {
+        let mount = match &spec.workspace {
+            Source::Bind(path) => Mount {
+                target: Some(spec.workdir.clone()),
+                source: Some(path.clone()),
+                typ: Some(MountType::BIND),
+                ..Default::default()
+            },
+            Source::Volume(name) => Mount {
+                target: Some(spec.workdir.clone()),
+                source: Some(name.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            },
+        };
+        let memory = i64::try_from(spec.memory).unwrap_or(i64::MAX);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.clone()),
+            working_dir: Some(spec.workdir.clone()),
+            user: spec.user.clone(),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                // no swap beyond the limit
+                memory_swap: Some(memory),
+                oom_score_adj: Some(spec.oom_score_adj),
+                mounts: Some(vec![mount]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(self.call(format!("create container {}", spec.name)))?;
+        Ok(r.id)
+    }
+
+    /// Whether an image is present on the host.
+    pub async fn has_image(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
+    }
+
+    /// Pulls an image from its registry.
+    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+        let mut s = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(image.to_string()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(r) = s.next().await {
+            r.map_err(self.call(format!("pull {image}")))?;
+        }
+        Ok(())
+    }
+
+    pub async fn start_one(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(self.call(format!("start {id}")))
+    }
+
+    /// Output (stdout and stderr, as it comes) from the start; follows until the container ends.
+    pub fn output(&self, id: &str) -> impl Stream<Item = Result<Vec<u8>, EngineError>> + '_ {
+        let id = id.to_string();
+        self.docker
+            .logs(
+                &id,
+                Some(LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    tail: "all".into(),
+                    ..Default::default()
+                }),
+            )
+            .map(move |r| {
+                r.map(|o| o.into_bytes().to_vec())
+                    .map_err(self.call(format!("logs of {id}")))
+            })
+    }
+
+    /// The end of a container's output, up to `max` bytes (for one that ended unwatched).
+    pub async fn output_tail(&self, id: &str, lines: usize) -> Result<Vec<u8>, EngineError> {
+        let mut s = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(
+                &chunk
+                    .map_err(self.call(format!("logs of {id}")))?
+                    .into_bytes(),
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn exit(&self, id: &str) -> Result<Exit, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(self.call(format!("inspect {id}")))?;
+        let s = c.state.unwrap_or_default();
+        Ok(Exit {
+            running: s.running.unwrap_or(false) || s.paused.unwrap_or(false),
+            exit_code: s.exit_code.unwrap_or(-1),
+            oom_killed: s.oom_killed.unwrap_or(false),
+            error: s.error.unwrap_or_default(),
+        })
+    }
+
+    pub async fn kill(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .kill_container(
+                id,
+                Some(KillContainerOptions {
+                    signal: "KILL".into(),
+                }),
+            )
+            .await
+            .map_err(self.call(format!("kill {id}")))
+    }
+
+    /// Removes a container and its anonymous volumes, running or not.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(self.call(format!("remove {id}")))
+    }
+
+    /// Containers carrying `label` (any value), running or not.
+    pub async fn labelled(&self, label: &str) -> Result<Vec<Labelled>, EngineError> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![label.to_string()]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(self.call(format!("list containers labelled {label}")))?;
+        Ok(list
+            .into_iter()
+            .map(|c| Labelled {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.first().cloned())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// A regular file from a container's filesystem (its mounts included), up to `max`
+    /// bytes; `None` when it does not exist.
+    pub async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut s = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: path.to_string(),
+            }),
+        );
+        let mut archive = Vec::new();
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(b) => {
+                    archive.extend_from_slice(&b);
+                    if archive.len() as u64 > max + 64 * 1024 {
+                        break;
+                    }
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(None),
+                Err(e) => return Err(self.call(format!("read {path} from {id}"))(e)),
+            }
+        }
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let Ok(mut entries) = tar.entries() else {
+            return Ok(None);
+        };
+        let Some(Ok(entry)) = entries.next() else {
+            return Ok(None);
+        };
+        if !entry.header().entry_type().is_file() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        use std::io::Read;
+        let _ = entry.take(max).read_to_end(&mut out);
+        Ok(Some(out))
+    }
+
+    /// Where a named volume's files are on the engine's machine, when it exists.
+    pub async fn volume_path(&self, name: &str) -> Option<String> {
+        self.docker
+            .inspect_volume(name)
+            .await
+            .ok()
+            .map(|v| v.mountpoint)
+            .filter(|m| !m.is_empty())
+    }
+}

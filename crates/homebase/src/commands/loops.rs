@@ -1,0 +1,299 @@
+//! `homebase loop`: the project's agent loops, as the host daemon runs them. Commands go to
+//! the daemon's API through the SSH master; `logs` reads the loop's output file on the host.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::Result;
+use homebase_proto::{IterationRecord, LoopStatus};
+use homebase_remote::sh_quote;
+
+use crate::cli::{Global, LoopArgs, LoopCommand};
+use crate::commands::deploy::human_duration;
+use crate::daemon_client::DaemonClient;
+use crate::exit::{Exit, coded};
+use crate::host::now_secs;
+use crate::project::{self, Project};
+use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
+
+pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    if let Some(name) = loop_name(&args.command) {
+        require_loop(&project, name)?;
+    }
+    let session = project.open_session()?;
+    let p = project.config.project.name.clone();
+    if let LoopCommand::Logs { name, follow, tail } = &args.command {
+        let file = format!(
+            "\"$HOME\"/.homebase/{}/loops/{}/output.log",
+            sh_quote(&p),
+            sh_quote(name)
+        );
+        let script = if *follow {
+            format!("touch {file} 2>/dev/null; tail -n {tail} -F {file}")
+        } else {
+            format!(
+                "if [ -f {file} ]; then tail -n {tail} {file}; else echo 'loop {name} has no output yet' >&2; fi"
+            )
+        };
+        let status = session
+            .command(&script, false)
+            .status()
+            .map_err(|e| anyhow::anyhow!("cannot run ssh for `{}`: {e}", session.host()))?;
+        return Ok(if status.success() {
+            Exit::Ok
+        } else {
+            Exit::Unreachable
+        });
+    }
+    let client = DaemonClient::connect(&session, global.daemon_dir.as_deref())
+        .map_err(|e| coded(Exit::Unreachable, e.to_string()))?;
+    match &args.command {
+        LoopCommand::Ls => {
+            let loops: Vec<LoopStatus> = client.get(&format!("/api/loops?project={p}"))?;
+            if args.json {
+                ui::out(&(serde_json::to_string_pretty(&loops)? + "\n"))?;
+            } else if loops.is_empty() {
+                ui::out(&format!(
+                    "no agent loops are running for `{p}` on {}{}\n",
+                    session.host(),
+                    if project.config.loops.is_empty() {
+                        "; add a [loops.NAME] section to homebase.toml and deploy"
+                    } else {
+                        "; deploy to start the loops in homebase.toml"
+                    }
+                ))?;
+            } else {
+                let mut s = String::new();
+                for l in &loops {
+                    let _ = writeln!(s, "{}", one_line(l));
+                }
+                ui::out(&s)?;
+            }
+            Ok(Exit::Ok)
+        }
+        LoopCommand::History { name, limit } => {
+            let rows: Vec<IterationRecord> =
+                client.get(&format!("/api/loops/{p}/{name}/history?limit={limit}"))?;
+            if args.json {
+                ui::out(&(serde_json::to_string_pretty(&rows)? + "\n"))?;
+            } else {
+                ui::out(&history_table(&rows))?;
+            }
+            Ok(Exit::Ok)
+        }
+        LoopCommand::Start { name }
+        | LoopCommand::Stop { name }
+        | LoopCommand::Pause { name }
+        | LoopCommand::Resume { name } => {
+            let action = match &args.command {
+                LoopCommand::Start { .. } => "start",
+                LoopCommand::Stop { .. } => "stop",
+                LoopCommand::Pause { .. } => "pause",
+                _ => "resume",
+            };
+            let (code, body) = client.post(&format!("/api/loops/{p}/{name}/{action}"))?;
+            match code {
+                200 => {
+                    let l: LoopStatus = serde_json::from_str(&body)?;
+                    if args.json {
+                        ui::out(&(serde_json::to_string_pretty(&l)? + "\n"))?;
+                    } else {
+                        ui::out(&format!("{}\n", one_line(&l)))?;
+                    }
+                    Ok(Exit::Ok)
+                }
+                404 => Err(coded(
+                    Exit::BadInput,
+                    format!("{}; deploy first if you just added it", body.trim()),
+                )),
+                409 => Err(coded(Exit::Refused, body.trim().to_string())),
+                _ => Err(anyhow::anyhow!(
+                    "the daemon answered {code} to `loop {action} {name}`: {}",
+                    body.trim()
+                )),
+            }
+        }
+        LoopCommand::Logs { .. } => Ok(Exit::Ok),
+    }
+}
+
+fn loop_name(c: &LoopCommand) -> Option<&str> {
+    match c {
+        LoopCommand::Ls => None,
+        LoopCommand::Start { name }
+        | LoopCommand::Stop { name }
+        | LoopCommand::Pause { name }
+        | LoopCommand::Resume { name }
+        | LoopCommand::Logs { name, .. }
+        | LoopCommand::History { name, .. } => Some(name),
+    }
+}
+
+/// An unknown loop name is bad input, caught before any connection.
+fn require_loop(project: &Project, name: &str) -> Result<()> {
+    if project.config.loops.contains_key(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = project.config.loops.keys().map(String::as_str).collect();
+    let hint = match homebase_stack::error::did_you_mean(name, known.iter().copied()) {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None if known.is_empty() => {
+            "; homebase.toml defines no loops: add a [loops.NAME] section and deploy".into()
+        }
+        None => format!("; the loops are: {}", known.join(", ")),
+    };
+    Err(coded(
+        Exit::BadInput,
+        format!("homebase.toml has no loop `{name}`{hint}"),
+    ))
+}
+
+fn ago(t: i64) -> String {
+    human_duration(Duration::from_secs(
+        now_secs().saturating_sub(t.max(0) as u64),
+    ))
+}
+
+fn until(t: i64) -> String {
+    human_duration(Duration::from_secs(
+        (t.max(0) as u64).saturating_sub(now_secs()),
+    ))
+}
+
+/// `ralph  active  run 2, iteration 7/50 running for 3m  breaker closed  last: ok (exit 0, 4 files)`.
+pub fn one_line(l: &LoopStatus) -> String {
+    let state = match l.state.as_str() {
+        "active" => paint(GOOD, &l.state),
+        "completed" => paint(GOOD, &l.state),
+        "paused" | "idle" => paint(WARN, &l.state),
+        _ => paint(BAD, &l.state),
+    };
+    let max = l
+        .max_iterations
+        .map(|m| format!("/{m}"))
+        .unwrap_or_default();
+    let mut s = format!("{}  {state}  run {}, ", paint(BOLD, &l.name), l.run);
+    match &l.running {
+        Some(r) => {
+            let _ = write!(s, "iteration {}{max} running for {}", r.n, ago(r.started));
+        }
+        None => {
+            let _ = write!(s, "{} iterations{max}", l.iterations);
+        }
+    }
+    let breaker = match l.breaker.as_str() {
+        "closed" => "breaker closed".to_string(),
+        other => paint(
+            BAD,
+            format!(
+                "breaker {other}{}",
+                l.breaker_until
+                    .map(|u| format!(" (trial in {})", until(u)))
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    let _ = write!(s, "  {breaker}");
+    if let Some(w) = &l.waiting {
+        let _ = write!(
+            s,
+            "  {}",
+            paint(
+                WARN,
+                format!(
+                    "waiting: {w}{}",
+                    l.wait_until
+                        .map(|u| format!(" (for {})", until(u)))
+                        .unwrap_or_default()
+                )
+            )
+        );
+    }
+    if let Some(last) = &l.last {
+        let _ = write!(s, "  last: {}", outcome_text(last));
+    }
+    if !l.reason.is_empty() && l.state != "active" {
+        let _ = write!(s, "  {}", paint(DIM, format!("({})", l.reason)));
+    }
+    s
+}
+
+fn outcome_text(i: &IterationRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = i.exit_code {
+        parts.push(format!("exit {c}"));
+    }
+    if let Some(f) = i.files_changed {
+        parts.push(format!("{f} files"));
+    }
+    let o = if parts.is_empty() {
+        i.outcome.clone()
+    } else {
+        format!("{} ({})", i.outcome, parts.join(", "))
+    };
+    match i.outcome.as_str() {
+        "ok" | "completed" => paint(GOOD, o),
+        "running" | "usage_limit" | "stopped" | "interrupted" => paint(WARN, o),
+        _ => paint(BAD, o),
+    }
+}
+
+fn history_table(rows: &[IterationRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}",
+        paint(
+            BOLD,
+            format!(
+                "{:>4}  {:>5}  {:<15}  {:>5}  {:>9}  {:>6}  {:<10}  NOTE",
+                "RUN", "ITER", "OUTCOME", "EXIT", "DURATION", "FILES", "STARTED"
+            )
+        )
+    );
+    for i in rows {
+        let outcome = format!("{:<15}", i.outcome);
+        let outcome = match i.outcome.as_str() {
+            "ok" | "completed" => paint(GOOD, outcome),
+            "running" | "usage_limit" | "stopped" | "interrupted" => paint(WARN, outcome),
+            _ => paint(BAD, outcome),
+        };
+        let note = match (&i.diffstat, i.note.is_empty()) {
+            (Some(d), true) => d.clone(),
+            (Some(d), false) => format!("{d}; {}", i.note),
+            (None, _) => i.note.clone(),
+        };
+        let last_line = i
+            .tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(60)
+            .collect::<String>();
+        let note = if note.is_empty() { last_line } else { note };
+        let _ = writeln!(
+            s,
+            "{:>4}  {:>5}  {outcome}  {:>5}  {:>9}  {:>6}  {:<10}  {}",
+            i.run,
+            i.n,
+            i.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            i.duration_ms
+                .map(|d| human_duration(Duration::from_millis(d.max(0) as u64)))
+                .unwrap_or_else(|| "-".into()),
+            i.files_changed
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            format!("{} ago", ago(i.started)),
+            paint(DIM, note)
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(s, "no iterations recorded yet");
+    }
+    s
+}

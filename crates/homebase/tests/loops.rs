@@ -1,0 +1,597 @@
+//! Agent loops on a real test host, run by `homebase daemon` with a deterministic fake agent:
+//! a shell script in the workspace whose behaviour, iteration by iteration, is one line of
+//! `plan.txt` (write a file, change nothing, fail, print the completion marker, mark a
+//! prd.json story as passing, report a usage limit, sleep, eat memory). Each test has its own
+//! project, daemon (state directory and port) and workspaces.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use homebase_testkit::{Daemon, Host, Hosts, TestProject, hosts, unique_port};
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_homebase"))
+}
+
+/// The fake agent. `HOMEBASE_ITERATION` (set by the daemon) picks the line of plan.txt.
+const AGENT: &str = r#"#!/bin/sh
+cd /workspace
+step=$(sed -n "${HOMEBASE_ITERATION}p" plan.txt)
+set -- $step
+case "$1" in
+  progress) echo "iteration $HOMEBASE_ITERATION" >> work.txt; echo "wrote work.txt" ;;
+  noop|"") echo "thinking; nothing to change" ;;
+  fail) echo "starting"; echo "Error: $2 failed at step $HOMEBASE_ITERATION" >&2; exit 3 ;;
+  complete) echo "iteration $HOMEBASE_ITERATION" >> work.txt; echo "all stories done <promise>COMPLETE</promise>" ;;
+  pass) sed -i "s/\"id\": \"US-$2\", \"passes\": false/\"id\": \"US-$2\", \"passes\": true/" prd.json; echo "US-$2 passes" ;;
+  usage) echo "Claude AI usage limit reached|$(( $(date +%s) + $2 ))"; exit 1 ;;
+  sleep) echo "start $HOMEBASE_RUN.$HOMEBASE_ITERATION $(date +%s)" >> runs.txt; sleep "$2"; echo "end $HOMEBASE_RUN.$HOMEBASE_ITERATION $(date +%s)" >> runs.txt; echo slept ;;
+  oom) echo "allocating"; x=$(head -c 200000000 /dev/zero | tr '\0' a); echo "${#x}" ;;
+esac
+"#;
+
+const COMPOSE: &str = r#"
+services:
+  idle:
+    image: hb/busybox:latest
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+"#;
+
+struct Env<'a> {
+    hosts: &'a Hosts,
+    host: &'a Host,
+    p: TestProject<'a>,
+    d: Daemon<'a>,
+    /// The host directory holding each loop's workspace.
+    ws: String,
+}
+
+impl<'a> Env<'a> {
+    /// A project with `compose` and the loops of `loops_toml` (where `{ws}` is the
+    /// workspaces' directory and `{user}` the host user's uid:gid), deployed, with a daemon
+    /// watching only it. `plans` are (loop, plan.txt, prd.json) written before the deploy.
+    fn new(
+        hosts: &'a Hosts,
+        host: &'a Host,
+        prefix: &str,
+        compose: &str,
+        toml: &str,
+        host_memory: &str,
+        plans: &[(&str, &str, Option<&str>)],
+    ) -> Env<'a> {
+        let user = hosts
+            .ssh_ok(host, "echo $(id -u):$(id -g)")
+            .trim()
+            .to_string();
+        let home = hosts.ssh_ok(host, "echo $HOME").trim().to_string();
+        let p = TestProject::new(hosts, host, bin(), prefix, compose, "");
+        let ws = format!("{home}/ws-{}", p.name);
+        p.write(compose, &toml.replace("{ws}", &ws).replace("{user}", &user));
+        let path = p.dir.path().join("homebase.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "host_memory = \"4GiB\"",
+            &format!("host_memory = \"{host_memory}\""),
+        );
+        std::fs::write(&path, text).unwrap();
+        for (name, plan, prd) in plans {
+            let dir = format!("{ws}/{name}");
+            hosts.ssh_ok(host, &format!("mkdir -p {dir}"));
+            hosts.ssh_with_input(host, &format!("cat > {dir}/agent.sh"), AGENT.as_bytes());
+            hosts.ssh_with_input(host, &format!("cat > {dir}/plan.txt"), plan.as_bytes());
+            if let Some(prd) = prd {
+                hosts.ssh_with_input(host, &format!("cat > {dir}/prd.json"), prd.as_bytes());
+            }
+        }
+        p.ok(&["deploy", "--timeout", "60"]);
+        let d = Daemon {
+            bin: bin().to_path_buf(),
+            hosts,
+            host,
+            state: format!("/tmp/hb-loops-{}", p.name),
+            port: unique_port(),
+            project: p.name.clone(),
+        };
+        hosts.ssh_ok(host, &format!("mkdir -p {}", d.state));
+        d.start();
+        Env {
+            hosts,
+            host,
+            p,
+            d,
+            ws,
+        }
+    }
+
+    fn status(&self, name: &str) -> Value {
+        let (_, body) = self.d.api(&format!("/api/loops?project={}", self.p.name));
+        let all: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        all.into_iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits (up to `secs`) until the loop's status satisfies `pred`.
+    fn wait(&self, name: &str, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            let s = self.status(name);
+            if pred(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "loop {name}: {what}\nstatus: {:#}\nhistory: {:#?}\nlog:\n{}",
+            self.status(name),
+            self.history(name),
+            self.hosts
+                .ssh_ok(self.host, &format!("tail -40 {}/log", self.d.state))
+        );
+    }
+
+    /// Iterations, oldest first.
+    fn history(&self, name: &str) -> Vec<Value> {
+        let (_, body) = self.d.api(&format!(
+            "/api/loops/{}/{name}/history?limit=1000",
+            self.p.name
+        ));
+        let mut v: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        v.reverse();
+        v
+    }
+
+    fn outcomes(&self, name: &str) -> Vec<String> {
+        self.history(name)
+            .iter()
+            .map(|i| i["outcome"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn events(&self, name: &str, kind: &str) -> Vec<Value> {
+        self.d
+            .events()
+            .into_iter()
+            .filter(|e| e["service"] == format!("loop:{name}") && e["kind"] == kind)
+            .collect()
+    }
+
+    /// Iteration containers of this project left on the host.
+    fn leftover_containers(&self) -> String {
+        self.hosts.ssh_ok(
+            self.host,
+            &format!(
+                "docker ps -aq --filter label=dev.homebase.loop --filter name=hb-loop-{}-",
+                self.p.name
+            ),
+        )
+    }
+}
+
+impl Drop for Env<'_> {
+    fn drop(&mut self) {
+        self.d.stop();
+        let _ = self.hosts.ssh(
+            self.host,
+            &format!(
+                "ids=$(docker ps -aq --filter name=hb-loop-{}-); [ -z \"$ids\" ] || docker rm -f $ids; rm -rf {} {}",
+                self.p.name, self.ws, self.d.state
+            ),
+        );
+    }
+}
+
+fn loop_toml(name: &str, extra: &str) -> String {
+    format!(
+        "[loops.{name}]\nimage = \"hb/busybox:latest\"\ncommand = \"sh /workspace/agent.sh\"\nworkspace = \"{{ws}}/{name}\"\nuser = \"{{user}}\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let prd = "{\"userStories\": [\n  {\"id\": \"US-1\", \"passes\": false},\n  {\"id\": \"US-2\", \"passes\": false}\n]}\n";
+    let toml = format!(
+        "[services.idle]\nmemory = \"16MiB\"\n{}{}{}",
+        loop_toml("marker", ""),
+        loop_toml("prd", "completion_file = \"prd.json\""),
+        loop_toml("capped", "max_iterations = 2"),
+    );
+    let env = Env::new(
+        &hosts,
+        h,
+        "loops",
+        COMPOSE,
+        &toml,
+        "4GiB",
+        &[
+            ("marker", "progress\nprogress\ncomplete\n", None),
+            ("prd", "pass 1\nnoop\npass 2\nprogress\n", Some(prd)),
+            ("capped", "progress\nprogress\nprogress\n", None),
+        ],
+    );
+    let s = env.wait("marker", "completes", 90, |s| s["state"] == "completed");
+    assert_eq!(s["iterations"], 3, "{s:#}");
+    assert!(
+        s["reason"].as_str().unwrap().contains("completion marker"),
+        "{s:#}"
+    );
+    let hist = env.history("marker");
+    assert_eq!(env.outcomes("marker"), ["ok", "ok", "completed"]);
+    for i in &hist {
+        assert_eq!(i["files_changed"], 1, "{i:#}");
+        assert_eq!(i["exit_code"], 0, "{i:#}");
+    }
+    assert!(
+        hist[2]["tail"]
+            .as_str()
+            .unwrap()
+            .contains("<promise>COMPLETE</promise>")
+    );
+
+    let s = env.wait("prd", "completes by prd.json", 90, |s| {
+        s["state"] == "completed"
+    });
+    assert_eq!(s["iterations"], 3, "{s:#}");
+    assert!(s["reason"].as_str().unwrap().contains("prd.json"), "{s:#}");
+    assert_eq!(env.outcomes("prd"), ["ok", "ok", "completed"]);
+    assert_eq!(env.history("prd")[1]["files_changed"], 0);
+
+    let s = env.wait("capped", "stops at max_iterations", 90, |s| {
+        s["state"] == "exhausted"
+    });
+    assert_eq!(s["iterations"], 2, "{s:#}");
+    assert_eq!(env.outcomes("capped"), ["ok", "ok"]);
+    assert!(!env.events("capped", "alert_firing").is_empty());
+
+    // The laptop: ls, history, logs, and a new run.
+    let cli = |args: &[&str]| {
+        let o = env
+            .p
+            .cmd(args)
+            .env("HOMEBASE_DAEMON_STATE", &env.d.state)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&["loop", "ls", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ls: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(ls.len(), 3);
+    let (code, out, _) = cli(&["loop", "ls"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("marker  completed  run 1, 3 iterations"),
+        "{out}"
+    );
+    assert!(
+        out.contains("capped  exhausted  run 1, 2 iterations/2"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["loop", "history", "marker"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("completed") && out.contains("OUTCOME"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["loop", "logs", "marker", "-n", "50"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("=== marker iteration 3 (run 1) started"),
+        "{out}"
+    );
+    assert!(out.contains("wrote work.txt"), "{out}");
+    assert!(
+        out.contains("=== iteration 3: completed, exit 0, 1 files changed"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["status"]);
+    assert!(out.contains("loop marker  completed"), "{code}: {out}");
+
+    // A finished loop cannot be paused; a new run starts from iteration 1 and completes again.
+    let (code, _, err) = cli(&["loop", "pause", "marker"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not active"), "{err}");
+    let (code, out, err) = cli(&["loop", "start", "marker", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let started: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(started["run"], 2);
+    let s = env.wait("marker", "completes run 2", 90, |s| {
+        s["state"] == "completed" && s["run"] == 2
+    });
+    assert_eq!(s["iterations"], 3);
+    let runs: Vec<i64> = env
+        .history("marker")
+        .iter()
+        .map(|i| i["run"].as_i64().unwrap())
+        .collect();
+    assert_eq!(runs, [1, 1, 1, 2, 2, 2]);
+
+    // Bad input is caught on the laptop, with the fix.
+    let (code, _, err) = cli(&["loop", "stop", "makrer"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no loop `makrer`") && err.contains("did you mean `marker`?"),
+        "{err}"
+    );
+    assert_eq!(env.leftover_containers().trim(), "");
+}
+
+#[test]
+fn breaker_opens_on_no_progress_and_repeated_errors_then_half_opens_and_usage_limits_wait() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let toml = format!(
+        "[services.idle]\nmemory = \"16MiB\"\n{}{}{}{}",
+        loop_toml("stuck", "breaker_cooldown = \"3s\""),
+        loop_toml(
+            "failing",
+            "breaker_same_error = 2\nbreaker_cooldown = \"3s\""
+        ),
+        loop_toml("limited", "usage_limit_backoff = \"1h\""),
+        loop_toml("hourly", "max_per_hour = 2"),
+    );
+    let env = Env::new(
+        &hosts,
+        h,
+        "breaker",
+        COMPOSE,
+        &toml,
+        "4GiB",
+        &[
+            // 3 × no change → open; trial (noop) → open again; trial (progress) → closed
+            (
+                "stuck",
+                "noop\nnoop\nnoop\nnoop\nprogress\ncomplete\n",
+                None,
+            ),
+            // 2 × the same error (the step numbers differ) → open; trial → closed
+            (
+                "failing",
+                "fail compile\nfail compile\nprogress\ncomplete\n",
+                None,
+            ),
+            ("limited", "usage 5\ncomplete\n", None),
+            ("hourly", "progress\nprogress\nprogress\n", None),
+        ],
+    );
+    let s = env.wait("stuck", "completes after two trials", 120, |s| {
+        s["state"] == "completed"
+    });
+    assert_eq!(s["breaker"], "closed");
+    assert_eq!(
+        env.outcomes("stuck"),
+        ["ok", "ok", "ok", "ok", "ok", "completed"]
+    );
+    assert_eq!(env.events("stuck", "loop_breaker_open").len(), 2);
+    assert_eq!(env.events("stuck", "loop_breaker_half_open").len(), 2);
+    assert_eq!(env.events("stuck", "loop_breaker_closed").len(), 1);
+    let alerts = env.events("stuck", "alert_firing");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["message"].as_str().unwrap().contains(
+                "loop_breaker: circuit breaker open: 3 iterations in a row changed no file"
+            )),
+        "{alerts:#?}"
+    );
+    // the cool-down is honoured: the trial starts no sooner than 3 s after the third end
+    let hist = env.history("stuck");
+    assert!(hist[3]["started"].as_i64().unwrap() >= hist[2]["ended"].as_i64().unwrap() + 3);
+
+    let s = env.wait("failing", "completes", 120, |s| s["state"] == "completed");
+    assert_eq!(s["breaker"], "closed");
+    assert_eq!(
+        env.outcomes("failing"),
+        ["error", "error", "ok", "completed"]
+    );
+    let opened = env.events("failing", "loop_breaker_open");
+    assert_eq!(
+        opened.len(),
+        1,
+        "{:#?}\n{:#?}",
+        env.history("failing"),
+        env.d
+            .events()
+            .iter()
+            .filter(|e| e["service"] == "loop:failing")
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        opened[0]["message"].as_str().unwrap().contains(
+            "2 identical errors in a row: error (exit 3): Error: compile failed at step N"
+        ),
+        "{opened:#?}"
+    );
+
+    // The usage limit names its reset (5 s ahead): the next iteration waits for it.
+    let s = env.wait("limited", "completes after the reset", 60, |s| {
+        s["state"] == "completed"
+    });
+    assert_eq!(s["breaker"], "closed");
+    let hist = env.history("limited");
+    assert_eq!(env.outcomes("limited"), ["usage_limit", "completed"]);
+    let reset: i64 = hist[0]["tail"]
+        .as_str()
+        .unwrap()
+        .rsplit('|')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(hist[1]["started"].as_i64().unwrap() >= reset, "{hist:#?}");
+    assert_eq!(env.events("limited", "loop_usage_limit").len(), 1);
+    assert!(
+        env.events("limited", "loop_wait")
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("usage limit"))
+    );
+
+    // At most 2 an hour: the third waits, and says why.
+    let s = env.wait("hourly", "waits for the hourly cap", 60, |s| {
+        s["waiting"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("rate limit: 2 iterations in the last hour"))
+    });
+    assert_eq!(s["iterations"], 2);
+    let until = s["wait_until"].as_i64().unwrap();
+    let first = env.history("hourly")[0]["started"].as_i64().unwrap();
+    assert_eq!(until, first + 3600);
+    // stop ends the wait for good
+    let (code, body) = env
+        .d
+        .post(&format!("/api/loops/{}/hourly/stop", env.p.name));
+    assert_eq!(code, 200, "{body}");
+    env.wait("hourly", "is stopped", 10, |s| s["state"] == "stopped");
+    assert_eq!(env.leftover_containers().trim(), "");
+}
+
+#[test]
+fn a_killed_daemon_resumes_the_loop_without_running_an_iteration_twice() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let toml = format!(
+        "[services.idle]\nmemory = \"16MiB\"\n{}",
+        loop_toml("slow", "")
+    );
+    let env = Env::new(
+        &hosts,
+        h,
+        "resume",
+        COMPOSE,
+        &toml,
+        "4GiB",
+        &[(
+            "slow",
+            "sleep 4\nsleep 4\nsleep 4\nsleep 4\ncomplete\n",
+            None,
+        )],
+    );
+    let running = |n: i64| move |s: &Value| s["running"]["n"] == n;
+    // Killed mid-iteration 2: the container runs on and is adopted.
+    env.wait("slow", "runs iteration 2", 60, running(2));
+    env.d.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    env.d.start();
+    // Killed mid-iteration 3, and its container removed too (as a host restart may leave
+    // it): recorded as interrupted, not run again.
+    env.wait("slow", "runs iteration 3", 60, running(3));
+    env.d.kill9();
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "docker rm -f $(docker ps -q --filter name=hb-loop-{}-slow-)",
+            env.p.name
+        ),
+    );
+    env.d.start();
+    let s = env.wait("slow", "completes", 90, |s| s["state"] == "completed");
+    assert_eq!(s["iterations"], 5, "{s:#}");
+    let hist = env.history("slow");
+    assert_eq!(
+        env.outcomes("slow"),
+        ["ok", "ok", "interrupted", "ok", "completed"]
+    );
+    assert!(
+        hist[1]["note"].as_str().unwrap().contains("adopted"),
+        "{hist:#?}"
+    );
+    assert!(
+        hist[2]["note"].as_str().unwrap().contains("not run again"),
+        "{hist:#?}"
+    );
+    // What the agent itself saw: every iteration started once, never two at a time.
+    let runs = hosts.ssh_ok(h, &format!("cat {}/slow/runs.txt", env.ws));
+    let lines: Vec<(String, String, i64)> = runs
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    let starts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.0 == "start")
+        .map(|l| l.1.as_str())
+        .collect();
+    assert_eq!(starts, ["1.1", "1.2", "1.3", "1.4"], "{runs}");
+    for w in lines.windows(2) {
+        // only the iteration whose container was removed never wrote its end
+        if w[1].0 == "start" && w[0].0 == "start" {
+            assert_eq!(
+                w[0].1, "1.3",
+                "iteration {} started before {} ended:\n{runs}",
+                w[1].1, w[0].1
+            );
+        }
+        assert!(w[1].2 >= w[0].2, "{runs}");
+    }
+    assert_eq!(env.leftover_containers().trim(), "");
+}
+
+#[test]
+fn oom_is_recorded_and_the_loop_goes_on_and_memory_pressure_holds_iterations_back() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    // `hog` fills 300 MiB of tmpfs (memory of its container) at start: above the high
+    // watermark (30% of 0.8 × 1 GiB ≈ 245 MiB). It is critical: the governor leaves it.
+    let compose = r#"
+services:
+  hog:
+    image: hb/busybox:latest
+    command: ["sh", "-c", "dd if=/dev/zero of=/fill/x bs=1M count=300 2>/dev/null; sleep 3600"]
+    stop_signal: SIGKILL
+    tmpfs: ["/fill:size=350m"]
+"#;
+    let toml = format!(
+        "[services.hog]\nmemory = \"400MiB\"\npriority = \"critical\"\n[daemon]\ninterval_ms = 500\nhigh_watermark = 0.3\nlow_watermark = 0.2\n{}",
+        loop_toml("hungry", "")
+    );
+    let env = Env::new(
+        &hosts,
+        h,
+        "oom",
+        compose,
+        &toml,
+        "1GiB",
+        &[("hungry", "oom\nprogress\ncomplete\n", None)],
+    );
+    let s = env.wait("hungry", "is held back by memory", 60, |s| {
+        s["waiting"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("memory: the stack uses"))
+    });
+    assert_eq!(s["iterations"], 0, "{s:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(env.history("hungry").is_empty());
+    let waits = env.events("hungry", "loop_wait");
+    assert!(
+        waits.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("above the 30% high watermark")),
+        "{waits:#?}"
+    );
+    // Stopped by hand: the memory is free again and the loop goes on.
+    hosts.ssh_ok(h, &format!("docker stop {}-hog-1", env.p.name));
+    let s = env.wait("hungry", "completes", 90, |s| s["state"] == "completed");
+    assert_eq!(s["iterations"], 3);
+    let hist = env.history("hungry");
+    assert_eq!(env.outcomes("hungry"), ["oom", "ok", "completed"]);
+    assert_eq!(hist[0]["exit_code"], 137);
+    assert!(
+        hist[0]["note"].as_str().unwrap().contains("32 MiB limit"),
+        "{hist:#?}"
+    );
+    assert_eq!(env.events("hungry", "loop_oom").len(), 1);
+    assert_eq!(env.leftover_containers().trim(), "");
+}
