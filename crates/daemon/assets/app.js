@@ -86,13 +86,26 @@ function render(snap) {
         <td class="dim">${esc(s.priority)}</td>
         <td class="dim">${esc(s.status_text)}</td></tr>`;
     }).join("");
+    const loops = (snap.loops || []).filter((l) => l.project === p.name).map((l) => {
+      const st = l.state === "active" ? (l.running ? "running" : "paused") : l.state === "completed" ? "running" : "down";
+      const iter = l.running ? `${l.running.n}${l.max_iterations ? "/" + l.max_iterations : ""}, running since ${time(l.running.started)}`
+        : `${l.iterations}${l.max_iterations ? "/" + l.max_iterations : ""}`;
+      const last = l.last ? `${l.last.outcome}${l.last.exit_code != null ? " (exit " + l.last.exit_code + ")" : ""}${l.last.files_changed != null ? ", " + l.last.files_changed + " files" : ""}` : "–";
+      const wait = l.waiting ? `${l.waiting}${l.wait_until ? " until " + time(l.wait_until) : ""}` : "";
+      return `<tr data-loop="${esc(l.name)}" data-state="${esc(l.state)}">
+        <td>${esc(l.name)}</td><td class="state-${st}">${esc(l.state)}</td><td>run ${l.run} · ${iter} iterations</td>
+        <td class="${l.breaker === "closed" ? "dim" : "bad"}">${esc(l.breaker)}</td>
+        <td>${esc(last)}</td><td class="dim">${esc(wait || l.reason)}</td></tr>`;
+    }).join("");
+    const loopTable = loops ? `<h3>Agent loops</h3><div class="scroll"><table id="loops-${esc(p.name)}"><thead><tr><th>loop</th><th>state</th><th>iteration</th><th>breaker</th><th>last</th><th>waiting / reason</th></tr></thead>
+      <tbody>${loops}</tbody></table></div>` : "";
     return `<div class="card">
       <h2>${esc(p.name)} <span class="dim">release ${esc(p.release)}${p.commit ? " · commit " + esc(p.commit.slice(0, 8)) : ""}</span></h2>
       <div>stack ${size(used)} of ${size(total)} host memory; budget ${size(budget)} (red line)</div>
       <div class="gauge" title="stack memory against host memory"><div class="fill" style="width:${((100 * used) / total).toFixed(2)}%"></div>
         <div class="mark" style="left:${((100 * budget) / total).toFixed(2)}%"></div></div>
       <div class="scroll"><table><thead><tr><th>service</th><th>state</th><th>health</th><th>memory / limit</th><th>cpu</th><th>priority</th><th>status</th></tr></thead>
-      <tbody>${rows}</tbody></table></div></div>`;
+      <tbody>${rows}</tbody></table></div>${loopTable}</div>`;
   }).join("") || `<p class="dim">No deployed project yet: run <code>homebase deploy</code>.</p>`;
   $("alerts").innerHTML = snap.alerts.length
     ? snap.alerts.map((a) => `<li class="bad">${time(a.time)} ${esc(a.kind)} ${esc(a.project)}/${esc(a.service || "stack")}: ${esc(a.message)}</li>`).join("")

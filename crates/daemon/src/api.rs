@@ -292,6 +292,24 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
     let _ = writeln!(
         out,
+        "# TYPE homebase_loop_iterations gauge\n# TYPE homebase_loop_active gauge\n# TYPE homebase_loop_breaker_open gauge"
+    );
+    for l in &s.loops {
+        let labels = format!("project=\"{}\",loop=\"{}\"", l.project, l.name);
+        let _ = writeln!(out, "homebase_loop_iterations{{{labels}}} {}", l.iterations);
+        let _ = writeln!(
+            out,
+            "homebase_loop_active{{{labels}}} {}",
+            u8::from(l.state == "active")
+        );
+        let _ = writeln!(
+            out,
+            "homebase_loop_breaker_open{{{labels}}} {}",
+            u8::from(l.breaker != "closed")
+        );
+    }
+    let _ = writeln!(
+        out,
         "# TYPE homebase_alerts_active gauge\nhomebase_alerts_active {}",
         s.alerts.len()
     );

@@ -14,6 +14,7 @@ Examples:
   homebase deploy                    one command: plan, upload, start, health gate, rollback
   homebase status --json             every service's state, health and memory on the host
   homebase rollback                  back to the release before the current one
+  homebase loop logs ralph -f        follow the agent loop the host daemon runs
   homebase completions zsh > ~/.zfunc/_homebase
 
 Exit codes: 0 ok, 1 refused or unhealthy, 2 bad input or configuration,
@@ -71,8 +72,7 @@ pub struct Global {
         long,
         global = true,
         env = "HOMEBASE_DAEMON_STATE",
-        value_name = "DIR",
-        hide_short_help = true
+        value_name = "DIR"
     )]
     pub daemon_dir: Option<String>,
     /// When to use colour

@@ -96,6 +96,33 @@ fn blackbox4_fits_and_its_variant_is_refused() {
 }
 
 #[test]
+fn agent_loop_example_counts_its_loop_in_the_budget() {
+    let dir = repo().join("examples/agent-loop");
+    let out = homebase(&dir, &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["loops"][0]["name"], "ralph");
+    assert_eq!(plan["loops"][0]["limit_bytes"], 2u64 << 30);
+    assert_eq!(plan["loops"][0]["priority"], "batch");
+    // postgres 2 GiB + one ralph iteration 2 GiB
+    assert_eq!(plan["totals"]["peak_bytes"], 4u64 << 30);
+    // A loop that pushes the stack over its budget is refused like a service would be.
+    let over = std::process::Command::new(env!("CARGO_BIN_EXE_homebase"))
+        .current_dir(&dir)
+        .args(["plan"])
+        .env("HOMEBASE__LOOPS__RALPH__MEMORY", "12GiB")
+        .env("HOMEBASE_COLOR", "never")
+        .output()
+        .unwrap();
+    assert_eq!(over.status.code(), Some(1));
+    assert!(
+        text(&over.stdout).contains("sum of limits and loop iterations) is over the budget"),
+        "{}",
+        text(&over.stdout)
+    );
+}
+
+#[test]
 fn render_is_deterministic_and_compose_accepts_it() {
     let dir = repo().join("examples/blackbox4");
     let a = homebase(&dir, &["render"]);

@@ -23,6 +23,16 @@ struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        // SIGTERM first, so that `homebase dash` closes its SSH master; then make sure.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -144,7 +154,8 @@ services:
         bin(),
         "dash",
         compose,
-        "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n[daemon]\nunhealthy_grace_secs = 60\n",
+        "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n[daemon]\nunhealthy_grace_secs = 60\n\
+         [loops.agent]\nimage = \"hb/busybox:latest\"\ncommand = \"echo working; sleep 3; echo '<promise>COMPLETE</promise>'\"\nmemory = \"16MiB\"\n",
     );
     p.ok(&["deploy"]);
     // The daemon, watching only this project, with its files in the default place.
@@ -212,6 +223,11 @@ services:
             .contains("token"),
         "the token stayed in the URL"
     );
+    // The agent loop: listed, and seen completing live.
+    d.wait("the agent loop completed", |d| {
+        d.js("const r = document.querySelector('tr[data-loop=\"agent\"]'); return r ? r.dataset.state : ''").as_str() == Some("completed")
+    });
+    assert!(d.text().contains("Agent loops"), "{}", d.text());
     let shot = repo_root().join("target/dashboard.png");
     d.screenshot(&shot);
 

@@ -24,6 +24,7 @@ set -- $step
 case "$1" in
   progress) echo "iteration $HOMEBASE_ITERATION" >> work.txt; echo "wrote work.txt" ;;
   noop|"") echo "thinking; nothing to change" ;;
+  secret) if [ "$API_KEY" = "k-123-secret" ] && [ "$MODE" = "test" ]; then echo "iteration $HOMEBASE_ITERATION" >> work.txt; echo "key and mode present"; else echo "Error: API_KEY or MODE missing"; exit 9; fi ;;
   fail) echo "starting"; echo "Error: $2 failed at step $HOMEBASE_ITERATION" >&2; exit 3 ;;
   complete) echo "iteration $HOMEBASE_ITERATION" >> work.txt; echo "all stories done <promise>COMPLETE</promise>" ;;
   pass) sed -i "s/\"id\": \"US-$2\", \"passes\": false/\"id\": \"US-$2\", \"passes\": true/" prd.json; echo "US-$2 passes" ;;
@@ -71,6 +72,8 @@ impl<'a> Env<'a> {
         let p = TestProject::new(hosts, host, bin(), prefix, compose, "");
         let ws = format!("{home}/ws-{}", p.name);
         p.write(compose, &toml.replace("{ws}", &ws).replace("{user}", &user));
+        // the loops' secrets travel with the release (mode 0600) and are never printed
+        std::fs::write(p.dir.path().join("agent.env"), "API_KEY=k-123-secret\n").unwrap();
         let path = p.dir.path().join("homebase.toml");
         let text = std::fs::read_to_string(&path).unwrap().replace(
             "host_memory = \"4GiB\"",
@@ -197,7 +200,10 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
     let prd = "{\"userStories\": [\n  {\"id\": \"US-1\", \"passes\": false},\n  {\"id\": \"US-2\", \"passes\": false}\n]}\n";
     let toml = format!(
         "[services.idle]\nmemory = \"16MiB\"\n{}{}{}",
-        loop_toml("marker", ""),
+        loop_toml(
+            "marker",
+            "env_files = [\"agent.env\"]\nenv = { MODE = \"test\" }"
+        ),
         loop_toml("prd", "completion_file = \"prd.json\""),
         loop_toml("capped", "max_iterations = 2"),
     );
@@ -209,7 +215,7 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
         &toml,
         "4GiB",
         &[
-            ("marker", "progress\nprogress\ncomplete\n", None),
+            ("marker", "secret\nprogress\ncomplete\n", None),
             ("prd", "pass 1\nnoop\npass 2\nprogress\n", Some(prd)),
             ("capped", "progress\nprogress\nprogress\n", None),
         ],
@@ -232,6 +238,7 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
             .unwrap()
             .contains("<promise>COMPLETE</promise>")
     );
+    assert!(hist[0]["tail"].as_str().unwrap().contains("key and mode present"));
 
     let s = env.wait("prd", "completes by prd.json", 90, |s| {
         s["state"] == "completed"
@@ -293,6 +300,15 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
         out.contains("=== iteration 3: completed, exit 0, 1 files changed"),
         "{out}"
     );
+    // the secret is in the release, readable by the host user only, and in no output
+    let mode = hosts.ssh_ok(
+        h,
+        &format!(
+            "stat -c %a ~/.homebase/{0}/releases/$(cat ~/.homebase/{0}/current)/agent.env",
+            env.p.name
+        ),
+    );
+    assert_eq!(mode.trim(), "600");
     let (code, out, _) = cli(&["status"]);
     assert!(out.contains("loop marker  completed"), "{code}: {out}");
 
@@ -315,6 +331,18 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
         .collect();
     assert_eq!(runs, [1, 1, 1, 2, 2, 2]);
 
+    for args in [&["loop", "ls", "--json"][..], &["loop", "logs", "marker"], &["status", "--json"]] {
+        let (_, out, err) = cli(args);
+        assert!(!out.contains("k-123-secret") && !err.contains("k-123-secret"), "{args:?}");
+    }
+    let (_, metrics) = env.d.api("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "homebase_loop_iterations{{project=\"{}\",loop=\"marker\"}} 3",
+            env.p.name
+        )),
+        "{metrics}"
+    );
     // Bad input is caught on the laptop, with the fix.
     let (code, _, err) = cli(&["loop", "stop", "makrer"]);
     assert_eq!(code, 2);
