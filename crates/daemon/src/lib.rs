@@ -318,7 +318,11 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
         let t = now();
         let mem_total = shared.snapshot.read().await.mem_total;
         let (projects, _) = shared.projects(mem_total);
-        for p in projects.iter().filter(|p| p.backup.schedule == "daily") {
+        // Scheduled backups cover single-host projects; a swarm's volumes live on its nodes.
+        for p in projects
+            .iter()
+            .filter(|p| p.backup.schedule == "daily" && !p.swarm)
+        {
             let hour = (t % 86400) / 3600;
             let today = day_stamp(t);
             let dir = shared.home.join(&p.name).join("backups");

@@ -27,6 +27,8 @@ pub struct Project {
     pub priorities: HashMap<String, Priority>,
     /// The release's agent loops.
     pub loops: IndexMap<String, LoopSection>,
+    /// A swarm stack (Swarm restarts its tasks; backups are taken per node by hand).
+    pub swarm: bool,
 }
 
 /// Loads every project with a current release; a project that cannot be read is reported
@@ -97,7 +99,13 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         backup: config.backup.clone(),
         release_dir: rel.clone(),
         alerts: config.alerts,
-        loops: config.loops,
+        // A swarm worker has the release for its budget and alerts; loops run on the manager.
+        swarm: config.project.mode == homebase_stack::config::Mode::Swarm,
+        loops: if std::fs::read_to_string(rel.join("role")).is_ok_and(|r| r.trim() == "worker") {
+            IndexMap::new()
+        } else {
+            config.loops
+        },
         priorities,
     })
 }

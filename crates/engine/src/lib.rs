@@ -6,6 +6,7 @@
 //! configuration, only compose labels.
 
 pub mod run;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,8 @@ pub struct Container {
     pub health: String,
     /// The engine's status text (`Up 5 minutes (healthy)`).
     pub status: String,
+    /// A swarm task: Swarm restarts and replaces it, the daemon only watches.
+    pub swarm: bool,
 }
 
 /// One stats reading.
@@ -194,26 +197,53 @@ impl Engine {
         ))
     }
 
-    /// Every container that carries a compose project label.
+    /// Every container of a compose project, and every running task container of a swarm
+    /// stack on this node (a stack's exited task containers are Swarm's history, not ours).
     pub async fn containers(&self) -> Result<Vec<Container>, EngineError> {
+        let mut out = self.labelled_containers(PROJECT_LABEL, true).await?;
+        let tasks = self.labelled_containers(swarm::STACK_LABEL, false).await?;
+        out.extend(tasks);
+        Ok(out)
+    }
+
+    async fn labelled_containers(
+        &self,
+        label: &str,
+        all: bool,
+    ) -> Result<Vec<Container>, EngineError> {
         let mut filters = HashMap::new();
-        filters.insert("label".to_string(), vec![PROJECT_LABEL.to_string()]);
+        filters.insert("label".to_string(), vec![label.to_string()]);
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
-                all: true,
+                all,
                 filters: Some(filters),
                 ..Default::default()
             }))
             .await
             .map_err(self.call("list containers"))?;
+        let stack = label == swarm::STACK_LABEL;
         Ok(list
             .into_iter()
             .map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 let status = c.status.unwrap_or_default();
                 let health = health_from_status(&status);
+                let (project, service) = if stack {
+                    let p = labels.get(swarm::STACK_LABEL).cloned().unwrap_or_default();
+                    let s = labels
+                        .get("com.docker.swarm.service.name")
+                        .map(|n| n.strip_prefix(&format!("{p}_")).unwrap_or(n).to_string())
+                        .unwrap_or_default();
+                    (p, s)
+                } else {
+                    (
+                        labels.get(PROJECT_LABEL).cloned().unwrap_or_default(),
+                        labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    )
+                };
                 Container {
+                    swarm: stack,
                     id: c.id.unwrap_or_default(),
                     name: c
                         .names
@@ -221,8 +251,8 @@ impl Engine {
                         .unwrap_or_default()
                         .trim_start_matches('/')
                         .to_string(),
-                    project: labels.get(PROJECT_LABEL).cloned().unwrap_or_default(),
-                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    project,
+                    service,
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     health: health.to_string(),
                     status: status.clone(),

@@ -68,12 +68,7 @@ pub struct Global {
     )]
     pub profiles: Vec<String>,
     /// The host daemon's state directory on the host (default: ~/.homebase/daemon)
-    #[arg(
-        long,
-        global = true,
-        env = "HOMEBASE_DAEMON_STATE",
-        value_name = "DIR"
-    )]
+    #[arg(long, global = true, env = "HOMEBASE_DAEMON_STATE", value_name = "DIR")]
     pub daemon_dir: Option<String>,
     /// When to use colour
     #[arg(long, global = true, env = "HOMEBASE_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
@@ -145,6 +140,8 @@ pub enum Command {
         after_help = "Examples:\n  homebase backup now\n  homebase backup ls\n  homebase backup restore 20261123T030000Z postgres\n  homebase backup pull"
     )]
     Backup(BackupArgs),
+    /// Swarm mode: every node's state, role, labels, memory and what runs on it
+    Nodes(NodesArgs),
     /// Agent loops on the host: list, start, stop, pause, resume, output and history
     #[command(
         name = "loop",
@@ -377,6 +374,13 @@ pub enum BackupCommand {
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

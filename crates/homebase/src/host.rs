@@ -26,6 +26,8 @@ pub fn now_secs() -> u64 {
 pub struct HostProject<'a> {
     pub session: &'a Session,
     pub project: String,
+    /// A swarm stack (`docker stack`) rather than a compose project.
+    pub swarm: bool,
 }
 
 /// A container of the project, as `docker compose ps` reports it.
@@ -35,6 +37,8 @@ pub struct PsEntry {
     pub name: String,
     pub state: String,
     pub health: String,
+    /// Swarm: the replicas the service wants.
+    pub desired: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -52,6 +56,16 @@ impl<'a> HostProject<'a> {
         HostProject {
             session,
             project: project.to_string(),
+            swarm: false,
+        }
+    }
+
+    /// The project on its host (the manager, in swarm mode).
+    pub fn of(session: &'a Session, project: &crate::project::Project) -> Self {
+        HostProject {
+            session,
+            project: project.config.project.name.clone(),
+            swarm: project.swarm(),
         }
     }
 
@@ -173,6 +187,9 @@ impl<'a> HostProject<'a> {
 
     /// Containers of the project (all states).
     pub fn ps(&self) -> Result<Vec<PsEntry>> {
+        if self.swarm {
+            return crate::commands::swarm::ps(self);
+        }
         let out = self.session.check(&format!(
             "docker ps -a --filter label=com.docker.compose.project={} --format '{{{{json .}}}}'",
             sh_quote(&self.project)
@@ -207,6 +224,9 @@ impl<'a> HostProject<'a> {
 
     /// `docker compose up -d --wait` of a release; returns (success, combined output).
     pub fn up(&self, id: &str, wait_timeout: Duration) -> Result<(bool, String)> {
+        if self.swarm {
+            return crate::commands::swarm::up(self, id, wait_timeout);
+        }
         let script = format!(
             "cd {d}/releases/{id} && {c} -f compose.yml up -d --wait --wait-timeout {t} --remove-orphans 2>&1",
             d = self.dir(),
@@ -222,6 +242,9 @@ impl<'a> HostProject<'a> {
 
     /// Removes the project's containers and networks, never its volumes.
     pub fn down(&self, id: &str) -> Result<()> {
+        if self.swarm {
+            return crate::commands::swarm::down(self);
+        }
         self.session.check(&format!(
             "cd {d}/releases/{id} && {c} -f compose.yml down --remove-orphans",
             d = self.dir(),
@@ -315,6 +338,7 @@ fn parse_docker_ps_line(line: &str) -> Option<PsEntry> {
         name: v["Names"].as_str().unwrap_or("").to_string(),
         state: v["State"].as_str().unwrap_or("").to_string(),
         health: health.to_string(),
+        desired: None,
     })
 }
 

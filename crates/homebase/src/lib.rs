@@ -44,6 +44,7 @@ fn wants_json(cmd: &Command) -> bool {
         Command::Backup(a) => a.json,
         Command::Setup(a) => a.json,
         Command::Loop(a) => a.json,
+        Command::Nodes(a) => a.json,
         _ => false,
     }
 }
@@ -64,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Backup(args) => commands::backup::run(&cli.global, &args),
         Command::Setup(args) => commands::setup::run(&cli.global, &args),
         Command::Loop(args) => commands::loops::run(&cli.global, &args),
+        Command::Nodes(args) => commands::swarm::nodes(&cli.global, &args),
         Command::Dash(args) => commands::dash::run(&cli.global, &args),
         Command::Daemon(args) => commands::daemon::run(&args),
         Command::Completions { shell } => {

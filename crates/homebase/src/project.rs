@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use homebase_remote::{Session, SshTarget, Target};
-use homebase_stack::config::{FILE_NAME, HostMemory};
+use homebase_stack::cluster::ClusterPlan;
+use homebase_stack::config::{FILE_NAME, HostMemory, Mode, NodeSection};
 use homebase_stack::{Bytes, ComposeProject, Config, LoadOptions, Plan};
 use indexmap::IndexMap;
 
@@ -118,6 +119,15 @@ impl Project {
                 .map_err(|e| coded(Exit::BadInput, format!("--host-memory: {e}")))?;
             return Ok((b, "--host-memory".into()));
         }
+        if self.swarm() {
+            let nodes = self.node_memory()?;
+            let total = Bytes(nodes.iter().map(|(_, b, _)| b.0).sum());
+            let from: Vec<String> = nodes
+                .iter()
+                .map(|(n, b, src)| format!("{n} {b} ({src})"))
+                .collect();
+            return Ok((total, format!("the swarm's nodes: {}", from.join(", "))));
+        }
         match self.config.budget.host_memory {
             HostMemory::Size(b) => Ok((b, "homebase.toml".into())),
             HostMemory::Detect => {
@@ -135,13 +145,74 @@ impl Project {
         }
     }
 
+    pub fn swarm(&self) -> bool {
+        self.config.project.mode == Mode::Swarm
+    }
+
+    /// Each node's memory: from [nodes] or, for `detect`, its engine's MemTotal.
+    pub fn node_memory(&self) -> Result<Vec<(String, Bytes, String)>> {
+        let mut out = Vec::new();
+        for (name, n) in &self.config.nodes {
+            match n.memory {
+                HostMemory::Size(b) => out.push((name.clone(), b, "homebase.toml".to_string())),
+                HostMemory::Detect => {
+                    let session = Session::open(&self.node_target(n))?;
+                    let text = session.check("docker info --format '{{.MemTotal}}'")?;
+                    let b: u64 = text.trim().parse().map_err(|_| {
+                        coded(
+                            Exit::Unreachable,
+                            format!("`docker info` on node {name} did not report MemTotal; set nodes.{name}.memory"),
+                        )
+                    })?;
+                    out.push((name.clone(), Bytes(b), "detected".to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where each task of the stack can go (swarm mode): `None` in single mode.
+    pub fn cluster_plan(&self, plan: &Plan) -> Result<Option<ClusterPlan>> {
+        if !self.swarm() {
+            return Ok(None);
+        }
+        let memory = self.node_memory()?;
+        let nodes = homebase_stack::cluster::nodes(&self.config, |name| {
+            memory
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, b, _)| *b)
+                .unwrap_or_default()
+        });
+        Ok(Some(homebase_stack::cluster::place(
+            plan,
+            &self.config,
+            &nodes,
+        )))
+    }
+
+    /// The manager in swarm mode, else `[host]`.
     pub fn target(&self) -> Target {
+        if self.swarm()
+            && let Some((_, n)) = self.config.manager()
+        {
+            return self.node_target(n);
+        }
+        self.host_target(&self.config.host.ssh, self.config.host.port)
+    }
+
+    /// A node of the swarm, with `[host]`'s key, known_hosts and timeout.
+    pub fn node_target(&self, n: &NodeSection) -> Target {
+        self.host_target(&n.ssh, n.port.or(self.config.host.port))
+    }
+
+    fn host_target(&self, ssh: &str, port: Option<u16>) -> Target {
         let h = &self.config.host;
-        if h.ssh == "local" {
+        if ssh == "local" {
             return Target::Local;
         }
-        let mut t = SshTarget::new(h.ssh.clone());
-        t.port = h.port;
+        let mut t = SshTarget::new(ssh.to_string());
+        t.port = port;
         t.identity_file = h.identity_file.as_ref().map(|p| expand_home(p));
         t.known_hosts_file = h.known_hosts_file.as_ref().map(|p| expand_home(p));
         t.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
@@ -185,14 +256,18 @@ impl Project {
     pub fn plan_that_fits(&self, host_memory_flag: Option<&str>, refused: &str) -> Result<Plan> {
         let (host_memory, _) = self.host_memory(host_memory_flag)?;
         let plan = self.plan(host_memory)?;
-        if plan.fits() {
-            return Ok(plan);
-        }
-        let problems: Vec<String> = plan
+        let cluster = self.cluster_plan(&plan)?;
+        let mut problems: Vec<String> = plan
             .problems
             .iter()
             .map(|p| format!("  - {}", p.explain()))
             .collect();
+        if let Some(c) = &cluster {
+            problems.extend(c.problems.iter().map(|p| format!("  - {p}")));
+        }
+        if problems.is_empty() {
+            return Ok(plan);
+        }
         Err(coded(
             Exit::Refused,
             format!("{refused}:\n{}", problems.join("\n")),

@@ -238,7 +238,12 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
             .unwrap()
             .contains("<promise>COMPLETE</promise>")
     );
-    assert!(hist[0]["tail"].as_str().unwrap().contains("key and mode present"));
+    assert!(
+        hist[0]["tail"]
+            .as_str()
+            .unwrap()
+            .contains("key and mode present")
+    );
 
     let s = env.wait("prd", "completes by prd.json", 90, |s| {
         s["state"] == "completed"
@@ -331,9 +336,16 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
         .collect();
     assert_eq!(runs, [1, 1, 1, 2, 2, 2]);
 
-    for args in [&["loop", "ls", "--json"][..], &["loop", "logs", "marker"], &["status", "--json"]] {
+    for args in [
+        &["loop", "ls", "--json"][..],
+        &["loop", "logs", "marker"],
+        &["status", "--json"],
+    ] {
         let (_, out, err) = cli(args);
-        assert!(!out.contains("k-123-secret") && !err.contains("k-123-secret"), "{args:?}");
+        assert!(
+            !out.contains("k-123-secret") && !err.contains("k-123-secret"),
+            "{args:?}"
+        );
     }
     let (_, metrics) = env.d.api("/metrics");
     assert!(

@@ -24,6 +24,18 @@ pub struct PlanReport {
     pub headroom_bytes: i64,
     pub fits: bool,
     pub problems: Vec<String>,
+    /// Swarm mode: where the check placed each task (Swarm does the real placing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<NodePlan>>,
+}
+
+/// A node of the swarm in `homebase plan --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodePlan {
+    pub name: String,
+    pub budget_bytes: u64,
+    pub reserved_bytes: u64,
+    pub tasks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,6 +118,9 @@ pub struct StatusReport {
     /// The project's agent loops, from the daemon.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loops: Vec<LoopStatus>,
+    /// Swarm mode: every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// An agent loop as the daemon runs it (`/api/loops`, `homebase loop ls --json`).
@@ -193,6 +208,30 @@ pub struct ServiceStatus {
     pub memory_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
     pub container: Option<String>,
+    /// Swarm mode: the nodes its running tasks are on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+}
+
+/// A node of the swarm (`homebase nodes --json`, `status`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NodeStatus {
+    /// Its name in [nodes] (the `homebase.node` label), else its hostname.
+    pub name: String,
+    pub id: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    pub leader: bool,
+    /// `ready`, `down`, `unknown`, `disconnected`; `not joined` for a configured node that
+    /// is not in the swarm.
+    pub state: String,
+    /// `active`, `pause`, `drain`.
+    pub availability: String,
+    pub address: String,
+    pub memory_bytes: u64,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Services with a running task there.
+    pub tasks: Vec<String>,
 }
 
 /// A step of `homebase deploy --json`, one JSON object per line.

@@ -51,6 +51,20 @@ pub struct Config {
     /// Agent loops the host daemon runs (`[loops.NAME]`).
     #[serde(default)]
     pub loops: IndexMap<String, crate::loops::LoopSection>,
+    /// The hosts of a swarm (`project.mode = "swarm"`), in order; the first is the manager
+    /// unless one says `manager = true`.
+    #[serde(default)]
+    pub nodes: IndexMap<String, NodeSection>,
+}
+
+impl Config {
+    /// The swarm manager's name and section (swarm mode only).
+    pub fn manager(&self) -> Option<(&String, &NodeSection)> {
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.manager)
+            .or_else(|| self.nodes.first())
+    }
 }
 
 /// Backups kept on the host.
@@ -217,6 +231,47 @@ pub struct ProjectSection {
     pub env_files: Vec<PathBuf>,
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// `single` (one host, Docker Compose) or `swarm` (the `[nodes]`, Docker Swarm).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Single,
+    Swarm,
+}
+
+/// One host of a swarm (`[nodes.NAME]`). SSH options not given here come from `[host]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// An ssh destination (`user@host`, an `~/.ssh/config` alias).
+    pub ssh: String,
+    /// The swarm manager (default: the first node). One manager per cluster.
+    #[serde(default)]
+    pub manager: bool,
+    /// The node's memory (`detect`: its engine's MemTotal).
+    #[serde(default)]
+    pub memory: HostMemory,
+    /// Node labels, for placement constraints (`node.labels.role == db`).
+    #[serde(default)]
+    pub labels: IndexMap<String, String>,
+    /// The address other nodes reach this one at (default: the host part of `ssh`).
+    pub advertise_addr: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl NodeSection {
+    /// The address swarm traffic uses.
+    pub fn address(&self) -> String {
+        self.advertise_addr.clone().unwrap_or_else(|| {
+            let host = self.ssh.rsplit('@').next().unwrap_or(&self.ssh);
+            host.to_string()
+        })
+    }
 }
 
 fn default_compose() -> Vec<PathBuf> {
@@ -384,6 +439,13 @@ pub struct ServiceSection {
     pub local_port: Option<u16>,
     /// HTTP path probed through the tunnel (`/health`).
     pub health_path: Option<String>,
+    /// Swarm: placement constraints, as Swarm writes them (`node.labels.role == db`).
+    #[serde(default)]
+    pub placement: Vec<String>,
+    /// Swarm: pin to this node of `[nodes]` (where its volume is).
+    pub node: Option<String>,
+    /// Swarm: how many tasks (default 1).
+    pub replicas: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -510,6 +572,40 @@ impl Config {
         }
         for (name, l) in &self.loops {
             l.validate(name).map_err(err)?;
+        }
+        if self.project.mode == Mode::Swarm {
+            if self.nodes.is_empty() {
+                return Err(err(
+                    "project.mode = \"swarm\" needs at least one [nodes.NAME] with an ssh destination".into(),
+                ));
+            }
+            let managers = self.nodes.values().filter(|n| n.manager).count();
+            if managers > 1 {
+                return Err(err(format!(
+                    "{managers} nodes say manager = true; homebase runs one manager: keep it on one node"
+                )));
+            }
+            for (svc, s) in &self.services {
+                if let Some(node) = &s.node
+                    && !self.nodes.contains_key(node)
+                {
+                    let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+                    return Err(err(format!(
+                        "services.{svc}.node = `{node}` is not in [nodes]{}",
+                        crate::error::did_you_mean(node, known.iter().copied())
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_else(|| format!("; the nodes are: {}", known.join(", ")))
+                    )));
+                }
+                for c in &s.placement {
+                    crate::cluster::Constraint::parse(c)
+                        .map_err(|e| err(format!("services.{svc}.placement: {e}")))?;
+                }
+            }
+        } else if !self.nodes.is_empty() {
+            return Err(err(
+                "[nodes] is set but project.mode is not \"swarm\": add mode = \"swarm\" under [project], or remove [nodes]".into(),
+            ));
         }
         for (svc, s) in &self.services {
             if let (Some(limit), Some(sustained)) = (s.memory, s.sustained)

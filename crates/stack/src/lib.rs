@@ -4,6 +4,7 @@
 //! Invariant: this crate does no network or process I/O and never reads the process
 //! environment; it reads only the local files it is pointed to, and takes variables as input.
 
+pub mod cluster;
 pub mod compose;
 pub mod config;
 pub mod dotenv;
@@ -14,6 +15,7 @@ pub mod loops;
 pub mod model;
 pub mod plan;
 pub mod render;
+pub mod swarm;
 pub mod units;
 
 pub use compose::{ComposeProject, LoadOptions};

@@ -29,6 +29,12 @@ pub struct Rendered {
 #[error("cannot render the compose file: {0}")]
 pub struct RenderError(String);
 
+impl RenderError {
+    pub fn new(message: String) -> RenderError {
+        RenderError(message)
+    }
+}
+
 pub fn render(
     plan: &Plan,
     compose: &ComposeProject,

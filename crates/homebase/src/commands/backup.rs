@@ -86,7 +86,7 @@ fn pg_user_db(project: &Project, service: &str) -> (String, String) {
 
 fn now(project: &Project, only: &[String], json: bool) -> Result<Exit> {
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, project);
     let (manifest, pruned) = take(project, &host, only)?;
     if json {
         ui::out(
@@ -299,7 +299,7 @@ fn prune(host: &HostProject, project: &Project) -> Result<Vec<String>> {
 
 fn ls(project: &Project, json: bool) -> Result<Exit> {
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, project);
     let all = list(&host)?;
     if json {
         ui::out(&(serde_json::to_string_pretty(&all)? + "\n"))?;
@@ -346,7 +346,7 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
         project.require_service(s)?;
     }
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, project);
     let m = find(&host, id)?;
     let ps = host.ps()?;
     let base = format!("{}/{}", dir(&host), sh_quote(id));
@@ -407,7 +407,7 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
 
 fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) -> Result<Exit> {
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, project);
     let m = match id {
         Some(id) => find(&host, id)?,
         None => list(&host)?.pop().ok_or_else(|| {

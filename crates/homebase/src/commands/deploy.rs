@@ -33,7 +33,11 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             return Err(e);
         }
     };
-    let rendered = homebase_stack::render::render(&plan, &project.compose, &project.config.render)?;
+    let rendered = if project.swarm() {
+        homebase_stack::swarm::render_swarm(&plan, &project.compose, &project.config)?
+    } else {
+        homebase_stack::render::render(&plan, &project.compose, &project.config.render)?
+    };
     let config_text = std::fs::read(&project.config_path)
         .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
     let env_files = env_files(&project)?;
@@ -44,7 +48,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
     progress.step(&format!("connect to {}", project.target()));
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, &project);
     progress.done();
 
     // 2. Lock.
@@ -85,10 +89,15 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
     // 3. No-op?
     let current = prepared.current;
+    let prepared_containers = if host.swarm {
+        host.ps()?
+    } else {
+        prepared.containers
+    };
     if let Some((cur_id, cur_hash)) = &current
         && *cur_hash == hash
         && !args.force
-        && all_healthy(&plan, &prepared.containers)
+        && all_healthy(&plan, &prepared_containers)
     {
         let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
         lock.finish(&entry)?;
@@ -100,13 +109,14 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     }
 
     // 4. A deploy that changes a database backs it up first.
-    if let Some((cur_id, _)) = &current {
+    if let Some((cur_id, _)) = &current
+        && !host.swarm
+    {
         let changed = changed_databases(&host, cur_id, &rendered.yaml)?;
         let running: Vec<String> = changed
             .into_iter()
             .filter(|s| {
-                prepared
-                    .containers
+                prepared_containers
                     .iter()
                     .any(|c| c.service == *s && c.state == "running")
             })
@@ -133,6 +143,9 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     ];
     files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     host.upload(&id, &files)?;
+    if host.swarm {
+        crate::commands::swarm::upload_to_workers(&project, &id, &files)?;
+    }
     progress.done();
 
     // 6. Up and health gate.
@@ -160,6 +173,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let mut report = String::new();
     for p in ps
         .iter()
+        .filter(|_| !host.swarm)
         .filter(|p| p.state != "running" || (!p.health.is_empty() && p.health != "healthy"))
     {
         report.push_str(&format!(
@@ -173,12 +187,20 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         .trim()
         .lines()
         .rev()
-        .take(5)
+        .take(if host.swarm { 30 } else { 5 })
         .collect::<Vec<_>>()
         .into_iter()
         .rev()
         .collect();
-    report = format!("\ncompose said:\n{}{report}", tail.join("\n"));
+    report = format!(
+        "\n{} said:\n{}{report}",
+        if host.swarm {
+            "docker stack"
+        } else {
+            "compose"
+        },
+        tail.join("\n")
+    );
     let rolled = match &current {
         Some((prev, _)) if host.release_exists(prev)? => {
             progress.step(&format!("roll back to release {prev}"));

@@ -10,4 +10,5 @@ pub mod ops;
 pub mod plan;
 pub mod render;
 pub mod setup;
+pub mod swarm;
 pub mod tunnel;

@@ -20,8 +20,27 @@ use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
 pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
-    let mut report = collect_status(&host, project.compose.services.keys().cloned().collect())?;
+    let host = HostProject::of(&session, &project);
+    let planned: Vec<String> = project.compose.services.keys().cloned().collect();
+    let mut report = if project.swarm() {
+        let (services, nodes) = crate::commands::swarm::status_services(&host, &planned)?;
+        let healthy = services.iter().all(|s| s.state == "running");
+        StatusReport {
+            project: host.project.clone(),
+            host: host.session.host(),
+            release: host.current()?.map(|c| c.0),
+            services,
+            healthy,
+            daemon: String::new(),
+            alerts: Vec::new(),
+            events: Vec::new(),
+            tunnels: Vec::new(),
+            loops: Vec::new(),
+            nodes,
+        }
+    } else {
+        collect_status(&host, planned)?
+    };
     daemon_view(&host, global.daemon_dir.as_deref(), &mut report);
     if let homebase_remote::Target::Ssh(t) = project.target()
         && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
@@ -97,6 +116,7 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
                 memory_bytes: None,
                 limit_bytes: None,
                 container: None,
+                nodes: Vec::new(),
             });
             continue;
         };
@@ -134,6 +154,7 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
             memory_bytes: memory,
             limit_bytes: limit,
             container: Some(cname),
+            nodes: Vec::new(),
         });
     }
     let healthy = services
@@ -147,6 +168,7 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
         healthy,
         tunnels: Vec::new(),
         loops: Vec::new(),
+        nodes: Vec::new(),
         daemon: String::new(),
         alerts: Vec::new(),
         events: Vec::new(),
@@ -317,6 +339,7 @@ fn human_status(r: &StatusReport) -> String {
             )
         );
     }
+    s.push_str(&crate::commands::swarm::status_lines(&r.services, &r.nodes));
     for l in &r.loops {
         let _ = writeln!(s, "loop {}", crate::commands::loops::one_line(l));
     }
@@ -352,7 +375,7 @@ fn human_status(r: &StatusReport) -> String {
 pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, &project);
     let log = host.log()?;
     let current = host.current()?.map(|c| c.0);
     if args.json {
@@ -410,7 +433,7 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, &project);
     let mut progress = Progress::new(args.json);
     let current = host.current()?.map(|c| c.0);
     let log = host.log()?;
@@ -515,15 +538,27 @@ pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
     let project = project::load(global)?;
     project.require_service(&args.service)?;
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
-    let mut script = format!("{} logs --no-color --tail {}", host.compose(), args.tail);
+    let host = HostProject::of(&session, &project);
+    let mut script = if host.swarm {
+        // every task's output, on whichever node it runs, through the manager
+        format!("docker service logs --no-task-ids --tail {}", args.tail)
+    } else {
+        format!("{} logs --no-color --tail {}", host.compose(), args.tail)
+    };
     if args.follow {
         script.push_str(" --follow");
     }
     if let Some(since) = &args.since {
         script.push_str(&format!(" --since {}", sh_quote(since)));
     }
-    script.push_str(&format!(" {}", sh_quote(&args.service)));
+    if host.swarm {
+        script.push_str(&format!(
+            " {}",
+            sh_quote(&format!("{}_{}", host.project, args.service))
+        ));
+    } else {
+        script.push_str(&format!(" {}", sh_quote(&args.service)));
+    }
     let status = session
         .command(&script, false)
         .status()
@@ -539,8 +574,17 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
     use std::io::IsTerminal;
     let project = project::load(global)?;
     project.require_service(&args.service)?;
+    if project.swarm() {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`homebase exec` runs in a compose container; in swarm mode `{}` runs on whichever node Swarm chose: see `homebase nodes`, then `ssh` there and `docker exec` into its task",
+                args.service
+            ),
+        ));
+    }
     let session = project.open_session()?;
-    let host = HostProject::new(&session, &project.config.project.name);
+    let host = HostProject::of(&session, &project);
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let words: Vec<String> = args.command.iter().map(|w| sh_quote(w)).collect();
     let script = format!(

@@ -15,12 +15,70 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let (host_memory, source) = project.host_memory(args.host_memory.as_deref())?;
     let plan = project.plan(host_memory)?;
+    let cluster = project.cluster_plan(&plan)?;
+    let fits = plan.fits() && cluster.as_ref().is_none_or(|c| c.fits());
     if args.json {
-        ui::out(&(serde_json::to_string_pretty(&report(&plan, &source))? + "\n"))?;
+        let mut r = report(&plan, &source);
+        if let Some(c) = &cluster {
+            r.fits = fits;
+            r.problems.extend(c.problems.iter().cloned());
+            r.cluster = Some(
+                c.nodes
+                    .iter()
+                    .map(|n| homebase_proto::NodePlan {
+                        name: n.name.clone(),
+                        budget_bytes: n.budget.0,
+                        reserved_bytes: n.reserved.0,
+                        tasks: n.tasks.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        ui::out(&(serde_json::to_string_pretty(&r)? + "\n"))?;
     } else {
-        ui::out(&human(&plan, &source))?;
+        let mut text = human(&plan, &source);
+        if let Some(c) = &cluster {
+            text.push_str(&cluster_text(c));
+        }
+        ui::out(&text)?;
     }
-    Ok(if plan.fits() { Exit::Ok } else { Exit::Refused })
+    Ok(if fits { Exit::Ok } else { Exit::Refused })
+}
+
+fn cluster_text(c: &homebase_stack::cluster::ClusterPlan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{}",
+        paint(
+            BOLD,
+            format!(
+                "Swarm: {} reserved of {} across {} nodes (a placement Swarm can find)",
+                c.reserved,
+                c.budget,
+                c.nodes.len()
+            )
+        )
+    );
+    for n in &c.nodes {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>10} of {:>10}  {}",
+            n.name,
+            n.reserved.to_string(),
+            n.budget.to_string(),
+            paint(DIM, n.tasks.join(", "))
+        );
+    }
+    if c.fits() {
+        let _ = writeln!(s, "{} every task has a node", paint(GOOD, "✓ places:"));
+    } else {
+        let _ = writeln!(s, "{} no placement:", paint(BAD, "✗ does not place:"));
+        for p in &c.problems {
+            let _ = writeln!(s, "  - {p}");
+        }
+    }
+    s
 }
 
 pub fn report(plan: &Plan, host_memory_source: &str) -> PlanReport {
@@ -63,6 +121,7 @@ pub fn report(plan: &Plan, host_memory_source: &str) -> PlanReport {
         headroom_bytes: plan.headroom() as i64,
         fits: plan.fits(),
         problems: plan.problems.iter().map(|p| p.explain()).collect(),
+        cluster: None,
     }
 }
 

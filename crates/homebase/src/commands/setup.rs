@@ -30,7 +30,7 @@ pub struct Item {
     pub fix: Option<String>,
 }
 
-fn item(name: &str, state: &str, detail: impl Into<String>, fix: Option<String>) -> Item {
+pub fn item(name: &str, state: &str, detail: impl Into<String>, fix: Option<String>) -> Item {
     Item {
         name: name.into(),
         state: state.into(),
@@ -248,12 +248,40 @@ fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec<Item>, boo
 
 pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let session = project.open_session()?;
-    let f = facts(&session)?;
+    if !project.swarm() {
+        let session = project.open_session()?;
+        let (items, blocked) = host(&session, project.config.budget.host_memory, args)?;
+        return finish(&items, args.json, blocked);
+    }
+    // Swarm: every node as a host, then the cluster.
+    let mut items = Vec::new();
+    let mut blocked = false;
+    for (name, n) in &project.config.nodes {
+        let session = homebase_remote::Session::open(&project.node_target(n))?;
+        let (node_items, node_blocked) = host(&session, n.memory, args)?;
+        blocked |= node_blocked;
+        items.extend(node_items.into_iter().map(|mut i| {
+            i.name = format!("{name}: {}", i.name);
+            i
+        }));
+    }
+    if !blocked {
+        items.extend(crate::commands::swarm::form(&project, args.check)?);
+    }
+    finish(&items, args.json, blocked)
+}
+
+/// One host made ready: returns its checklist and whether something blocks the rest.
+fn host(
+    session: &homebase_remote::Session,
+    memory: HostMemory,
+    args: &SetupArgs,
+) -> Result<(Vec<Item>, bool)> {
+    let f = facts(session)?;
     let mac = f.os == "Darwin";
-    let (mut items, blocking) = check_host(&f, project.config.budget.host_memory, &session.host());
+    let (mut items, blocking) = check_host(&f, memory, &session.host());
     if blocking {
-        return finish(&items, args.json, true);
+        return Ok((items, true));
     }
 
     let bin = format!("{}/.homebase/bin/homebase", f.home);
@@ -415,7 +443,7 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
         (!up).then(|| format!("start it: {bin} daemon (see the service item)")),
     ));
     let _ = Duration::ZERO;
-    finish(&items, args.json, false)
+    Ok((items, false))
 }
 
 fn finish(items: &[Item], json: bool, blocked: bool) -> Result<Exit> {

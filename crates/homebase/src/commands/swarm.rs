@@ -1,0 +1,544 @@
+//! Swarm mode: forming the cluster (`homebase setup`), `homebase nodes`, and the stack side
+//! of deploy, rollback and status (`docker stack deploy` on the manager, convergence as the
+//! health gate). Swarm places and restarts; homebase checks, deploys and reports.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use homebase_proto::{NodeStatus, ServiceStatus};
+use homebase_remote::{Session, sh_quote};
+use homebase_stack::cluster::NODE_LABEL;
+use serde_json::Value;
+
+use crate::cli::{Global, NodesArgs};
+use crate::commands::setup::{Item, item};
+use crate::exit::{Exit, coded};
+use crate::host::{HostProject, PsEntry};
+use crate::project::{self, Project};
+use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
+
+/// `docker info`'s view of a node's swarm membership.
+struct Membership {
+    state: String,
+    node_id: String,
+    manager: bool,
+}
+
+fn membership(session: &Session) -> Result<Membership> {
+    let out = session.check(
+        "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}'",
+    )?;
+    let mut f = out.split_whitespace();
+    Ok(Membership {
+        state: f.next().unwrap_or("").to_string(),
+        node_id: f.next().unwrap_or("").to_string(),
+        manager: f.next() == Some("true"),
+    })
+}
+
+/// Initialises the manager, joins the others with tokens fetched over SSH, and applies node
+/// labels (`homebase.node = NAME` and `[nodes.NAME].labels`). Idempotent.
+pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let Some((mname, mnode)) = project.config.manager() else {
+        return Ok(items);
+    };
+    let manager = Session::open(&project.node_target(mnode))?;
+    let mut m = membership(&manager)?;
+    match m.state.as_str() {
+        "active" if m.manager => items.push(item(
+            "swarm manager",
+            "ok",
+            format!("{mname} manages the swarm"),
+            None,
+        )),
+        "active" => items.push(item(
+            "swarm manager",
+            "missing",
+            format!("{mname} is a worker of another swarm"),
+            Some(format!(
+                "on {mname}: `docker swarm leave`, then `homebase setup` (or make that swarm's manager the manager in [nodes])"
+            )),
+        )),
+        _ if check => items.push(item(
+            "swarm manager",
+            "missing",
+            format!("{mname} is not in a swarm"),
+            Some("homebase setup".into()),
+        )),
+        _ => {
+            manager
+                .check(&format!(
+                    "docker swarm init --advertise-addr {}",
+                    sh_quote(&mnode.address())
+                ))
+                .with_context(|| format!("cannot initialise the swarm on {mname}"))?;
+            m = membership(&manager)?;
+            items.push(item(
+                "swarm manager",
+                "changed",
+                format!("initialised the swarm on {mname} ({})", mnode.address()),
+                None,
+            ));
+        }
+    }
+    if !m.manager {
+        return Ok(items);
+    }
+    let members: Vec<String> = manager
+        .check("docker node ls --format '{{.ID}}'")?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut ids = vec![(mname.clone(), m.node_id.clone())];
+    for (name, n) in project.config.nodes.iter().filter(|(k, _)| *k != mname) {
+        let s = Session::open(&project.node_target(n))?;
+        let w = membership(&s)?;
+        if w.state == "active" && members.contains(&w.node_id) {
+            items.push(item(
+                &format!("swarm node {name}"),
+                "ok",
+                format!("{name} is in the swarm"),
+                None,
+            ));
+            ids.push((name.clone(), w.node_id));
+        } else if w.state == "active" {
+            items.push(item(
+                &format!("swarm node {name}"),
+                "missing",
+                format!("{name} is in another swarm"),
+                Some(format!(
+                    "on {name}: `docker swarm leave --force`, then `homebase setup`"
+                )),
+            ));
+        } else if check {
+            items.push(item(
+                &format!("swarm node {name}"),
+                "missing",
+                format!("{name} is not in the swarm"),
+                Some("homebase setup".into()),
+            ));
+        } else {
+            let token = manager.check("docker swarm join-token -q worker")?;
+            s.check(&format!(
+                "docker swarm join --token {} --advertise-addr {} {}:2377",
+                sh_quote(token.trim()),
+                sh_quote(&n.address()),
+                sh_quote(&mnode.address())
+            ))
+            .with_context(|| format!("{name} cannot join the swarm at {}", mnode.address()))?;
+            let w = membership(&s)?;
+            items.push(item(
+                &format!("swarm node {name}"),
+                "changed",
+                format!("{name} joined the swarm"),
+                None,
+            ));
+            ids.push((name.clone(), w.node_id));
+        }
+    }
+    // Labels, read and written on the manager.
+    for (name, id) in &ids {
+        let Some(n) = project.config.nodes.get(name) else {
+            continue;
+        };
+        let current: Value = serde_json::from_str(
+            manager
+                .check(&format!(
+                    "docker node inspect --format '{{{{json .Spec.Labels}}}}' {}",
+                    sh_quote(id)
+                ))?
+                .trim(),
+        )
+        .unwrap_or(Value::Null);
+        let mut wanted = n.labels.clone();
+        wanted.insert(NODE_LABEL.into(), name.clone());
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|(k, v)| current[k.as_str()].as_str() != Some(v.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if missing.is_empty() {
+            items.push(item(
+                &format!("labels of {name}"),
+                "ok",
+                wanted
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None,
+            ));
+        } else if check {
+            items.push(item(
+                &format!("labels of {name}"),
+                "missing",
+                format!("not set: {}", missing.join(", ")),
+                Some("homebase setup".into()),
+            ));
+        } else {
+            let adds: Vec<String> = missing
+                .iter()
+                .map(|l| format!("--label-add {}", sh_quote(l)))
+                .collect();
+            manager.check(&format!(
+                "docker node update {} {} >/dev/null",
+                adds.join(" "),
+                sh_quote(id)
+            ))?;
+            items.push(item(
+                &format!("labels of {name}"),
+                "changed",
+                format!("set {}", missing.join(", ")),
+                None,
+            ));
+        }
+    }
+    Ok(items)
+}
+
+/// `docker stack deploy` of a release on the manager, then waits until every service runs
+/// all its replicas (healthy, where it has a healthcheck: Swarm counts a task as running
+/// only then) and no update is in progress, three checks in a row. A service whose update
+/// Swarm rolled back fails the gate at once.
+pub fn up(host: &HostProject, id: &str, timeout: Duration) -> Result<(bool, String)> {
+    let p = sh_quote(&host.project);
+    let script = format!(
+        r#"cd {d}/releases/{id} || exit 1
+docker stack deploy -c compose.yml --prune --resolve-image never {p} 2>&1 | grep -v 'detach' || true
+end=$(( $(date +%s) + {t} )); good=0
+while :; do
+  busy=0
+  for s in $(docker stack services -q {p}); do
+    st=$(docker service inspect -f '{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}{{{{end}}}}' $s)
+    case "$st" in
+      rollback_*|paused) echo "service $(docker service inspect -f '{{{{.Spec.Name}}}}' $s): update $st"; docker service ps --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' $s | head -5; exit 1 ;;
+      updating) busy=1 ;;
+    esac
+  done
+  short=$(docker stack services {p} --format '{{{{.Replicas}}}}' | awk '{{split($1,a,"/"); if (a[1]!=a[2]) n++}} END {{print n+0}}')
+  if [ "$short" = 0 ] && [ $busy = 0 ]; then good=$((good+1)); else good=0; fi
+  [ $good -ge 3 ] && exit 0
+  if [ $(date +%s) -ge $end ]; then
+    echo "not converged after {t} s:"; docker stack services {p}
+    docker stack ps {p} --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | head -20
+    exit 1
+  fi
+  sleep 1
+done"#,
+        d = host.dir(),
+        t = timeout.as_secs().max(5)
+    );
+    let out = host.session.run(&script)?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    ))
+}
+
+/// Removes the stack (volumes stay on their nodes).
+pub fn down(host: &HostProject) -> Result<()> {
+    let p = sh_quote(&host.project);
+    host.session.check(&format!(
+        "docker stack rm {p} >/dev/null 2>&1 || true; for i in $(seq 30); do docker network ls -q --filter label=com.docker.stack.namespace={p} | grep -q . || break; sleep 1; done"
+    ))?;
+    Ok(())
+}
+
+/// One entry per service: `running` when all its replicas run.
+pub fn ps(host: &HostProject) -> Result<Vec<PsEntry>> {
+    let out = host.session.check(&format!(
+        "docker stack services {} --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null || true",
+        sh_quote(&host.project)
+    ))?;
+    let prefix = format!("{}_", host.project);
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (name, replicas) = l.split_once(' ')?;
+            let (running, desired) = replicas.split_whitespace().next()?.split_once('/')?;
+            let ok = running == desired && desired != "0";
+            Some(PsEntry {
+                service: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
+                name: name.to_string(),
+                state: if ok { "running" } else { "starting" }.into(),
+                health: String::new(),
+                desired: desired.parse().ok(),
+            })
+        })
+        .collect())
+}
+
+/// Every node (state, role, labels, memory) and every running task, read on the manager.
+fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>, Vec<Task>)> {
+    let script = format!(
+        "docker node inspect $(docker node ls -q) --format '{{{{json .}}}}'; echo @@HB@@; \
+         ids=$(docker stack ps -q --filter desired-state=running {p} 2>/dev/null); [ -n \"$ids\" ] && docker inspect --format '{{{{json .}}}}' $ids; echo @@HB@@; \
+         docker stack services {p} --format '{{{{.ID}}}} {{{{.Name}}}}' 2>/dev/null; true",
+        p = sh_quote(project)
+    );
+    let out = session.check(&script)?;
+    let mut parts = out.split("@@HB@@\n");
+    let mut nodes: Vec<NodeStatus> = Vec::new();
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for line in parts.next().unwrap_or("").lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let labels: std::collections::BTreeMap<String, String> = v["Spec"]["Labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let id = v["ID"].as_str().unwrap_or("").to_string();
+        let name = labels.get(NODE_LABEL).cloned().unwrap_or_else(|| {
+            v["Description"]["Hostname"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        });
+        ids.push((id.clone(), name.clone()));
+        nodes.push(NodeStatus {
+            name,
+            id,
+            role: v["Spec"]["Role"].as_str().unwrap_or("").to_string(),
+            leader: v["ManagerStatus"]["Leader"].as_bool().unwrap_or(false),
+            state: v["Status"]["State"].as_str().unwrap_or("").to_string(),
+            availability: v["Spec"]["Availability"].as_str().unwrap_or("").to_string(),
+            address: v["Status"]["Addr"].as_str().unwrap_or("").to_string(),
+            memory_bytes: v["Description"]["Resources"]["MemoryBytes"]
+                .as_u64()
+                .unwrap_or(0),
+            labels: labels
+                .into_iter()
+                .filter(|(k, _)| k != NODE_LABEL)
+                .collect(),
+            tasks: Vec::new(),
+        });
+    }
+    let task_lines = parts.next().unwrap_or("").to_string();
+    let services: std::collections::HashMap<String, String> = parts
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, n)| {
+            (
+                id.to_string(),
+                n.strip_prefix(&format!("{project}_"))
+                    .unwrap_or(n)
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for line in task_lines.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let sid = v["ServiceID"].as_str().unwrap_or("");
+        let service = services
+            .iter()
+            .find(|(id, _)| sid.starts_with(id.as_str()))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let node_id = v["NodeID"].as_str().unwrap_or("");
+        let node = ids
+            .iter()
+            .find(|(id, _)| id == node_id)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        tasks.push(Task {
+            service,
+            node,
+            state: v["Status"]["State"].as_str().unwrap_or("").to_string(),
+            error: v["Status"]["Err"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    for n in &mut nodes {
+        n.tasks = tasks
+            .iter()
+            .filter(|t| t.node == n.name && t.state == "running")
+            .map(|t| t.service.clone())
+            .collect();
+        n.tasks.sort();
+    }
+    Ok((nodes, tasks))
+}
+
+struct Task {
+    service: String,
+    node: String,
+    state: String,
+    error: String,
+}
+
+/// `homebase status` for a stack: per service, its running tasks against its replicas and
+/// the nodes they run on; every node down is named.
+pub fn status_services(
+    host: &HostProject,
+    planned: &[String],
+) -> Result<(Vec<ServiceStatus>, Vec<NodeStatus>)> {
+    let (nodes, tasks) = read_cluster(host.session, &host.project)?;
+    let ps = ps(host)?;
+    let mut out = Vec::new();
+    for name in planned {
+        let mine: Vec<&Task> = tasks.iter().filter(|t| &t.service == name).collect();
+        // a task on a node that is down is not running, whatever it last reported
+        let ready = |node: &str| nodes.iter().any(|n| n.name == node && n.state == "ready");
+        let running: Vec<&&Task> = mine
+            .iter()
+            .filter(|t| t.state == "running" && ready(&t.node))
+            .collect();
+        let entry = ps.iter().find(|p| &p.service == name);
+        let desired: usize = entry.and_then(|p| p.desired).unwrap_or(1);
+        let state = match entry {
+            None => "missing".to_string(),
+            Some(_) if running.len() >= desired && desired > 0 => "running".to_string(),
+            Some(_) if !running.is_empty() => "degraded".to_string(),
+            Some(_) => mine
+                .iter()
+                .find(|t| t.state != "running")
+                .map(|t| t.state.clone())
+                .unwrap_or_else(|| "down".into()),
+        };
+        let mut where_: Vec<String> = running.iter().map(|t| t.node.clone()).collect();
+        where_.sort();
+        let errors: Vec<String> = mine
+            .iter()
+            .filter(|t| !t.error.is_empty())
+            .map(|t| t.error.clone())
+            .collect();
+        out.push(ServiceStatus {
+            name: name.clone(),
+            state,
+            health: if errors.is_empty() {
+                "none".into()
+            } else {
+                errors.join("; ")
+            },
+            uptime_secs: None,
+            restarts: 0,
+            memory_bytes: None,
+            limit_bytes: None,
+            container: entry.map(|p| p.name.clone()),
+            nodes: where_,
+        });
+    }
+    Ok((out, nodes))
+}
+
+pub fn nodes(global: &Global, args: &NodesArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    if !project.swarm() {
+        return Err(coded(
+            Exit::BadInput,
+            "this project runs on one host (project.mode = \"single\"); `homebase nodes` is for swarm mode: set mode = \"swarm\" and list the hosts in [nodes]",
+        ));
+    }
+    let session = project.open_session()?;
+    let (mut nodes, _) = read_cluster(&session, &project.config.project.name)?;
+    // configured nodes that are not in the swarm
+    for name in project.config.nodes.keys() {
+        if !nodes.iter().any(|n| &n.name == name) {
+            nodes.push(NodeStatus {
+                name: name.clone(),
+                state: "not joined".into(),
+                ..Default::default()
+            });
+        }
+    }
+    let all_ready = nodes.iter().all(|n| n.state == "ready");
+    if args.json {
+        ui::out(&(serde_json::to_string_pretty(&nodes)? + "\n"))?;
+    } else {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{}",
+            paint(
+                BOLD,
+                format!(
+                    "{:<12} {:<10} {:<8} {:>9}  {:<24} RUNS",
+                    "NODE", "STATE", "ROLE", "MEMORY", "LABELS"
+                )
+            )
+        );
+        for n in &nodes {
+            let state = format!("{:<10}", n.state);
+            let state = match n.state.as_str() {
+                "ready" => paint(GOOD, state),
+                "down" | "not joined" => paint(BAD, state),
+                _ => paint(WARN, state),
+            };
+            let role = if n.leader {
+                "leader".to_string()
+            } else {
+                n.role.clone()
+            };
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "{:<12} {state} {:<8} {:>9}  {:<24} {}",
+                n.name,
+                role,
+                homebase_stack::Bytes(n.memory_bytes).to_string(),
+                labels.join(","),
+                paint(DIM, n.tasks.join(", "))
+            );
+        }
+        if !all_ready {
+            let _ = writeln!(s, "{}", paint(BAD, "not every node is ready"));
+        }
+        ui::out(&s)?;
+    }
+    Ok(if all_ready { Exit::Ok } else { Exit::Refused })
+}
+
+/// The release on every worker too, so that each node's daemon knows the project (its
+/// budget and alert sinks); loops run on the manager only.
+pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
+    let manager = project.config.manager().map(|(n, _)| n.clone());
+    for (name, n) in &project.config.nodes {
+        if Some(name) == manager.as_ref() {
+            continue;
+        }
+        let session = Session::open(&project.node_target(n))
+            .with_context(|| format!("cannot reach node {name} to give it the release"))?;
+        let host = HostProject::of(&session, project);
+        let mut with_role: Vec<(&str, &[u8])> = files.to_vec();
+        with_role.push(("role", b"worker"));
+        host.upload(id, &with_role)?;
+        host.set_current(id)?;
+    }
+    Ok(())
+}
+
+/// Lines for the human status: where each service runs, and nodes that are not ready.
+pub fn status_lines(services: &[ServiceStatus], nodes: &[NodeStatus]) -> String {
+    let mut s = String::new();
+    for n in nodes.iter().filter(|n| n.state != "ready") {
+        let _ = writeln!(
+            s,
+            "{} node {} is {} (its tasks are rescheduled where their constraints allow)",
+            paint(BAD, "✗"),
+            n.name,
+            n.state
+        );
+    }
+    for svc in services.iter().filter(|s| !s.nodes.is_empty()) {
+        let _ = writeln!(
+            s,
+            "{}",
+            paint(
+                DIM,
+                format!("{} runs on {}", svc.name, svc.nodes.join(", "))
+            )
+        );
+    }
+    s
+}

@@ -1,0 +1,347 @@
+//! Swarm mode on three real test hosts (5, 6 and 7: this test's alone, since it forms a
+//! swarm and stops an engine): `homebase setup` forms the cluster and labels the nodes, the
+//! plan proves a placement for a stack larger than any one host, deploy runs it through
+//! `docker stack deploy` on the manager, a stopped node's stateless tasks move while the
+//! pinned database stays (reported down, the alert naming the node), and everything is
+//! healthy again once the node is back. A stack that fits no node is refused by plan; a
+//! single-mode project still deploys to a swarm node.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use homebase_testkit::{
+    Daemon, Host, Hosts, TestProject, hosts, testhost, unique_name, unique_port,
+};
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_homebase"))
+}
+
+const COMPOSE: &str = r#"
+services:
+  db:
+    image: hb/pgvector:latest
+    environment: {POSTGRES_PASSWORD: pw}
+    volumes: [pgdata:/var/lib/postgresql/data]
+    healthcheck: {test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres"], interval: 1s, retries: 60}
+  api:
+    image: hb/busybox:latest
+    command: ["sh", "-c", "echo ok > /tmp/ok && exec httpd -f -p 8080 -h /tmp"]
+    healthcheck: {test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/ok"], interval: 1s, retries: 3}
+    stop_signal: SIGKILL
+  worker:
+    image: hb/busybox:latest
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+volumes:
+  pgdata: {}
+"#;
+
+/// Leaves the swarm on every node, stops the daemons and removes the project, however the
+/// test ends.
+struct Cluster<'a> {
+    hosts: &'a Hosts,
+    nodes: Vec<&'a Host>,
+    project: String,
+    daemons: Vec<Daemon<'a>>,
+}
+
+impl Cluster<'_> {
+    fn reset(&self) {
+        for h in &self.nodes {
+            let _ = self.hosts.ssh(
+                h,
+                &format!(
+                    "docker stack rm {p} >/dev/null 2>&1; docker swarm leave --force >/dev/null 2>&1; pkill -f 'homebase daemon' ; rm -rf ~/.homebase/{p} ~/.homebase/daemon; true",
+                    p = self.project
+                ),
+            );
+        }
+    }
+}
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        testhost(&["start-dockerd", "6"], &[]);
+        self.reset();
+        for h in &self.nodes {
+            let _ = self
+                .hosts
+                .ssh(h, "docker volume prune -f >/dev/null 2>&1; true");
+        }
+    }
+}
+
+fn toml(project: &str, hosts: &Hosts, api_memory: &str) -> String {
+    let node = |n: u32, extra: &str| {
+        let h = hosts.host(n);
+        format!(
+            "[nodes.n{n}]\nssh = \"{}@{}\"\nmemory = \"1GiB\"\n{extra}\n",
+            h.user, h.address
+        )
+    };
+    format!(
+        "[project]\nname = \"{project}\"\nmode = \"swarm\"\n\n[host]\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout_secs = 5\n\n[budget]\ntarget = 0.8\n\n{}{}{}\
+         [services.db]\nmemory = \"600MiB\"\nnode = \"n6\"\n[services.api]\nmemory = \"{api_memory}\"\n[services.worker]\nmemory = \"100MiB\"\nreplicas = 3\n[daemon]\ninterval_ms = 500\n",
+        hosts.key.display(),
+        hosts.known_hosts.display(),
+        node(5, ""),
+        node(6, "labels = { disk = \"ssd\" }"),
+        node(7, ""),
+    )
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(bin())
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("HOMEBASE_COLOR", "never")
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(
+        o.status.success(),
+        "homebase {args:?} failed ({}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn status(dir: &Path) -> Value {
+    let o = run(dir, &["status", "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+fn service<'v>(s: &'v Value, name: &str) -> &'v Value {
+    s["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// Polls `homebase status --json` until `pred` holds; panics with the last status.
+fn wait_status(dir: &Path, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        last = status(dir);
+        if pred(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    panic!("timed out waiting for {what}; last status:\n{last:#}");
+}
+
+#[test]
+fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
+    let hosts = hosts();
+    let (h5, h6, h7) = (hosts.host(5), hosts.host(6), hosts.host(7));
+    let project = unique_name("swarm");
+    let mut cluster = Cluster {
+        hosts: &hosts,
+        nodes: vec![h5, h6, h7],
+        project: project.clone(),
+        daemons: Vec::new(),
+    };
+    cluster.reset();
+    // The daemon on every node, in its default place (as `homebase setup` leaves it).
+    for h in [h5, h6, h7] {
+        let d = Daemon {
+            bin: bin().to_path_buf(),
+            hosts: &hosts,
+            host: h,
+            state: "$HOME/.homebase/daemon".into(),
+            port: unique_port(),
+            project: project.clone(),
+        };
+        hosts.ssh_ok(h, "mkdir -p ~/.homebase/daemon");
+        d.start();
+        cluster.daemons.push(d);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yml"), COMPOSE).unwrap();
+    std::fs::write(
+        dir.path().join("homebase.toml"),
+        toml(&project, &hosts, "600MiB"),
+    )
+    .unwrap();
+
+    // Forming the cluster, then again: nothing to change.
+    let o = run(dir.path(), &["setup", "--json"]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        o.status.success(),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let changed: Vec<&str> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "changed")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "swarm manager",
+        "swarm node n6",
+        "swarm node n7",
+        "labels of n6",
+    ] {
+        assert!(changed.contains(&want), "{want} not changed: {report:#}");
+    }
+    let again: Value = serde_json::from_str(&ok(dir.path(), &["setup", "--json"])).unwrap();
+    let swarm_changes: Vec<&Value> = again["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["state"] == "changed"
+                && (i["name"].as_str().unwrap().starts_with("swarm")
+                    || i["name"].as_str().unwrap().starts_with("labels"))
+        })
+        .collect();
+    assert!(swarm_changes.is_empty(), "{again:#}");
+    // Faster failure detection for the test (the default heartbeat is 5 s).
+    hosts.ssh_ok(
+        h5,
+        "docker swarm update --dispatcher-heartbeat 1s >/dev/null",
+    );
+
+    let nodes: Vec<Value> = serde_json::from_str(&ok(dir.path(), &["nodes", "--json"])).unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["state"] == "ready"), "{nodes:#?}");
+    let n6 = nodes.iter().find(|n| n["name"] == "n6").unwrap();
+    assert_eq!(n6["labels"]["disk"], "ssd");
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "manager").count(), 1);
+
+    // The plan: 1.5 GiB reserved, more than any node's 819 MiB budget, placed on three.
+    let plan: Value = serde_json::from_str(&ok(dir.path(), &["plan", "--json"])).unwrap();
+    assert_eq!(plan["fits"], true, "{plan:#}");
+    let cluster_plan = plan["cluster"].as_array().unwrap();
+    assert!(
+        cluster_plan
+            .iter()
+            .all(|n| n["reserved_bytes"].as_u64().unwrap() <= n["budget_bytes"].as_u64().unwrap())
+    );
+    let n6_plan = cluster_plan.iter().find(|n| n["name"] == "n6").unwrap();
+    assert!(
+        n6_plan["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "db")
+    );
+
+    // Deploy: every service healthy, spread over the three nodes.
+    ok(dir.path(), &["deploy", "--timeout", "120"]);
+    let s = status(dir.path());
+    assert_eq!(s["healthy"], true, "{s:#}");
+    assert_eq!(service(&s, "db")["nodes"], serde_json::json!(["n6"]));
+    let workers = service(&s, "worker")["nodes"].as_array().unwrap().clone();
+    assert_eq!(workers.len(), 3, "{s:#}");
+    let mut used: Vec<String> = s["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| {
+            x["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used, ["n5", "n6", "n7"], "{s:#}");
+    // The same release again is a no-op; the release log has both.
+    let again = ok(dir.path(), &["deploy", "--json"]);
+    assert!(again.contains("up-to-date"), "{again}");
+
+    // n6's engine stops: its worker task moves, the pinned database waits for its node.
+    testhost(&["stop-dockerd", "6"], &[]);
+    let s = wait_status(
+        dir.path(),
+        "worker rescheduled and db reported down",
+        120,
+        |s| {
+            let w = service(s, "worker")["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let moved = w.len() == 3 && !w.iter().any(|n| n == "n6");
+            moved && service(s, "db")["state"] != "running"
+        },
+    );
+    assert_eq!(s["healthy"], false);
+    assert!(
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "n6" && n["state"] == "down"),
+        "{s:#}"
+    );
+    // The manager's daemon names the node.
+    let d5 = &cluster.daemons[0];
+    d5.wait_event("an alert naming n6", |e| {
+        e["kind"] == "alert_firing" && e["message"].as_str().unwrap_or("").contains("node n6")
+    });
+    d5.wait_event("db reported down", |e| {
+        e["kind"] == "alert_firing"
+            && e["service"] == "db"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("0 of 1 tasks running")
+    });
+
+    // n6 is back: everything healthy again, the database on its node.
+    testhost(&["start-dockerd", "6"], &[]);
+    let s = wait_status(dir.path(), "healthy again", 150, |s| s["healthy"] == true);
+    assert_eq!(service(&s, "db")["nodes"], serde_json::json!(["n6"]));
+    let rows = ok(dir.path(), &["releases", "--json"]);
+    assert!(rows.contains("\"deployed\""), "{rows}");
+
+    // A stack whose api fits no node's budget is refused by plan, with the reason.
+    let refused = tempfile::tempdir().unwrap();
+    std::fs::write(refused.path().join("compose.yml"), COMPOSE).unwrap();
+    std::fs::write(
+        refused.path().join("homebase.toml"),
+        toml(&project, &hosts, "900MiB"),
+    )
+    .unwrap();
+    let o = run(refused.path(), &["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("service `api` (task `api`) reserves 900 MiB and fits on no eligible node")
+            && text.contains("larger than any eligible node's whole budget"),
+        "{text}"
+    );
+    let o = run(refused.path(), &["deploy"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // Back to single mode with one host: compose on a swarm node still deploys.
+    let single = TestProject::new(
+        &hosts,
+        h7,
+        bin(),
+        "single",
+        "services:\n  web:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n",
+        "[services.web]\nmemory = \"16MiB\"\n",
+    );
+    single.ok(&["deploy"]);
+    assert_eq!(single.state("web"), "running");
+}
