@@ -54,6 +54,7 @@ impl Store {
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
+             PRAGMA cache_size=-256;
              CREATE TABLE IF NOT EXISTS samples (res INTEGER NOT NULL, ts INTEGER NOT NULL, project TEXT NOT NULL,
                  service TEXT NOT NULL, memory REAL NOT NULL, cpu REAL NOT NULL);
              CREATE INDEX IF NOT EXISTS samples_idx ON samples (project, service, res, ts);

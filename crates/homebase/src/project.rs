@@ -274,6 +274,15 @@ impl Project {
         ))
     }
 
+    /// The file deploy uses: a compose file, or a stack file in swarm mode.
+    pub fn render(&self, plan: &Plan) -> Result<homebase_stack::render::Rendered> {
+        Ok(if self.swarm() {
+            homebase_stack::swarm::render_swarm(plan, &self.compose, &self.config)?
+        } else {
+            homebase_stack::render::render(plan, &self.compose, &self.config.render)?
+        })
+    }
+
     pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {
         Ok(Plan::new(&self.config, &self.compose, host_memory)?)
     }

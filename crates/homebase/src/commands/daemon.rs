@@ -39,6 +39,9 @@ pub fn run(args: &DaemonArgs) -> Result<Exit> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // few, long-lived blocking threads: each new thread can grow another malloc arena
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -33,11 +33,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             return Err(e);
         }
     };
-    let rendered = if project.swarm() {
-        homebase_stack::swarm::render_swarm(&plan, &project.compose, &project.config)?
-    } else {
-        homebase_stack::render::render(&plan, &project.compose, &project.config.render)?
-    };
+    let rendered = project.render(&plan)?;
     let config_text = std::fs::read(&project.config_path)
         .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
     let env_files = env_files(&project)?;

@@ -13,7 +13,7 @@ pub fn run(global: &Global, args: &RenderArgs) -> Result<Exit> {
         args.host_memory.as_deref(),
         "the stack does not fit its budget; `homebase plan` shows why",
     )?;
-    let rendered = homebase_stack::render::render(&plan, &project.compose, &project.config.render)?;
+    let rendered = project.render(&plan)?;
     for n in &rendered.notes {
         eprintln!("{}: {}", n.service, n.message);
     }

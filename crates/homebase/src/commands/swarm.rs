@@ -200,7 +200,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
 
 /// `docker stack deploy` of a release on the manager, then waits until every service runs
 /// all its replicas (healthy, where it has a healthcheck: Swarm counts a task as running
-/// only then) and no update is in progress, three checks in a row. A service whose update
+/// only then) and no update is in progress, two checks in a row half a second apart. A service whose update
 /// Swarm rolled back fails the gate at once.
 pub fn up(host: &HostProject, id: &str, timeout: Duration) -> Result<(bool, String)> {
     let p = sh_quote(&host.project);
@@ -219,13 +219,13 @@ while :; do
   done
   short=$(docker stack services {p} --format '{{{{.Replicas}}}}' | awk '{{split($1,a,"/"); if (a[1]!=a[2]) n++}} END {{print n+0}}')
   if [ "$short" = 0 ] && [ $busy = 0 ]; then good=$((good+1)); else good=0; fi
-  [ $good -ge 3 ] && exit 0
+  [ $good -ge 2 ] && exit 0
   if [ $(date +%s) -ge $end ]; then
     echo "not converged after {t} s:"; docker stack services {p}
     docker stack ps {p} --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | head -20
     exit 1
   fi
-  sleep 1
+  sleep 0.5
 done"#,
         d = host.dir(),
         t = timeout.as_secs().max(5)
@@ -503,19 +503,32 @@ pub fn nodes(global: &Global, args: &NodesArgs) -> Result<Exit> {
 /// budget and alert sinks); loops run on the manager only.
 pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
     let manager = project.config.manager().map(|(n, _)| n.clone());
-    for (name, n) in &project.config.nodes {
-        if Some(name) == manager.as_ref() {
-            continue;
+    let mut with_role: Vec<(&str, &[u8])> = files.to_vec();
+    with_role.push(("role", b"worker"));
+    let with_role = &with_role;
+    // in parallel: one SSH connection per worker
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = project
+            .config
+            .nodes
+            .iter()
+            .filter(|(name, _)| Some(*name) != manager.as_ref())
+            .map(|(name, n)| {
+                scope.spawn(move || -> Result<()> {
+                    let session = Session::open(&project.node_target(n))
+                        .with_context(|| format!("cannot reach node {name} to give it the release"))?;
+                    let host = HostProject::of(&session, project);
+                    host.upload(id, with_role)?;
+                    host.set_current(id)
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("uploading a release to a worker panicked"))??;
         }
-        let session = Session::open(&project.node_target(n))
-            .with_context(|| format!("cannot reach node {name} to give it the release"))?;
-        let host = HostProject::of(&session, project);
-        let mut with_role: Vec<(&str, &[u8])> = files.to_vec();
-        with_role.push(("role", b"worker"));
-        host.upload(id, &with_role)?;
-        host.set_current(id)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Lines for the human status: where each service runs, and nodes that are not ready.
