@@ -383,16 +383,7 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
 
 /// `YYYYMMDD` of a Unix time (UTC), the prefix of that day's backup ids.
 fn day_stamp(t: i64) -> String {
-    let z = t.div_euclid(86400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
+    loops::rfc3339(t)[..10].replace('-', "")
 }
 
 #[cfg(test)]

@@ -515,8 +515,9 @@ pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -
             .filter(|(name, _)| Some(*name) != manager.as_ref())
             .map(|(name, n)| {
                 scope.spawn(move || -> Result<()> {
-                    let session = Session::open(&project.node_target(n))
-                        .with_context(|| format!("cannot reach node {name} to give it the release"))?;
+                    let session = Session::open(&project.node_target(n)).with_context(|| {
+                        format!("cannot reach node {name} to give it the release")
+                    })?;
                     let host = HostProject::of(&session, project);
                     host.upload(id, with_role)?;
                     host.set_current(id)
