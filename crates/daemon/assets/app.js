@@ -107,6 +107,11 @@ function render(snap) {
       <div class="scroll"><table><thead><tr><th>service</th><th>state</th><th>health</th><th>memory / limit</th><th>cpu</th><th>priority</th><th>status</th></tr></thead>
       <tbody>${rows}</tbody></table></div>${loopTable}</div>`;
   }).join("") || `<p class="dim">No deployed project yet: run <code>homebase deploy</code>.</p>`;
+  const nodes = snap.nodes || [];
+  $("nodes").hidden = nodes.length === 0;
+  $("nodes-body").innerHTML = nodes.map((n) => `<tr data-node="${esc(n.name)}" data-state="${esc(n.state)}">
+      <td>${esc(n.name)}</td><td class="state-${n.state === "ready" ? "running" : "down"}">${esc(n.state)}</td>
+      <td class="dim">${esc(n.role)}</td><td class="dim">${esc(n.address)}</td><td>${esc((n.tasks || []).join(", "))}</td></tr>`).join("");
   $("alerts").innerHTML = snap.alerts.length
     ? snap.alerts.map((a) => `<li class="bad">${time(a.time)} ${esc(a.kind)} ${esc(a.project)}/${esc(a.service || "stack")}: ${esc(a.message)}</li>`).join("")
     : `<li class="dim">none</li>`;

@@ -307,6 +307,27 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
                 .contains("0 of 1 tasks running")
     });
 
+    // The manager's dashboard data: every node, n6 down, and what runs where.
+    let (_, snap) = d5.api("/api/status");
+    let snap: Value = serde_json::from_str(&snap).unwrap();
+    let nodes = snap["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{snap:#}");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["name"] == "n6" && n["state"] == "down"),
+        "{snap:#}"
+    );
+    assert!(
+        nodes.iter().any(|n| n["name"] == "n5"
+            && n["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str().unwrap().ends_with("/worker"))),
+        "{snap:#}"
+    );
+
     // n6 is back: everything healthy again, the database on its node.
     testhost(&["start-dockerd", "6"], &[]);
     let s = wait_status(dir.path(), "healthy again", 150, |s| s["healthy"] == true);
