@@ -49,6 +49,8 @@ struct Env<'a> {
     d: Daemon<'a>,
     /// The host directory holding each loop's workspace.
     ws: String,
+    /// What the first deploy printed on stderr (progress and warnings).
+    deploy_output: String,
 }
 
 impl<'a> Env<'a> {
@@ -89,7 +91,9 @@ impl<'a> Env<'a> {
                 hosts.ssh_with_input(host, &format!("cat > {dir}/prd.json"), prd.as_bytes());
             }
         }
-        p.ok(&["deploy", "--timeout", "60"]);
+        let o = p.run(&["deploy", "--timeout", "60"]);
+        let deploy_output = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "deploy failed:\n{deploy_output}");
         let d = Daemon {
             bin: bin().to_path_buf(),
             hosts,
@@ -106,6 +110,7 @@ impl<'a> Env<'a> {
             p,
             d,
             ws,
+            deploy_output,
         }
     }
 
@@ -206,7 +211,7 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
         ),
         loop_toml("prd", "completion_file = \"prd.json\""),
         loop_toml("capped", "max_iterations = 2"),
-    );
+    ) + "[loops.ghost]\nimage = \"hb/ghost:latest\"\ncommand = \"true\"\nmemory = \"16MiB\"\nautostart = false\n";
     let env = Env::new(
         &hosts,
         h,
@@ -219,6 +224,20 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
             ("prd", "pass 1\nnoop\npass 2\nprogress\n", Some(prd)),
             ("capped", "progress\nprogress\nprogress\n", None),
         ],
+    );
+    // an image the host does not have: deploy warns; the loop waits for a start
+    assert!(
+        env.deploy_output
+            .contains("loop image `hb/ghost:latest` is not on"),
+        "{}",
+        env.deploy_output
+    );
+    let ghost = env.wait("ghost", "is listed, idle", 30, |s| s["state"] == "idle");
+    assert!(
+        ghost["reason"]
+            .as_str()
+            .unwrap()
+            .contains("autostart = false")
     );
     let s = env.wait("marker", "completes", 90, |s| s["state"] == "completed");
     assert_eq!(s["iterations"], 3, "{s:#}");
@@ -277,7 +296,7 @@ fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
     let (code, out, err) = cli(&["loop", "ls", "--json"]);
     assert_eq!(code, 0, "{err}");
     let ls: Vec<Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(ls.len(), 3);
+    assert_eq!(ls.len(), 4);
     let (code, out, _) = cli(&["loop", "ls"]);
     assert_eq!(code, 0);
     assert!(

@@ -144,6 +144,32 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     }
     progress.done();
 
+    // Agent loops' images: the daemon pulls a missing one, which fails without a registry.
+    let images: Vec<&str> = project
+        .config
+        .loops
+        .values()
+        .map(|l| l.image.as_str())
+        .collect();
+    if !images.is_empty() {
+        let checks: Vec<String> = images
+            .iter()
+            .map(|i| {
+                format!(
+                    "docker image inspect {q} >/dev/null 2>&1 || echo {q}",
+                    q = homebase_remote::sh_quote(i)
+                )
+            })
+            .collect();
+        let missing = session.check(&checks.join("; "))?;
+        for image in missing.lines().filter(|l| !l.trim().is_empty()) {
+            progress.info(&format!(
+                "loop image `{image}` is not on {}: the daemon will try to pull it; if it is not in a registry, build it there (`docker -H ssh://HOST build -t {image} DIR`, see examples/agent-loop)",
+                session.host()
+            ));
+        }
+    }
+
     // 6. Up and health gate.
     progress.step("start services and wait until healthy");
     let (ok, output) = host.up(&id, Duration::from_secs(args.timeout))?;
