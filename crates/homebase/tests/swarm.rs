@@ -8,8 +8,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::io::{BufRead, BufReader, Lines, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::Output;
+use std::process::{ChildStdout, Output};
 use std::time::{Duration, Instant};
 
 use homebase_testkit::{
@@ -27,18 +29,26 @@ services:
     image: hb/pgvector:latest
     environment: {POSTGRES_PASSWORD: pw}
     volumes: [pgdata:/var/lib/postgresql/data]
+    ports: ["5432:5432"]
     healthcheck: {test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres"], interval: 1s, retries: 60}
   api:
     image: hb/busybox:latest
     command: ["sh", "-c", "echo ok > /tmp/ok && exec httpd -f -p 8080 -h /tmp"]
     healthcheck: {test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/ok"], interval: 1s, retries: 3}
+    ports: ["8080:8080"]
     stop_signal: SIGKILL
   worker:
     image: hb/busybox:latest
     command: ["sleep", "3600"]
     stop_signal: SIGKILL
+  notes:
+    image: hb/busybox:latest
+    command: ["sleep", "3600"]
+    volumes: [notes:/data]
+    stop_signal: SIGKILL
 volumes:
   pgdata: {}
+  notes: {}
 "#;
 
 /// Leaves the swarm on every node, stops the daemons and removes the project, however the
@@ -76,7 +86,13 @@ impl Drop for Cluster<'_> {
     }
 }
 
-fn toml(project: &str, hosts: &Hosts, api_memory: &str) -> String {
+/// Laptop ports for the tunnel: this test's own.
+struct Ports {
+    db: u16,
+    api: u16,
+}
+
+fn toml(project: &str, hosts: &Hosts, api_memory: &str, api_node: &str, ports: &Ports) -> String {
     let node = |n: u32, extra: &str| {
         let h = hosts.host(n);
         format!(
@@ -86,13 +102,49 @@ fn toml(project: &str, hosts: &Hosts, api_memory: &str) -> String {
     };
     format!(
         "[project]\nname = \"{project}\"\nmode = \"swarm\"\n\n[host]\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout_secs = 5\n\n[budget]\ntarget = 0.8\n\n{}{}{}\
-         [services.db]\nmemory = \"600MiB\"\nnode = \"n6\"\n[services.api]\nmemory = \"{api_memory}\"\n[services.worker]\nmemory = \"100MiB\"\nreplicas = 3\n[daemon]\ninterval_ms = 500\n",
+         [services.db]\nmemory = \"600MiB\"\nnode = \"n6\"\nlocal_port = {}\n[services.api]\nmemory = \"{api_memory}\"\nnode = \"{api_node}\"\nlocal_port = {}\nhealth_path = \"/ok\"\n[services.worker]\nmemory = \"100MiB\"\nreplicas = 3\n[services.notes]\nmemory = \"16MiB\"\nnode = \"n7\"\n[daemon]\ninterval_ms = 500\n",
         hosts.key.display(),
         hosts.known_hosts.display(),
         node(5, ""),
         node(6, "labels = { disk = \"ssd\" }"),
         node(7, ""),
+        ports.db,
+        ports.api,
     )
+}
+
+fn next_event(lines: &mut Lines<BufReader<ChildStdout>>, kind: &str) -> Value {
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("tunnel ended before `{kind}`"))
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == kind {
+            return v;
+        }
+    }
+}
+
+fn forward<'v>(up: &'v Value, service: &str) -> &'v Value {
+    up["forwards"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["service"] == service))
+        .unwrap_or(&Value::Null)
+}
+
+/// The body of an HTTP GET on the laptop's loopback (through the tunnel).
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -170,10 +222,14 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         cluster.daemons.push(d);
     }
     let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        db: unique_port(),
+        api: unique_port(),
+    };
     std::fs::write(dir.path().join("compose.yml"), COMPOSE).unwrap();
     std::fs::write(
         dir.path().join("homebase.toml"),
-        toml(&project, &hosts, "600MiB"),
+        toml(&project, &hosts, "600MiB", "n7", &ports),
     )
     .unwrap();
 
@@ -269,6 +325,156 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     let again = ok(dir.path(), &["deploy", "--json"]);
     assert!(again.contains("up-to-date"), "{again}");
 
+    // exec runs in the task, on the node Swarm chose (db is on worker n6).
+    let o = run(
+        dir.path(),
+        &[
+            "exec",
+            "db",
+            "--",
+            "sh",
+            "-c",
+            "pg_isready -h 127.0.0.1 -U postgres && hostname",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("accepting connections"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Tunnels reach services on every node through the manager's SSH.
+    let state = tempfile::tempdir().unwrap();
+    let check = std::process::Command::new(bin())
+        .arg("-C")
+        .arg(dir.path())
+        .args(["tunnel", "--check", "--json"])
+        .env("HOMEBASE_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert!(check.status.success(), "{report:#}");
+    let probed = |name: &str| {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        probed("db")["remote_host"],
+        h6.address.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(probed("db")["probe"], "postgres");
+    assert_eq!(
+        probed("api")["remote_host"],
+        h7.address.as_str(),
+        "{report:#}"
+    );
+
+    // A running tunnel follows a service Swarm moves: api from n7 to n5.
+    let mut tunnel = std::process::Command::new(bin())
+        .arg("-C")
+        .arg(dir.path())
+        .args(["tunnel", "--json"])
+        .env("HOMEBASE_STATE_DIR", state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tunnel.stdout.take().unwrap()).lines();
+    let up = next_event(&mut lines, "up");
+    assert_eq!(
+        forward(&up, "api")["remote_host"],
+        h7.address.as_str(),
+        "{up:#}"
+    );
+    assert_eq!(http_get(ports.api, "/ok"), "ok");
+    std::fs::write(
+        dir.path().join("homebase.toml"),
+        toml(&project, &hosts, "600MiB", "n5", &ports),
+    )
+    .unwrap();
+    ok(dir.path(), &["deploy", "--timeout", "120"]);
+    let moved = next_event(&mut lines, "moved");
+    assert_eq!(moved["service"], "api");
+    assert_eq!(moved["to"], h5.address.as_str(), "{moved:#}");
+    next_event(&mut lines, "up");
+    assert_eq!(http_get(ports.api, "/ok"), "ok");
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+
+    // Backups: each part taken and kept on the node that runs its service, restored there.
+    let psql = |sql: &str| {
+        ok(
+            dir.path(),
+            &["exec", "db", "--", "psql", "-U", "postgres", "-tAc", sql],
+        )
+    };
+    psql("CREATE TABLE kept (n int); INSERT INTO kept SELECT generate_series(1, 500)");
+    ok(
+        dir.path(),
+        &["exec", "notes", "--", "sh", "-c", "echo kept > /data/a"],
+    );
+    let taken: Value = serde_json::from_str(&ok(dir.path(), &["backup", "now", "--json"])).unwrap();
+    let id = taken["backup"]["id"].as_str().unwrap().to_string();
+    let files = taken["backup"]["files"].as_array().unwrap();
+    let part = |service: &str| files.iter().find(|f| f["service"] == service).unwrap();
+    assert_eq!(part("db")["node"], "n6", "{taken:#}");
+    assert_eq!(part("db")["kind"], "pg_dump");
+    assert_eq!(part("notes")["node"], "n7", "{taken:#}");
+    hosts.ssh_ok(
+        h6,
+        &format!("test -s ~/.homebase/{project}/backups/{id}/db.pgdump"),
+    );
+    psql("DROP TABLE kept");
+    ok(dir.path(), &["exec", "notes", "--", "rm", "/data/a"]);
+    ok(dir.path(), &["backup", "restore", &id]);
+    assert_eq!(psql("SELECT count(*) FROM kept").trim(), "500");
+    assert_eq!(
+        ok(dir.path(), &["exec", "notes", "--", "cat", "/data/a"]).trim(),
+        "kept"
+    );
+    let listed: Value = serde_json::from_str(&ok(dir.path(), &["backup", "ls", "--json"])).unwrap();
+    let listed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(listed["files"].as_array().unwrap().len(), 2, "{listed:#}");
+    let pulled = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "backup",
+            "pull",
+            &id,
+            "--to",
+            pulled.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        pulled
+            .path()
+            .join(&project)
+            .join(&id)
+            .join("db.pgdump")
+            .exists()
+    );
+    assert!(
+        pulled
+            .path()
+            .join(&project)
+            .join(&id)
+            .join("notes-0.tar.gz")
+            .exists()
+    );
+
     // n6's engine stops: its worker task moves, the pinned database waits for its node.
     testhost(&["stop-dockerd", "6"], &[]);
     let s = wait_status(
@@ -340,7 +546,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     std::fs::write(refused.path().join("compose.yml"), COMPOSE).unwrap();
     std::fs::write(
         refused.path().join("homebase.toml"),
-        toml(&project, &hosts, "900MiB"),
+        toml(&project, &hosts, "900MiB", "n7", &ports),
     )
     .unwrap();
     let o = run(refused.path(), &["plan"]);

@@ -11,15 +11,16 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use homebase_remote::sh_quote;
+use homebase_remote::{Session, sh_quote};
 use homebase_stack::kinds::Kind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{BackupArgs, BackupCommand, Global};
 use crate::commands::deploy::{civil_from_days, utc_stamp};
+use crate::commands::swarm;
 use crate::exit::{Exit, coded};
-use crate::host::{HostProject, now_secs};
+use crate::host::{HostProject, PsEntry, now_secs};
 use crate::project::{self, Project};
 use crate::ui;
 
@@ -42,6 +43,9 @@ pub struct BackupFile {
     pub file: String,
     pub bytes: u64,
     pub sha256: String,
+    /// Swarm mode: the node that ran the service and keeps this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
@@ -115,15 +119,44 @@ fn now(project: &Project, only: &[String], json: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// A shell line that sets `c` to the service's container on the host it runs on: by name
+/// from `docker compose ps`, or in swarm mode the node's running task of the service.
+fn locate(host: &HostProject, ps: &[PsEntry], service: &str) -> Result<String> {
+    if host.swarm {
+        let filter = sh_quote(&format!(
+            "label=com.docker.swarm.service.name={}_{service}",
+            host.project
+        ));
+        return Ok(format!(
+            "c=$(docker ps -q --filter {filter} --filter status=running | head -n 1); [ -n \"$c\" ] || {{ echo \"service {service} has no running task on this node\" >&2; exit 1; }}"
+        ));
+    }
+    let c = ps
+        .iter()
+        .find(|p| p.service == service && p.state == "running")
+        .ok_or_else(|| {
+            coded(
+                Exit::Refused,
+                format!(
+                    "service `{service}` is not running on {}; deploy it first",
+                    host.session.host()
+                ),
+            )
+        })?;
+    Ok(format!("c={}", sh_quote(&c.name)))
+}
+
+type Item = (String, Kind, Vec<String>);
+
 /// Takes a backup of `only` (or of everything worth one) on the host, then prunes by
 /// retention; returns the manifest and the ids pruned. Used by `backup now`, by deploy
-/// before it changes a database, and by the daemon's schedule.
+/// before it changes a database, and by the daemon's schedule. In swarm mode each
+/// service's part is taken and kept on the node that runs it, under the same id.
 pub fn take(
     project: &Project,
     host: &HostProject,
     only: &[String],
 ) -> Result<(Manifest, Vec<String>)> {
-    let session = host.session;
     let items = plan(project, only)?;
     if items.is_empty() {
         return Err(coded(
@@ -131,8 +164,71 @@ pub fn take(
             "nothing to back up: no PostgreSQL service and no named volume in the stack",
         ));
     }
-    let ps = host.ps()?;
     let id = utc_stamp(now_secs());
+    let mut files = Vec::new();
+    let mut pruned = Vec::new();
+    if host.swarm {
+        let mut by_node: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
+        for item in items {
+            let node = swarm::service_node(host.session, &host.project, &item.0)?.ok_or_else(
+                || {
+                    coded(
+                        Exit::Refused,
+                        format!(
+                            "service `{}` has no running task on a ready node; `homebase status` shows why",
+                            item.0
+                        ),
+                    )
+                },
+            )?;
+            by_node.entry(node).or_default().push(item);
+        }
+        for (node, items) in by_node {
+            let session = node_session(project, &node)?;
+            let there = HostProject::of(&session, project);
+            files.extend(take_on(project, &there, &id, &items, Some(&node))?);
+            pruned.extend(prune(&there, project)?);
+        }
+    } else {
+        files = take_on(project, host, &id, &items, None)?;
+        pruned = prune(host, project)?;
+    }
+    pruned.sort();
+    pruned.dedup();
+    let manifest = Manifest {
+        id,
+        project: project.config.project.name.clone(),
+        time: now_secs(),
+        files,
+    };
+    Ok((manifest, pruned))
+}
+
+/// An SSH session to a node of the swarm, by its name in [nodes].
+fn node_session(project: &Project, node: &str) -> Result<Session> {
+    let n = project.config.nodes.get(node).ok_or_else(|| {
+        coded(
+            Exit::BadInput,
+            format!(
+                "node `{node}` is not in [nodes] of homebase.toml; add it to reach its backups"
+            ),
+        )
+    })?;
+    Session::open(&project.node_target(n))
+        .with_context(|| format!("cannot reach node {node}, which keeps these backups"))
+}
+
+/// One host's part of a backup: dumps and archives into a temp dir, a manifest of them,
+/// then renamed into place.
+fn take_on(
+    project: &Project,
+    host: &HostProject,
+    id: &str,
+    items: &[Item],
+    node: Option<&str>,
+) -> Result<Vec<BackupFile>> {
+    let session = host.session;
+    let ps = if host.swarm { Vec::new() } else { host.ps()? };
     let tmp = format!("{}/.tmp-{id}", dir(host));
     let mut script = format!("set -e; umask 077; mkdir -p {tmp}; cd {tmp}\n");
     // checksum that works on Linux (sha256sum) and macOS (shasum)
@@ -141,25 +237,13 @@ pub fn take(
     );
     script
         .push_str("emit() { echo \"$1 $2 $3 $(wc -c < \"$4\" | tr -d ' ') $(sum \"$4\") $4\"; }\n");
-    for (service, kind, paths) in &items {
-        let Some(c) = ps
-            .iter()
-            .find(|p| p.service == *service && p.state == "running")
-        else {
-            return Err(coded(
-                Exit::Refused,
-                format!(
-                    "service `{service}` is not running on {}; deploy it first",
-                    session.host()
-                ),
-            ));
-        };
-        let c = sh_quote(&c.name);
+    for (service, kind, paths) in items {
+        let _ = writeln!(script, "{}", locate(host, &ps, service)?);
         if *kind == Kind::Postgres {
             let (user, db) = pg_user_db(project, service);
             let _ = writeln!(
                 script,
-                "docker exec {c} pg_dump -Fc -U {} {} > {service}.pgdump\nemit {service} pg_dump - {service}.pgdump",
+                "docker exec \"$c\" pg_dump -Fc -U {} {} > {service}.pgdump\nemit {service} pg_dump - {service}.pgdump",
                 sh_quote(&user),
                 sh_quote(&db)
             );
@@ -167,18 +251,18 @@ pub fn take(
             // paused while archived, so the files are consistent; unpaused whatever happens
             let _ = writeln!(
                 script,
-                "docker pause {c} >/dev/null; trap 'docker unpause {c} >/dev/null 2>&1' EXIT"
+                "docker pause \"$c\" >/dev/null; trap 'docker unpause \"$c\" >/dev/null 2>&1' EXIT"
             );
             for (i, path) in paths.iter().enumerate() {
                 let f = format!("{service}-{i}.tar.gz");
                 let _ = writeln!(
                     script,
-                    "docker cp {c}:{} - | gzip > {f}\nemit {service} volume {} {f}",
+                    "docker cp \"$c\":{} - | gzip > {f}\nemit {service} volume {} {f}",
                     sh_quote(path),
                     sh_quote(path)
                 );
             }
-            let _ = writeln!(script, "docker unpause {c} >/dev/null; trap - EXIT");
+            let _ = writeln!(script, "docker unpause \"$c\" >/dev/null; trap - EXIT");
         }
     }
     let out = session
@@ -202,23 +286,52 @@ pub fn take(
                 file: file.into(),
                 bytes: bytes.parse().unwrap_or(0),
                 sha256: sha.into(),
+                node: node.map(str::to_string),
             });
         }
     }
-    let manifest = Manifest {
-        id: id.clone(),
+    let part = Manifest {
+        id: id.to_string(),
         project: project.config.project.name.clone(),
         time: now_secs(),
-        files,
+        files: files.clone(),
     };
-    let text = serde_json::to_string_pretty(&manifest)?;
+    let text = serde_json::to_string_pretty(&part)?;
     let target = format!("{}/{id}", dir(host));
     session.check_with_input(
         &format!("umask 077; cat > {tmp}/manifest.json; if [ -e {target} ]; then rm -rf {tmp}; echo 'a backup with this id exists; try again in a second' >&2; exit 1; fi; mv {tmp} {target}"),
         text.as_bytes(),
     )?;
-    let pruned = prune(host, project)?;
-    Ok((manifest, pruned))
+    Ok(files)
+}
+
+/// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
+/// cannot be reached is named, and its parts left out.
+fn list_all(project: &Project, host: &HostProject) -> Result<Vec<Manifest>> {
+    if !host.swarm {
+        return list(host);
+    }
+    let mut all: Vec<Manifest> = Vec::new();
+    for node in project.config.nodes.keys() {
+        let parts = match node_session(project, node) {
+            Ok(session) => list(&HostProject::of(&session, project))?,
+            Err(e) => {
+                eprintln!("warning: {e:#}; its backups are not listed");
+                continue;
+            }
+        };
+        for part in parts {
+            match all.iter_mut().find(|m| m.id == part.id) {
+                Some(m) => {
+                    m.time = m.time.min(part.time);
+                    m.files.extend(part.files);
+                }
+                None => all.push(part),
+            }
+        }
+    }
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(all)
 }
 
 fn list(host: &HostProject) -> Result<Vec<Manifest>> {
@@ -300,7 +413,7 @@ fn prune(host: &HostProject, project: &Project) -> Result<Vec<String>> {
 fn ls(project: &Project, json: bool) -> Result<Exit> {
     let session = project.open_session()?;
     let host = HostProject::of(&session, project);
-    let all = list(&host)?;
+    let all = list_all(project, &host)?;
     if json {
         ui::out(&(serde_json::to_string_pretty(&all)? + "\n"))?;
     } else {
@@ -310,7 +423,10 @@ fn ls(project: &Project, json: bool) -> Result<Exit> {
             let what: Vec<String> = m
                 .files
                 .iter()
-                .map(|f| format!("{} ({})", f.service, f.kind))
+                .map(|f| match &f.node {
+                    Some(n) => format!("{} ({} on {n})", f.service, f.kind),
+                    None => format!("{} ({})", f.service, f.kind),
+                })
                 .collect();
             let _ = writeln!(s, "{}  {:>12} bytes  {}", m.id, total, what.join(", "));
         }
@@ -322,8 +438,8 @@ fn ls(project: &Project, json: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn find(host: &HostProject, id: &str) -> Result<Manifest> {
-    let all = list(host)?;
+fn find(project: &Project, host: &HostProject, id: &str) -> Result<Manifest> {
+    let all = list_all(project, host)?;
     all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
         let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
         coded(
@@ -341,60 +457,99 @@ fn find(host: &HostProject, id: &str) -> Result<Manifest> {
     })
 }
 
+/// Sessions to the nodes that keep a backup's files, opened once each.
+struct Keepers<'p> {
+    project: &'p Project,
+    host: &'p Session,
+    nodes: std::collections::HashMap<String, Session>,
+}
+
+impl<'p> Keepers<'p> {
+    fn new(project: &'p Project, host: &'p Session) -> Self {
+        Keepers {
+            project,
+            host,
+            nodes: Default::default(),
+        }
+    }
+
+    /// The session to where `f` is kept: its node, or the host.
+    fn of(&mut self, f: &BackupFile) -> Result<&Session> {
+        let Some(node) = &f.node else {
+            return Ok(self.host);
+        };
+        if !self.nodes.contains_key(node) {
+            let s = node_session(self.project, node)?;
+            self.nodes.insert(node.clone(), s);
+        }
+        self.nodes
+            .get(node)
+            .ok_or_else(|| anyhow::anyhow!("no session to node {node}"))
+    }
+}
+
 fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
     for s in only {
         project.require_service(s)?;
     }
     let session = project.open_session()?;
     let host = HostProject::of(&session, project);
-    let m = find(&host, id)?;
+    let m = find(project, &host, id)?;
     let ps = host.ps()?;
-    let base = format!("{}/{}", dir(&host), sh_quote(id));
+    let mut keepers = Keepers::new(project, &session);
     for f in m
         .files
         .iter()
         .filter(|f| only.is_empty() || only.contains(&f.service))
     {
-        let Some(c) = ps.iter().find(|p| p.service == f.service) else {
-            return Err(coded(
-                Exit::Refused,
-                format!(
-                    "service `{}` has no container on {}; deploy first, then restore",
-                    f.service,
-                    session.host()
-                ),
-            ));
+        let there = HostProject::of(keepers.of(f)?, project);
+        let loc = if host.swarm {
+            locate(&there, &[], &f.service)?
+        } else {
+            let c = ps.iter().find(|p| p.service == f.service).ok_or_else(|| {
+                coded(
+                    Exit::Refused,
+                    format!(
+                        "service `{}` has no container on {}; deploy first, then restore",
+                        f.service,
+                        session.host()
+                    ),
+                )
+            })?;
+            format!("c={}", sh_quote(&c.name))
         };
-        let c = sh_quote(&c.name);
-        let file = format!("{base}/{}", sh_quote(&f.file));
+        let file = format!("{}/{}/{}", dir(&there), sh_quote(id), sh_quote(&f.file));
         // verify the checksum on the host before touching anything
         let check = format!(
             "s=$( (sha256sum {file} 2>/dev/null || shasum -a 256 {file}) | cut -d' ' -f1); [ \"$s\" = {} ] || {{ echo \"checksum mismatch for {}\" >&2; exit 1; }}",
             sh_quote(&f.sha256),
             f.file
         );
-        let script = match f.kind.as_str() {
+        let path = f.path.clone().unwrap_or_default();
+        let parent = std::path::Path::new(&path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        let done = match f.kind.as_str() {
             "pg_dump" => {
                 let (user, db) = pg_user_db(project, &f.service);
-                format!(
-                    "set -e; {check}; for i in $(seq 60); do docker exec {c} pg_isready -U {u} >/dev/null 2>&1 && break; sleep 0.5; done; docker exec -i {c} pg_restore --clean --if-exists --no-owner -U {u} -d {d} < {file}",
+                there.session.check(&format!(
+                    "set -e; {check}; {loc}; for i in $(seq 60); do docker exec \"$c\" pg_isready -U {u} >/dev/null 2>&1 && break; sleep 0.5; done; docker exec -i \"$c\" pg_restore --clean --if-exists --no-owner -U {u} -d {d} < {file}",
                     u = sh_quote(&user),
                     d = sh_quote(&db)
-                )
+                ))
+                .map(drop)
+                .map_err(anyhow::Error::from)
             }
-            _ => {
-                let path = f.path.clone().unwrap_or_default();
-                let parent = std::path::Path::new(&path)
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "/".into());
-                format!(
-                    "set -e; {check}; docker stop {c} >/dev/null; gunzip -c {file} | docker cp - {c}:{}; docker start {c} >/dev/null",
-                    sh_quote(&parent)
-                )
-            }
+            _ if host.swarm => restore_task_volume(&host, &ps, &there, f, &format!("{check}; {loc}"), &file, &parent),
+            _ => there.session.check(&format!(
+                "set -e; {check}; {loc}; docker stop \"$c\" >/dev/null; gunzip -c {file} | docker cp - \"$c\":{}; docker start \"$c\" >/dev/null",
+                sh_quote(&parent)
+            ))
+            .map(drop)
+            .map_err(anyhow::Error::from),
         };
-        session.check(&script).with_context(|| {
+        done.with_context(|| {
             format!(
                 "restoring `{}` of service `{}` from backup {id}",
                 f.file, f.service
@@ -405,12 +560,71 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Swarm: a task's volume cannot be written under it, and a stopped task is replaced at
+/// once. So the service is scaled to 0 on the manager, the archive unpacked into its
+/// volume on the node through a container that is created and never started, and the
+/// service scaled back (whatever happened in between).
+fn restore_task_volume(
+    manager: &HostProject,
+    ps: &[PsEntry],
+    there: &HostProject,
+    f: &BackupFile,
+    check_and_locate: &str,
+    file: &str,
+    parent: &str,
+) -> Result<()> {
+    let path = f.path.clone().unwrap_or_default();
+    let template = format!(
+        "{{{{range .Mounts}}}}{{{{if eq .Destination {}}}}}{{{{.Name}}}}{{{{end}}}}{{{{end}}}} {{{{.Config.Image}}}}",
+        serde_json::to_string(&path)?
+    );
+    let found = there.session.check(&format!(
+        "set -e; {check_and_locate}; docker inspect -f {} \"$c\"",
+        sh_quote(&template)
+    ))?;
+    let (volume, image) = found.trim().split_once(' ').unwrap_or(("", ""));
+    if volume.is_empty() || image.is_empty() {
+        return Err(coded(
+            Exit::Refused,
+            format!(
+                "service `{}` has no volume at {path} on node {}; its backup cannot go back there",
+                f.service,
+                f.node.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    let service = sh_quote(&format!("{}_{}", manager.project, f.service));
+    let replicas = ps
+        .iter()
+        .find(|p| p.service == f.service)
+        .and_then(|p| p.desired)
+        .unwrap_or(1);
+    manager
+        .session
+        .check(&format!("docker service scale {service}=0 >/dev/null"))?;
+    let unpack = there.session.check(&format!(
+        "set -e; for i in $(seq 60); do docker ps -q --filter label=com.docker.swarm.service.name={service} | grep -q . || break; sleep 0.5; done; \
+         t=$(docker create -v {v}:{p} {img} true); trap 'docker rm -f \"$t\" >/dev/null 2>&1' EXIT; \
+         gunzip -c {file} | docker cp - \"$t\":{parent}",
+        v = sh_quote(volume),
+        p = sh_quote(&path),
+        img = sh_quote(image),
+        parent = sh_quote(parent),
+    ));
+    let back = manager.session.check(&format!(
+        "docker service scale {service}={replicas} >/dev/null"
+    ));
+    unpack?;
+    back?;
+    Ok(())
+}
+
 fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) -> Result<Exit> {
     let session = project.open_session()?;
     let host = HostProject::of(&session, project);
     let m = match id {
-        Some(id) => find(&host, id)?,
-        None => list(&host)?.pop().ok_or_else(|| {
+        Some(id) => find(project, &host, id)?,
+        None => list_all(project, &host)?.pop().ok_or_else(|| {
             coded(
                 Exit::BadInput,
                 "no backups on the host yet: `homebase backup now`",
@@ -423,25 +637,27 @@ fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) ->
         .join(&m.id);
     std::fs::create_dir_all(&dest)
         .with_context(|| format!("cannot create `{}`", dest.display()))?;
+    let mut keepers = Keepers::new(project, &session);
     for f in &m.files {
-        let out = session
+        let there = keepers.of(f)?;
+        let out = there
             .command(
                 &format!(
                     "cat {}/{}/{}",
-                    dir(&host),
+                    dir(&HostProject::of(there, project)),
                     sh_quote(&m.id),
                     sh_quote(&f.file)
                 ),
                 false,
             )
             .output()
-            .context("cannot run ssh")?;
+            .with_context(|| format!("cannot run ssh to {}", there.host()))?;
         anyhow::ensure!(
             out.status.success(),
             "cannot read `{}` of backup {} on {}",
             f.file,
             m.id,
-            session.host()
+            there.host()
         );
         let sum: String = Sha256::digest(&out.stdout)
             .iter()

@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use homebase_proto::{ServiceStatus, StatusReport};
-use homebase_remote::sh_quote;
+use homebase_remote::{Session, sh_quote};
 use homebase_stack::Bytes;
 use serde_json::Value;
 
@@ -574,26 +574,55 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
     use std::io::IsTerminal;
     let project = project::load(global)?;
     project.require_service(&args.service)?;
-    if project.swarm() {
-        return Err(coded(
-            Exit::BadInput,
-            format!(
-                "`homebase exec` runs in a compose container; in swarm mode `{}` runs on whichever node Swarm chose: see `homebase nodes`, then `ssh` there and `docker exec` into its task",
-                args.service
-            ),
-        ));
-    }
-    let session = project.open_session()?;
-    let host = HostProject::of(&session, &project);
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let words: Vec<String> = args.command.iter().map(|w| sh_quote(w)).collect();
-    let script = format!(
-        "{} exec {}{} {}",
-        host.compose(),
-        if tty { "" } else { "-T " },
-        sh_quote(&args.service),
-        words.join(" ")
-    );
+    let manager = project.open_session()?;
+    // In swarm mode the command runs on the node Swarm chose, in one of the service's tasks.
+    let (session, script) = if project.swarm() {
+        let name = &project.config.project.name;
+        let node = crate::commands::swarm::service_node(&manager, name, &args.service)?
+            .ok_or_else(|| {
+                coded(
+                    Exit::Refused,
+                    format!(
+                        "`{}` has no running task on a ready node; `homebase status` shows why",
+                        args.service
+                    ),
+                )
+            })?;
+        let n = project.config.nodes.get(&node).ok_or_else(|| {
+            coded(
+                Exit::Refused,
+                format!(
+                    "`{}` runs on node `{node}`, which is not in [nodes] of homebase.toml; add it to reach it",
+                    args.service
+                ),
+            )
+        })?;
+        let session = Session::open(&project.node_target(n))
+            .with_context(|| format!("cannot reach node {node}, where `{}` runs", args.service))?;
+        let filter = sh_quote(&format!(
+            "label=com.docker.swarm.service.name={name}_{}",
+            args.service
+        ));
+        let script = format!(
+            "c=$(docker ps -q --filter {filter} | head -n 1); [ -n \"$c\" ] || {{ echo 'no running task of {svc} on this node' >&2; exit 125; }}; docker exec {}\"$c\" {}",
+            if tty { "-it " } else { "-i " },
+            words.join(" "),
+            svc = args.service.replace('\'', ""),
+        );
+        (session, script)
+    } else {
+        let host = HostProject::of(&manager, &project);
+        let script = format!(
+            "{} exec {}{} {}",
+            host.compose(),
+            if tty { "" } else { "-T " },
+            sh_quote(&args.service),
+            words.join(" ")
+        );
+        (manager, script)
+    };
     let status = session
         .command(&script, tty)
         .status()

@@ -370,6 +370,44 @@ fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>, Ve
     Ok((nodes, tasks))
 }
 
+/// Where each service runs, as the manager reaches it: service → the address of the first
+/// ready node that runs one of its tasks (host-mode ports are published there). The
+/// manager's own tasks are on its loopback.
+pub fn service_addresses(
+    session: &Session,
+    project: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let (nodes, tasks) = read_cluster(session, project)?;
+    let mut out = std::collections::BTreeMap::new();
+    let mut running: Vec<&Task> = tasks.iter().filter(|t| t.state == "running").collect();
+    running.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
+    for t in running {
+        let Some(node) = nodes
+            .iter()
+            .find(|n| n.name == t.node && n.state == "ready")
+        else {
+            continue;
+        };
+        let address = match node.address.as_str() {
+            // a manager may report no address of its own: it is the host we are on
+            "" | "0.0.0.0" => "127.0.0.1".to_string(),
+            a => a.to_string(),
+        };
+        out.entry(t.service.clone()).or_insert(address);
+    }
+    Ok(out)
+}
+
+/// The configured node that runs a ready task of `service`, if any.
+pub fn service_node(session: &Session, project: &str, service: &str) -> Result<Option<String>> {
+    let (nodes, tasks) = read_cluster(session, project)?;
+    Ok(tasks
+        .iter()
+        .filter(|t| t.service == service && t.state == "running")
+        .find(|t| nodes.iter().any(|n| n.name == t.node && n.state == "ready"))
+        .map(|t| t.node.clone()))
+}
+
 struct Task {
     service: String,
     node: String,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use homebase_remote::Forward;
-use homebase_remote::{RemoteError, SshTarget, Target, TunnelMaster};
+use homebase_remote::{RemoteError, Session, SshTarget, Target, TunnelMaster};
 use serde_json::json;
 
 use crate::cli::{Global, SshConfigArgs, TunnelArgs};
@@ -21,6 +21,9 @@ use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
 
 /// Round trips above this are flagged: the plan's target for every service.
 const SLOW: Duration = Duration::from_millis(100);
+
+/// How often a swarm tunnel looks whether Swarm moved a service to another node.
+const FOLLOW: Duration = Duration::from_secs(10);
 
 fn ssh_target(project: &Project) -> Result<SshTarget> {
     match project.target() {
@@ -48,8 +51,7 @@ fn fw(forwards: &[ServiceForward]) -> Vec<Forward> {
 }
 
 /// The daemon's API, when the daemon runs on the host: read from its endpoint file.
-fn daemon_forward(project: &Project) -> Option<ServiceForward> {
-    let session = project.open_session().ok()?;
+fn daemon_forward(session: &Session) -> Option<ServiceForward> {
     let out = session
         .run("cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null")
         .ok()?;
@@ -65,9 +67,33 @@ fn daemon_forward(project: &Project) -> Option<ServiceForward> {
     })
 }
 
+/// In swarm mode a port is published on the node that runs the task: forward to that
+/// node's address through the manager. A service with no running task stays on the
+/// manager's loopback (its probe then says it is not there).
+fn place(project: &Project, session: &Session, forwards: &mut [ServiceForward]) -> Result<()> {
+    if !project.swarm() {
+        return Ok(());
+    }
+    let at = crate::commands::swarm::service_addresses(session, &project.config.project.name)?;
+    for f in forwards.iter_mut() {
+        if let Some(address) = at.get(&f.service) {
+            f.remote_host = address.clone();
+        }
+    }
+    Ok(())
+}
+
 fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
     let mut f = tunnel::wanted_forwards(project);
-    f.extend(daemon_forward(project));
+    // One short connection: where the daemon listens, and (swarm) where each service runs.
+    match project.open_session() {
+        Ok(session) => {
+            place(project, &session, &mut f)?;
+            f.extend(daemon_forward(&session));
+        }
+        Err(e) if project.swarm() => return Err(e),
+        Err(_) => {} // the tunnel itself reports an unreachable host, and retries
+    }
     if f.is_empty() {
         return Err(coded(
             Exit::BadInput,
@@ -75,6 +101,18 @@ fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
         ));
     }
     Ok(f)
+}
+
+/// Swarm mode: the forwards again, when Swarm has moved a service to another node since.
+fn moved(project: &Project, forwards: &[ServiceForward]) -> Option<Vec<ServiceForward>> {
+    let session = project.open_session().ok()?;
+    let mut now = forwards.to_vec();
+    place(project, &session, &mut now).ok()?;
+    let changed = now
+        .iter()
+        .zip(forwards)
+        .any(|(a, b)| a.remote_host != b.remote_host);
+    changed.then_some(now)
 }
 
 struct Line {
@@ -156,8 +194,31 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
                 json!({"event": "up", "ssh_pid": master.pid(), "reconnects": reconnects, "forwards": forwards}),
                 &format!("{} tunnel to {} up: {} · reconnects {reconnects}", paint(GOOD, "●"), t.destination, list.join(", ")),
             );
+            let mut looked = Instant::now();
+            let mut moved_to = None;
             while !stop.load(Ordering::Relaxed) && master.running() {
                 std::thread::sleep(Duration::from_millis(100));
+                // Swarm may move a service to another node: follow it.
+                if project.swarm() && looked.elapsed() >= FOLLOW {
+                    looked = Instant::now();
+                    moved_to = moved(project, &forwards);
+                    if moved_to.is_some() {
+                        break;
+                    }
+                }
+            }
+            if let Some(now) = moved_to {
+                for (a, b) in now.iter().zip(&forwards) {
+                    if a.remote_host != b.remote_host {
+                        line.event(
+                            json!({"event": "moved", "service": a.service, "from": b.remote_host, "to": a.remote_host}),
+                            &format!("{}: `{}` moved from {} to {}; reconnecting\n", paint(WARN, "notice"), a.service, b.remote_host, a.remote_host),
+                        );
+                    }
+                }
+                forwards = now;
+                master.stop();
+                continue;
             }
         }
         if stop.load(Ordering::Relaxed) {
@@ -193,6 +254,11 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         };
         backoff = (backoff * 2).min(cap);
         reconnects += 1;
+        if project.swarm()
+            && let Some(now) = moved(project, &forwards)
+        {
+            forwards = now;
+        }
     }
     let _ = std::fs::remove_file(&lock.state_path);
     if !json && line.terminal {
@@ -243,7 +309,7 @@ fn check(project: &Project, json: bool) -> Result<Exit> {
         let services: Vec<_> = rows
             .iter()
             .map(|(f, p, r)| {
-                json!({"service": f.service, "local_port": f.local_port, "remote_port": f.remote_port, "probe": p.name(),
+                json!({"service": f.service, "local_port": f.local_port, "remote_host": f.remote_host, "remote_port": f.remote_port, "probe": p.name(),
                        "ok": r.ok, "rtt_ms": r.rtt.as_secs_f64() * 1000.0, "slow": r.rtt > SLOW, "detail": r.detail})
             })
             .collect();
