@@ -14,7 +14,7 @@ pub mod monitor;
 pub mod projects;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -312,36 +312,42 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
 
 /// Once a day, after the configured hour (UTC), each project without a backup of that day
 /// gets one: the daemon runs `homebase backup now` against its current release, on this
-/// machine's engine. A failure is an event and an alert, and is tried again next minute.
+/// machine's engine. In swarm mode every node's daemon takes the part of the tasks that
+/// run on it (`--this-node`). A failure is an event and an alert, and is tried again next
+/// minute.
 async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: CancellationToken) {
+    // (project, day) done, for nodes that had nothing to back up (no backup dir written)
+    let mut done_days: HashSet<(String, String)> = HashSet::new();
     loop {
         let t = now();
+        let today = day_stamp(t);
+        done_days.retain(|(_, day)| *day == today);
         let mem_total = shared.snapshot.read().await.mem_total;
         let (projects, _) = shared.projects(mem_total);
-        // Scheduled backups cover single-host projects; a swarm's volumes live on its nodes.
         for p in projects
             .iter()
-            .filter(|p| p.backup.schedule == "daily" && !p.swarm)
+            .filter(|p| p.backup.schedule == "daily" && (!p.swarm || p.node.is_some()))
         {
             let hour = (t % 86400) / 3600;
-            let today = day_stamp(t);
             let dir = shared.home.join(&p.name).join("backups");
-            let done = std::fs::read_dir(&dir)
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .any(|e| e.file_name().to_string_lossy().starts_with(&today))
-                })
-                .unwrap_or(false);
+            let done = done_days.contains(&(p.name.clone(), today.clone()))
+                || std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .any(|e| e.file_name().to_string_lossy().starts_with(&today))
+                    })
+                    .unwrap_or(false);
             if done || hour < i64::from(p.backup.at_hour) {
                 continue;
             }
-            let (program, rel) = (exe.clone(), p.release_dir.clone());
+            let (program, rel, node) = (exe.clone(), p.release_dir.clone(), p.node.clone());
             let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(&program)
-                    .arg("-C")
-                    .arg(&rel)
-                    .args(["backup", "now", "--json"])
-                    .env("HOMEBASE__HOST__SSH", "local")
+                let mut cmd = std::process::Command::new(&program);
+                cmd.arg("-C").arg(&rel).args(["backup", "now", "--json"]);
+                if let Some(node) = node {
+                    cmd.args(["--this-node", &node]);
+                }
+                cmd.env("HOMEBASE__HOST__SSH", "local")
                     .env("HOMEBASE__PROJECT__COMPOSE", "[\"compose.yml\"]")
                     .env("HOMEBASE__PROJECT__ENV_FILES", "[]")
                     .env("HOMEBASE_COLOR", "never")
@@ -353,14 +359,18 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
                     let v: serde_json::Value =
                         serde_json::from_slice(&o.stdout).unwrap_or_default();
                     let id = v["backup"]["id"].as_str().unwrap_or("?").to_string();
-                    shared
-                        .event(
-                            &p.name,
-                            "",
-                            "backup",
-                            &format!("scheduled backup {id} taken"),
-                        )
-                        .await;
+                    let files = v["backup"]["files"].as_array().map_or(0, Vec::len);
+                    done_days.insert((p.name.clone(), today.clone()));
+                    let what = match &p.node {
+                        Some(node) if files == 0 => {
+                            format!(
+                                "scheduled backup: nothing of the stack to back up on node {node}"
+                            )
+                        }
+                        Some(node) => format!("scheduled backup {id} taken (node {node}'s part)"),
+                        None => format!("scheduled backup {id} taken"),
+                    };
+                    shared.event(&p.name, "", "backup", &what).await;
                     shared
                         .resolve(&p.name, "", "backup_failed", "a scheduled backup succeeded")
                         .await;

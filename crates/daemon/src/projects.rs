@@ -27,8 +27,10 @@ pub struct Project {
     pub priorities: HashMap<String, Priority>,
     /// The release's agent loops.
     pub loops: IndexMap<String, LoopSection>,
-    /// A swarm stack (Swarm restarts its tasks; backups are taken per node by hand).
+    /// A swarm stack (Swarm restarts its tasks; each node backs up the tasks it runs).
     pub swarm: bool,
+    /// Swarm mode: this node's name in [nodes] (the release's `node` file).
+    pub node: Option<String>,
 }
 
 /// Loads every project with a current release; a project that cannot be read is reported
@@ -101,6 +103,10 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         alerts: config.alerts,
         // A swarm worker has the release for its budget and alerts; loops run on the manager.
         swarm: config.project.mode == homebase_stack::config::Mode::Swarm,
+        node: std::fs::read_to_string(rel.join("node"))
+            .ok()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
         loops: if std::fs::read_to_string(rel.join("role")).is_ok_and(|r| r.trim() == "worker") {
             IndexMap::new()
         } else {

@@ -358,6 +358,10 @@ pub enum BackupCommand {
     Now {
         /// Only these services (default: every PostgreSQL service and every service with a named volume)
         services: Vec<String>,
+        /// Swarm mode, run on a node by its daemon: back up the tasks running on this
+        /// machine's engine and keep them here as node NAME's part
+        #[arg(long, value_name = "NAME", hide = true)]
+        this_node: Option<String>,
     },
     /// List the backups kept on the host
     Ls,

@@ -475,6 +475,42 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
             .exists()
     );
 
+    // A deploy that changes the database backs it up first, on its node.
+    let config = toml(&project, &hosts, "600MiB", "n5", &ports);
+    let changed = config.replace(
+        "memory = \"600MiB\"\nnode = \"n6\"",
+        "memory = \"580MiB\"\nnode = \"n6\"",
+    );
+    assert_ne!(changed, config);
+    std::fs::write(dir.path().join("homebase.toml"), &changed).unwrap();
+    let o = run(dir.path(), &["deploy", "--timeout", "120"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("taken before the change"),
+        "{err}"
+    );
+    assert_eq!(psql("SELECT count(*) FROM kept").trim(), "500");
+
+    // Scheduled backups: every node's daemon takes the part of the tasks it runs.
+    std::fs::write(
+        dir.path().join("homebase.toml"),
+        format!("{changed}[backup]\nschedule = \"daily\"\nat_hour = 0\n"),
+    )
+    .unwrap();
+    ok(dir.path(), &["deploy", "--timeout", "120"]);
+    for (d, want) in [
+        (&cluster.daemons[1], "node n6's part"),
+        (&cluster.daemons[2], "node n7's part"),
+        (
+            &cluster.daemons[0],
+            "nothing of the stack to back up on node n5",
+        ),
+    ] {
+        d.wait_event(want, |e| {
+            e["kind"] == "backup" && e["message"].as_str().unwrap_or("").contains(want)
+        });
+    }
+
     // n6's engine stops: its worker task moves, the pinned database waits for its node.
     testhost(&["stop-dockerd", "6"], &[]);
     let s = wait_status(

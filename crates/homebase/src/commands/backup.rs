@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use homebase_remote::{Session, sh_quote};
+use homebase_remote::{Session, Target, sh_quote};
 use homebase_stack::kinds::Kind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,7 +51,10 @@ pub struct BackupFile {
 pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
     let project = project::load(global)?;
     match &args.command {
-        BackupCommand::Now { services } => now(&project, services, args.json),
+        BackupCommand::Now {
+            services,
+            this_node,
+        } => now(&project, services, this_node.as_deref(), args.json),
         BackupCommand::Ls => ls(&project, args.json),
         BackupCommand::Restore { id, services } => restore(&project, id, services),
         BackupCommand::Pull { id, to } => pull(&project, id.as_deref(), to.clone(), args.json),
@@ -88,10 +91,19 @@ fn pg_user_db(project: &Project, service: &str) -> (String, String) {
     (user, db)
 }
 
-fn now(project: &Project, only: &[String], json: bool) -> Result<Exit> {
-    let session = project.open_session()?;
-    let host = HostProject::of(&session, project);
-    let (manifest, pruned) = take(project, &host, only)?;
+fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) -> Result<Exit> {
+    let (session, manifest, pruned) = match this_node {
+        Some(node) => {
+            let session = Session::open(&Target::Local)?;
+            let (m, p) = take_here(project, &HostProject::of(&session, project), node, only)?;
+            (session, m, p)
+        }
+        None => {
+            let session = project.open_session()?;
+            let (m, p) = take(project, &HostProject::of(&session, project), only)?;
+            (session, m, p)
+        }
+    };
     if json {
         ui::out(
             &(serde_json::to_string_pretty(
@@ -195,6 +207,49 @@ pub fn take(
     }
     pruned.sort();
     pruned.dedup();
+    let manifest = Manifest {
+        id,
+        project: project.config.project.name.clone(),
+        time: now_secs(),
+        files,
+    };
+    Ok((manifest, pruned))
+}
+
+/// Swarm mode, on a node (its daemon's schedule): the part of a backup for the services
+/// whose tasks run on this engine, kept here. Nothing running here is an empty part, not
+/// an error, and writes nothing.
+fn take_here(
+    project: &Project,
+    host: &HostProject,
+    node: &str,
+    only: &[String],
+) -> Result<(Manifest, Vec<String>)> {
+    let here = host.session.check(&format!(
+        "docker ps --filter {} --format '{{{{.Label \"com.docker.swarm.service.name\"}}}}'",
+        sh_quote(&format!(
+            "label=com.docker.stack.namespace={}",
+            host.project
+        ))
+    ))?;
+    let prefix = format!("{}_", host.project);
+    let here: Vec<&str> = here
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(&prefix))
+        .collect();
+    let items: Vec<Item> = plan(project, only)?
+        .into_iter()
+        .filter(|(s, _, _)| here.contains(&s.as_str()))
+        .collect();
+    let id = utc_stamp(now_secs());
+    let (files, pruned) = if items.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            take_on(project, host, &id, &items, Some(node))?,
+            prune(host, project)?,
+        )
+    };
     let manifest = Manifest {
         id,
         project: project.config.project.name.clone(),

@@ -105,9 +105,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     }
 
     // 4. A deploy that changes a database backs it up first.
-    if let Some((cur_id, _)) = &current
-        && !host.swarm
-    {
+    if let Some((cur_id, _)) = &current {
         let changed = changed_databases(&host, cur_id, &rendered.yaml)?;
         let running: Vec<String> = changed
             .into_iter()
@@ -138,10 +136,15 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         ("hash", hash.as_bytes()),
     ];
     files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
-    host.upload(&id, &files)?;
     if host.swarm {
         crate::commands::swarm::upload_to_workers(&project, &id, &files)?;
     }
+    // each node's daemon knows which node it is (for its own part of scheduled backups)
+    let manager = project.config.manager().map(|(n, _)| n.clone());
+    if let Some(name) = manager.as_deref().filter(|_| host.swarm) {
+        files.push(("node", name.as_bytes()));
+    }
+    host.upload(&id, &files)?;
     progress.done();
 
     // Agent loops' images: the daemon pulls a missing one, which fails without a registry.

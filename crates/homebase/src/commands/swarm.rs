@@ -538,7 +538,7 @@ pub fn nodes(global: &Global, args: &NodesArgs) -> Result<Exit> {
 }
 
 /// The release on every worker too, so that each node's daemon knows the project (its
-/// budget and alert sinks); loops run on the manager only.
+/// budget and alert sinks) and which node it is (`node`); loops run on the manager only.
 pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
     let manager = project.config.manager().map(|(n, _)| n.clone());
     let mut with_role: Vec<(&str, &[u8])> = files.to_vec();
@@ -557,7 +557,9 @@ pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -
                         format!("cannot reach node {name} to give it the release")
                     })?;
                     let host = HostProject::of(&session, project);
-                    host.upload(id, with_role)?;
+                    let mut files = with_role.clone();
+                    files.push(("node", name.as_bytes()));
+                    host.upload(id, &files)?;
                     host.set_current(id)
                 })
             })
