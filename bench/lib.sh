@@ -15,3 +15,20 @@ median_ms() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (a > 0 ? b / a : 0) }'; }
+
+# rtt PORT [PATH]: p50 and p99 (ms) of 1,000 HTTP/1.0 requests to 127.0.0.1:PORT/PATH.
+rtt() { python3 - "$1" "${2:-index.html}" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1]); req = f"GET /{sys.argv[2]} HTTP/1.0\r\nHost: x\r\n\r\n".encode(); t = []
+for _ in range(1000):
+    s0 = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(req)
+    while s.recv(4096): pass
+    s.close()
+    t.append((time.perf_counter() - s0) * 1000)
+t.sort()
+print(f"{t[499]:.2f} {t[989]:.2f}")
+PY
+}

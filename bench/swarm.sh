@@ -4,7 +4,9 @@
 # laptop against what a user runs by hand on the manager: `docker stack deploy` of the same
 # rendered file, then polling `docker stack services` until every service runs all its
 # replicas. Both from nothing (the stack removed in between), RUNS times each, alternating;
-# medians. Also a no-op redeploy. Needs root and `scripts/testhost up 7` (hosts 5, 6, 7).
+# medians. Also a no-op redeploy, and round trips to the API on whichever node runs it:
+# `homebase tunnel` against `ssh -L` through the manager and `ssh -L` to that node itself.
+# Needs root and `scripts/testhost up 7` (hosts 5, 6, 7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -14,7 +16,9 @@ hb=$PWD/target/release/homebase
 eval "$(scripts/testhost env)"
 work=$(mktemp -d); chmod 755 "$work"
 node() { local n=$1; shift; ssh -i "$HB_TESTHOST_KEY" -o UserKnownHostsFile="$HB_TESTHOST_KNOWN_HOSTS" -o BatchMode=yes "hb$n@10.231.0.1$n" "$@"; }
+pids=()
 cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   node 5 'docker stack rm benchs >/dev/null 2>&1; rm -rf ~/.homebase/benchs ~/benchs.yml' || true
   for n in 5 6 7; do node "$n" 'docker swarm leave --force >/dev/null 2>&1; rm -rf ~/.homebase/benchs; true'; done
   rm -rf "$work"
@@ -38,6 +42,7 @@ services:
     image: hb/busybox:latest
     command: ["sh", "-c", "echo ok > /tmp/ok && exec httpd -f -p 8080 -h /tmp"]
     healthcheck: {test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/ok"], interval: 1s, retries: 3}
+    ports: ["8080:8080"]
     stop_signal: SIGKILL
   worker:
     image: hb/busybox:latest
@@ -67,6 +72,7 @@ memory = "600MiB"
 node = "n6"
 [services.api]
 memory = "600MiB"
+local_port = 39180
 [services.worker]
 memory = "100MiB"
 replicas = 3
@@ -95,3 +101,22 @@ echo "| --- | ---: | ---: | ---: |"
 echo "| first deploy to healthy (s) | $(awk -v x="$h" 'BEGIN{printf "%.1f", x/1000}') | $(awk -v x="$m" 'BEGIN{printf "%.1f", x/1000}') | $(ratio "$m" "$h") |"
 echo "| redeploy, nothing changed (s) | $(awk -v x="$noop" 'BEGIN{printf "%.2f", x/1000}') | $(awk -v x="$hand_noop" 'BEGIN{printf "%.2f", x/1000}') | $(ratio "$hand_noop" "$noop") |"
 echo "(runs: homebase ${hb_times[*]} ms; by hand ${hand_times[*]} ms)"
+
+# Round trips to the API wherever Swarm put it.
+addr=$("$hb" -C "$work" tunnel --check --json 2>/dev/null | python3 -c 'import json,sys; print(next(s["remote_host"] for s in json.load(sys.stdin)["services"] if s["service"] == "api"))')
+n=${addr##*.1}
+SSH_OPTS=(-i "$HB_TESTHOST_KEY" -o UserKnownHostsFile="$HB_TESTHOST_KNOWN_HOSTS" -o BatchMode=yes -o ExitOnForwardFailure=yes)
+HOMEBASE_STATE_DIR=$work/state "$hb" -C "$work" tunnel --json > "$work/tunnel.log" 2>&1 & pids+=($!)
+ssh "${SSH_OPTS[@]}" -N -L "127.0.0.1:39181:$addr:8080" hb5@10.231.0.15 & pids+=($!)
+ssh "${SSH_OPTS[@]}" -N -L 127.0.0.1:39182:127.0.0.1:8080 "hb$n@$addr" & pids+=($!)
+for port in 39180 39181 39182; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ok" >/dev/null && break; sleep 0.1; done
+done
+read -r hb50 hb99 < <(rtt 39180 ok)
+read -r jump50 jump99 < <(rtt 39181 ok)
+read -r direct50 direct99 < <(rtt 39182 ok)
+echo
+echo "| API on node n$n, 1,000 HTTP requests | homebase tunnel (via the manager) | ssh -L via the manager (homebase ÷ it) | ssh -L to n$n itself (homebase ÷ it) |"
+echo "| --- | ---: | ---: | ---: |"
+echo "| round trip p50 (ms) | $hb50 | $jump50 ($(ratio "$jump50" "$hb50")×) | $direct50 ($(ratio "$direct50" "$hb50")×) |"
+echo "| round trip p99 (ms) | $hb99 | $jump99 ($(ratio "$jump99" "$hb99")×) | $direct99 ($(ratio "$direct99" "$hb99")×) |"

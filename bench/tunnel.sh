@@ -54,21 +54,6 @@ for port in 39080 39081 39082; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/index.html" >/dev/null && break; sleep 0.1; done
 done
 
-rtt() { python3 - "$1" <<'PY'
-import socket, sys, time
-port = int(sys.argv[1]); t = []
-for _ in range(1000):
-    s0 = time.perf_counter()
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
-    while s.recv(4096): pass
-    s.close()
-    t.append((time.perf_counter() - s0) * 1000)
-t.sort()
-print(f"{t[499]:.2f} {t[989]:.2f}")
-PY
-}
 mbps() { local t0 t1; t0=$(date +%s%N); curl -sf -o /dev/null "http://127.0.0.1:$1/big"; t1=$(date +%s%N)
          awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 / (ns / 1e9) }'; }
 

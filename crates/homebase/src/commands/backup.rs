@@ -32,6 +32,17 @@ pub struct Manifest {
     pub files: Vec<BackupFile>,
 }
 
+impl Manifest {
+    fn new(project: &Project, id: String, files: Vec<BackupFile>) -> Self {
+        Manifest {
+            id,
+            project: project.config.project.name.clone(),
+            time: now_secs(),
+            files,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupFile {
     pub service: String,
@@ -207,13 +218,7 @@ pub fn take(
     }
     pruned.sort();
     pruned.dedup();
-    let manifest = Manifest {
-        id,
-        project: project.config.project.name.clone(),
-        time: now_secs(),
-        files,
-    };
-    Ok((manifest, pruned))
+    Ok((Manifest::new(project, id, files), pruned))
 }
 
 /// Swarm mode, on a node (its daemon's schedule): the part of a backup for the services
@@ -250,13 +255,7 @@ fn take_here(
             prune(host, project)?,
         )
     };
-    let manifest = Manifest {
-        id,
-        project: project.config.project.name.clone(),
-        time: now_secs(),
-        files,
-    };
-    Ok((manifest, pruned))
+    Ok((Manifest::new(project, id, files), pruned))
 }
 
 /// An SSH session to a node of the swarm, by its name in [nodes].
@@ -345,12 +344,7 @@ fn take_on(
             });
         }
     }
-    let part = Manifest {
-        id: id.to_string(),
-        project: project.config.project.name.clone(),
-        time: now_secs(),
-        files: files.clone(),
-    };
+    let part = Manifest::new(project, id.to_string(), files.clone());
     let text = serde_json::to_string_pretty(&part)?;
     let target = format!("{}/{id}", dir(host));
     session.check_with_input(
