@@ -304,6 +304,21 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     let s = status(dir.path());
     assert_eq!(s["healthy"], true, "{s:#}");
     assert_eq!(service(&s, "db")["nodes"], serde_json::json!(["n6"]));
+    // memory is read on every node: the database's on n6, the workers' summed over three
+    assert!(
+        service(&s, "db")["memory_bytes"].as_u64().unwrap() > 0,
+        "{s:#}"
+    );
+    assert_eq!(service(&s, "db")["limit_bytes"], 600u64 << 20, "{s:#}");
+    assert_eq!(
+        service(&s, "worker")["limit_bytes"],
+        3 * (100u64 << 20),
+        "{s:#}"
+    );
+    assert!(
+        service(&s, "worker")["uptime_secs"].as_u64().is_some(),
+        "{s:#}"
+    );
     let workers = service(&s, "worker")["nodes"].as_array().unwrap().clone();
     assert_eq!(workers.len(), 3, "{s:#}");
     let mut used: Vec<String> = s["services"]

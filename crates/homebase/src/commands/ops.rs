@@ -23,7 +23,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let host = HostProject::of(&session, &project);
     let planned: Vec<String> = project.compose.services.keys().cloned().collect();
     let mut report = if project.swarm() {
-        let (services, nodes) = crate::commands::swarm::status_services(&host, &planned)?;
+        let (services, nodes) = crate::commands::swarm::status_services(&project, &host, &planned)?;
         let healthy = services.iter().all(|s| s.state == "running");
         StatusReport {
             project: host.project.clone(),
@@ -222,7 +222,7 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
 }
 
 /// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-23T20:31:07.123Z`).
-fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);

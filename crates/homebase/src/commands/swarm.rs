@@ -2,6 +2,7 @@
 //! of deploy, rollback and status (`docker stack deploy` on the manager, convergence as the
 //! health gate). Swarm places and restarts; homebase checks, deploys and reports.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -415,13 +416,84 @@ struct Task {
     error: String,
 }
 
-/// `homebase status` for a stack: per service, its running tasks against its replicas and
-/// the nodes they run on; every node down is named.
+/// What a service's task containers use on their nodes, summed over its tasks.
+#[derive(Default)]
+struct Usage {
+    memory: u64,
+    limit: u64,
+    /// The latest start among its tasks (the shortest uptime).
+    started: Option<u64>,
+}
+
+/// Memory, limit and start of every task container of the stack, read on each ready node
+/// in parallel (one SSH connection each); a node that cannot be reached is left out.
+fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage> {
+    let name = &project.config.project.name;
+    let script = format!(
+        "ids=$(docker ps -q --filter {f}); [ -n \"$ids\" ] || exit 0; \
+         docker inspect -f '{{{{.Name}}}} {{{{index .Config.Labels \"com.docker.swarm.service.name\"}}}} {{{{.HostConfig.Memory}}}} {{{{.State.StartedAt}}}}' $ids; echo @@HB@@; \
+         docker stats --no-stream --format '{{{{.Name}}}} {{{{.MemUsage}}}}' $ids",
+        f = sh_quote(&format!("label=com.docker.stack.namespace={name}"))
+    );
+    let outputs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = project
+            .config
+            .nodes
+            .iter()
+            .filter(|(n, _)| nodes.iter().any(|s| &s.name == *n && s.state == "ready"))
+            .map(|(_, n)| {
+                let script = &script;
+                scope.spawn(move || {
+                    Session::open(&project.node_target(n))
+                        .ok()
+                        .and_then(|s| s.check(script).ok())
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let prefix = format!("{name}_");
+    let mut out: BTreeMap<String, Usage> = BTreeMap::new();
+    for text in outputs {
+        let (inspect, stats) = text.split_once("@@HB@@").unwrap_or((&text, ""));
+        for line in inspect.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [cname, service, limit, started] = f[..] else {
+                continue;
+            };
+            let Some(service) = service.strip_prefix(&prefix) else {
+                continue;
+            };
+            let used = stats
+                .lines()
+                .find(|l| {
+                    Some(l.split_whitespace().next().unwrap_or("")) == cname.strip_prefix('/')
+                })
+                .and_then(|l| l.split_once(' '))
+                .and_then(|(_, u)| u.split('/').next())
+                .and_then(|u| homebase_stack::Bytes::parse(u.trim()).ok())
+                .map_or(0, |b| b.0);
+            let u = out.entry(service.to_string()).or_default();
+            u.memory += used;
+            u.limit += limit.parse::<u64>().unwrap_or(0);
+            let started = crate::commands::ops::parse_rfc3339(started);
+            u.started = u.started.max(started);
+        }
+    }
+    out
+}
+
+/// `homebase status` for a stack: per service, its running tasks against its replicas, the
+/// nodes they run on, and their memory against their limits; every node down is named.
 pub fn status_services(
+    project: &Project,
     host: &HostProject,
     planned: &[String],
 ) -> Result<(Vec<ServiceStatus>, Vec<NodeStatus>)> {
     let (nodes, tasks) = read_cluster(host.session, &host.project)?;
+    let usage = task_usage(project, &nodes);
+    let now = crate::host::now_secs();
     let ps = ps(host)?;
     let mut out = Vec::new();
     for name in planned {
@@ -444,6 +516,7 @@ pub fn status_services(
                 .map(|t| t.state.clone())
                 .unwrap_or_else(|| "down".into()),
         };
+        let u = usage.get(name);
         let mut where_: Vec<String> = running.iter().map(|t| t.node.clone()).collect();
         where_.sort();
         let errors: Vec<String> = mine
@@ -459,10 +532,13 @@ pub fn status_services(
             } else {
                 errors.join("; ")
             },
-            uptime_secs: None,
+            uptime_secs: u
+                .and_then(|u| u.started)
+                .filter(|_| !running.is_empty())
+                .map(|t| now.saturating_sub(t)),
             restarts: 0,
-            memory_bytes: None,
-            limit_bytes: None,
+            memory_bytes: u.map(|u| u.memory),
+            limit_bytes: u.map(|u| u.limit).filter(|l| *l > 0),
             container: entry.map(|p| p.name.clone()),
             nodes: where_,
         });
