@@ -332,6 +332,10 @@ pub struct DashArgs {
     /// Local port for the forward (default: the daemon's port, or a free one)
     #[arg(long)]
     pub port: Option<u16>,
+    /// Swarm mode: the dashboard of this node's daemon (default: the manager's, which also
+    /// shows every node)
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// Do not open a browser; print where the dashboard is
     #[arg(long)]
     pub no_browser: bool,

@@ -219,6 +219,29 @@ impl Project {
         t.into()
     }
 
+    /// A node by its name in [nodes] (swarm mode), with "did you mean" when it is not one.
+    pub fn named_node(&self, name: &str) -> Result<Target> {
+        if !self.swarm() {
+            return Err(coded(
+                Exit::BadInput,
+                "--node is for swarm mode (project.mode = \"swarm\"); this project runs on one host",
+            ));
+        }
+        match self.config.nodes.get(name) {
+            Some(n) => Ok(self.node_target(n)),
+            None => {
+                let all: Vec<&str> = self.config.nodes.keys().map(String::as_str).collect();
+                let hint = homebase_stack::error::did_you_mean(name, all.iter().copied())
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("the nodes are: {}", all.join(", ")));
+                Err(coded(
+                    Exit::BadInput,
+                    format!("there is no node `{name}` in [nodes] of homebase.toml; {hint}"),
+                ))
+            }
+        }
+    }
+
     /// One connection for the whole command run.
     pub fn open_session(&self) -> Result<Session> {
         Ok(Session::open(&self.target())?)

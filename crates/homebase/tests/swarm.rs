@@ -133,11 +133,14 @@ fn forward<'v>(up: &'v Value, service: &str) -> &'v Value {
         .unwrap_or(&Value::Null)
 }
 
-/// The body of an HTTP GET on the laptop's loopback (through the tunnel).
-fn http_get(port: u16, path: &str) -> String {
+/// The body of an HTTP GET on the laptop's loopback (through a tunnel), with a bearer token.
+fn http_get_with(port: u16, path: &str, token: Option<&str>) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body.split("\r\n\r\n")
@@ -145,6 +148,10 @@ fn http_get(port: u16, path: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    http_get_with(port, path, None)
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -356,6 +363,59 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     assert!(
         o.status.success() && out.contains("accepting connections"),
         "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Any node's dashboard: n6's daemon watches the database that runs there.
+    let mut dash = std::process::Command::new(bin())
+        .arg("-C")
+        .arg(dir.path())
+        .args([
+            "dash",
+            "--node",
+            "n6",
+            "--no-browser",
+            "--print-url",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(dash.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let opened: Value = serde_json::from_str(&first).unwrap();
+    let (url, token) = opened["url"]
+        .as_str()
+        .unwrap()
+        .split_once("#token=")
+        .unwrap();
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let snap: Value =
+        serde_json::from_str(&http_get_with(port, "/api/status", Some(token))).unwrap();
+    let here: Vec<&str> = snap["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["services"].as_array().unwrap())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(here.contains(&"db"), "{snap:#}");
+    let _ = dash.kill();
+    let _ = dash.wait();
+    let o = run(dir.path(), &["dash", "--node", "n9", "--no-browser"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no node `n9`"),
+        "{}",
         String::from_utf8_lossy(&o.stderr)
     );
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use homebase_remote::{Forward, Target, TunnelMaster};
+use homebase_remote::{Forward, Session, Target, TunnelMaster};
 
 use crate::cli::{DashArgs, Global};
 use crate::exit::{Exit, coded};
@@ -16,7 +16,11 @@ use crate::project;
 
 pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let session = project.open_session()?;
+    let target = match &args.node {
+        Some(name) => project.named_node(name)?,
+        None => project.target(),
+    };
+    let session = Session::open(&target)?;
     let located = crate::daemon_client::locate(&session, global.daemon_dir.as_deref())
         .map_err(|e| coded(Exit::Unreachable, e.to_string()))?;
     let (remote_port, token) = (located.port, located.token);
@@ -28,7 +32,7 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("cannot install the ctrl-c handler")?;
     }
-    let (local_port, master) = match project.target() {
+    let (local_port, master) = match target {
         Target::Local => (remote_port, None),
         Target::Ssh(t) => {
             let wanted = args.port.unwrap_or(remote_port);
