@@ -586,6 +586,33 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         });
     }
 
+    // A release whose api never becomes healthy: Swarm rolls the update back, homebase the
+    // release; the previous release stays current and healthy.
+    let before: Value = serde_json::from_str(&ok(dir.path(), &["releases", "--json"])).unwrap();
+    std::fs::write(
+        dir.path().join("compose.yml"),
+        COMPOSE.replace(
+            "\"wget\", \"-qO-\", \"http://127.0.0.1:8080/ok\"",
+            "\"false\"",
+        ),
+    )
+    .unwrap();
+    let o = run(dir.path(), &["deploy", "--timeout", "90"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("rolled back to release"), "{err}");
+    std::fs::write(dir.path().join("compose.yml"), COMPOSE).unwrap();
+    let after: Value = serde_json::from_str(&ok(dir.path(), &["releases", "--json"])).unwrap();
+    assert_eq!(after["current"], before["current"], "{after:#}");
+    assert_eq!(
+        after["releases"].as_array().unwrap().last().unwrap()["outcome"],
+        "rolled-back"
+    );
+    let s = wait_status(dir.path(), "healthy after the rollback", 60, |s| {
+        s["healthy"] == true
+    });
+    assert_eq!(service(&s, "api")["nodes"], serde_json::json!(["n5"]));
+
     // n6's engine stops: its worker task moves, the pinned database waits for its node.
     testhost(&["stop-dockerd", "6"], &[]);
     let s = wait_status(

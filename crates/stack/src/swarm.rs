@@ -179,6 +179,12 @@ fn service(
         .get("restart")
         .and_then(Value::as_str)
         .unwrap_or("always");
+    // A host-mode port cannot be bound twice on one node, so a new task of a service that
+    // publishes one could never start beside the old (a pinned service waits forever).
+    let publishes = out
+        .get("ports")
+        .and_then(Value::as_sequence)
+        .is_some_and(|p| !p.is_empty());
     let deploy = mapping_at(&mut out, "deploy");
     deploy.insert(
         "replicas".into(),
@@ -192,7 +198,7 @@ fn service(
     if !cons.is_empty() {
         mapping_at(deploy, "placement").insert("constraints".into(), Value::Sequence(cons));
     }
-    let order = if stateful {
+    let order = if stateful || publishes {
         "stop-first"
     } else {
         "start-first"
@@ -279,10 +285,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("compose.yml"),
-            "services:\n  db:\n    image: postgres:17\n    container_name: db\n    ports: [\"127.0.0.1:5432:5432\"]\n    volumes: [pg:/var/lib/postgresql/data]\n    depends_on: {api: {condition: service_started}}\n    healthcheck: {test: [\"CMD\", \"pg_isready\"], interval: 1s, start_interval: 1s}\n  api:\n    image: busybox\n    restart: on-failure\n    ports: [\"8080:80\"]\nvolumes:\n  pg: {}\n",
+            "services:\n  db:\n    image: postgres:17\n    container_name: db\n    ports: [\"127.0.0.1:5432:5432\"]\n    volumes: [pg:/var/lib/postgresql/data]\n    depends_on: {api: {condition: service_started}}\n    healthcheck: {test: [\"CMD\", \"pg_isready\"], interval: 1s, start_interval: 1s}\n  api:\n    image: busybox\n    restart: on-failure\n    ports: [\"8080:80\"]\n  worker:\n    image: busybox\nvolumes:\n  pg: {}\n",
         )
         .unwrap();
-        let toml = "[project]\nname = \"s\"\nmode = \"swarm\"\n[nodes.a]\nssh = \"u@h1\"\n[nodes.b]\nssh = \"u@h2\"\n[services.db]\nmemory = \"1GiB\"\nnode = \"a\"\n[services.api]\nmemory = \"64MiB\"\nreplicas = 2\nplacement = [\"node.labels.role != db\"]\n";
+        let toml = "[project]\nname = \"s\"\nmode = \"swarm\"\n[nodes.a]\nssh = \"u@h1\"\n[nodes.b]\nssh = \"u@h2\"\n[services.db]\nmemory = \"1GiB\"\nnode = \"a\"\n[services.api]\nmemory = \"64MiB\"\nreplicas = 2\nplacement = [\"node.labels.role != db\"]\n[services.worker]\nmemory = \"32MiB\"\n";
         let config = Config::parse(Path::new("homebase.toml"), toml, &Default::default()).unwrap();
         let project = ComposeProject::load(&LoadOptions {
             files: vec![dir.path().join("compose.yml")],
@@ -311,7 +317,12 @@ mod tests {
         assert!(db["ports"][0].get("host_ip").is_none());
         let api = &v["services"]["api"];
         assert_eq!(api["deploy"]["replicas"], 2);
-        assert_eq!(api["deploy"]["update_config"]["order"], "start-first");
+        // a host-mode port cannot be held by two tasks on one node: stop-first
+        assert_eq!(api["deploy"]["update_config"]["order"], "stop-first");
+        assert_eq!(
+            v["services"]["worker"]["deploy"]["update_config"]["order"],
+            "start-first"
+        );
         assert_eq!(api["deploy"]["restart_policy"]["condition"], "on-failure");
         assert_eq!(api["ports"][0]["target"], 80);
         assert!(v.get("volumes").is_some() && v.get("name").is_none());
