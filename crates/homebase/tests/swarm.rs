@@ -317,6 +317,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         "{s:#}"
     );
     assert_eq!(service(&s, "db")["limit_bytes"], 600u64 << 20, "{s:#}");
+    assert_eq!(service(&s, "db")["health"], "healthy", "{s:#}");
     assert_eq!(
         service(&s, "worker")["limit_bytes"],
         3 * (100u64 << 20),

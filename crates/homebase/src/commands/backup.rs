@@ -137,7 +137,19 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
         } else {
             format!("; pruned {}", pruned.join(", "))
         };
-        eprintln!("backup {} kept on {}{pruned}", manifest.id, session.host());
+        let mut nodes: Vec<&str> = manifest
+            .files
+            .iter()
+            .filter_map(|f| f.node.as_deref())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let kept = if nodes.is_empty() {
+            session.host()
+        } else {
+            format!("node {}", nodes.join(", node "))
+        };
+        eprintln!("backup {} kept on {kept}{pruned}", manifest.id);
     }
     Ok(Exit::Ok)
 }

@@ -423,6 +423,18 @@ struct Usage {
     limit: u64,
     /// The latest start among its tasks (the shortest uptime).
     started: Option<u64>,
+    /// The worst health among its tasks: unhealthy, starting, healthy, or none.
+    health: Option<String>,
+}
+
+/// Orders health reports from worst to best, for picking a service's worst task.
+fn health_rank(h: &str) -> u8 {
+    match h {
+        "unhealthy" => 0,
+        "starting" => 1,
+        "healthy" => 2,
+        _ => 3,
+    }
 }
 
 /// Memory, limit and start of every task container of the stack, read on each ready node
@@ -431,7 +443,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
     let name = &project.config.project.name;
     let script = format!(
         "ids=$(docker ps -q --filter {f}); [ -n \"$ids\" ] || exit 0; \
-         docker inspect -f '{{{{.Name}}}} {{{{index .Config.Labels \"com.docker.swarm.service.name\"}}}} {{{{.HostConfig.Memory}}}} {{{{.State.StartedAt}}}}' $ids; echo @@HB@@; \
+         docker inspect -f '{{{{.Name}}}} {{{{index .Config.Labels \"com.docker.swarm.service.name\"}}}} {{{{.HostConfig.Memory}}}} {{{{.State.StartedAt}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}none{{{{end}}}}' $ids; echo @@HB@@; \
          docker stats --no-stream --format '{{{{.Name}}}} {{{{.MemUsage}}}}' $ids",
         f = sh_quote(&format!("label=com.docker.stack.namespace={name}"))
     );
@@ -459,7 +471,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
         let (inspect, stats) = text.split_once("@@HB@@").unwrap_or((&text, ""));
         for line in inspect.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let [cname, service, limit, started] = f[..] else {
+            let [cname, service, limit, started, health] = f[..] else {
                 continue;
             };
             let Some(service) = service.strip_prefix(&prefix) else {
@@ -479,6 +491,12 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
             u.limit += limit.parse::<u64>().unwrap_or(0);
             let started = crate::commands::ops::parse_rfc3339(started);
             u.started = u.started.max(started);
+            if u.health
+                .as_deref()
+                .is_none_or(|h| health_rank(health) < health_rank(h))
+            {
+                u.health = Some(health.to_string());
+            }
         }
     }
     out
@@ -528,7 +546,8 @@ pub fn status_services(
             name: name.clone(),
             state,
             health: if errors.is_empty() {
-                "none".into()
+                u.and_then(|u| u.health.clone())
+                    .unwrap_or_else(|| "none".into())
             } else {
                 errors.join("; ")
             },

@@ -327,7 +327,7 @@ fn check(project: &Project, json: bool) -> Result<Exit> {
         s.push_str(&paint(
             BOLD,
             format!(
-                "{:<16} {:>6} {:>6}  {:<16} {:>9}  {}\n",
+                "{:<16} {:>6} {:>21}  {:<16} {:>9}  {}\n",
                 "SERVICE", "LOCAL", "REMOTE", "PROBE", "RTT", "ANSWER"
             ),
         ));
@@ -341,10 +341,15 @@ fn check(project: &Project, json: bool) -> Result<Exit> {
                 paint(GOOD, rtt)
             };
             s.push_str(&format!(
-                "{:<16} {:>6} {:>6}  {:<16} {rtt}  {}\n",
+                "{:<16} {:>6} {:>21}  {:<16} {rtt}  {}\n",
                 f.service,
                 f.local_port,
-                f.remote_port,
+                // where the host forwards it: its loopback, or (swarm) another node
+                if f.remote_host == "127.0.0.1" {
+                    f.remote_port.to_string()
+                } else {
+                    format!("{}:{}", f.remote_host, f.remote_port)
+                },
                 p.name(),
                 r.detail
             ));
