@@ -313,15 +313,18 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
 /// Once a day, after the configured hour (UTC), each project without a backup of that day
 /// gets one: the daemon runs `homebase backup now` against its current release, on this
 /// machine's engine. In swarm mode every node's daemon takes the part of the tasks that
-/// run on it (`--this-node`). A failure is an event and an alert, and is tried again next
-/// minute.
+/// run on it (`--this-node`). Looked at every 10 s; a failure is an event and an alert, and
+/// is tried again a minute later.
 async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: CancellationToken) {
-    // (project, day) done, for nodes that had nothing to back up (no backup dir written)
-    let mut done_days: HashSet<(String, String)> = HashSet::new();
+    // (project, day) for which this node said it had nothing to back up (once a day)
+    let mut said_empty: HashSet<(String, String)> = HashSet::new();
+    // project → not before this time: a failure is tried again a minute later; a swarm
+    // node with nothing to back up looks again after 30 s (its tasks may be starting)
+    let mut not_before: HashMap<String, i64> = HashMap::new();
     loop {
         let t = now();
         let today = day_stamp(t);
-        done_days.retain(|(_, day)| *day == today);
+        said_empty.retain(|(_, day)| *day == today);
         let mem_total = shared.snapshot.read().await.mem_total;
         let (projects, _) = shared.projects(mem_total);
         for p in projects
@@ -330,20 +333,22 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
         {
             let hour = (t % 86400) / 3600;
             let dir = shared.home.join(&p.name).join("backups");
-            let done = done_days.contains(&(p.name.clone(), today.clone()))
-                || std::fs::read_dir(&dir)
-                    .map(|d| {
-                        d.filter_map(|e| e.ok())
-                            .any(|e| e.file_name().to_string_lossy().starts_with(&today))
-                    })
-                    .unwrap_or(false);
-            if done || hour < i64::from(p.backup.at_hour) {
+            let done = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .any(|e| e.file_name().to_string_lossy().starts_with(&today))
+                })
+                .unwrap_or(false);
+            let waiting = not_before.get(&p.name).is_some_and(|at| t < *at);
+            if done || waiting || hour < i64::from(p.backup.at_hour) {
                 continue;
             }
             let (program, rel, node) = (exe.clone(), p.release_dir.clone(), p.node.clone());
             let out = tokio::task::spawn_blocking(move || {
                 let mut cmd = std::process::Command::new(&program);
-                cmd.arg("-C").arg(&rel).args(["backup", "now", "--json"]);
+                cmd.arg("-C")
+                    .arg(&rel)
+                    .args(["backup", "now", "--json", "--scheduled"]);
                 if let Some(node) = node {
                     cmd.args(["--this-node", &node]);
                 }
@@ -360,17 +365,30 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
                         serde_json::from_slice(&o.stdout).unwrap_or_default();
                     let id = v["backup"]["id"].as_str().unwrap_or("?").to_string();
                     let files = v["backup"]["files"].as_array().map_or(0, Vec::len);
-                    done_days.insert((p.name.clone(), today.clone()));
                     let what = match &p.node {
                         Some(node) if files == 0 => {
-                            format!(
-                                "scheduled backup: nothing of the stack to back up on node {node}"
-                            )
+                            not_before.insert(p.name.clone(), t + 30);
+                            said_empty.insert((p.name.clone(), today.clone())).then(|| {
+                                format!(
+                                    "scheduled backup: nothing of the stack to back up on node {node}"
+                                )
+                            })
                         }
-                        Some(node) => format!("scheduled backup {id} taken (node {node}'s part)"),
-                        None => format!("scheduled backup {id} taken"),
+                        Some(node) => {
+                            Some(format!("scheduled backup {id} taken (node {node}'s part)"))
+                        }
+                        // nothing worth a backup in the stack: said once a day
+                        None if files == 0 => {
+                            not_before.insert(p.name.clone(), t + 600);
+                            said_empty.insert((p.name.clone(), today.clone())).then(|| {
+                                "scheduled backup: the stack has no database or named volume to back up".to_string()
+                            })
+                        }
+                        None => Some(format!("scheduled backup {id} taken")),
                     };
-                    shared.event(&p.name, "", "backup", &what).await;
+                    if let Some(what) = what {
+                        shared.event(&p.name, "", "backup", &what).await;
+                    }
                     shared
                         .resolve(&p.name, "", "backup_failed", "a scheduled backup succeeded")
                         .await;
@@ -380,14 +398,19 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
                         "scheduled backup failed: {}",
                         String::from_utf8_lossy(&o.stderr).trim()
                     );
+                    not_before.insert(p.name.clone(), t + 60);
                     shared.event(&p.name, "", "backup_failed", &msg).await;
                     shared.alert(&p.name, "", "backup_failed", &msg).await;
                 }
-                Ok(Err(e)) => tracing::warn!("cannot run {}: {e}", exe.display()),
+                Ok(Err(e)) => {
+                    not_before.insert(p.name.clone(), t + 60);
+                    tracing::warn!("cannot run {}: {e}", exe.display());
+                }
                 Err(e) => tracing::warn!("backup task failed: {e}"),
             }
         }
-        tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {} }
+        // Soon after a deploy brings a project (or a new day comes), not a minute later.
+        tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {} }
     }
 }
 

@@ -366,6 +366,10 @@ pub enum BackupCommand {
         /// machine's engine and keep them here as node NAME's part
         #[arg(long, value_name = "NAME", hide = true)]
         this_node: Option<String>,
+        /// The daemon's daily run: a stack with nothing to back up is an empty backup, not
+        /// an error
+        #[arg(long, hide = true)]
+        scheduled: bool,
     },
     /// List the backups kept on the host
     Ls,

@@ -102,7 +102,7 @@ fn toml(project: &str, hosts: &Hosts, api_memory: &str, api_node: &str, ports: &
     };
     format!(
         "[project]\nname = \"{project}\"\nmode = \"swarm\"\n\n[host]\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout_secs = 5\n\n[budget]\ntarget = 0.8\n\n{}{}{}\
-         [services.db]\nmemory = \"600MiB\"\nnode = \"n6\"\nlocal_port = {}\n[services.api]\nmemory = \"{api_memory}\"\nnode = \"{api_node}\"\nlocal_port = {}\nhealth_path = \"/ok\"\n[services.worker]\nmemory = \"100MiB\"\nreplicas = 3\n[services.notes]\nmemory = \"16MiB\"\nnode = \"n7\"\n[daemon]\ninterval_ms = 500\n",
+         [services.db]\nmemory = \"600MiB\"\nnode = \"n6\"\nlocal_port = {}\n[services.api]\nmemory = \"{api_memory}\"\nnode = \"{api_node}\"\nlocal_port = {}\nhealth_path = \"/ok\"\n[services.worker]\nmemory = \"100MiB\"\nreplicas = 3\n[services.notes]\nmemory = \"16MiB\"\nnode = \"n7\"\n[daemon]\ninterval_ms = 500\n[backup]\nat_hour = 0\n",
         hosts.key.display(),
         hosts.known_hosts.display(),
         node(5, ""),
@@ -214,6 +214,11 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         daemons: Vec::new(),
     };
     cluster.reset();
+    let t0 = Instant::now();
+    eprintln!(
+        "[{:>6.1}s] The daemon on every node, in its default place (as `homebase",
+        t0.elapsed().as_secs_f64()
+    );
     // The daemon on every node, in its default place (as `homebase setup` leaves it).
     for h in [h5, h6, h7] {
         let d = Daemon {
@@ -240,6 +245,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     )
     .unwrap();
 
+    eprintln!(
+        "[{:>6.1}s] Forming the cluster, then again",
+        t0.elapsed().as_secs_f64()
+    );
     // Forming the cluster, then again: nothing to change.
     let o = run(dir.path(), &["setup", "--json"]);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -275,6 +284,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         })
         .collect();
     assert!(swarm_changes.is_empty(), "{again:#}");
+    eprintln!(
+        "[{:>6.1}s] Faster failure detection for the test (the default heartbeat",
+        t0.elapsed().as_secs_f64()
+    );
     // Faster failure detection for the test (the default heartbeat is 5 s).
     hosts.ssh_ok(
         h5,
@@ -288,6 +301,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     assert_eq!(n6["labels"]["disk"], "ssd");
     assert_eq!(nodes.iter().filter(|n| n["role"] == "manager").count(), 1);
 
+    eprintln!("[{:>6.1}s] The plan", t0.elapsed().as_secs_f64());
     // The plan: 1.5 GiB reserved, more than any node's 819 MiB budget, placed on three.
     let plan: Value = serde_json::from_str(&ok(dir.path(), &["plan", "--json"])).unwrap();
     assert_eq!(plan["fits"], true, "{plan:#}");
@@ -306,11 +320,16 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
             .any(|t| t == "db")
     );
 
+    eprintln!("[{:>6.1}s] Deploy", t0.elapsed().as_secs_f64());
     // Deploy: every service healthy, spread over the three nodes.
     ok(dir.path(), &["deploy", "--timeout", "120"]);
     let s = status(dir.path());
     assert_eq!(s["healthy"], true, "{s:#}");
     assert_eq!(service(&s, "db")["nodes"], serde_json::json!(["n6"]));
+    eprintln!(
+        "[{:>6.1}s] memory is read on every node",
+        t0.elapsed().as_secs_f64()
+    );
     // memory is read on every node: the database's on n6, the workers' summed over three
     assert!(
         service(&s, "db")["memory_bytes"].as_u64().unwrap() > 0,
@@ -344,9 +363,32 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     used.sort();
     used.dedup();
     assert_eq!(used, ["n5", "n6", "n7"], "{s:#}");
+    eprintln!(
+        "[{:>6.1}s] The same release again is a no-op; the release log has both",
+        t0.elapsed().as_secs_f64()
+    );
     // The same release again is a no-op; the release log has both.
     let again = ok(dir.path(), &["deploy", "--json"]);
     assert!(again.contains("up-to-date"), "{again}");
+
+    eprintln!(
+        "[{:>6.1}s] exec runs in the task, on the node Swarm chose (db is on wor",
+        t0.elapsed().as_secs_f64()
+    );
+    // The daily backup (at_hour = 0: due at once): every node's daemon takes the part of
+    // the tasks it runs.
+    for (d, want) in [
+        (&cluster.daemons[1], "node n6's part"),
+        (&cluster.daemons[2], "node n7's part"),
+        (
+            &cluster.daemons[0],
+            "nothing of the stack to back up on node n5",
+        ),
+    ] {
+        d.wait_event(want, |e| {
+            e["kind"] == "backup" && e["message"].as_str().unwrap_or("").contains(want)
+        });
+    }
 
     // exec runs in the task, on the node Swarm chose (db is on worker n6).
     let o = run(
@@ -367,6 +409,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    eprintln!(
+        "[{:>6.1}s] Any node's dashboard",
+        t0.elapsed().as_secs_f64()
+    );
     // Any node's dashboard: n6's daemon watches the database that runs there.
     let mut dash = std::process::Command::new(bin())
         .arg("-C")
@@ -420,6 +466,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    eprintln!(
+        "[{:>6.1}s] Tunnels reach services on every node through the manager's S",
+        t0.elapsed().as_secs_f64()
+    );
     // Tunnels reach services on every node through the manager's SSH.
     let state = tempfile::tempdir().unwrap();
     let check = std::process::Command::new(bin())
@@ -452,6 +502,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         "{report:#}"
     );
 
+    eprintln!(
+        "[{:>6.1}s] A running tunnel follows a service Swarm moves",
+        t0.elapsed().as_secs_f64()
+    );
     // A running tunnel follows a service Swarm moves: api from n7 to n5.
     let mut tunnel = std::process::Command::new(bin())
         .arg("-C")
@@ -484,6 +538,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     let _ = tunnel.kill();
     let _ = tunnel.wait();
 
+    eprintln!("[{:>6.1}s] Backups", t0.elapsed().as_secs_f64());
     // Backups: each part taken and kept on the node that runs its service, restored there.
     let psql = |sql: &str| {
         ok(
@@ -551,6 +606,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
             .exists()
     );
 
+    eprintln!(
+        "[{:>6.1}s] A deploy that changes the database backs it up first, on its",
+        t0.elapsed().as_secs_f64()
+    );
     // A deploy that changes the database backs it up first, on its node.
     let config = toml(&project, &hosts, "600MiB", "n5", &ports);
     let changed = config.replace(
@@ -566,26 +625,6 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         "{err}"
     );
     assert_eq!(psql("SELECT count(*) FROM kept").trim(), "500");
-
-    // Scheduled backups: every node's daemon takes the part of the tasks it runs.
-    std::fs::write(
-        dir.path().join("homebase.toml"),
-        format!("{changed}[backup]\nschedule = \"daily\"\nat_hour = 0\n"),
-    )
-    .unwrap();
-    ok(dir.path(), &["deploy", "--timeout", "120"]);
-    for (d, want) in [
-        (&cluster.daemons[1], "node n6's part"),
-        (&cluster.daemons[2], "node n7's part"),
-        (
-            &cluster.daemons[0],
-            "nothing of the stack to back up on node n5",
-        ),
-    ] {
-        d.wait_event(want, |e| {
-            e["kind"] == "backup" && e["message"].as_str().unwrap_or("").contains(want)
-        });
-    }
 
     // A release whose api never becomes healthy: Swarm rolls the update back, homebase the
     // release; the previous release stays current and healthy.
@@ -614,6 +653,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     });
     assert_eq!(service(&s, "api")["nodes"], serde_json::json!(["n5"]));
 
+    eprintln!("[{:>6.1}s] n6's engine stops", t0.elapsed().as_secs_f64());
     // n6's engine stops: its worker task moves, the pinned database waits for its node.
     testhost(&["stop-dockerd", "6"], &[]);
     let s = wait_status(
@@ -638,6 +678,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
             .any(|n| n["name"] == "n6" && n["state"] == "down"),
         "{s:#}"
     );
+    eprintln!(
+        "[{:>6.1}s] The manager's daemon names the node",
+        t0.elapsed().as_secs_f64()
+    );
     // The manager's daemon names the node.
     let d5 = &cluster.daemons[0];
     d5.wait_event("an alert naming n6", |e| {
@@ -652,6 +696,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
                 .contains("0 of 1 tasks running")
     });
 
+    eprintln!(
+        "[{:>6.1}s] The manager's dashboard data",
+        t0.elapsed().as_secs_f64()
+    );
     // The manager's dashboard data: every node, n6 down, and what runs where.
     let (_, snap) = d5.api("/api/status");
     let snap: Value = serde_json::from_str(&snap).unwrap();
@@ -673,6 +721,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         "{snap:#}"
     );
 
+    eprintln!("[{:>6.1}s] n6 is back", t0.elapsed().as_secs_f64());
     // n6 is back: everything healthy again, the database on its node.
     testhost(&["start-dockerd", "6"], &[]);
     let s = wait_status(dir.path(), "healthy again", 150, |s| s["healthy"] == true);
@@ -680,6 +729,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     let rows = ok(dir.path(), &["releases", "--json"]);
     assert!(rows.contains("\"deployed\""), "{rows}");
 
+    eprintln!(
+        "[{:>6.1}s] A stack whose api fits no node's budget is refused by plan, ",
+        t0.elapsed().as_secs_f64()
+    );
     // A stack whose api fits no node's budget is refused by plan, with the reason.
     let refused = tempfile::tempdir().unwrap();
     std::fs::write(refused.path().join("compose.yml"), COMPOSE).unwrap();
@@ -699,6 +752,10 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     let o = run(refused.path(), &["deploy"]);
     assert_eq!(o.status.code(), Some(1));
 
+    eprintln!(
+        "[{:>6.1}s] Back to single mode with one host",
+        t0.elapsed().as_secs_f64()
+    );
     // Back to single mode with one host: compose on a swarm node still deploys.
     let single = TestProject::new(
         &hosts,

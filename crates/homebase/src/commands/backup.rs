@@ -65,7 +65,19 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
         BackupCommand::Now {
             services,
             this_node,
-        } => now(&project, services, this_node.as_deref(), args.json),
+            scheduled,
+        } => {
+            if *scheduled && this_node.is_none() && plan(&project, services)?.is_empty() {
+                // nothing worth a backup in this stack: say so, as an empty backup
+                ui::out(
+                    &(serde_json::to_string_pretty(
+                        &serde_json::json!({"backup": {"files": []}, "pruned": []}),
+                    )? + "\n"),
+                )?;
+                return Ok(Exit::Ok);
+            }
+            now(&project, services, this_node.as_deref(), args.json)
+        }
         BackupCommand::Ls => ls(&project, args.json),
         BackupCommand::Restore { id, services } => restore(&project, id, services),
         BackupCommand::Pull { id, to } => pull(&project, id.as_deref(), to.clone(), args.json),

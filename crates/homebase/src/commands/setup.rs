@@ -6,7 +6,6 @@
 //! changes nothing and says so.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use homebase_remote::Session;
@@ -246,19 +245,66 @@ fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec<Item>, boo
     (items, blocking)
 }
 
+/// A host's checklist, and whether something on it blocks the rest.
+type Checklist = (Vec<Item>, bool);
+
+/// This homebase executable, read and hashed once per run: what `setup` installs.
+struct Binary {
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+impl Binary {
+    fn current() -> Result<Binary> {
+        let exe = std::env::current_exe().context("cannot find this homebase executable")?;
+        let bytes =
+            std::fs::read(&exe).with_context(|| format!("cannot read `{}`", exe.display()))?;
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Binary { bytes, sha256 })
+    }
+}
+
 pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let binary = Binary::current()?;
     if !project.swarm() {
         let session = project.open_session()?;
-        let (items, blocked) = host(&session, project.config.budget.host_memory, args)?;
+        let (items, blocked) = host(&session, project.config.budget.host_memory, args, &binary)?;
         return finish(&items, args.json, blocked);
     }
-    // Swarm: every node as a host, then the cluster.
+    // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
     let mut items = Vec::new();
     let mut blocked = false;
-    for (name, n) in &project.config.nodes {
-        let session = homebase_remote::Session::open(&project.node_target(n))?;
-        let (node_items, node_blocked) = host(&session, n.memory, args)?;
+    let results: Vec<(String, Result<Checklist>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = project
+            .config
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                let (project, binary) = (&project, &binary);
+                let handle = scope.spawn(move || {
+                    let session = Session::open(&project.node_target(n))
+                        .with_context(|| format!("cannot reach node {name}"))?;
+                    host(&session, n.memory, args, binary)
+                });
+                (name.clone(), handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("setting up node {name} panicked")));
+                (name, r)
+            })
+            .collect()
+    });
+    for (name, result) in results {
+        let (node_items, node_blocked) = result?;
         blocked |= node_blocked;
         items.extend(node_items.into_iter().map(|mut i| {
             i.name = format!("{name}: {}", i.name);
@@ -273,10 +319,11 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
 
 /// One host made ready: returns its checklist and whether something blocks the rest.
 fn host(
-    session: &homebase_remote::Session,
+    session: &Session,
     memory: HostMemory,
     args: &SetupArgs,
-) -> Result<(Vec<Item>, bool)> {
+    binary: &Binary,
+) -> Result<Checklist> {
     let f = facts(session)?;
     let mac = f.os == "Darwin";
     let (mut items, blocking) = check_host(&f, memory, &session.host());
@@ -286,12 +333,7 @@ fn host(
 
     let bin = format!("{}/.homebase/bin/homebase", f.home);
     // The binary.
-    let exe = std::env::current_exe().context("cannot find this homebase executable")?;
-    let ours = std::fs::read(&exe).with_context(|| format!("cannot read `{}`", exe.display()))?;
-    let sha: String = Sha256::digest(&ours)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (ours, sha) = (&binary.bytes, &binary.sha256);
     if !same_platform(&f) {
         items.push(item(
             "homebase binary",
@@ -330,7 +372,7 @@ fn host(
     } else {
         session.check_with_input(
             &format!("set -e; mkdir -p \"$HOME/.homebase/bin\" \"$HOME/.homebase/daemon\"; t=\"{bin}.tmp.$$\"; cat > \"$t\"; chmod 755 \"$t\"; mv \"$t\" \"{bin}\""),
-            &ours,
+            ours,
         )?;
         items.push(item(
             "homebase binary",
@@ -442,7 +484,6 @@ fn host(
         },
         (!up).then(|| format!("start it: {bin} daemon (see the service item)")),
     ));
-    let _ = Duration::ZERO;
     Ok((items, false))
 }
 

@@ -104,10 +104,21 @@ fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
 }
 
 /// Swarm mode: the forwards again, when Swarm has moved a service to another node since.
-fn moved(project: &Project, forwards: &[ServiceForward]) -> Option<Vec<ServiceForward>> {
-    let session = project.open_session().ok()?;
+/// Asks over one SSH connection kept for the purpose (opened again after a failure), so
+/// that looking every few seconds costs the host no new login.
+fn moved(
+    project: &Project,
+    looker: &mut Option<Session>,
+    forwards: &[ServiceForward],
+) -> Option<Vec<ServiceForward>> {
+    if looker.is_none() {
+        *looker = project.open_session().ok();
+    }
     let mut now = forwards.to_vec();
-    place(project, &session, &mut now).ok()?;
+    if place(project, looker.as_ref()?, &mut now).is_err() {
+        *looker = None;
+        return None;
+    }
     let changed = now
         .iter()
         .zip(forwards)
@@ -164,6 +175,8 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         terminal: !json && std::io::stderr().is_terminal(),
     };
     let mut forwards = wanted(project)?;
+    // swarm mode: the connection that looks where services run
+    let mut looker: Option<Session> = None;
     let mut backoff = Duration::from_millis(200);
     let mut reconnects = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -201,7 +214,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
                 // Swarm may move a service to another node: follow it.
                 if project.swarm() && looked.elapsed() >= FOLLOW {
                     looked = Instant::now();
-                    moved_to = moved(project, &forwards);
+                    moved_to = moved(project, &mut looker, &forwards);
                     if moved_to.is_some() {
                         break;
                     }
@@ -255,7 +268,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         backoff = (backoff * 2).min(cap);
         reconnects += 1;
         if project.swarm()
-            && let Some(now) = moved(project, &forwards)
+            && let Some(now) = moved(project, &mut looker, &forwards)
         {
             forwards = now;
         }
