@@ -170,13 +170,7 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
 /// from `docker compose ps`, or in swarm mode the node's running task of the service.
 fn locate(host: &HostProject, ps: &[PsEntry], service: &str) -> Result<String> {
     if host.swarm {
-        let filter = sh_quote(&format!(
-            "label=com.docker.swarm.service.name={}_{service}",
-            host.project
-        ));
-        return Ok(format!(
-            "c=$(docker ps -q --filter {filter} --filter status=running | head -n 1); [ -n \"$c\" ] || {{ echo \"service {service} has no running task on this node\" >&2; exit 1; }}"
-        ));
+        return Ok(swarm::locate_task(&host.project, service));
     }
     let c = ps
         .iter()
@@ -215,9 +209,10 @@ pub fn take(
     let mut files = Vec::new();
     let mut pruned = Vec::new();
     if host.swarm {
+        let mut at = swarm::placements(host.session, &host.project)?;
         let mut by_node: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
         for item in items {
-            let node = swarm::service_node(host.session, &host.project, &item.0)?.ok_or_else(
+            let node = at.remove(&item.0).map(|p| p.node).ok_or_else(
                 || {
                     coded(
                         Exit::Refused,
@@ -380,14 +375,15 @@ fn take_on(
 
 /// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
 /// cannot be reached is named, and its parts left out.
-fn list_all(project: &Project, host: &HostProject) -> Result<Vec<Manifest>> {
-    if !host.swarm {
-        return list(host);
+fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
+    let project = keepers.project;
+    if !project.swarm() {
+        return list(&HostProject::of(keepers.host, project));
     }
     let mut all: Vec<Manifest> = Vec::new();
     for node in project.config.nodes.keys() {
-        let parts = match node_session(project, node) {
-            Ok(session) => list(&HostProject::of(&session, project))?,
+        let parts = match keepers.node(node) {
+            Ok(session) => list(&HostProject::of(session, project))?,
             Err(e) => {
                 eprintln!("warning: {e:#}; its backups are not listed");
                 continue;
@@ -485,8 +481,7 @@ fn prune(host: &HostProject, project: &Project) -> Result<Vec<String>> {
 
 fn ls(project: &Project, json: bool) -> Result<Exit> {
     let session = project.open_session()?;
-    let host = HostProject::of(&session, project);
-    let all = list_all(project, &host)?;
+    let all = list_all(&mut Keepers::new(project, &session))?;
     if json {
         ui::out(&(serde_json::to_string_pretty(&all)? + "\n"))?;
     } else {
@@ -511,15 +506,15 @@ fn ls(project: &Project, json: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn find(project: &Project, host: &HostProject, id: &str) -> Result<Manifest> {
-    let all = list_all(project, host)?;
+fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
+    let all = list_all(keepers)?;
     all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
         let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
         coded(
             Exit::BadInput,
             format!(
                 "no backup `{id}` on {}; the backups are: {}",
-                host.session.host(),
+                keepers.host.host(),
                 if ids.is_empty() {
                     "none".into()
                 } else {
@@ -548,12 +543,17 @@ impl<'p> Keepers<'p> {
 
     /// The session to where `f` is kept: its node, or the host.
     fn of(&mut self, f: &BackupFile) -> Result<&Session> {
-        let Some(node) = &f.node else {
-            return Ok(self.host);
-        };
+        match &f.node {
+            Some(node) => self.node(node),
+            None => Ok(self.host),
+        }
+    }
+
+    /// The session to a node, opened on first use.
+    fn node(&mut self, node: &str) -> Result<&Session> {
         if !self.nodes.contains_key(node) {
             let s = node_session(self.project, node)?;
-            self.nodes.insert(node.clone(), s);
+            self.nodes.insert(node.to_string(), s);
         }
         self.nodes
             .get(node)
@@ -567,9 +567,9 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
     }
     let session = project.open_session()?;
     let host = HostProject::of(&session, project);
-    let m = find(project, &host, id)?;
-    let ps = host.ps()?;
     let mut keepers = Keepers::new(project, &session);
+    let m = find(&mut keepers, id)?;
+    let ps = host.ps()?;
     for f in m
         .files
         .iter()
@@ -694,10 +694,10 @@ fn restore_task_volume(
 
 fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) -> Result<Exit> {
     let session = project.open_session()?;
-    let host = HostProject::of(&session, project);
+    let mut keepers = Keepers::new(project, &session);
     let m = match id {
-        Some(id) => find(project, &host, id)?,
-        None => list_all(project, &host)?.pop().ok_or_else(|| {
+        Some(id) => find(&mut keepers, id)?,
+        None => list_all(&mut keepers)?.pop().ok_or_else(|| {
             coded(
                 Exit::BadInput,
                 "no backups on the host yet: `homebase backup now`",
@@ -710,7 +710,6 @@ fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) ->
         .join(&m.id);
     std::fs::create_dir_all(&dest)
         .with_context(|| format!("cannot create `{}`", dest.display()))?;
-    let mut keepers = Keepers::new(project, &session);
     for f in &m.files {
         let there = keepers.of(f)?;
         let out = there

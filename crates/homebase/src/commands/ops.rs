@@ -142,9 +142,7 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
             .iter()
             .find(|s| s["Name"].as_str() == Some(cname.as_str()))
             .and_then(|s| s["MemUsage"].as_str())
-            .and_then(|u| u.split('/').next())
-            .and_then(|u| Bytes::parse(u.trim()).ok())
-            .map(|b| b.0);
+            .and_then(mem_used);
         services.push(ServiceStatus {
             name: name.clone(),
             state,
@@ -219,6 +217,12 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
             )
         }
     }
+}
+
+/// The bytes in use from `docker stats`' MemUsage (`55.5MiB / 600MiB`).
+pub(crate) fn mem_used(usage: &str) -> Option<u64> {
+    let used = usage.split('/').next()?;
+    Bytes::parse(used.trim()).ok().map(|b| b.0)
 }
 
 /// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-23T20:31:07.123Z`).
@@ -580,7 +584,9 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
     // In swarm mode the command runs on the node Swarm chose, in one of the service's tasks.
     let (session, script) = if project.swarm() {
         let name = &project.config.project.name;
-        let node = crate::commands::swarm::service_node(&manager, name, &args.service)?
+        let node = crate::commands::swarm::placements(&manager, name)?
+            .remove(&args.service)
+            .map(|p| p.node)
             .ok_or_else(|| {
                 coded(
                     Exit::Refused,
@@ -601,15 +607,11 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
         })?;
         let session = Session::open(&project.node_target(n))
             .with_context(|| format!("cannot reach node {node}, where `{}` runs", args.service))?;
-        let filter = sh_quote(&format!(
-            "label=com.docker.swarm.service.name={name}_{}",
-            args.service
-        ));
         let script = format!(
-            "c=$(docker ps -q --filter {filter} | head -n 1); [ -n \"$c\" ] || {{ echo 'no running task of {svc} on this node' >&2; exit 125; }}; docker exec {}\"$c\" {}",
+            "{}; docker exec {}\"$c\" {}",
+            crate::commands::swarm::locate_task(name, &args.service),
             if tty { "-it " } else { "-i " },
             words.join(" "),
-            svc = args.service.replace('\'', ""),
         );
         (session, script)
     } else {

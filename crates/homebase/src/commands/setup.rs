@@ -278,31 +278,15 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
     let mut items = Vec::new();
     let mut blocked = false;
-    let results: Vec<(String, Result<Checklist>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = project
-            .config
-            .nodes
-            .iter()
-            .map(|(name, n)| {
-                let (project, binary) = (&project, &binary);
-                let handle = scope.spawn(move || {
-                    let session = Session::open(&project.node_target(n))
-                        .with_context(|| format!("cannot reach node {name}"))?;
-                    host(&session, n.memory, args, binary)
-                });
-                (name.clone(), handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(name, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("setting up node {name} panicked")));
-                (name, r)
-            })
-            .collect()
-    });
+    let results = crate::commands::swarm::per_node(
+        &project,
+        |_| true,
+        |name, n| {
+            let session = Session::open(&project.node_target(n))
+                .with_context(|| format!("cannot reach node {name}"))?;
+            host(&session, n.memory, args, &binary)
+        },
+    );
     for (name, result) in results {
         let (node_items, node_blocked) = result?;
         blocked |= node_blocked;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use homebase_proto::{NodeStatus, ServiceStatus};
 use homebase_remote::{Session, sh_quote};
 use homebase_stack::cluster::NODE_LABEL;
+use homebase_stack::config::NodeSection;
 use serde_json::Value;
 
 use crate::cli::{Global, NodesArgs};
@@ -371,15 +372,19 @@ fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>, Ve
     Ok((nodes, tasks))
 }
 
-/// Where each service runs, as the manager reaches it: service → the address of the first
-/// ready node that runs one of its tasks (host-mode ports are published there). The
-/// manager's own tasks are on its loopback.
-pub fn service_addresses(
-    session: &Session,
-    project: &str,
-) -> Result<std::collections::BTreeMap<String, String>> {
+/// Where a service runs: the first ready node (by name) with a running task of it, and that
+/// node's address as the manager reaches it.
+pub struct Placement {
+    pub node: String,
+    pub address: String,
+}
+
+/// Every running service's placement, from one read of the cluster on the manager. Host-mode
+/// ports are published at `address`; a manager that reports no address of its own is the
+/// host we are on (its loopback).
+pub fn placements(session: &Session, project: &str) -> Result<BTreeMap<String, Placement>> {
     let (nodes, tasks) = read_cluster(session, project)?;
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = BTreeMap::new();
     let mut running: Vec<&Task> = tasks.iter().filter(|t| t.state == "running").collect();
     running.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
     for t in running {
@@ -390,23 +395,27 @@ pub fn service_addresses(
             continue;
         };
         let address = match node.address.as_str() {
-            // a manager may report no address of its own: it is the host we are on
             "" | "0.0.0.0" => "127.0.0.1".to_string(),
             a => a.to_string(),
         };
-        out.entry(t.service.clone()).or_insert(address);
+        out.entry(t.service.clone()).or_insert(Placement {
+            node: t.node.clone(),
+            address,
+        });
     }
     Ok(out)
 }
 
-/// The configured node that runs a ready task of `service`, if any.
-pub fn service_node(session: &Session, project: &str, service: &str) -> Result<Option<String>> {
-    let (nodes, tasks) = read_cluster(session, project)?;
-    Ok(tasks
-        .iter()
-        .filter(|t| t.service == service && t.state == "running")
-        .find(|t| nodes.iter().any(|n| n.name == t.node && n.state == "ready"))
-        .map(|t| t.node.clone()))
+/// A shell line, run on a node, that sets `c` to a running task container of `service`
+/// there, or fails (exit 125) saying there is none.
+pub fn locate_task(project: &str, service: &str) -> String {
+    let filter = sh_quote(&format!(
+        "label=com.docker.swarm.service.name={project}_{service}"
+    ));
+    format!(
+        "c=$(docker ps -q --filter {filter} --filter status=running | head -n 1); [ -n \"$c\" ] || {{ echo {} >&2; exit 125; }}",
+        sh_quote(&format!("no running task of {service} on this node"))
+    )
 }
 
 struct Task {
@@ -414,6 +423,32 @@ struct Task {
     node: String,
     state: String,
     error: String,
+}
+
+/// Runs `f` on each node `keep` selects, all at once (a thread and, in `f`, an SSH
+/// connection each); the results in [nodes] order, named. A panic in `f` is passed on.
+pub fn per_node<'p, T: Send>(
+    project: &'p Project,
+    keep: impl Fn(&str) -> bool,
+    f: impl Fn(&'p str, &'p NodeSection) -> T + Sync,
+) -> Vec<(String, T)> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = project
+            .config
+            .nodes
+            .iter()
+            .filter(|(name, _)| keep(name))
+            .map(|(name, n)| (name.clone(), scope.spawn(move || f(name, n))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, h)| match h.join() {
+                Ok(t) => (name, t),
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// What a service's task containers use on their nodes, summed over its tasks.
@@ -447,27 +482,16 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
          docker stats --no-stream --format '{{{{.Name}}}} {{{{.MemUsage}}}}' $ids",
         f = sh_quote(&format!("label=com.docker.stack.namespace={name}"))
     );
-    let outputs: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = project
-            .config
-            .nodes
-            .iter()
-            .filter(|(n, _)| nodes.iter().any(|s| &s.name == *n && s.state == "ready"))
-            .map(|(_, n)| {
-                let script = &script;
-                scope.spawn(move || {
-                    Session::open(&project.node_target(n))
-                        .ok()
-                        .and_then(|s| s.check(script).ok())
-                        .unwrap_or_default()
-                })
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    let ready = |n: &str| nodes.iter().any(|s| s.name == n && s.state == "ready");
+    let outputs = per_node(project, ready, |_, n| {
+        Session::open(&project.node_target(n))
+            .ok()
+            .and_then(|s| s.check(&script).ok())
+            .unwrap_or_default()
     });
     let prefix = format!("{name}_");
     let mut out: BTreeMap<String, Usage> = BTreeMap::new();
-    for text in outputs {
+    for (_, text) in outputs {
         let (inspect, stats) = text.split_once("@@HB@@").unwrap_or((&text, ""));
         for line in inspect.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -483,9 +507,8 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
                     Some(l.split_whitespace().next().unwrap_or("")) == cname.strip_prefix('/')
                 })
                 .and_then(|l| l.split_once(' '))
-                .and_then(|(_, u)| u.split('/').next())
-                .and_then(|u| homebase_stack::Bytes::parse(u.trim()).ok())
-                .map_or(0, |b| b.0);
+                .and_then(|(_, u)| crate::commands::ops::mem_used(u))
+                .unwrap_or(0);
             let u = out.entry(service.to_string()).or_default();
             u.memory += used;
             u.limit += limit.parse::<u64>().unwrap_or(0);
@@ -640,31 +663,19 @@ pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -
     with_role.push(("role", b"worker"));
     let with_role = &with_role;
     // in parallel: one SSH connection per worker
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = project
-            .config
-            .nodes
-            .iter()
-            .filter(|(name, _)| Some(*name) != manager.as_ref())
-            .map(|(name, n)| {
-                scope.spawn(move || -> Result<()> {
-                    let session = Session::open(&project.node_target(n)).with_context(|| {
-                        format!("cannot reach node {name} to give it the release")
-                    })?;
-                    let host = HostProject::of(&session, project);
-                    let mut files = with_role.clone();
-                    files.push(("node", name.as_bytes()));
-                    host.upload(id, &files)?;
-                    host.set_current(id)
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("uploading a release to a worker panicked"))??;
-        }
-        Ok(())
-    })
+    let worker = |name: &str| Some(name) != manager.as_deref();
+    for (_, done) in per_node(project, worker, |name, n| -> Result<()> {
+        let session = Session::open(&project.node_target(n))
+            .with_context(|| format!("cannot reach node {name} to give it the release"))?;
+        let host = HostProject::of(&session, project);
+        let mut files = with_role.clone();
+        files.push(("node", name.as_bytes()));
+        host.upload(id, &files)?;
+        host.set_current(id)
+    }) {
+        done?;
+    }
+    Ok(())
 }
 
 /// Lines for the human status: where each service runs, and nodes that are not ready.

@@ -74,10 +74,10 @@ fn place(project: &Project, session: &Session, forwards: &mut [ServiceForward]) 
     if !project.swarm() {
         return Ok(());
     }
-    let at = crate::commands::swarm::service_addresses(session, &project.config.project.name)?;
+    let at = crate::commands::swarm::placements(session, &project.config.project.name)?;
     for f in forwards.iter_mut() {
-        if let Some(address) = at.get(&f.service) {
-            f.remote_host = address.clone();
+        if let Some(p) = at.get(&f.service) {
+            f.remote_host = p.address.clone();
         }
     }
     Ok(())
