@@ -154,6 +154,22 @@ fn http_get(port: u16, path: &str) -> String {
     http_get_with(port, path, None)
 }
 
+/// Ends a `homebase tunnel` or `dash` the way ctrl-c does (SIGTERM), so that it closes its
+/// SSH master; SIGKILL only if it has not gone after 5 s.
+fn stop(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn run(dir: &Path, args: &[&str]) -> Output {
     std::process::Command::new(bin())
         .arg("-C")
@@ -456,8 +472,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert!(here.contains(&"db"), "{snap:#}");
-    let _ = dash.kill();
-    let _ = dash.wait();
+    stop(&mut dash);
     let o = run(dir.path(), &["dash", "--node", "n9", "--no-browser"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -535,8 +550,7 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     assert_eq!(moved["to"], h5.address.as_str(), "{moved:#}");
     next_event(&mut lines, "up");
     assert_eq!(http_get(ports.api, "/ok"), "ok");
-    let _ = tunnel.kill();
-    let _ = tunnel.wait();
+    stop(&mut tunnel);
 
     eprintln!("[{:>6.1}s] Backups", t0.elapsed().as_secs_f64());
     // Backups: each part taken and kept on the node that runs its service, restored there.
