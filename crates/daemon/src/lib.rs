@@ -13,6 +13,7 @@ pub mod loops;
 pub mod monitor;
 pub mod projects;
 pub mod store;
+pub mod workspace;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use homebase_engine::Engine;
-use homebase_engine::run::{ITERATION_LABEL, LOOP_LABEL, RunSpec, Source};
+use homebase_engine::run::{ITERATION_LABEL, LOOP_LABEL, RunSpec, Source, Walls};
 use homebase_proto::{IterationRecord, LoopStatus, RunningIteration};
 use homebase_stack::loops::{LoopSection, RunMode, Workspace};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::loop_store::{Finished, LoopRow};
+use crate::workspace::{count_changes, fingerprint, fingerprint_of, snapshot_files};
 use crate::{Shared, now};
 
 /// Bytes of output kept in an iteration's record.
@@ -778,7 +779,10 @@ impl Supervisor {
         self.save(row);
         let ws = cfg.workspace();
         let before_files = snapshot_files(&self.engine, &ws).await;
-        let before_head = git_head(&ws).await;
+        let before_head = match &ws {
+            Workspace::Path(p) => crate::workspace::head(Path::new(p)),
+            Workspace::Volume(_) => None,
+        };
         let log = cfg.dir().join("output.log");
         append_log(
             &log,
@@ -979,6 +983,20 @@ impl Supervisor {
             oom_score_adj: l.priority.oom_score_adj(),
             user: l.user.clone(),
             labels,
+            entrypoint: None,
+            workspace_read_only: false,
+            walls: Walls {
+                capabilities: l.sandbox.capabilities(),
+                no_new_privileges: l.sandbox.no_new_privileges,
+                pids_limit: l.sandbox.pids_limit,
+                network: l.sandbox.network.clone(),
+                read_only_mounts: l
+                    .sandbox
+                    .mount_pairs()
+                    .into_iter()
+                    .map(|(src, dst)| (expand_home(&src), dst))
+                    .collect(),
+            },
         };
         let cid = self.engine.create(&spec).await?;
         if let Err(e) = self.engine.start_one(&cid).await {
@@ -1030,7 +1048,17 @@ impl Supervisor {
             _ => None,
         };
         let diffstat = match &before_head {
-            Some(head) => git_diffstat(&ws, head).await,
+            Some(head) => {
+                crate::workspace::diffstat(
+                    &self.engine,
+                    &ws,
+                    &l.image,
+                    l.user.as_deref(),
+                    &cfg.label(),
+                    head,
+                )
+                .await
+            }
             None => None,
         };
         let text = String::from_utf8_lossy(&w.tail).to_string();
@@ -1421,119 +1449,6 @@ fn append_log(path: &Path, data: &[u8]) {
     }
 }
 
-/// Files of the workspace (relative path → size, mtime in ns), `.git` left out; `None`
-/// when the daemon cannot see the workspace (a volume inside a VM).
-async fn snapshot_files(engine: &Engine, ws: &Workspace) -> Option<BTreeMap<String, (u64, i64)>> {
-    let dir = match ws {
-        Workspace::Path(p) => PathBuf::from(p),
-        Workspace::Volume(v) => PathBuf::from(engine.volume_path(v).await?),
-    };
-    tokio::task::spawn_blocking(move || scan(&dir))
-        .await
-        .ok()
-        .flatten()
-}
-
-fn scan(dir: &Path) -> Option<BTreeMap<String, (u64, i64)>> {
-    std::fs::read_dir(dir).ok()?;
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                if e.file_name() != ".git" {
-                    stack.push(path);
-                }
-                continue;
-            }
-            let rel = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .to_string();
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
-            out.insert(rel, (meta.len(), mtime));
-            if out.len() > 200_000 {
-                return Some(out);
-            }
-        }
-    }
-    Some(out)
-}
-
-fn count_changes(a: &BTreeMap<String, (u64, i64)>, b: &BTreeMap<String, (u64, i64)>) -> i64 {
-    let changed_or_removed = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count();
-    let added = b.keys().filter(|k| !a.contains_key(*k)).count();
-    (changed_or_removed + added) as i64
-}
-
-fn fingerprint_of(files: &BTreeMap<String, (u64, i64)>) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    files.hash(&mut h);
-    format!("{:016x}-{}", h.finish(), files.len())
-}
-
-async fn fingerprint(engine: &Engine, ws: &Workspace) -> Option<String> {
-    snapshot_files(engine, ws).await.map(|f| fingerprint_of(&f))
-}
-
-async fn git(ws: &Workspace, args: &[&str]) -> Option<String> {
-    let Workspace::Path(p) = ws else { return None };
-    if !Path::new(p).join(".git").exists() {
-        return None;
-    }
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new("git")
-            .arg("-c")
-            .arg("safe.directory=*")
-            .arg("-C")
-            .arg(p)
-            .args(args)
-            .output(),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-async fn git_head(ws: &Workspace) -> Option<String> {
-    git(ws, &["rev-parse", "HEAD"])
-        .await
-        .filter(|h| !h.is_empty())
-}
-
-/// `N files changed, …` against the commit before the iteration (its commits included),
-/// with the number of new commits.
-async fn git_diffstat(ws: &Workspace, before: &str) -> Option<String> {
-    let stat = git(ws, &["diff", "--shortstat", before]).await?;
-    let commits = git(ws, &["rev-list", "--count", &format!("{before}..HEAD")]).await;
-    let stat = if stat.is_empty() {
-        "no changes".to_string()
-    } else {
-        stat
-    };
-    Some(match commits.as_deref() {
-        Some("0") | None => stat,
-        Some("1") => format!("{stat}; 1 new commit"),
-        Some(c) => format!("{stat}; {c} new commits"),
-    })
-}
-
 /// `Some(true)` when every object in the JSON that has a `passes` field has
 /// `"passes": true` (and there is at least one); `None` when it is not JSON.
 pub fn all_pass(data: &[u8]) -> Option<bool> {
@@ -1745,25 +1660,6 @@ mod tests {
             error_signature("error", Some(3), "Error: build failed at 4\nstarting\n"),
             error_signature("error", Some(3), "starting\nError: build failed at 5\n")
         );
-    }
-
-    #[test]
-    fn workspace_changes_are_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
-        std::fs::write(dir.path().join("a"), "1").unwrap();
-        std::fs::write(dir.path().join(".git/HEAD"), "x").unwrap();
-        let before = scan(dir.path()).unwrap();
-        assert_eq!(before.len(), 1, "{before:?}");
-        assert_eq!(count_changes(&before, &scan(dir.path()).unwrap()), 0);
-        std::fs::create_dir_all(dir.path().join("src")).unwrap();
-        std::fs::write(dir.path().join("src/b"), "2").unwrap();
-        std::fs::write(dir.path().join("a"), "11").unwrap();
-        std::fs::write(dir.path().join(".git/HEAD"), "yy").unwrap();
-        let after = scan(dir.path()).unwrap();
-        assert_eq!(count_changes(&before, &after), 2);
-        assert_ne!(fingerprint_of(&before), fingerprint_of(&after));
-        assert!(scan(&dir.path().join("missing")).is_none());
     }
 
     #[test]

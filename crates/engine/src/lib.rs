@@ -38,6 +38,12 @@ pub enum EngineError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("Docker engine at `{endpoint}`: {action} did not end within {secs}s")]
+    Timeout {
+        endpoint: String,
+        action: String,
+        secs: u64,
+    },
 }
 
 /// Where the engine listens, found as the docker CLI finds it: `DOCKER_HOST`, then the

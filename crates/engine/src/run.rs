@@ -40,6 +40,38 @@ pub struct RunSpec {
     pub oom_score_adj: i64,
     pub user: Option<String>,
     pub labels: HashMap<String, String>,
+    /// Replaces the image's entrypoint when set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Mount the workspace read-only (helpers that only look at it).
+    pub workspace_read_only: bool,
+    pub walls: Walls,
+}
+
+/// The walls of a one-off container: every capability dropped but `capabilities`,
+/// `no-new-privileges`, a pids limit, its network, and extra host paths read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walls {
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    /// 0: no limit.
+    pub pids_limit: u32,
+    /// `bridge`, `none` or a network's name.
+    pub network: String,
+    /// (host path, container path), mounted read-only.
+    pub read_only_mounts: Vec<(String, String)>,
+}
+
+impl Walls {
+    /// The tightest walls: no capability, no network, 64 processes.
+    pub fn sealed() -> Walls {
+        Walls {
+            capabilities: Vec::new(),
+            no_new_privileges: true,
+            pids_limit: 64,
+            network: "none".into(),
+            read_only_mounts: Vec::new(),
+        }
+    }
 }
 
 /// How a container ended (or that it has not).
@@ -63,24 +95,37 @@ pub struct Labelled {
 impl Engine {
     /// Creates (does not start) a one-off container; returns its id.
     pub async fn create(&self, spec: &RunSpec) -> Result<String, EngineError> {
+        let read_only = Some(spec.workspace_read_only);
         let mount = match &spec.workspace {
             Source::Bind(path) => Mount {
                 target: Some(spec.workdir.clone()),
                 source: Some(path.clone()),
                 typ: Some(MountType::BIND),
+                read_only,
                 ..Default::default()
             },
             Source::Volume(name) => Mount {
                 target: Some(spec.workdir.clone()),
                 source: Some(name.clone()),
                 typ: Some(MountType::VOLUME),
+                read_only,
                 ..Default::default()
             },
         };
+        let mut mounts = vec![mount];
+        mounts.extend(spec.walls.read_only_mounts.iter().map(|(src, dst)| Mount {
+            target: Some(dst.clone()),
+            source: Some(src.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        }));
+        let w = &spec.walls;
         let memory = i64::try_from(spec.memory).unwrap_or(i64::MAX);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
+            entrypoint: spec.entrypoint.clone(),
             env: Some(spec.env.clone()),
             working_dir: Some(spec.workdir.clone()),
             user: spec.user.clone(),
@@ -90,8 +135,16 @@ impl Engine {
                 // no swap beyond the limit
                 memory_swap: Some(memory),
                 oom_score_adj: Some(spec.oom_score_adj),
-                mounts: Some(vec![mount]),
+                mounts: Some(mounts),
                 init: Some(true),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(w.capabilities.clone()),
+                security_opt: w
+                    .no_new_privileges
+                    .then(|| vec!["no-new-privileges:true".to_string()]),
+                pids_limit: (w.pids_limit > 0).then_some(i64::from(w.pids_limit)),
+                network_mode: Some(w.network.clone()),
+                privileged: Some(false),
                 ..Default::default()
             }),
             ..Default::default()
@@ -108,6 +161,45 @@ impl Engine {
             .await
             .map_err(self.call(format!("create container {}", spec.name)))?;
         Ok(r.id)
+    }
+
+    /// Creates, starts and waits for a one-off container (up to `timeout`), returns how it
+    /// ended and its output (at most `max` bytes), and removes it whatever happened.
+    pub async fn run_to_end(
+        &self,
+        spec: &RunSpec,
+        timeout: std::time::Duration,
+        max: usize,
+    ) -> Result<(Exit, Vec<u8>), EngineError> {
+        let id = self.create(spec).await?;
+        let result = async {
+            self.start_one(&id).await?;
+            let mut out = Vec::new();
+            let follow = async {
+                let mut s = std::pin::pin!(self.output(&id));
+                while let Some(chunk) = s.next().await {
+                    let chunk = chunk?;
+                    let room = max.saturating_sub(out.len());
+                    out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok::<(), EngineError>(())
+            };
+            match tokio::time::timeout(timeout, follow).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(EngineError::Timeout {
+                        endpoint: self.endpoint.clone(),
+                        action: format!("run {}", spec.name),
+                        secs: timeout.as_secs(),
+                    });
+                }
+            }
+            let exit = self.exit(&id).await?;
+            Ok((exit, out))
+        }
+        .await;
+        let _ = self.remove(&id).await;
+        result
     }
 
     /// Whether an image is present on the host.

@@ -654,3 +654,163 @@ services:
     assert_eq!(env.events("hungry", "loop_oom").len(), 1);
     assert_eq!(env.leftover_containers().trim(), "");
 }
+
+/// The agent plants every git hook it can in its checkout (fsmonitor, a clean filter, an
+/// external diff, a textconv driver, a hooks path) each of which, run by git on the host,
+/// would write a marker outside the workspace. The daemon still gets its diffstat (from git
+/// in a sealed container), nothing runs on the host, and the iteration ran hardened: no new
+/// privileges, only the default capabilities, a pids limit. A second loop relaxes the
+/// sandbox item by item.
+#[test]
+fn an_agent_cannot_make_the_host_run_commands_and_runs_behind_its_walls() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let home = hosts.ssh_ok(h, "echo $HOME").trim().to_string();
+    let pwn = format!("{home}/{}", homebase_testkit::unique_name("pwn"));
+    // iteration 1 makes the checkout and plants the hooks; iteration 2 changes a file, so
+    // the daemon computes a diffstat with the planted configuration in place
+    let plant = format!(
+        r#"#!/bin/sh
+cd /workspace
+export HOME=/tmp
+grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status
+echo "pids.max=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max 2>/dev/null)"
+if [ "$HOMEBASE_ITERATION" = 1 ]; then
+  git init -q . && echo hi > README && git add README agent.sh
+  git -c user.email=t@t -c user.name=t commit -qm init || exit 5
+  cat >> .git/config <<CFG
+[core]
+	fsmonitor = "touch {pwn}/fsmonitor; false"
+	hooksPath = /workspace/.h
+[diff]
+	external = "{pwn}/../x"
+[diff "x"]
+	textconv = "touch {pwn}/textconv; cat"
+[filter "x"]
+	clean = "touch {pwn}/clean; cat"
+CFG
+  mkdir -p .h
+  for hk in post-checkout pre-commit post-index-change reference-transaction; do printf '#!/bin/sh\ntouch {pwn}/%s\n' $hk > .h/$hk; chmod +x .h/$hk; done
+  echo '* diff=x filter=x' > .gitattributes
+  echo planted
+else
+  echo changed >> README
+  echo "<promise>COMPLETE</promise>"
+fi
+"#
+    );
+    let relaxed = "#!/bin/sh\ngrep -E '^(CapBnd|NoNewPrivs)' /proc/self/status\necho \"pids.max=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max 2>/dev/null)\"\necho '<promise>COMPLETE</promise>'\n";
+    let loop_at = |name: &str, extra: &str| {
+        format!(
+            "[loops.{name}]\nimage = \"hb/pgvector:latest\"\ncommand = \"sh /workspace/{name}.sh\"\nworkspace = \"{{ws}}/{name}\"\nuser = \"{{user}}\"\nmemory = \"64MiB\"\ntimeout = \"60s\"\nautostart = false\n{extra}\n"
+        )
+    };
+    let toml = format!(
+        "[services.idle]\nmemory = \"16MiB\"\n{}{}",
+        loop_at("planter", ""),
+        loop_at(
+            "relaxed",
+            "[loops.relaxed.sandbox]\ncapabilities = [\"NET_RAW\"]\nno_new_privileges = false\npids_limit = 0\nnetwork = \"none\"\n"
+        ),
+    );
+    hosts.ssh_ok(h, &format!("mkdir -p {pwn} && chmod 777 {pwn}"));
+    let env = Env::new(
+        &hosts,
+        h,
+        "sandbox",
+        COMPOSE,
+        &toml,
+        "4GiB",
+        &[("planter", "", None), ("relaxed", "", None)],
+    );
+    let ws = &env.ws;
+    hosts.ssh_with_input(
+        h,
+        &format!("cat > {ws}/planter/planter.sh"),
+        plant.as_bytes(),
+    );
+    hosts.ssh_with_input(
+        h,
+        &format!("cat > {ws}/relaxed/relaxed.sh"),
+        relaxed.as_bytes(),
+    );
+    env.wait("planter", "is listed", 30, |s| s["state"] == "idle");
+    for l in ["planter", "relaxed"] {
+        let (code, body) = env.d.post(&format!("/api/loops/{}/{l}/start", env.p.name));
+        assert_eq!(code, 200, "{body}");
+    }
+    let s = env.wait("planter", "completes", 90, |s| s["state"] == "completed");
+    assert_eq!(s["iterations"], 2, "{s:#}");
+    let hist = env.history("planter");
+    assert_eq!(env.outcomes("planter"), ["ok", "completed"], "{hist:#?}");
+    let it = &hist[1];
+    // git ran (in its sealed container) and saw the change, with the planted drivers set
+    assert!(
+        it["diffstat"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 file changed")),
+        "{it:#}"
+    );
+    // …and nothing ran on the host
+    let markers = hosts.ssh_ok(h, &format!("ls -A {pwn}"));
+    assert_eq!(markers.trim(), "", "hooks ran on the host: {markers}");
+    let tail = it["tail"].as_str().unwrap();
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID = bits 0,1,3,4,5,6,7
+    assert!(tail.contains("CapBnd:\t00000000000000fb"), "{tail}");
+    assert!(tail.contains("CapEff:\t0000000000000000"), "{tail}");
+    assert!(tail.contains("NoNewPrivs:\t1"), "{tail}");
+    assert!(tail.contains("pids.max=1024"), "{tail}");
+
+    let s = env.wait("relaxed", "completes", 90, |s| s["state"] == "completed");
+    assert_eq!(s["iterations"], 1, "{s:#}");
+    let tail = env.history("relaxed")[0]["tail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // NET_RAW is bit 13
+    assert!(tail.contains("CapBnd:\t00000000000020fb"), "{tail}");
+    assert!(tail.contains("NoNewPrivs:\t0"), "{tail}");
+    assert!(tail.contains("pids.max=max"), "{tail}");
+    assert_eq!(env.leftover_containers().trim(), "");
+    let helpers = hosts.ssh_ok(
+        h,
+        &format!("docker ps -aq --filter name=hb-gitstat-{}-", env.p.name),
+    );
+    assert_eq!(helpers.trim(), "", "git helper containers left");
+    hosts.ssh_ok(h, &format!("rm -rf {pwn}"));
+}
+
+/// Settings that would open the sandbox are refused before the host is touched.
+#[test]
+fn sandbox_settings_that_open_the_host_are_refused() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let p = TestProject::new(&hosts, h, bin(), "walls", COMPOSE, "");
+    for (extra, want) in [
+        ("network = \"host\"", "must not share the host's"),
+        (
+            "mounts = [\"/var/run/docker.sock:/var/run/docker.sock\"]",
+            "would let the agent reach the host",
+        ),
+        (
+            "capabilities = [\"SYS_ADMIN\"]",
+            "would give the agent the host",
+        ),
+    ] {
+        p.write(
+            COMPOSE,
+            &format!(
+                "[services.idle]\nmemory = \"16MiB\"\n[loops.l]\nimage = \"hb/busybox:latest\"\ncommand = \"true\"\nmemory = \"16MiB\"\n[loops.l.sandbox]\n{extra}\n"
+            ),
+        );
+        let o = p.run(&["deploy"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra}: {err}");
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+    let dir = hosts.ssh_ok(
+        h,
+        &format!("ls -d ~/.homebase/{} 2>/dev/null || true", p.name),
+    );
+    assert_eq!(dir.trim(), "", "the host was touched");
+}

@@ -94,6 +94,181 @@ pub struct LoopSection {
     pub usage_limit_backoff: Duration,
     /// Run the iteration as this user (`1000:1000`), as `docker run --user`.
     pub user: Option<String>,
+    /// The iteration container's walls (hardened by default; relax one item at a time).
+    #[serde(default)]
+    pub sandbox: Sandbox,
+}
+
+/// The capabilities an iteration keeps by default: enough for a root process in the image
+/// to own, read and write its own files and switch users (package managers, `su`); nothing
+/// that reaches the network stack, devices, the kernel or other processes' namespaces.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+];
+
+/// Capabilities that would hand an agent the host (`sandbox.capabilities` refuses them).
+const REFUSED_CAPABILITIES: &[&str] = &[
+    "ALL",
+    "SYS_ADMIN",
+    "SYS_MODULE",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_BOOT",
+    "DAC_READ_SEARCH",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "BPF",
+    "PERFMON",
+    "NET_ADMIN",
+    "SYSLOG",
+];
+
+/// `[loops.NAME.sandbox]`: what an iteration container may do. The agent in it runs with
+/// every permission and reads untrusted text, so by default it gets no new privileges,
+/// only [`DEFAULT_CAPABILITIES`], a pids limit, its own network namespace, and the
+/// workspace as the only writable host path.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    /// Capabilities added to the default set (`NET_RAW`, `NET_BIND_SERVICE`, …).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// `false` lets setuid binaries in the image gain privileges (`sudo` inside).
+    #[serde(default = "default_true")]
+    pub no_new_privileges: bool,
+    /// Most processes (and threads) at once; `0` for no limit.
+    #[serde(default = "default_pids")]
+    pub pids_limit: u32,
+    /// `bridge` (default, the engine's NAT network), `none`, or a user network's name.
+    /// `host` is refused: the agent would reach every port on the host.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// Extra host paths, `SRC:DST`, always mounted read-only (credentials, a git config).
+    #[serde(default)]
+    pub mounts: Vec<String>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            capabilities: Vec::new(),
+            no_new_privileges: true,
+            pids_limit: default_pids(),
+            network: default_network(),
+            mounts: Vec::new(),
+        }
+    }
+}
+
+fn default_pids() -> u32 {
+    1024
+}
+fn default_network() -> String {
+    "bridge".into()
+}
+
+impl Sandbox {
+    /// The capabilities the container keeps (default set plus the configured ones).
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        for c in &self.capabilities {
+            let c = normalize_cap(c);
+            if !caps.contains(&c) {
+                caps.push(c);
+            }
+        }
+        caps
+    }
+
+    /// Each extra mount as (host path, container path).
+    pub fn mount_pairs(&self) -> Vec<(String, String)> {
+        self.mounts
+            .iter()
+            .filter_map(|m| {
+                let m = m.strip_suffix(":ro").unwrap_or(m);
+                m.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect()
+    }
+
+    fn validate(&self, name: &str) -> Result<(), String> {
+        for c in &self.capabilities {
+            let n = normalize_cap(c);
+            let valid = !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "loops.{name}.sandbox.capabilities: `{c}` is not a capability name (for example \"NET_RAW\")"
+                ));
+            }
+            if REFUSED_CAPABILITIES.contains(&n.as_str()) {
+                return Err(format!(
+                    "loops.{name}.sandbox.capabilities: `{c}` would give the agent the host; \
+                     run such work as a compose service you control instead of an agent loop"
+                ));
+            }
+        }
+        let net = self.network.trim();
+        if net == "host" || net.starts_with("container:") {
+            return Err(format!(
+                "loops.{name}.sandbox.network = \"{net}\": an agent must not share the host's \
+                 (or another container's) network; use \"bridge\" (default), \"none\" or a network's name"
+            ));
+        }
+        if net.is_empty() {
+            return Err(format!(
+                "loops.{name}.sandbox.network is empty: leave it out for \"bridge\""
+            ));
+        }
+        for m in &self.mounts {
+            let spec = m.strip_suffix(":ro").unwrap_or(m);
+            if m.ends_with(":rw") {
+                return Err(format!(
+                    "loops.{name}.sandbox.mounts: `{m}`: extra mounts are read-only; the workspace is \
+                     the only writable host path (put what the agent writes there)"
+                ));
+            }
+            let Some((src, dst)) = spec.split_once(':') else {
+                return Err(format!(
+                    "loops.{name}.sandbox.mounts: `{m}`: write it as \"HOST_PATH:CONTAINER_PATH\""
+                ));
+            };
+            if !(src.starts_with('/') || src.starts_with("~/")) || !dst.starts_with('/') {
+                return Err(format!(
+                    "loops.{name}.sandbox.mounts: `{m}`: the host path must be absolute or `~/…`, \
+                     the container path absolute"
+                ));
+            }
+            let s = src.trim_end_matches('/');
+            if s.is_empty()
+                || s.ends_with(".sock")
+                || s.contains("docker.sock")
+                || ["/var/run", "/run", "/proc", "/sys", "/dev", "/etc", "~"].contains(&s)
+                || s.ends_with("/.docker")
+                || s.ends_with("/.colima")
+                || s.ends_with("/.homebase")
+                || s.ends_with("/.ssh")
+            {
+                return Err(format!(
+                    "loops.{name}.sandbox.mounts: `{src}` would let the agent reach the host \
+                     (an engine socket, the host's system or homebase's own files); mount only \
+                     the files the agent needs"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn normalize_cap(c: &str) -> String {
+    let c = c.trim().to_ascii_uppercase();
+    c.strip_prefix("CAP_").map(str::to_string).unwrap_or(c)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -222,6 +397,7 @@ impl LoopSection {
                 "loops.{name}.usage_limit_pattern is not a valid regular expression: {e}"
             ));
         }
+        self.sandbox.validate(name)?;
         if self.completion_marker.is_empty() {
             return Err(format!(
                 "loops.{name}.completion_marker is empty: leave it out for the default `{DEFAULT_MARKER}`"
@@ -372,11 +548,76 @@ mod tests {
             ),
             ("max_per_hour = 0", "at least 1"),
             ("memory_limit = \"1g\"", "unknown field `memory_limit`"),
+            (
+                "sandbox = { network = \"host\" }",
+                "must not share the host's",
+            ),
+            (
+                "sandbox = { network = \"container:db\" }",
+                "must not share the host's",
+            ),
+            (
+                "sandbox = { mounts = [\"/var/run/docker.sock:/var/run/docker.sock\"] }",
+                "would let the agent reach the host",
+            ),
+            (
+                "sandbox = { mounts = [\"~/.colima/default/docker.sock:/d.sock\"] }",
+                "would let the agent reach the host",
+            ),
+            (
+                "sandbox = { mounts = [\"~/.gitconfig:/root/.gitconfig:rw\"] }",
+                "extra mounts are read-only",
+            ),
+            (
+                "sandbox = { capabilities = [\"SYS_ADMIN\"] }",
+                "would give the agent the host",
+            ),
+            (
+                "sandbox = { capabilities = [\"cap_all\"] }",
+                "would give the agent the host",
+            ),
+            (
+                "sandbox = { capabilities = [\"net raw\"] }",
+                "is not a capability name",
+            ),
+            (
+                "sandbox = { privileged = true }",
+                "unknown field `privileged`",
+            ),
         ] {
             let e = parse(&format!("[loops.l]\n{base}{extra}\n")).unwrap_err();
             assert!(e.contains(want), "{extra}: {e}");
         }
         let e = parse("[loops.l]\nimage = \"cc\"\ncommand = \"x\"\n").unwrap_err();
         assert!(e.contains("missing field `memory`"), "{e}");
+    }
+
+    #[test]
+    fn the_sandbox_is_hardened_by_default_and_relaxed_item_by_item() {
+        let base = "[loops.l]\nimage = \"cc\"\ncommand = \"x\"\nmemory = \"1g\"\n";
+        let c = parse(base).unwrap();
+        let s = &c.loops["l"].sandbox;
+        assert!(s.no_new_privileges);
+        assert_eq!(s.pids_limit, 1024);
+        assert_eq!(s.network, "bridge");
+        assert_eq!(s.capabilities(), super::DEFAULT_CAPABILITIES);
+        let c = parse(&format!(
+            "{base}[loops.l.sandbox]\ncapabilities = [\"cap_net_raw\", \"CHOWN\"]\nno_new_privileges = false\npids_limit = 0\nnetwork = \"none\"\nmounts = [\"~/.gitconfig:/home/agent/.gitconfig:ro\"]\n"
+        ))
+        .unwrap();
+        let s = &c.loops["l"].sandbox;
+        assert!(!s.no_new_privileges);
+        assert_eq!(s.capabilities().last().map(String::as_str), Some("NET_RAW"));
+        assert_eq!(
+            s.capabilities().len(),
+            super::DEFAULT_CAPABILITIES.len() + 1
+        );
+        assert_eq!(
+            s.mount_pairs(),
+            [(
+                "~/.gitconfig".to_string(),
+                "/home/agent/.gitconfig".to_string()
+            )]
+        );
     }
 }
