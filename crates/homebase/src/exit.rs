@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use homebase_stack::StackError;
 use homebase_stack::config::ConfigError;
-use homebase_stack::plan::UnknownService;
+use homebase_stack::plan::PlanError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -57,7 +57,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 _ => Exit::Unreachable,
             };
         }
-        if cause.is::<StackError>() || cause.is::<ConfigError>() || cause.is::<UnknownService>() {
+        if cause.is::<StackError>() || cause.is::<ConfigError>() || cause.is::<PlanError>() {
             return Exit::BadInput;
         }
     }

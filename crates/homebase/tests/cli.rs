@@ -245,6 +245,24 @@ fn bad_input_errors_name_the_problem_and_the_fix() {
         &["plan"],
     );
     case(
+        "a limit of 0",
+        ok_compose,
+        "[project]\nname = \"x\"\n[budget]\nhost_memory = \"8GiB\"\n[services.postgres]\nmemory = \"0\"\n",
+        &["plan"],
+    );
+    case(
+        "a limit above the host",
+        ok_compose,
+        "[project]\nname = \"x\"\n[budget]\nhost_memory = \"8GiB\"\n[services.postgres]\nmemory = \"1EiB\"\n",
+        &["plan"],
+    );
+    case(
+        "a service name with shell characters",
+        "services:\n  \"db;reboot\":\n    image: postgres:17\n    mem_limit: 1g\n",
+        "[project]\nname = \"x\"\n[budget]\nhost_memory = \"8GiB\"\n",
+        &["plan"],
+    );
+    case(
         "bad flag value",
         ok_compose,
         "[project]\nname = \"x\"\n",

@@ -212,8 +212,13 @@ pub fn place(plan: &Plan, config: &Config, nodes: &[NodeCap]) -> ClusterPlan {
         })
         .collect();
     let mut problems = Vec::new();
-    let budget = Bytes(fits.iter().map(|f| f.budget.0).sum());
-    let total: Bytes = Bytes(tasks.iter().map(|t| t.reserve.0).sum());
+    let budget = Bytes(fits.iter().map(|f| f.budget.0).fold(0, u64::saturating_add));
+    let total: Bytes = Bytes(
+        tasks
+            .iter()
+            .map(|t| t.reserve.0)
+            .fold(0, u64::saturating_add),
+    );
     if total > budget {
         problems.push(format!(
             "the stack reserves {total}, more than the cluster's budget of {budget} ({} nodes × {:.0}% of their memory); lower reservations (`sustained`) or add a node",
@@ -262,11 +267,11 @@ pub fn place(plan: &Plan, config: &Config, nodes: &[NodeCap]) -> ClusterPlan {
         let best = eligible
             .iter()
             .copied()
-            .filter(|i| fits[*i].reserved.0 + t.reserve.0 <= fits[*i].budget.0)
+            .filter(|i| fits[*i].reserved.0.saturating_add(t.reserve.0) <= fits[*i].budget.0)
             .max_by_key(|i| fits[*i].budget.0.saturating_sub(fits[*i].reserved.0));
         match best {
             Some(i) => {
-                fits[i].reserved = Bytes(fits[i].reserved.0 + t.reserve.0);
+                fits[i].reserved = Bytes(fits[i].reserved.0.saturating_add(t.reserve.0));
                 fits[i].tasks.push(t.name.clone());
             }
             None => {

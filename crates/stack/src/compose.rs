@@ -118,8 +118,78 @@ fn load_vars(project_dir: &Path, env_files: &[PathBuf], env: &Vars) -> Result<Va
     Ok(vars)
 }
 
+/// Service names as Compose accepts them (`[a-zA-Z0-9._-]+`, starting with a letter or
+/// digit): a name is used in container names, DNS and shell scripts on the host.
+fn check_service_name(name: &str, path: &Path) -> Result<(), StackError> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(StackError::invalid(
+        path,
+        format!("services.{}", name.escape_debug()),
+        "a service name may use letters, digits, `.`, `_` and `-` only, and must start with \
+         a letter or digit (Compose refuses it too); rename the service",
+    ))
+}
+
+/// How deep `[`/`{` may nest in a compose file. Real files stay under 10; the YAML parser's
+/// time grows with the square of the depth, so a deeper file is refused before parsing.
+const MAX_YAML_NESTING: usize = 128;
+
+/// The deepest flow-collection nesting in `text` (brackets inside quotes and comments
+/// ignored), with the line where it passes [`MAX_YAML_NESTING`].
+fn nesting_too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        // block nesting: two spaces per level at the least
+        let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+        if indent / 2 > MAX_YAML_NESTING {
+            return Some(n + 1);
+        }
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\'' if prev.is_whitespace() || "[{,:".contains(prev) => quote = Some(c),
+                    '#' if prev.is_whitespace() => break,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > MAX_YAML_NESTING {
+                            return Some(n + 1);
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    None
+}
+
 /// Parses one YAML file into a mapping with merge keys applied.
 pub fn parse_yaml(path: &Path, text: &str) -> Result<Mapping, StackError> {
+    if let Some(line) = nesting_too_deep(text) {
+        return Err(StackError::Yaml {
+            path: path.to_path_buf(),
+            line,
+            column: 0,
+            message: format!(
+                "collections nest more than {MAX_YAML_NESTING} levels deep; a compose file never needs that"
+            ),
+        });
+    }
     let mut value: Value = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -598,9 +668,12 @@ fn finish(
     let mut inactive = Vec::new();
     for (k, v) in services_raw {
         let name = key_str(&k, &path)?;
+        check_service_name(&name, &path)?;
         let Value::Mapping(def) = v else { continue };
         let svc = Service::from_raw(&name, def, &path)?;
+        // `profiles: ["", "x"]`: the empty profile is always enabled, as in Compose
         let active = svc.profiles.is_empty()
+            || svc.profiles.iter().any(String::is_empty)
             || all
             || svc.profiles.iter().any(|p| enabled.contains(p.as_str()));
         if active {
@@ -612,7 +685,7 @@ fn finish(
     // depends_on must name known services; one that names an inactive service is an error in Compose too
     for svc in services.values() {
         for dep in svc.depends_on.keys() {
-            if !services.contains_key(dep) {
+            if !services.contains_key(dep) && !svc.optional_deps.contains(dep) {
                 let why = if inactive.contains(dep) {
                     format!("`{dep}` is only in an inactive profile; enable its profile")
                 } else {

@@ -23,6 +23,8 @@ pub struct Service {
     pub ports: Vec<Port>,
     /// Dependency name → condition (`service_started`, `service_healthy`, ...).
     pub depends_on: IndexMap<String, String>,
+    /// Dependencies marked `required: false` (Compose starts without them).
+    pub optional_deps: Vec<String>,
     /// `None` values are pass-through variables the environment did not set.
     pub environment: IndexMap<String, Option<String>>,
     pub profiles: Vec<String>,
@@ -175,16 +177,21 @@ impl Service {
         }
 
         let mut depends_on = IndexMap::new();
+        let mut optional_deps = Vec::new();
         match raw.get("depends_on") {
             None | Some(Value::Null) => {}
             Some(Value::Mapping(m)) => {
                 for (k, v) in m {
                     let dep = scalar(k).unwrap_or_default();
                     let cond = match v {
-                        Value::Mapping(c) => c
-                            .get("condition")
-                            .and_then(scalar)
-                            .unwrap_or_else(|| "service_started".into()),
+                        Value::Mapping(c) => {
+                            if c.get("required").and_then(scalar).as_deref() == Some("false") {
+                                optional_deps.push(dep.clone());
+                            }
+                            c.get("condition")
+                                .and_then(scalar)
+                                .unwrap_or_else(|| "service_started".into())
+                        }
                         _ => "service_started".into(),
                     };
                     depends_on.insert(dep, cond);
@@ -258,6 +265,7 @@ impl Service {
             healthcheck,
             ports,
             depends_on,
+            optional_deps,
             environment,
             profiles,
             env_files,

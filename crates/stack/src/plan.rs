@@ -105,6 +105,37 @@ impl Problem {
     }
 }
 
+/// Why a plan could not be made: the input itself is wrong (exit 2), not the fit.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    UnknownService(#[from] UnknownService),
+    #[error(
+        "{what} `{name}`: a memory limit of 0 means \"no limit\" to Docker; set a real limit (for example {suggestion}) in {place}"
+    )]
+    ZeroLimit {
+        what: &'static str,
+        name: String,
+        place: String,
+        suggestion: Bytes,
+    },
+    #[error(
+        "{what} `{name}`: its memory limit ({limit}) is larger than the host's memory ({host}); set a limit the host can hold in {place}"
+    )]
+    LimitAboveHost {
+        what: &'static str,
+        name: String,
+        limit: Bytes,
+        host: Bytes,
+        place: String,
+    },
+}
+
+/// Sums without wrapping: a total that does not fit in 64 bits is "more than any host".
+fn total(values: impl IntoIterator<Item = u64>) -> Bytes {
+    Bytes(values.into_iter().fold(0u64, u64::saturating_add))
+}
+
 /// A service named in homebase.toml that the compose files do not define.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("homebase.toml names service `{name}`, which the compose files do not define{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_else(|| format!("; the services are: {}", known.join(", "))))]
@@ -137,7 +168,7 @@ impl Plan {
         config: &Config,
         compose: &ComposeProject,
         host_memory: Bytes,
-    ) -> Result<Plan, UnknownService> {
+    ) -> Result<Plan, PlanError> {
         for name in config.services.keys() {
             if !compose.services.contains_key(name) && !compose.inactive.contains(name) {
                 let known: Vec<String> = compose.services.keys().cloned().collect();
@@ -146,7 +177,8 @@ impl Plan {
                     suggestion: did_you_mean(name, known.iter().map(String::as_str))
                         .map(str::to_string),
                     known,
-                });
+                }
+                .into());
             }
         }
         let mut services = Vec::new();
@@ -176,6 +208,30 @@ impl Plan {
                     }),
                 ),
             };
+            let where_set = || match &limit_source {
+                Some(Source::Config) => format!("homebase.toml `services.{name}.memory`"),
+                Some(Source::Compose(key)) => format!("the compose file (`services.{name}.{key}`)"),
+                _ => format!("homebase.toml `services.{name}.memory`"),
+            };
+            if let Some(l) = limit {
+                if l.0 == 0 {
+                    return Err(PlanError::ZeroLimit {
+                        what: "service",
+                        name: name.clone(),
+                        place: where_set(),
+                        suggestion: kind.suggested_limit(),
+                    });
+                }
+                if host_memory.0 > 0 && l > host_memory {
+                    return Err(PlanError::LimitAboveHost {
+                        what: "service",
+                        name: name.clone(),
+                        limit: l,
+                        host: host_memory,
+                        place: where_set(),
+                    });
+                }
+            }
             if limit.is_none() {
                 problems.push(Problem::NoLimit {
                     service: name.clone(),
@@ -210,8 +266,19 @@ impl Plan {
             });
         }
         let sum = |f: fn(&PlannedService) -> Option<Bytes>| {
-            Bytes(services.iter().filter_map(f).map(|b| b.0).sum())
+            total(services.iter().filter_map(f).map(|b| b.0))
         };
+        for (name, l) in &config.loops {
+            if host_memory.0 > 0 && l.memory > host_memory {
+                return Err(PlanError::LimitAboveHost {
+                    what: "loop",
+                    name: name.clone(),
+                    limit: l.memory,
+                    host: host_memory,
+                    place: format!("homebase.toml `loops.{name}.memory`"),
+                });
+            }
+        }
         let loops: Vec<PlannedLoop> = config
             .loops
             .iter()
@@ -222,9 +289,9 @@ impl Plan {
                 priority: l.priority,
             })
             .collect();
-        let loops_total: u64 = loops.iter().map(|l| l.memory.0).sum();
-        let peak = Bytes(sum(|s| s.limit).0 + loops_total);
-        let sustained = Bytes(sum(|s| s.reservation).0 + loops_total);
+        let loops_total = total(loops.iter().map(|l| l.memory.0));
+        let peak = total([sum(|s| s.limit).0, loops_total.0]);
+        let sustained = total([sum(|s| s.reservation).0, loops_total.0]);
         let budget = Bytes((host_memory.0 as f64 * config.budget.target) as u64);
         if peak > budget {
             problems.push(Problem::OverBudget { peak, budget });

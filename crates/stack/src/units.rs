@@ -10,13 +10,15 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Bytes(pub u64);
 
-const UNITS: [(char, u64); 6] = [
+const UNITS: [(char, u64); 7] = [
     ('b', 1),
     ('k', 1 << 10),
     ('m', 1 << 20),
     ('g', 1 << 30),
     ('t', 1 << 40),
     ('p', 1 << 50),
+    // not Docker's, but read so that `1EiB` gets the same answer as its value in bytes
+    ('e', 1 << 60),
 ];
 
 /// Why a memory size could not be read.
@@ -87,7 +89,7 @@ impl Bytes {
 
     /// The shortest exact form Compose accepts (`2g`, `1536m`, or plain bytes).
     pub fn to_compose(self) -> String {
-        for (u, m) in UNITS.iter().rev() {
+        for (u, m) in UNITS.iter().rev().filter(|(u, _)| *u != 'e') {
             if *m > 1 && self.0 >= *m && self.0.is_multiple_of(*m) {
                 return format!("{}{}", self.0 / m, u);
             }
