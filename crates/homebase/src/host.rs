@@ -199,6 +199,7 @@ impl<'a> HostProject<'a> {
 
     /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.
     pub fn upload(&self, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        check_id(id)?;
         let mut archive = tar::Builder::new(Vec::new());
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
@@ -224,6 +225,7 @@ impl<'a> HostProject<'a> {
 
     /// `docker compose up -d --wait` of a release; returns (success, combined output).
     pub fn up(&self, id: &str, wait_timeout: Duration) -> Result<(bool, String)> {
+        check_id(id)?;
         if self.swarm {
             return crate::commands::swarm::up(self, id, wait_timeout);
         }
@@ -242,6 +244,7 @@ impl<'a> HostProject<'a> {
 
     /// Removes the project's containers and networks, never its volumes.
     pub fn down(&self, id: &str) -> Result<()> {
+        check_id(id)?;
         if self.swarm {
             return crate::commands::swarm::down(self);
         }
@@ -254,6 +257,7 @@ impl<'a> HostProject<'a> {
     }
 
     pub fn set_current(&self, id: &str) -> Result<()> {
+        check_id(id)?;
         self.session.check(&format!(
             "d={d}; echo {id} > \"$d/current.tmp\" && mv \"$d/current.tmp\" \"$d/current\"",
             d = self.dir()
@@ -282,6 +286,7 @@ impl<'a> HostProject<'a> {
     }
 
     pub fn release_exists(&self, id: &str) -> Result<bool> {
+        check_id(id)?;
         let out = self.session.run(&format!(
             "test -f {}/releases/{}/compose.yml",
             self.dir(),
@@ -357,5 +362,21 @@ mod tests {
         let starting = line.replace("(healthy)", "(health: starting)");
         assert_eq!(parse_docker_ps_line(&starting).unwrap().health, "starting");
         assert!(parse_docker_ps_line(r#"{"Labels":"","Names":"x"}"#).is_none());
+    }
+}
+
+/// Refuses a release id that could leave the project's directory or break a script (ids
+/// come from the user's command line and from the host's release log).
+pub fn check_id(id: &str) -> Result<()> {
+    if homebase_proto::is_safe_name(id) {
+        Ok(())
+    } else {
+        Err(crate::exit::coded(
+            crate::exit::Exit::BadInput,
+            format!(
+                "`{}` is not a release id (letters, digits, `.`, `_`, `-`); `homebase releases` lists them",
+                id.escape_debug()
+            ),
+        ))
     }
 }

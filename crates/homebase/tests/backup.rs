@@ -147,3 +147,154 @@ volumes:
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the backups are:"));
 }
+
+/// What the host says about its backups is not trusted: a manifest whose id or file names
+/// would reach outside the laptop's backup directory, or into a script, is skipped; ids on
+/// the command line are checked; pulled files are private and kept out of git; a restore
+/// that fails leaves the service running.
+#[test]
+fn hostile_manifests_and_ids_are_refused_and_a_failed_restore_leaves_the_service_up() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let compose = r#"
+services:
+  files:
+    image: hb/busybox:latest
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    volumes: [notes:/notes]
+volumes:
+  notes: {}
+"#;
+    let p = TestProject::new(
+        &hosts,
+        h,
+        bin(),
+        "hostile",
+        compose,
+        "[services.files]\nmemory = \"16MiB\"\n",
+    );
+    p.ok(&["deploy"]);
+    let out: serde_json::Value = serde_json::from_str(&p.ok(&["backup", "now", "--json"])).unwrap();
+    let id = out["backup"]["id"].as_str().unwrap().to_string();
+    let home = hosts.ssh_ok(h, "echo $HOME").trim().to_string();
+    let backups = format!("{home}/.homebase/{}/backups", p.name);
+    let marker = format!("{home}/{}", homebase_testkit::unique_name("pwned"));
+    let sha = "0".repeat(64);
+    // planted by whatever controls the host's files (an agent that escaped, say)
+    for (dir, manifest) in [
+        (
+            "20990101-000000",
+            format!(
+                r#"{{"id":"../../../../../tmp/escape","project":"{}","time":1,"files":[]}}"#,
+                p.name
+            ),
+        ),
+        (
+            "20990101-000001",
+            format!(
+                r#"{{"id":"20990101-000001","project":"{}","time":1,"files":[{{"service":"files","kind":"volume","path":"/notes","file":"../../../.bashrc","bytes":1,"sha256":"{sha}"}}]}}"#,
+                p.name
+            ),
+        ),
+        (
+            "20990101-000002",
+            format!(
+                r#"{{"id":"20990101-000002","project":"{}","time":1,"files":[{{"service":"files","kind":"volume","path":"/notes","file":"x;touch {marker}","bytes":1,"sha256":"{sha}"}}]}}"#,
+                p.name
+            ),
+        ),
+    ] {
+        hosts.ssh_with_input(
+            h,
+            &format!("mkdir -p {backups}/{dir} && cat > {backups}/{dir}/manifest.json"),
+            manifest.as_bytes(),
+        );
+    }
+    let ls = p.run(&["backup", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{listed:#}");
+    let warned = String::from_utf8_lossy(&ls.stderr);
+    assert!(
+        warned.contains("skipping backup `20990101-000001`"),
+        "{warned}"
+    );
+    for bad in ["20990101-000002", "../../x", "20990101-000000"] {
+        let o = p.run(&["backup", "restore", bad, "files"]);
+        assert_ne!(o.status.code(), Some(0), "{bad}");
+    }
+    let o = p.run(&["backup", "restore", "../x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = p.run(&["rollback", "../../other/releases/x"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a release id"));
+    assert_eq!(
+        hosts
+            .ssh_ok(h, &format!("ls {marker} 2>/dev/null; true"))
+            .trim(),
+        ""
+    );
+    hosts.ssh_ok(h, &format!("rm -rf {backups}/20990101-*"));
+
+    // pull into the project (a git checkout): private files, kept out of git
+    assert!(
+        std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(p.dir.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    p.ok(&["backup", "pull"]);
+    let dest = p
+        .dir
+        .path()
+        .join(".homebase-backups")
+        .join(&p.name)
+        .join(&id);
+    use std::os::unix::fs::PermissionsExt;
+    for f in std::fs::read_dir(&dest).unwrap() {
+        let mode = f.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let ignore = std::fs::read_to_string(p.dir.path().join(".gitignore")).unwrap();
+    assert!(
+        ignore.lines().any(|l| l == ".homebase-backups/"),
+        "{ignore}"
+    );
+    p.ok(&["backup", "pull"]);
+    let again = std::fs::read_to_string(p.dir.path().join(".gitignore")).unwrap();
+    assert_eq!(again, ignore, "listed once");
+
+    // a damaged archive (with a matching checksum): the restore fails, the service runs
+    let archive = format!("{backups}/{id}/files-0.tar.gz");
+    let fixed = hosts.ssh_ok(
+        h,
+        &format!(
+            "head -c 100 /dev/urandom > {archive} && s=$(sha256sum {archive} | cut -d' ' -f1) && \
+             sed -i \"s/\\\"sha256\\\": *\\\"[0-9a-f]*\\\"/\\\"sha256\\\": \\\"$s\\\"/\" {backups}/{id}/manifest.json && echo $s"
+        ),
+    );
+    assert_eq!(fixed.trim().len(), 64);
+    let o = p.run(&["backup", "restore", &id]);
+    assert_ne!(o.status.code(), Some(0), "a damaged archive restored");
+    assert_eq!(
+        p.state("files"),
+        "running",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

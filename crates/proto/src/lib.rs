@@ -271,3 +271,31 @@ pub struct EventRow {
     pub kind: String,
     pub message: String,
 }
+
+/// Whether `s` may name a release, a backup or a file of one on the host and on the laptop:
+/// letters, digits, `.`, `_` and `-`, at most 128 characters, not starting with `.` (so
+/// never `..`, a hidden name or a path). Ids and names read back from the host (release
+/// logs, manifests) are checked with it before they reach a path or a script.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn safe_names() {
+        for ok in ["20261201-183000", "db.pgdump", "data-0.tar.gz", "a_b"] {
+            assert!(super::is_safe_name(ok), "{ok}");
+        }
+        for bad in [
+            "", ".", "..", "../x", "a/b", "/etc", ".hidden", "a b", "a;b", "$(id)", "a\nb",
+        ] {
+            assert!(!super::is_safe_name(bad), "{bad:?}");
+        }
+        assert!(!super::is_safe_name(&"a".repeat(129)));
+    }
+}

@@ -33,6 +33,38 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest read from the host is only believed when its id is its directory's name,
+    /// it is this project's, and every name in it is a plain file name: it decides paths
+    /// on the laptop and words in scripts on the host.
+    fn check(&self, dir_name: &str, project: &str) -> Result<(), String> {
+        if !homebase_proto::is_safe_name(&self.id) || self.id != dir_name {
+            return Err(format!(
+                "its manifest's id `{}` is not its directory's name",
+                self.id.escape_debug()
+            ));
+        }
+        if self.project != project {
+            return Err(format!(
+                "its manifest names another project (`{}`)",
+                self.project.escape_debug()
+            ));
+        }
+        for f in &self.files {
+            let service_ok = homebase_proto::is_safe_name(&f.service);
+            let node_ok = f.node.as_deref().is_none_or(homebase_proto::is_safe_name);
+            if !homebase_proto::is_safe_name(&f.file) || !service_ok || !node_ok {
+                return Err(format!(
+                    "its manifest lists an unsafe file name `{}`",
+                    f.file.escape_debug()
+                ));
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("`{}` has no valid SHA-256", f.file.escape_debug()));
+            }
+        }
+        Ok(())
+    }
+
     fn new(project: &Project, id: String, files: Vec<BackupFile>) -> Self {
         Manifest {
             id,
@@ -328,10 +360,15 @@ fn take_on(
             );
             for (i, path) in paths.iter().enumerate() {
                 let f = format!("{service}-{i}.tar.gz");
+                // a failed copy must fail the backup: no pipefail in every sh, so the
+                // copy's status is kept in a file
                 let _ = writeln!(
                     script,
-                    "docker cp \"$c\":{} - | gzip > {f}\nemit {service} volume {} {f}",
+                    "rm -f .cp-failed; {{ docker cp \"$c\":{} - || echo $? > .cp-failed; }} | gzip > {f}\n\
+                     if [ -e .cp-failed ]; then echo \"cannot archive {} of {service}\" >&2; exit 1; fi\n\
+                     emit {service} volume {} {f}",
                     sh_quote(path),
+                    path.escape_debug(),
                     sh_quote(path)
                 );
             }
@@ -405,18 +442,31 @@ fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
 
 fn list(host: &HostProject) -> Result<Vec<Manifest>> {
     let out = host.session.check(&format!(
-        "for m in {}/*/manifest.json; do [ -f \"$m\" ] && tr -d '\\n' < \"$m\" && echo; done; true",
+        "for m in {}/*/manifest.json; do [ -f \"$m\" ] || continue; d=${{m%/manifest.json}}; printf '%s\\t' \"${{d##*/}}\"; tr -d '\\n' < \"$m\"; echo; done; true",
         dir(host)
     ))?;
     let mut v: Vec<Manifest> = out
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| {
+            let (dir_name, json) = l.split_once('\t')?;
+            let m: Manifest = serde_json::from_str(json).ok()?;
+            match m.check(dir_name, &host.project) {
+                Ok(()) => Some(m),
+                Err(why) => {
+                    ui::warn(&format!(
+                        "skipping backup `{}` on {}: {why}",
+                        dir_name.escape_debug(),
+                        host.session.host()
+                    ));
+                    None
+                }
+            }
+        })
         .collect();
     v.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(v)
 }
 
-/// The ids to keep: the newest of each of the last `daily` days and `weekly` weeks.
 pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
     let mut sorted: Vec<&String> = ids.iter().collect();
     sorted.sort();
@@ -507,6 +557,15 @@ fn ls(project: &Project, json: bool) -> Result<Exit> {
 }
 
 fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
+    if !homebase_proto::is_safe_name(id) {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`{}` is not a backup id; `homebase backup ls` lists them",
+                id.escape_debug()
+            ),
+        ));
+    }
     let all = list_all(keepers)?;
     all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
         let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
@@ -594,9 +653,9 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
         let file = format!("{}/{}/{}", dir(&there), sh_quote(id), sh_quote(&f.file));
         // verify the checksum on the host before touching anything
         let check = format!(
-            "s=$( (sha256sum {file} 2>/dev/null || shasum -a 256 {file}) | cut -d' ' -f1); [ \"$s\" = {} ] || {{ echo \"checksum mismatch for {}\" >&2; exit 1; }}",
+            "s=$( (sha256sum {file} 2>/dev/null || shasum -a 256 {file}) | cut -d' ' -f1); [ \"$s\" = {} ] || {{ echo {} >&2; exit 1; }}",
             sh_quote(&f.sha256),
-            f.file
+            sh_quote(&format!("checksum mismatch for {}", f.file))
         );
         let path = f.path.clone().unwrap_or_default();
         let parent = std::path::Path::new(&path)
@@ -616,7 +675,11 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
             }
             _ if host.swarm => restore_task_volume(&host, &ps, &there, f, &format!("{check}; {loc}"), &file, &parent),
             _ => there.session.check(&format!(
-                "set -e; {check}; {loc}; docker stop \"$c\" >/dev/null; gunzip -c {file} | docker cp - \"$c\":{}; docker start \"$c\" >/dev/null",
+                // the service is started again whatever happens, so that a failed restore
+                // never leaves it down (the daemon would take it as stopped by hand)
+                "set -e; {check}; {loc}; docker stop \"$c\" >/dev/null; trap 'docker start \"$c\" >/dev/null' EXIT; \
+                 rm -f \"$HOME/.hb-unzip-failed-$$\"; {{ gunzip -c {file} || touch \"$HOME/.hb-unzip-failed-$$\"; }} | docker cp - \"$c\":{}; \
+                 if [ -e \"$HOME/.hb-unzip-failed-$$\" ]; then rm -f \"$HOME/.hb-unzip-failed-$$\"; echo 'the archive is damaged' >&2; exit 1; fi",
                 sh_quote(&parent)
             ))
             .map(drop)
@@ -704,12 +767,14 @@ fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) ->
             )
         })?,
     };
-    let dest = to
-        .unwrap_or_else(|| project.root.join(".homebase-backups"))
-        .join(&m.project)
-        .join(&m.id);
-    std::fs::create_dir_all(&dest)
-        .with_context(|| format!("cannot create `{}`", dest.display()))?;
+    let default_root = to.is_none();
+    let root = to.unwrap_or_else(|| project.root.join(".homebase-backups"));
+    // ids and names were checked when the manifest was read (Manifest::check)
+    let dest = root.join(&project.config.project.name).join(&m.id);
+    create_private_dir(&dest)?;
+    if default_root {
+        ignore_in_git(&project.root, ".homebase-backups/");
+    }
     for f in &m.files {
         let there = keepers.of(f)?;
         let out = there
@@ -744,12 +809,9 @@ fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) ->
                 ),
             ));
         }
-        let path = dest.join(&f.file);
-        std::fs::write(&path, &out.stdout)
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        write_private(&dest.join(&f.file), &out.stdout)?;
     }
-    std::fs::write(dest.join("manifest.json"), serde_json::to_vec_pretty(&m)?)
-        .with_context(|| format!("cannot write `{}`", dest.display()))?;
+    write_private(&dest.join("manifest.json"), &serde_json::to_vec_pretty(&m)?)?;
     if json {
         ui::out(
             &(serde_json::to_string_pretty(
@@ -765,6 +827,66 @@ fn pull(project: &Project, id: Option<&str>, to: Option<PathBuf>, json: bool) ->
         );
     }
     Ok(Exit::Ok)
+}
+
+/// Creates `dir` and its parents, the last levels 0700 (backups hold the databases).
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .with_context(|| format!("cannot create `{}`", dir.display()))
+}
+
+/// Writes a file readable by its owner only, replacing what was there.
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o
+        .open(path)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make `{}` private", path.display()))?;
+    }
+    f.write_all(data)
+        .with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// Adds `pattern` to the `.gitignore` beside `root` when `root` is in a git checkout and
+/// the file does not list it yet, so pulled backups are never committed.
+fn ignore_in_git(root: &std::path::Path, pattern: &str) {
+    let in_git = root.ancestors().any(|d| d.join(".git").exists());
+    if !in_git {
+        return;
+    }
+    let path = root.join(".gitignore");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    if text
+        .lines()
+        .any(|l| l.trim() == pattern || l.trim() == pattern.trim_end_matches('/'))
+    {
+        return;
+    }
+    let sep = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    if let Err(e) = std::fs::write(&path, format!("{text}{sep}{pattern}\n")) {
+        ui::warn(&format!(
+            "cannot add {pattern} to `{}`: {e}",
+            path.display()
+        ));
+    } else {
+        eprintln!("added {pattern} to {}", path.display());
+    }
 }
 
 #[cfg(test)]
