@@ -347,6 +347,22 @@ fn parse_docker_ps_line(line: &str) -> Option<PsEntry> {
     })
 }
 
+/// Refuses a release id that could leave the project's directory or break a script (ids
+/// come from the user's command line and from the host's release log).
+pub fn check_id(id: &str) -> Result<()> {
+    if homebase_proto::is_safe_name(id) {
+        Ok(())
+    } else {
+        Err(crate::exit::coded(
+            crate::exit::Exit::BadInput,
+            format!(
+                "`{}` is not a release id (letters, digits, `.`, `_`, `-`); `homebase releases` lists them",
+                id.escape_debug()
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,18 +381,3 @@ mod tests {
     }
 }
 
-/// Refuses a release id that could leave the project's directory or break a script (ids
-/// come from the user's command line and from the host's release log).
-pub fn check_id(id: &str) -> Result<()> {
-    if homebase_proto::is_safe_name(id) {
-        Ok(())
-    } else {
-        Err(crate::exit::coded(
-            crate::exit::Exit::BadInput,
-            format!(
-                "`{}` is not a release id (letters, digits, `.`, `_`, `-`); `homebase releases` lists them",
-                id.escape_debug()
-            ),
-        ))
-    }
-}
