@@ -23,6 +23,13 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The Compose v2 command on the host, as a shell word list: `docker compose` when the
+/// docker CLI finds its plugin, else the plugin binary itself where Homebrew, Docker's
+/// packages or Docker Desktop put it (Homebrew's plugin is found by `docker` only once
+/// `~/.docker/config.json` lists its directory in `cliPluginsExtraDirs`, which `homebase
+/// setup` adds). The plugin binary takes the same arguments as `docker compose`.
+pub const FIND_COMPOSE: &str = "$(docker compose version >/dev/null 2>&1 && echo docker compose || { for p in /opt/homebrew/lib/docker/cli-plugins/docker-compose /usr/local/lib/docker/cli-plugins/docker-compose \"$HOME/.docker/cli-plugins/docker-compose\" /usr/libexec/docker/cli-plugins/docker-compose /Applications/Docker.app/Contents/Resources/cli-plugins/docker-compose; do [ -x \"$p\" ] && echo \"$p\" && exit 0; done; echo docker compose; })";
+
 pub struct HostProject<'a> {
     pub session: &'a Session,
     pub project: String,
@@ -75,7 +82,7 @@ impl<'a> HostProject<'a> {
     }
 
     pub fn compose(&self) -> String {
-        format!("docker compose -p {}", sh_quote(&self.project))
+        format!("{FIND_COMPOSE} -p {}", sh_quote(&self.project))
     }
 
     /// One round trip at the start of a deploy: checks Compose, takes the lock, and reads the
@@ -83,7 +90,7 @@ impl<'a> HostProject<'a> {
     pub fn prepare(&self, holder: &str, token: &str) -> Result<Prepared> {
         let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
         let script = format!(
-            "d={d}; v=$(docker compose version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
+            "d={d}; v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
              if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else echo held; cat \"$d/lock/info\" 2>/dev/null; echo; fi; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'",
@@ -380,4 +387,3 @@ mod tests {
         assert!(parse_docker_ps_line(r#"{"Labels":"","Names":"x"}"#).is_none());
     }
 }
-

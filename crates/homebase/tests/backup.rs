@@ -16,7 +16,8 @@ fn bin() -> &'static Path {
 #[test]
 fn backup_destroy_restore_pull_and_prune() {
     let hosts = hosts();
-    let h = hosts.host(1);
+    // the Mac-like host: no sha256sum, the engine in its VM
+    let h = hosts.host(homebase_testkit::MAC);
     let compose = r#"
 services:
   db:

@@ -73,9 +73,10 @@ fn api_page(p: &TestProject) -> String {
 #[test]
 fn deploy_noop_change_and_rollback_keep_data() {
     let hosts = hosts();
+    // the Mac-like host: docker only in /opt/homebrew/bin, the engine behind a context
     let p = TestProject::new(
         &hosts,
-        hosts.host(1),
+        hosts.host(homebase_testkit::MAC),
         bin(),
         "deploy",
         &stack("v1", HEALTHY),
@@ -401,7 +402,14 @@ fn over_budget_deploy_is_refused_before_the_host_is_touched() {
 fn logs_and_exec_reach_the_service() {
     let hosts = hosts();
     let compose = stack("hello", HEALTHY).replace("  api:\n", "  api:\n    env_file: [api.env]\n");
-    let p = TestProject::new(&hosts, hosts.host(1), bin(), "logs", &compose, BUDGET);
+    let p = TestProject::new(
+        &hosts,
+        hosts.host(homebase_testkit::MAC),
+        bin(),
+        "logs",
+        &compose,
+        BUDGET,
+    );
     std::fs::write(p.dir.path().join("api.env"), "GREETING=from-env-file\n").unwrap();
     p.ok(&["deploy"]);
     let out = p.ok(&["exec", "api", "--", "cat", "/tmp/index.html"]);

@@ -201,7 +201,8 @@ fn loop_toml(name: &str, extra: &str) -> String {
 #[test]
 fn loops_complete_by_marker_by_prd_file_and_at_the_maximum() {
     let hosts = hosts();
-    let h = hosts.host(1);
+    // the Mac-like host: workspaces under /Users, the engine in its VM
+    let h = hosts.host(homebase_testkit::MAC);
     let prd = "{\"userStories\": [\n  {\"id\": \"US-1\", \"passes\": false},\n  {\"id\": \"US-2\", \"passes\": false}\n]}\n";
     let toml = format!(
         "[services.idle]\nmemory = \"16MiB\"\n{}{}{}",
@@ -664,7 +665,7 @@ services:
 #[test]
 fn an_agent_cannot_make_the_host_run_commands_and_runs_behind_its_walls() {
     let hosts = hosts();
-    let h = hosts.host(2);
+    let h = hosts.host(homebase_testkit::MAC);
     let home = hosts.ssh_ok(h, "echo $HOME").trim().to_string();
     let pwn = format!("{home}/{}", homebase_testkit::unique_name("pwn"));
     // iteration 1 makes the checkout and plants the hooks; iteration 2 changes a file, so

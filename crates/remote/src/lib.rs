@@ -166,6 +166,12 @@ pub struct Session {
     control: Option<(tempfile::TempDir, PathBuf)>,
 }
 
+/// What every script starts with. A non-interactive SSH command reads no login files, and
+/// on macOS it gets `PATH=/usr/bin:/bin:/usr/sbin:/sbin` (launchd gives its agents the
+/// same), so the places where Homebrew (Apple silicon, then Intel), Docker Desktop and Rancher
+/// Desktop install their tools are appended after the user's own PATH, when they exist.
+pub const PATH_PRELUDE: &str = "for d in /opt/homebrew/bin /usr/local/bin /Applications/Docker.app/Contents/Resources/bin \"$HOME/.docker/bin\" \"$HOME/.rd/bin\"; do case \":$PATH:\" in *\":$d:\"*) ;; *) [ -d \"$d\" ] && PATH=\"$PATH:$d\";; esac; done; export PATH\n";
+
 /// Quotes a word for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {
     if !s.is_empty()
@@ -248,14 +254,15 @@ impl Session {
                 if tty {
                     c.arg("-t");
                 }
-                c.arg(&t.destination)
-                    .arg("--")
-                    .arg(format!("sh -c {}", sh_quote(script)));
+                c.arg(&t.destination).arg("--").arg(format!(
+                    "sh -c {}",
+                    sh_quote(&format!("{PATH_PRELUDE}{script}"))
+                ));
                 c
             }
             _ => {
                 let mut c = Command::new("sh");
-                c.arg("-c").arg(script);
+                c.arg("-c").arg(format!("{PATH_PRELUDE}{script}"));
                 c
             }
         }

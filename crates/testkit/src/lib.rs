@@ -27,6 +27,12 @@ pub struct Host {
     pub address: String,
     pub port: u16,
     pub user: String,
+    /// The login user's home (`/Users/hbN` on the Mac-like hosts).
+    #[serde(default)]
+    pub home: String,
+    /// `debian`, or `mac` for a host that behaves like a Mac Mini with Homebrew and Colima.
+    #[serde(default)]
+    pub kind: String,
     /// The host's engine socket, for assertions a test makes from outside (never for the
     /// code under test, which must go through SSH).
     pub docker_host: String,
@@ -74,6 +80,18 @@ pub fn hosts() -> Hosts {
     hosts
 }
 
+impl Host {
+    pub fn is_mac(&self) -> bool {
+        self.kind == "mac"
+    }
+}
+
+/// The Mac-like host the tests that cover deploy, backups and loops use by default
+/// (its Compose plugin is registered in `cliPluginsExtraDirs`).
+pub const MAC: u32 = 8;
+/// The Mac-like host fresh from `brew install` and `colima start`: the setup journey's alone.
+pub const FRESH_MAC: u32 = 9;
+
 impl Hosts {
     pub fn host(&self, index: u32) -> &Host {
         self.hosts
@@ -103,9 +121,16 @@ impl Hosts {
         ]
     }
 
-    /// Runs a shell command on the host over SSH, with `stdin` piped in.
+    /// Runs a shell command on the host over SSH, with `stdin` piped in. A test's own
+    /// commands find Homebrew's tools on a Mac-like host as a user's login shell would (the
+    /// code under test gets no such help).
     pub fn ssh_with_input(&self, host: &Host, command: &str, stdin: &[u8]) -> Output {
         use std::io::Write;
+        let command = if host.kind == "mac" {
+            format!("PATH=\"$PATH:/opt/homebrew/bin\"; export PATH; {command}")
+        } else {
+            command.to_string()
+        };
         let mut child = Command::new("ssh")
             .args(self.ssh_args(host))
             .arg(command)
@@ -393,35 +418,32 @@ impl Daemon<'_> {
         let o = self.hosts.ssh(
             self.host,
             &format!(
-                "wget -S -qO- --content-on-error --post-data '' --header \"Authorization: Bearer $(cat {}/token)\" 'http://127.0.0.1:{}{path}' 2>&1",
+                "curl -s -X POST -w '\\n%{{http_code}}' -H \"Authorization: Bearer $(cat {}/token)\" 'http://127.0.0.1:{}{path}'",
                 self.state, self.port
             ),
         );
-        parse_wget(&String::from_utf8_lossy(&o.stdout))
+        parse_curl(&String::from_utf8_lossy(&o.stdout))
     }
 
-    /// GET through `ssh host wget` with the token; returns (status, body).
+    /// GET through `ssh host curl` with the token; returns (status, body).
     pub fn api(&self, path: &str) -> (u16, String) {
         self.get(path, true)
     }
 
     pub fn get(&self, path: &str, with_token: bool) -> (u16, String) {
         let header = if with_token {
-            format!(
-                "--header \"Authorization: Bearer $(cat {}/token)\"",
-                self.state
-            )
+            format!("-H \"Authorization: Bearer $(cat {}/token)\"", self.state)
         } else {
             String::new()
         };
         let o = self.hosts.ssh(
             self.host,
             &format!(
-                "wget -S -qO- {header} 'http://127.0.0.1:{}{path}' 2>&1",
+                "curl -s -w '\\n%{{http_code}}' {header} 'http://127.0.0.1:{}{path}'",
                 self.port
             ),
         );
-        parse_wget(&String::from_utf8_lossy(&o.stdout))
+        parse_curl(&String::from_utf8_lossy(&o.stdout))
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {
@@ -450,20 +472,9 @@ impl Daemon<'_> {
 }
 
 /// Status and body from `wget -S -qO- … 2>&1` (headers indented by two spaces).
-fn parse_wget(text: &str) -> (u16, String) {
-    let status = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("HTTP/1.1 ")
-                .and_then(|s| s.get(..3))
-                .and_then(|s| s.parse().ok())
-        })
-        .unwrap_or(0);
-    let body = text
-        .lines()
-        .filter(|l| !l.starts_with("  ") && !l.starts_with("wget:"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (status, body)
+/// `curl -w '\n%{http_code}'` output: the body, then the status on the last line (curl is on
+/// every test host, a Mac's included; wget is not on a Mac).
+fn parse_curl(text: &str) -> (u16, String) {
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", text));
+    (status.trim().parse().unwrap_or(0), body.to_string())
 }
