@@ -440,6 +440,10 @@ pub struct SetupArgs {
     /// Only check and report; change nothing
     #[arg(long)]
     pub check: bool,
+    /// The homebase executable to install on the host, when the host's OS or architecture
+    /// differs from this one's (for example one built there, or cross-compiled)
+    #[arg(long, value_name = "FILE", env = "HOMEBASE_SETUP_BINARY")]
+    pub binary: Option<std::path::PathBuf>,
     /// Print the checklist as JSON
     #[arg(long)]
     pub json: bool,

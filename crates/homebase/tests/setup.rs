@@ -62,9 +62,10 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
         .unwrap()
         .to_string();
     assert!(exec.ends_with("/.homebase/bin/homebase daemon"), "{exec}");
+    // its log in the host user's own home: a fixed name in the shared /tmp would outlive
+    // the user (who may come back with another uid on the next run)
     let supervise = format!(
-        "nohup sh -c 'while true; do {exec}; sleep 1; done' > /tmp/hb-setup-{}.log 2>&1 < /dev/null & echo $! > ~/.homebase/supervisor.pid",
-        h.user
+        "nohup sh -c 'while true; do {exec}; sleep 1; done' > ~/.homebase/supervisor.log 2>&1 < /dev/null & echo $! > ~/.homebase/supervisor.pid"
     );
     hosts.ssh_ok(h, &supervise);
     p.ok(&["deploy"]);

@@ -164,7 +164,23 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
                 )
             })
             .collect();
-        let missing = session.check(&checks.join("; "))?;
+        let answer = session.check(&format!(
+            "echo \"@host $(uname -s) $HOME\"; {}",
+            checks.join("; ")
+        ))?;
+        let (os, home) = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("@host "))
+            .and_then(|l| l.split_once(' '))
+            .unwrap_or(("", ""));
+        for w in outside_home(&project, os, home) {
+            progress.info(&w);
+        }
+        let missing: String = answer
+            .lines()
+            .filter(|l| !l.starts_with("@host "))
+            .collect::<Vec<_>>()
+            .join("\n");
         for image in missing.lines().filter(|l| !l.trim().is_empty()) {
             progress.info(&format!(
                 "loop image `{image}` is not on {}: the daemon will try to pull it; if it is not in a registry, build it there (`docker -H ssh://HOST build -t {image} DIR`, see examples/agent-loop)",
@@ -542,4 +558,27 @@ mod tests {
         assert_eq!(civil_from_days(20_415), (2025, 11, 23));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
+}
+
+/// On a Mac the engine runs in a VM (Colima, Docker Desktop) that shares only the home
+/// directory: a loop workspace elsewhere is an empty directory inside the iteration.
+fn outside_home(project: &Project, os: &str, home: &str) -> Vec<String> {
+    if os != "Darwin" || home.is_empty() {
+        return Vec::new();
+    }
+    project
+        .config
+        .loops
+        .iter()
+        .filter_map(|(name, l)| match l.workspace(&project.config.project.name, name) {
+            homebase_stack::loops::Workspace::Path(p)
+                if p.starts_with('/') && !p.starts_with(&format!("{home}/")) =>
+            {
+                Some(format!(
+                    "loops.{name}.workspace = `{p}` is outside the home directory ({home}): on a Mac the engine runs in a VM that shares only the home directory, so the agent would see an empty workspace; use a path under ~/"
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{Global, SetupArgs};
 use crate::exit::Exit;
+use crate::host::FIND_COMPOSE;
 use crate::project;
 use crate::ui::{self, BAD, GOOD, WARN, paint};
 
@@ -52,21 +53,43 @@ struct Facts {
     systemctl: bool,
     binary_sha: Option<String>,
     home: String,
+    user: String,
+    /// `docker compose` itself works (not only the plugin binary found by path).
+    compose_registered: bool,
+    /// The Compose plugin's path when `docker` does not find it by itself.
+    compose_plugin: Option<String>,
+    /// `~/.docker/config.json` as it is (empty when absent).
+    docker_config: String,
+    /// `pmset -g`'s `autorestart` (restart after a power failure).
+    autorestart: Option<String>,
+    /// The login window's automatic login user (empty when none).
+    autologin: Option<String>,
+    filevault_on: bool,
+    /// `launchctl print` knows the daemon's agent (it is loaded).
+    agent_loaded: bool,
 }
 
-fn facts(session: &Session) -> Result<Facts> {
-    let script = r#"
-echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "home=$HOME"
+/// What the facts script prints, one `key=value` a line (FIND_COMPOSE goes in front).
+const FACTS: &str = r#"
+echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "home=$HOME"; echo "user=$(id -un)"; echo "uid=$(id -u)"
 echo "docker=$(docker version --format '{{.Server.Version}}' 2>/dev/null)"
-echo "compose=$(docker compose version --short 2>/dev/null)"
+if docker compose version >/dev/null 2>&1; then echo "compose_registered=yes"; fi
+echo "compose=$($c version --short 2>/dev/null)"; case "$c" in /*) echo "compose_plugin=$c";; esac
 echo "mem=$(docker info --format '{{.MemTotal}}' 2>/dev/null)"
 if command -v colima >/dev/null 2>&1; then echo "colima=$(colima list -j 2>/dev/null | sed -n 's/.*"memory":\([0-9]*\).*/\1/p' | head -1)"; fi
-if command -v pmset >/dev/null 2>&1; then echo "sleep=$(pmset -g | awk '$1 == "sleep" {print $2}')"; fi
+if command -v pmset >/dev/null 2>&1; then pmset -g | awk '$1 == "sleep" {print "sleep=" $2} $1 == "autorestart" {print "autorestart=" $2}'; fi
 if command -v brew >/dev/null 2>&1; then echo "colima_login=$(brew services list 2>/dev/null | awk '$1 == "colima" {print $2}')"; fi
+if command -v defaults >/dev/null 2>&1; then echo "autologin=$(defaults read /Library/Preferences/com.apple.loginwindow autoLoginUser 2>/dev/null)"; fi
+if command -v fdesetup >/dev/null 2>&1 && fdesetup status 2>/dev/null | grep -q 'is On'; then echo "filevault=on"; fi
+if command -v launchctl >/dev/null 2>&1 && launchctl print "gui/$(id -u)/dev.homebase.daemon" >/dev/null 2>&1; then echo "agent_loaded=yes"; fi
 if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; then echo "systemctl=yes"; fi
 b="$HOME/.homebase/bin/homebase"; if [ -f "$b" ]; then echo "binary=$( (sha256sum "$b" 2>/dev/null || shasum -a 256 "$b") | cut -d' ' -f1)"; fi
+if [ -f "$HOME/.docker/config.json" ]; then printf 'docker_config='; tr -d '\n' < "$HOME/.docker/config.json"; echo; fi
 "#;
-    let out = session.check(script)?;
+
+fn facts(session: &Session) -> Result<Facts> {
+    let script = format!("c=\"{FIND_COMPOSE}\"\n{FACTS}");
+    let out = session.check(&script)?;
     let get = |k: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -92,6 +115,14 @@ b="$HOME/.homebase/bin/homebase"; if [ -f "$b" ]; then echo "binary=$( (sha256su
         systemctl: get("systemctl").is_some(),
         binary_sha: get("binary"),
         home: get("home").unwrap_or_else(|| "~".into()),
+        user: get("user").unwrap_or_default(),
+        compose_registered: get("compose_registered").is_some(),
+        compose_plugin: get("compose_plugin"),
+        docker_config: get("docker_config").unwrap_or_default(),
+        autorestart: get("autorestart"),
+        autologin: get("autologin"),
+        filevault_on: get("filevault").is_some(),
+        agent_loaded: get("agent_loaded").is_some(),
     })
 }
 
@@ -187,6 +218,19 @@ fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec<Item>, boo
             items.push(item("docker compose", "missing", detail, Some(fix)));
         }
     }
+    if let (Some(_), false, Some(plugin)) = (&f.compose, f.compose_registered, &f.compose_plugin) {
+        items.push(item(
+            "compose plugin",
+            "warning",
+            format!(
+                "`docker compose` does not find the plugin at {plugin} (homebase runs it directly; `docker compose` in your shell fails)"
+            ),
+            Some(format!(
+                "homebase setup adds {} to cliPluginsExtraDirs in ~/.docker/config.json",
+                plugin_dir(plugin)
+            )),
+        ));
+    }
     // Memory: the engine (Colima's VM on a Mac) must hold the budgeted host memory.
     if let (HostMemory::Size(want), Some(have)) = (host_memory, f.mem_total) {
         let short = have + (256 << 20) < want.0;
@@ -229,6 +273,16 @@ fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec<Item>, boo
         ));
     }
     if mac {
+        power_items(f, &mut items);
+    }
+    (items, blocking)
+}
+
+/// What decides whether the stack comes back by itself after a power cut on a Mac: the
+/// Mac restarts, logs its user in (LaunchAgents and `brew services` start only then), and
+/// does not go to sleep.
+fn power_items(f: &Facts, items: &mut Vec<Item>) {
+    {
         match f.sleep.as_deref() {
             Some("0") => items.push(item("sleep", "ok", "system sleep is off", None)),
             other => items.push(item(
@@ -242,7 +296,81 @@ fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec<Item>, boo
             )),
         }
     }
-    (items, blocking)
+    match f.autorestart.as_deref() {
+        Some("1") => items.push(item(
+            "power failure",
+            "ok",
+            "the Mac starts again by itself after a power failure",
+            None,
+        )),
+        _ => items.push(item(
+            "power failure",
+            "warning",
+            "after a power failure the Mac stays off until someone presses its button",
+            Some("sudo pmset -a autorestart 1".into()),
+        )),
+    }
+    let user = if f.user.is_empty() {
+        "you"
+    } else {
+        f.user.as_str()
+    };
+    if f.autologin.as_deref() == Some(f.user.as_str()) && !f.user.is_empty() && !f.filevault_on {
+        items.push(item(
+            "automatic login",
+            "ok",
+            format!("{user} is logged in at startup, so the daemon and Colima start"),
+            None,
+        ));
+    } else {
+        let why = if f.filevault_on {
+            "; FileVault is on, which rules out automatic login"
+        } else {
+            ""
+        };
+        let fix = if f.filevault_on {
+            format!(
+                "sudo fdesetup disable, then System Settings → Users & Groups → Automatically log in as {user} (or: sudo sysadminctl -autologin set -userName {user} -password -)"
+            )
+        } else {
+            format!(
+                "System Settings → Users & Groups → Automatically log in as {user} (or: sudo sysadminctl -autologin set -userName {user} -password -)"
+            )
+        };
+        items.push(item(
+            "automatic login",
+            "warning",
+            format!(
+                "after a restart the Mac waits at the login window: the daemon (a LaunchAgent) and Colima (brew services) start only when {user} logs in{why}"
+            ),
+            Some(fix),
+        ));
+    }
+}
+
+/// The directory of a plugin binary (`…/cli-plugins`).
+fn plugin_dir(plugin: &str) -> &str {
+    plugin.rsplit_once('/').map(|(d, _)| d).unwrap_or(plugin)
+}
+
+/// `~/.docker/config.json` with `dir` added to `cliPluginsExtraDirs`; `None` when it is
+/// there already or the file is not a JSON object (left alone).
+fn with_plugin_dir(config: &str, dir: &str) -> Option<String> {
+    let mut v: serde_json::Value = if config.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(config).ok()?
+    };
+    let obj = v.as_object_mut()?;
+    let dirs = obj
+        .entry("cliPluginsExtraDirs")
+        .or_insert_with(|| serde_json::json!([]));
+    let list = dirs.as_array_mut()?;
+    if list.iter().any(|d| d.as_str() == Some(dir)) {
+        return None;
+    }
+    list.push(dir.into());
+    serde_json::to_string_pretty(&v).ok().map(|t| t + "\n")
 }
 
 /// A host's checklist, and whether something on it blocks the rest.
@@ -255,8 +383,12 @@ struct Binary {
 }
 
 impl Binary {
-    fn current() -> Result<Binary> {
-        let exe = std::env::current_exe().context("cannot find this homebase executable")?;
+    /// `--binary FILE`, or this executable.
+    fn for_host(file: Option<&std::path::Path>) -> Result<Binary> {
+        let exe = match file {
+            Some(f) => f.to_path_buf(),
+            None => std::env::current_exe().context("cannot find this homebase executable")?,
+        };
         let bytes =
             std::fs::read(&exe).with_context(|| format!("cannot read `{}`", exe.display()))?;
         let sha256 = Sha256::digest(&bytes)
@@ -269,7 +401,7 @@ impl Binary {
 
 pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let binary = Binary::current()?;
+    let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
         let session = project.open_session()?;
         let (items, blocked) = host(&session, project.config.budget.host_memory, args, &binary)?;
@@ -318,7 +450,8 @@ fn host(
     let bin = format!("{}/.homebase/bin/homebase", f.home);
     // The binary.
     let (ours, sha) = (&binary.bytes, &binary.sha256);
-    if !same_platform(&f) {
+    let mut binary_changed = false;
+    if !same_platform(&f) && args.binary.is_none() {
         items.push(item(
             "homebase binary",
             if f.binary_sha.is_some() {
@@ -335,7 +468,7 @@ fn host(
             ),
             f.binary_sha.is_none().then(|| {
                 format!(
-                    "build homebase for the host (cargo build --release there) and copy it to {bin}"
+                    "build homebase for the host (cargo build --release there, or cross-compile) and run `homebase setup --binary PATH`"
                 )
             }),
         ));
@@ -358,12 +491,56 @@ fn host(
             &format!("set -e; mkdir -p \"$HOME/.homebase/bin\" \"$HOME/.homebase/daemon\"; t=\"{bin}.tmp.$$\"; cat > \"$t\"; chmod 755 \"$t\"; mv \"$t\" \"{bin}\""),
             ours,
         )?;
+        binary_changed = true;
         items.push(item(
             "homebase binary",
             "changed",
             format!("installed {bin}"),
             None,
         ));
+    }
+
+    // Colima at login, as `brew services` does it (a LaunchAgent of the user's).
+    if let Some(i) = items.iter_mut().find(|i| i.name == "colima at login")
+        && i.state == "warning"
+        && !args.check
+    {
+        session
+            .check("brew services start colima >/dev/null")
+            .context("`brew services start colima` failed on the host")?;
+        *i = item(
+            "colima at login",
+            "changed",
+            "brew services starts Colima at login now",
+            None,
+        );
+    }
+
+    // Homebrew's Compose plugin, registered with the docker CLI (as its caveat says).
+    if let Some(i) = items.iter_mut().find(|i| i.name == "compose plugin")
+        && !args.check
+        && let Some(plugin) = &f.compose_plugin
+    {
+        let dir = plugin_dir(plugin).to_string();
+        match with_plugin_dir(&f.docker_config, &dir) {
+            Some(text) => {
+                session.check_with_input(
+                    "set -e; mkdir -p \"$HOME/.docker\"; t=\"$HOME/.docker/config.json.tmp.$$\"; cat > \"$t\"; mv \"$t\" \"$HOME/.docker/config.json\"",
+                    text.as_bytes(),
+                )?;
+                *i = item(
+                    "compose plugin",
+                    "changed",
+                    format!("added {dir} to cliPluginsExtraDirs in ~/.docker/config.json"),
+                    None,
+                );
+            }
+            None => {
+                i.fix = Some(format!(
+                    "~/.docker/config.json is not a JSON object homebase can edit: add \"cliPluginsExtraDirs\": [\"{dir}\"] to it"
+                ));
+            }
+        }
     }
 
     // The service definition.
@@ -416,7 +593,7 @@ fn host(
         )?;
         let start = if mac {
             format!(
-                "launchctl unload {p} 2>/dev/null; launchctl load -w {p}",
+                "uid=$(id -u); launchctl bootout \"gui/$uid/dev.homebase.daemon\" 2>/dev/null; launchctl bootstrap \"gui/$uid\" {p}",
                 p = homebase_remote::sh_quote(&path)
             )
         } else if f.systemctl {
@@ -433,6 +610,39 @@ fn host(
             format!("{manager}: wrote {path}"),
             None,
         ));
+    }
+    let unchanged = current.stdout == content;
+    if unchanged && !args.check && mac && (!f.agent_loaded || binary_changed) {
+        // the agent is unchanged: load it when launchd does not know it, restart it on a
+        // new binary
+        let (how, script) = if f.agent_loaded {
+            (
+                "restarted with the new binary",
+                "launchctl kickstart -k \"gui/$(id -u)/dev.homebase.daemon\"".to_string(),
+            )
+        } else {
+            (
+                "loaded into launchd",
+                format!(
+                    "launchctl bootstrap \"gui/$(id -u)\" {}",
+                    homebase_remote::sh_quote(&path)
+                ),
+            )
+        };
+        session.check(&script)?;
+        if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
+            *i = item("daemon service", "changed", format!("launchd: {how}"), None);
+        }
+    } else if unchanged && !args.check && f.systemctl && binary_changed {
+        session.check("systemctl --user restart homebase-daemon.service")?;
+        if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
+            *i = item(
+                "daemon service",
+                "changed",
+                "systemd: restarted with the new binary",
+                None,
+            );
+        }
     }
     if !mac && !f.systemctl {
         items.push(item(
@@ -533,6 +743,14 @@ mod tests {
             systemctl: false,
             binary_sha: None,
             home: "/Users/me".into(),
+            user: "me".into(),
+            compose_registered: compose.is_some(),
+            compose_plugin: None,
+            docker_config: String::new(),
+            autorestart: None,
+            autologin: None,
+            filevault_on: os == "Darwin",
+            agent_loaded: false,
         }
     }
 
@@ -569,6 +787,52 @@ mod tests {
             sleep.fix.as_deref(),
             Some("sudo pmset -a sleep 0 disksleep 0")
         );
+    }
+
+    #[test]
+    fn a_mac_is_told_what_a_power_cut_needs() {
+        let mut f = facts("Darwin", Some("2.29.7"));
+        let (items, _) = check_host(&f, HostMemory::Detect, "mini");
+        let get = |items: &[Item], n: &str| items.iter().find(|i| i.name == n).cloned().unwrap();
+        assert_eq!(
+            get(&items, "power failure").fix.as_deref(),
+            Some("sudo pmset -a autorestart 1")
+        );
+        let login = get(&items, "automatic login");
+        assert_eq!(login.state, "warning");
+        assert!(login.detail.contains("FileVault is on"), "{}", login.detail);
+        assert!(login.fix.unwrap().starts_with("sudo fdesetup disable"));
+        f.filevault_on = false;
+        f.autologin = Some("me".into());
+        f.autorestart = Some("1".into());
+        f.sleep = Some("0".into());
+        let (items, _) = check_host(&f, HostMemory::Detect, "mini");
+        for n in ["power failure", "automatic login", "sleep"] {
+            assert_eq!(get(&items, n).state, "ok", "{n}");
+        }
+        // Homebrew's plugin found only by path
+        f.compose_registered = false;
+        f.compose_plugin = Some("/opt/homebrew/lib/docker/cli-plugins/docker-compose".into());
+        let (items, blocked) = check_host(&f, HostMemory::Detect, "mini");
+        assert!(!blocked);
+        assert!(
+            get(&items, "compose plugin")
+                .fix
+                .unwrap()
+                .contains("/opt/homebrew/lib/docker/cli-plugins")
+        );
+    }
+
+    #[test]
+    fn the_plugin_dir_is_added_once_and_other_settings_kept() {
+        let d = "/opt/homebrew/lib/docker/cli-plugins";
+        let t = with_plugin_dir("{\"currentContext\": \"colima\"}", d).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["currentContext"], "colima");
+        assert_eq!(v["cliPluginsExtraDirs"][0], d);
+        assert_eq!(with_plugin_dir(&t, d), None);
+        assert!(with_plugin_dir("", d).unwrap().contains(d));
+        assert_eq!(with_plugin_dir("not json", d), None);
     }
 
     #[test]
