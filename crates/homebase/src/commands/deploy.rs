@@ -548,18 +548,6 @@ pub fn entry(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_from_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
-}
-
 /// On a Mac the engine runs in a VM (Colima, Docker Desktop) that shares only the home
 /// directory: a loop workspace elsewhere is an empty directory inside the iteration.
 fn outside_home(project: &Project, os: &str, home: &str) -> Vec<String> {
@@ -581,4 +569,16 @@ fn outside_home(project: &Project, os: &str, home: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_from_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
 }

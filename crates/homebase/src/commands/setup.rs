@@ -467,9 +467,7 @@ fn host(
                 std::env::consts::ARCH
             ),
             f.binary_sha.is_none().then(|| {
-                format!(
-                    "build homebase for the host (cargo build --release there, or cross-compile) and run `homebase setup --binary PATH`"
-                )
+                "build homebase for the host (cargo build --release there, or cross-compile) and run `homebase setup --binary PATH`".to_string()
             }),
         ));
     } else if f.binary_sha.as_deref() == Some(sha.as_str()) {
