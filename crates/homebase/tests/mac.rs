@@ -82,10 +82,10 @@ volumes:
 "#
     );
     let agent = "#!/bin/sh\necho \"iteration $HOMEBASE_ITERATION\" >> /workspace/work.txt\n[ \"$HOMEBASE_ITERATION\" = 2 ] && echo '<promise>COMPLETE</promise>'\nexit 0\n";
-    let toml = format!(
+    let toml = String::from(
         "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n\
          [loops.ralph]\nimage = \"hb/busybox:latest\"\ncommand = \"sh /workspace/agent.sh\"\nworkspace = \"~/work/ralph\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\n\
-         [loops.astray]\nimage = \"hb/busybox:latest\"\ncommand = \"true\"\nworkspace = \"/tmp/hb-astray\"\nmemory = \"16MiB\"\nautostart = false\n"
+         [loops.astray]\nimage = \"hb/busybox:latest\"\ncommand = \"true\"\nworkspace = \"/tmp/hb-astray\"\nmemory = \"16MiB\"\nautostart = false\n",
     );
     let p = TestProject::new(&hosts, h, bin(), "mac", &compose, &toml);
 
