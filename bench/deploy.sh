@@ -14,7 +14,7 @@ export DB_PORT=35432 API_PORT=38080
 
 # homebase's project
 mkdir -p "$work/hb"; cp examples/demo/compose.yml "$work/hb/"
-sed 's/^name = "demo"/name = "benchhb"/' examples/demo/homebase.toml > "$work/hb/homebase.toml"
+sed -e 's/^name = "demo"/name = "benchhb"/' -e "s/^ssh = .*/ssh = \"$HB_HOST1_USER@$HB_HOST1_ADDR\"/" -e '/^# An agent loop/,$d' examples/demo/homebase.toml > "$work/hb/homebase.toml"
 # plain compose: the same rendered file, its own project and ports, ssh through a temp HOME
 mkdir -p "$work/bin" "$work/plain"
 # ssh reads the config of the passwd home, not $HOME: a wrapper hands docker's ssh our config

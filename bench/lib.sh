@@ -14,6 +14,21 @@ median_ms() {
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.1f\n", m / 1000}'
 }
 
+# median_ms_after N PREP CMD...: like median_ms, running PREP (untimed) before each run.
+median_ms_after() {
+  local n=$1 prep=$2; shift 2
+  local times=()
+  for _ in $(seq "$n"); do
+    $prep >/dev/null 2>&1 || true
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >/dev/null 2>&1 || true
+    t1=$(date +%s%N)
+    times+=($(( (t1 - t0) / 1000 )))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.1f\n", m / 1000}'
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (a > 0 ? b / a : 0) }'; }
 
 # rtt PORT [PATH]: p50 and p99 (ms) of 1,000 HTTP/1.0 requests to 127.0.0.1:PORT/PATH.

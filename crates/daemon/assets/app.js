@@ -14,16 +14,20 @@ function size(b) {
 function esc(s) { return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
 function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
 
-async function session(token) {
-  const r = await fetch("/api/session", { method: "POST", headers: { Authorization: "Bearer " + token } });
+// A session from the token (typed in, or pasted as #token=) or from the one-time code
+// `homebase dash` puts in the fragment (#login=); the cookie then holds a session id.
+async function session(headers) {
+  const r = await fetch("/api/session", { method: "POST", headers });
   return r.ok;
 }
 
 async function start() {
-  const m = location.hash.match(/token=([^&]+)/);
-  if (m) {
+  const t = location.hash.match(/token=([^&]+)/);
+  const c = location.hash.match(/login=([^&]+)/);
+  if (t || c) {
     history.replaceState(null, "", location.pathname);
-    await session(decodeURIComponent(m[1]));
+    await session(t ? { Authorization: "Bearer " + decodeURIComponent(t[1]) }
+                    : { "X-Homebase-Login": decodeURIComponent(c[1]) });
   }
   const r = await fetch("/api/status");
   if (r.status === 401) return showLogin();
@@ -36,7 +40,7 @@ async function start() {
 }
 
 // A token pasted into the address bar arrives as a hash change, not a new page.
-window.addEventListener("hashchange", () => { if (location.hash.includes("token=")) start(); });
+window.addEventListener("hashchange", () => { if (/(token|login)=/.test(location.hash)) start(); });
 
 function showLogin() {
   $("live").textContent = "signed out"; $("live").className = "badge off";
@@ -45,7 +49,7 @@ function showLogin() {
 
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  if (await session($("token").value.trim())) { $("token").value = ""; start(); }
+  if (await session({ Authorization: "Bearer " + $("token").value.trim() })) { $("token").value = ""; start(); }
   else $("login-error").textContent = "That token was refused.";
 });
 

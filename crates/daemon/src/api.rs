@@ -27,14 +27,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/api/stream", get(stream))
-        .route("/api/session", post(new_session))
+        .route("/api/login-code", post(login_code))
         .route("/api/loops", get(loops))
         .route("/api/loops/{project}/{name}/history", get(loop_history))
         .route("/api/loops/{project}/{name}/{action}", post(loop_control))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), auth));
     // The page and its assets carry no data; without the token they show a sign-in form.
+    // A session is opened with the token or a one-time code (checked by the handler).
     Router::new()
+        .route("/api/session", post(new_session))
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX) }),
@@ -67,14 +69,84 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Exchanges the bearer token for a session cookie (HttpOnly, SameSite=Strict), so that the
-/// page's EventSource, which cannot send headers, is authorized and the token leaves the URL.
-async fn new_session(State(shared): State<Arc<Shared>>) -> Response {
-    let cookie = format!(
-        "hb_session={}; HttpOnly; SameSite=Strict; Path=/",
-        shared.token
-    );
+/// How long a dashboard session and a one-time login code live.
+const SESSION_SECS: i64 = 12 * 3600;
+const CODE_SECS: i64 = 120;
+
+/// Dashboard sessions and one-time login codes, by value → expiry (unix seconds).
+#[derive(Default)]
+pub struct Sessions {
+    sessions: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    codes: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl Sessions {
+    fn insert(
+        map: &std::sync::Mutex<std::collections::HashMap<String, i64>>,
+        ttl: i64,
+    ) -> Option<String> {
+        let id = crate::random_hex(32).ok()?;
+        let t = now();
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, exp| *exp > t);
+        m.insert(id.clone(), t + ttl);
+        Some(id)
+    }
+
+    fn valid_session(&self, id: &str) -> bool {
+        let m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .any(|(k, exp)| *exp > now() && same(k.as_bytes(), id.as_bytes()))
+    }
+
+    /// Uses up a login code; true when it was valid.
+    fn redeem(&self, code: &str) -> bool {
+        let mut m = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let found = m
+            .iter()
+            .find(|(k, exp)| **exp > now() && same(k.as_bytes(), code.as_bytes()))
+            .map(|(k, _)| k.clone());
+        found.is_some_and(|k| m.remove(&k).is_some())
+    }
+}
+
+fn bearer_ok(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Opens a dashboard session: with the bearer token, or with a one-time login code in the
+/// `X-Homebase-Login` header (what `homebase dash` puts in the page's URL fragment). The
+/// cookie (HttpOnly, SameSite=Strict) carries a session id, never the token, so that the
+/// page's EventSource, which cannot send headers, is authorized.
+async fn new_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let code_ok = headers
+        .get("x-homebase-login")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| shared.sessions.redeem(c.trim()));
+    if !bearer_ok(&headers, &shared.token) && !code_ok {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(id) = Sessions::insert(&shared.sessions.sessions, SESSION_SECS) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let cookie =
+        format!("hb_session={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}");
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
+}
+
+/// A one-time code (valid 2 minutes, for one session) for `homebase dash` to hand the
+/// browser instead of the token.
+async fn login_code(State(shared): State<Arc<Shared>>) -> Response {
+    match Sessions::insert(&shared.sessions.codes, CODE_SECS) {
+        Some(code) => {
+            Json(serde_json::json!({ "code": code, "expires_in": CODE_SECS })).into_response()
+        }
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -82,24 +154,26 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()));
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix("hb_session="))
-        .any(|t| same(t.as_bytes(), token.as_bytes()));
-    bearer || cookie
+/// The bearer token authorizes every route; a dashboard session reads only (GET): a page
+/// on another origin can make the browser send the cookie with a form's POST, never with a
+/// bearer header.
+pub fn authorized(method: &axum::http::Method, headers: &HeaderMap, shared: &Shared) -> bool {
+    if bearer_ok(headers, &shared.token) {
+        return true;
+    }
+    let reads = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+    reads
+        && headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix("hb_session="))
+            .any(|id| shared.sessions.valid_session(id))
 }
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if authorized(req.headers(), &shared.token) {
+    if authorized(req.method(), req.headers(), &shared) {
         next.run(req).await
     } else {
         StatusCode::UNAUTHORIZED.into_response()
@@ -338,8 +412,111 @@ mod tests {
             wake: Default::default(),
             loops: Default::default(),
             loop_status: Default::default(),
+            sessions: Default::default(),
         };
         (Arc::new(s), dir)
+    }
+
+    async fn call(s: &Arc<Shared>, req: Request<Body>) -> Response {
+        router(Arc::clone(s)).oneshot(req).await.unwrap()
+    }
+
+    fn cookie_of(r: &Response) -> String {
+        let c = r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        c.split(';').next().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_session_is_not_the_token_reads_only_and_codes_work_once() {
+        let (s, _d) = shared();
+        let bearer = format!("Bearer {}", s.token);
+        // a session from the token: its cookie holds an id, not the token
+        let r = call(
+            &s,
+            Request::post("/api/session")
+                .header("Authorization", &bearer)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let cookie = cookie_of(&r);
+        assert!(!cookie.contains(&s.token), "{cookie}");
+        let r = call(
+            &s,
+            Request::get("/api/events")
+                .header("Cookie", &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // the cookie does not authorize a POST (a form on another site could send it)
+        let r = call(
+            &s,
+            Request::post("/api/loops/p/l/stop")
+                .header("Cookie", &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // the old style, the token itself as the cookie, is refused
+        let r = call(
+            &s,
+            Request::get("/api/events")
+                .header("Cookie", format!("hb_session={}", s.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // a one-time code: needs the token, opens one session, once
+        let r = call(
+            &s,
+            Request::post("/api/login-code")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let r = call(
+            &s,
+            Request::post("/api/login-code")
+                .header("Authorization", &bearer)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let login = || {
+            Request::post("/api/session")
+                .header("X-Homebase-Login", &code)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let r = call(&s, login()).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let second = cookie_of(&r);
+        assert_ne!(second, cookie);
+        let r = call(&s, login()).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a code worked twice");
+        let r = call(
+            &s,
+            Request::post("/api/session")
+                .header("X-Homebase-Login", "guess")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

@@ -76,6 +76,10 @@ pub struct Shared {
     /// The agent loops' latest state, by (project, loop).
     pub loop_status:
         RwLock<std::collections::BTreeMap<(String, String), homebase_proto::LoopStatus>>,
+    /// Dashboard sessions (cookie value → expiry) and one-time login codes (code → expiry).
+    /// Neither is the token: a cookie reaches every service on 127.0.0.1 (cookies ignore
+    /// ports), and a code may show in a browser's command line.
+    pub sessions: api::Sessions,
 }
 
 impl Shared {
@@ -161,6 +165,13 @@ impl Shared {
 }
 
 /// The API token: generated once, stored mode 0600, never printed.
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> Result<String> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("cannot get random bytes: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn load_or_create_token(path: &Path) -> Result<String> {
     if let Ok(t) = std::fs::read_to_string(path) {
         let t = t.trim().to_string();
@@ -241,11 +252,19 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         wake: tokio::sync::Notify::new(),
         loops: Mutex::new(loops::Registry::default()),
         loop_status: RwLock::new(std::collections::BTreeMap::new()),
+        sessions: api::Sessions::default(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
+    // A daemon that ran here before and did not stop cleanly (crash, kill -9, power cut)
+    // is worth an alert; a planned stop and start (a deploy of the daemon, a reboot through
+    // the service manager) is an event only.
+    let clean_mark = dir.join(CLEAN_STOP);
+    let ran_before = dir.join("endpoint").exists();
+    let stopped_cleanly = clean_mark.exists();
+    let _ = std::fs::remove_file(&clean_mark);
     write_private(&dir.join("endpoint"), addr.to_string().as_bytes())?;
     // Tell every project's sinks that the daemon (re)started.
     let (projects, _) = shared.projects(mem_total);
@@ -256,17 +275,30 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         }
     }
     for p in &projects {
-        shared
-            .alert(
-                &p.name,
-                "",
-                "daemon_restarted",
-                &format!("homebase daemon started on {addr}"),
-            )
-            .await;
-        shared
-            .resolve(&p.name, "", "daemon_restarted", "running")
-            .await;
+        if ran_before && !stopped_cleanly {
+            shared
+                .alert(
+                    &p.name,
+                    "",
+                    "daemon_restarted",
+                    &format!(
+                        "homebase daemon started on {addr} after an unexpected stop (crash, kill or power loss)"
+                    ),
+                )
+                .await;
+            shared
+                .resolve(&p.name, "", "daemon_restarted", "running")
+                .await;
+        } else {
+            shared
+                .event(
+                    &p.name,
+                    "",
+                    "daemon_started",
+                    &format!("homebase daemon started on {addr}"),
+                )
+                .await;
+        }
     }
     tracing::info!("listening on {addr}, engine {endpoint}");
     let agent_loops = tokio::spawn(loops::run(
@@ -308,8 +340,15 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         let _ = b.await;
     }
     let _ = sinks_refresh.await;
+    if let Err(e) = write_private(&clean_mark, b"") {
+        tracing::warn!("cannot write `{}`: {e:#}", clean_mark.display());
+    }
     Ok(())
 }
+
+/// Written when the daemon stops on a signal, removed when it starts: its absence at a
+/// start means the last run ended unexpectedly.
+const CLEAN_STOP: &str = "clean-stop";
 
 /// Once a day, after the configured hour (UTC), each project without a backup of that day
 /// gets one: the daemon runs `homebase backup now` against its current release, on this

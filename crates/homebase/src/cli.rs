@@ -266,8 +266,8 @@ pub struct LogsArgs {
     /// Only lines newer than this (`10m`, `2h`, an RFC 3339 time)
     #[arg(long)]
     pub since: Option<String>,
-    /// How many lines from the end
-    #[arg(long, default_value_t = 100)]
+    /// How many lines from the end (`-n`, as in `loop logs` and tail)
+    #[arg(short = 'n', long, default_value_t = 100)]
     pub tail: u32,
 }
 
@@ -339,7 +339,7 @@ pub struct DashArgs {
     /// Do not open a browser; print where the dashboard is
     #[arg(long)]
     pub no_browser: bool,
-    /// Print the URL with the sign-in token in its fragment
+    /// Print a sign-in URL (a one-time code in its fragment, valid for 2 minutes)
     #[arg(long)]
     pub print_url: bool,
     /// Print where the dashboard is as JSON

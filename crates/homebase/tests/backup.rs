@@ -118,13 +118,22 @@ volumes:
     }
     assert_eq!(back, "remember-this");
 
-    // Retention (keep 1 daily, 1 weekly): a second backup prunes the first.
+    // Retention (keep 1 daily, 1 weekly): a second backup the same day prunes nothing of
+    // that day, and the backup of an older day goes.
+    let old = "20261001T030000Z";
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "cd ~/.homebase/{p}/backups && cp -r {id} {old} && sed -i 's/\"id\": *\"{id}\"/\"id\": \"{old}\"/' {old}/manifest.json",
+            p = p.name
+        ),
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let second: serde_json::Value =
         serde_json::from_str(&p.ok(&["backup", "now", "--json"])).unwrap();
-    assert_eq!(second["pruned"], serde_json::json!([id]));
+    assert_eq!(second["pruned"], serde_json::json!([old]));
     let ls: serde_json::Value = serde_json::from_str(&p.ok(&["backup", "ls", "--json"])).unwrap();
-    assert_eq!(ls.as_array().unwrap().len(), 1);
+    assert_eq!(ls.as_array().unwrap().len(), 2, "{ls:#}");
 
     // A deploy that changes the database backs it up first.
     std::thread::sleep(Duration::from_millis(1100));
@@ -137,9 +146,10 @@ volumes:
     assert!(deploy.status.success(), "{stderr}");
     assert!(stderr.contains("taken before the change"), "{stderr}");
     let ls: serde_json::Value = serde_json::from_str(&p.ok(&["backup", "ls", "--json"])).unwrap();
-    assert_ne!(
-        ls[0]["id"], second["backup"]["id"],
-        "no new backup before the change"
+    assert_eq!(
+        ls.as_array().unwrap().len(),
+        3,
+        "no new backup before the change: {ls:#}"
     );
     assert_eq!(psql("SELECT count(*) FROM memories"), "500");
 

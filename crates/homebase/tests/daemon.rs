@@ -296,13 +296,23 @@ services:
     .unwrap();
     assert_eq!(after["points"][0]["ts"], first);
     assert!(after["points"].as_array().unwrap().len() >= n);
-    d.wait_event("restart noticed", |e| {
+    // a planned stop and start is an event, not a phone notification
+    d.wait_event("start recorded", |e| e["kind"] == "daemon_started");
+    let restarted_alert = |e: &serde_json::Value| {
         e["kind"] == "alert_firing"
             && e["message"]
                 .as_str()
                 .unwrap_or("")
                 .starts_with("daemon_restarted")
-    });
+    };
+    assert!(
+        !d.events().iter().any(restarted_alert),
+        "a clean restart alerted"
+    );
+    // an unexpected end (kill -9, a crash, a power cut) alerts at the next start
+    d.kill9();
+    d.start();
+    d.wait_event("unexpected restart alerted", restarted_alert);
     d.stop();
     hosts.ssh(h, &format!("rm -rf {state}"));
     p.write(compose, &budget); // keep the project alive until here

@@ -180,7 +180,7 @@ services:
 
     // homebase dash opens the forward (no browser here) and says where.
     let mut dash = KillOnDrop(
-        p.cmd(&["dash", "--no-browser", "--json"])
+        p.cmd(&["dash", "--no-browser", "--json", "--print-url"])
             .env("HOMEBASE_DAEMON_STATE", &state)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -194,7 +194,11 @@ services:
         .unwrap();
     let info: Value = serde_json::from_str(&first).unwrap();
     assert!(!first.contains(&token), "the token was printed");
-    let url = info["url"].as_str().unwrap().to_string();
+    // a one-time sign-in code in the fragment, never the token
+    let login_url = info["url"].as_str().unwrap().to_string();
+    let (url, code) = login_url.split_once("#login=").expect("a #login= URL");
+    let (url, code) = (url.to_string(), code.to_string());
+    assert_ne!(code, token);
 
     let d = Driver::start();
     // Without the token: the page loads but shows no data.
@@ -206,8 +210,8 @@ services:
         d.text()
     );
 
-    // With the token (in the fragment): the services and their memory.
-    d.go(&format!("{url}#token={token}"));
+    // With the one-time code (in the fragment): the services and their memory.
+    d.go(&login_url);
     d.wait("the services with memory", |d| {
         let t = d.text();
         t.contains(&p.name)
@@ -220,9 +224,15 @@ services:
         !d.js("return location.href")
             .as_str()
             .unwrap()
-            .contains("token"),
-        "the token stayed in the URL"
+            .contains("login"),
+        "the code stayed in the URL"
     );
+    // the code is spent; the session's cookie is not the token and cannot POST
+    let again = hosts.ssh_ok(
+        h,
+        &format!("curl -s -o /dev/null -w '%{{http_code}}' -X POST -H 'X-Homebase-Login: {code}' http://127.0.0.1:{port}/api/session"),
+    );
+    assert_eq!(again.trim(), "401", "a sign-in code worked twice");
     // The agent loop: listed, and seen completing live.
     d.wait("the agent loop completed", |d| {
         d.js("const r = document.querySelector('tr[data-loop=\"agent\"]'); return r ? r.dataset.state : ''").as_str() == Some("completed")

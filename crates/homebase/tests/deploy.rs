@@ -384,7 +384,7 @@ fn unreachable_host_fails_with_a_clear_message() {
 fn over_budget_deploy_is_refused_before_the_host_is_touched() {
     let hosts = hosts();
     let h = hosts.host(1);
-    let over = BUDGET.replace("memory = \"512MiB\"", "memory = \"8GiB\"");
+    let over = BUDGET.replace("memory = \"512MiB\"", "memory = \"3584MiB\"");
     let p = TestProject::new(&hosts, h, bin(), "over", &stack("o", HEALTHY), &over);
     let out = p.run(&["deploy"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -413,7 +413,7 @@ impl Daemon<'_> {
         );
     }
 
-    /// POST through `ssh host wget` with the token; returns (status, body).
+    /// POST through `ssh host curl` with the token; returns (status, body).
     pub fn post(&self, path: &str) -> (u16, String) {
         let o = self.hosts.ssh(
             self.host,

@@ -486,6 +486,16 @@ pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
     let mut keep = BTreeSet::new();
     let mut days = Vec::new();
     let mut weeks = Vec::new();
+    // every backup of the newest day is kept: a manual backup never prunes the daily one
+    // taken a minute before, nor the other way round
+    if let Some(newest) = sorted.first().map(|id| day(id)) {
+        keep.extend(
+            sorted
+                .iter()
+                .filter(|id| day(id) == newest)
+                .map(|id| id.to_string()),
+        );
+    }
     for id in sorted {
         let (dk, wk) = (day(id), week(id));
         if !days.contains(&dk) && days.len() < daily as usize {
@@ -909,15 +919,26 @@ mod tests {
         .collect();
         let keep = retain(&ids, 2, 3);
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        // days: 23rd (12:00), 22nd; weeks: this week's newest (23rd 12:00), the 16th's week, the 9th's week
+        // the newest day whole (23rd 03:00 and 12:00); days: 23rd, 22nd; weeks: this week's
+        // newest (23rd 12:00), the 16th's week, the 9th's week
         assert_eq!(
             keep,
             [
                 "20261109T030000Z",
                 "20261116T030000Z",
                 "20261122T030000Z",
+                "20261123T030000Z",
                 "20261123T120000Z"
             ]
         );
+        // keep_daily = 1: a manual backup beside today's daily one prunes neither; the
+        // older day goes
+        let ids: Vec<String> = ["20261123T030000Z", "20261123T030130Z", "20261122T030000Z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let keep = retain(&ids, 1, 0);
+        assert_eq!(keep.len(), 2, "{keep:?}");
+        assert!(!keep.contains("20261122T030000Z"));
     }
 }

@@ -1,6 +1,7 @@
 //! `homebase dash`: the daemon's dashboard in the browser, through an SSH forward that this
-//! command keeps open until ctrl-c. The token goes to the browser in the URL fragment (never
-//! sent to a server, never logged) and is exchanged there for a session cookie.
+//! command keeps open until ctrl-c. The browser gets a one-time sign-in code in the URL
+//! fragment (never sent to a server, never logged), exchanged there for a session cookie
+//! that holds a session id; the token itself stays in this process.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -57,7 +58,14 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         }
     };
     let url = format!("http://127.0.0.1:{local_port}/");
-    let with_token = format!("{url}#token={token}");
+    // The browser gets a one-time code, never the token: a command line (the opener's) can
+    // be read by other users of this machine, and a code is spent at the first sign-in.
+    let needs_code = args.print_url || !args.no_browser;
+    let with_token = if needs_code {
+        format!("{url}#login={}", login_code(local_port, &token)?)
+    } else {
+        url.clone()
+    };
     let opened = !args.no_browser && open_browser(&with_token);
     if args.json {
         let shown = if args.print_url { &with_token } else { &url };
@@ -91,6 +99,27 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(Exit::Ok)
+}
+
+/// A one-time sign-in code from the daemon, through the forward, with the token.
+fn login_code(port: u16, token: &str) -> Result<String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    );
+    let v: serde_json::Value = agent
+        .post(&format!("http://127.0.0.1:{port}/api/login-code"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_empty()
+        .context("cannot get a sign-in code from the daemon through the forward")?
+        .body_mut()
+        .read_json()
+        .context("the daemon's sign-in code is not what homebase expects")?;
+    v["code"]
+        .as_str()
+        .map(str::to_string)
+        .context("the daemon gave no sign-in code")
 }
 
 fn open_browser(url: &str) -> bool {

@@ -662,7 +662,8 @@ fn host(
 
     // The daemon answers.
     let answer = session.run(&format!(
-        "for i in $(seq 30); do e=$(cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null) && t=$(cat \"$HOME/.homebase/daemon/token\" 2>/dev/null) && {{ curl -sf -H \"Authorization: Bearer $t\" \"http://$e/api/status\" >/dev/null 2>&1 || wget -qO- --header \"Authorization: Bearer $t\" \"http://$e/api/status\" >/dev/null 2>&1; }} && echo up && exit 0; sleep {}; done; echo down",
+        // the token goes to curl on stdin (printf is a builtin), never on a command line
+        "for i in $(seq 30); do e=$(cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null) && t=$(cat \"$HOME/.homebase/daemon/token\" 2>/dev/null) && printf 'header = \"Authorization: Bearer %s\"\\n' \"$t\" | curl -sf --config - \"http://$e/api/status\" >/dev/null 2>&1 && echo up && exit 0; sleep {}; done; echo down",
         if args.check { "0" } else { "0.5" }
     ))?;
     let up = String::from_utf8_lossy(&answer.stdout).contains("up");
