@@ -78,9 +78,13 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         println!("{with_token}");
     } else if opened {
         eprintln!("dashboard opened at {url} (ctrl-c closes the tunnel)");
+    } else if needs_code {
+        eprintln!(
+            "dashboard at {url} (no browser could be opened here)\nopen {with_token} within 2 minutes to sign in (the code works once), or sign in with the token from ~/.homebase/daemon/token on the host\n(ctrl-c closes the tunnel)"
+        );
     } else {
         eprintln!(
-            "dashboard at {url}\nsign in with the token from ~/.homebase/daemon/token on the host, or run `homebase dash --print-url` for a URL that carries it\n(ctrl-c closes the tunnel)"
+            "dashboard at {url}\nsign in with the token from ~/.homebase/daemon/token on the host, or run `homebase dash --print-url` for a one-time sign-in URL\n(ctrl-c closes the tunnel)"
         );
     }
     // Keep the forward up until ctrl-c, reconnecting when it drops.
