@@ -44,7 +44,7 @@ for n in 1 8; do
   R[change$n]=$(median_ms_after "$N" "marker $n" hbx "$n" deploy)
   R[status$n]=$(median_ms "$N" hbx "$n" status)
   if plain_ps "$n" >/dev/null 2>"$work/plain$n.err"; then
-    R[plain$n]="$(median_ms "$N" plain_ps "$n") s"
+    R[plain$n]="$(median_ms "$N" plain_ps "$n") ms"
   else
     R[plain$n]="fails: $(grep -io 'command not found.*\|not found.*' "$work/plain$n.err" | head -1 | cut -c1-60)"
   fi
@@ -52,6 +52,6 @@ done
 echo "| job | Debian host (1) | Mac-like host (8) | Mac ÷ Debian |"
 echo "|---|---:|---:|---:|"
 for j in first noop change status; do
-  echo "| homebase $j | ${R[${j}1]} s | ${R[${j}8]} s | $(ratio "${R[${j}1]}" "${R[${j}8]}") |"
+  echo "| homebase $j | ${R[${j}1]} ms | ${R[${j}8]} ms | $(ratio "${R[${j}1]}" "${R[${j}8]}")× |"
 done
 echo "| \`DOCKER_HOST=ssh://… docker compose ps\` | ${R[plain1]} | ${R[plain8]} | – |"

@@ -30,6 +30,22 @@ impl Alerts {
         None
     }
 
+    /// A one-shot alert (an OOM kill, a loop that ran out of iterations): sent like a new
+    /// condition (the cooldown still holds back a burst), and never left active, so the next
+    /// occurrence notifies again.
+    pub fn fire_once(&mut self, a: Alert, cooldown: i64) -> Option<Alert> {
+        let key = format!("{}/{}/{}", a.project, a.service, a.kind);
+        let due = self
+            .last_sent
+            .get(&key)
+            .is_none_or(|t| a.time - t >= cooldown);
+        if due {
+            self.last_sent.insert(key, a.time);
+            return Some(a);
+        }
+        None
+    }
+
     /// Clears a condition; returns the "resolved" notice when it was active.
     pub fn resolve(
         &mut self,
@@ -126,6 +142,21 @@ mod tests {
             time: t,
             host: "h".into(),
         }
+    }
+
+    #[test]
+    fn one_shot_alerts_repeat_after_the_cooldown() {
+        let mut a = Alerts::default();
+        assert!(a.fire_once(alert(100), 300).is_some());
+        assert!(
+            a.fire_once(alert(200), 300).is_none(),
+            "a burst is held back"
+        );
+        assert!(
+            a.fire_once(alert(500), 300).is_some(),
+            "a repeat notifies again"
+        );
+        assert!(a.active().is_empty());
     }
 
     #[test]

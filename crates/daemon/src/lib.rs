@@ -128,6 +128,30 @@ impl Shared {
         }
     }
 
+    /// A one-shot alert: notifies for every occurrence (cooldown apart), never stays active.
+    pub async fn notify(&self, project: &str, service: &str, kind: &str, message: &str) {
+        let a = Alert {
+            kind: kind.into(),
+            project: project.into(),
+            service: service.into(),
+            message: message.into(),
+            status: "firing".into(),
+            time: now(),
+            host: self.host.clone(),
+        };
+        let cooldown = self
+            .sinks
+            .lock()
+            .await
+            .get(project)
+            .map(|s| s.cooldown_secs as i64)
+            .unwrap_or(300);
+        let fired = self.alerts.lock().await.fire_once(a, cooldown);
+        if let Some(a) = fired {
+            self.send(a).await;
+        }
+    }
+
     pub async fn resolve(&self, project: &str, service: &str, kind: &str, message: &str) {
         let r = self
             .alerts

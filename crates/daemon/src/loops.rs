@@ -1272,7 +1272,7 @@ impl Supervisor {
             row.reason = format!("reached max_iterations = {max} without completing");
             self.event("loop_exhausted", &row.reason).await;
             self.shared
-                .alert(&cfg.project, &subject, "loop_exhausted", &row.reason)
+                .notify(&cfg.project, &subject, "loop_exhausted", &row.reason)
                 .await;
         }
         self.save(row);
@@ -1435,11 +1435,12 @@ fn append_log(path: &Path, data: &[u8]) {
     if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > LOG_MAX {
         let _ = std::fs::rename(path, path.with_extension("log.1"));
     }
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    // an agent's output may carry what it read: the owner's only
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
         Ok(mut f) => {
             if let Err(e) = f.write_all(data) {
                 tracing::warn!("cannot write `{}`: {e}", path.display());

@@ -112,7 +112,26 @@ struct State {
 }
 
 pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken) {
-    let state = Arc::new(tokio::sync::Mutex::new(State::default()));
+    // what an earlier run of the governor held is still held: resume it in time
+    let mut initial = State::default();
+    match shared.store.governed() {
+        Ok(rows) => {
+            for (project, service, container, how) in rows {
+                let how = if how == "stopped" {
+                    "stopped"
+                } else {
+                    "paused"
+                };
+                initial
+                    .governed
+                    .entry(project)
+                    .or_default()
+                    .push((service, container, how));
+            }
+        }
+        Err(e) => tracing::warn!("cannot read what the governor held: {e:#}"),
+    }
+    let state = Arc::new(tokio::sync::Mutex::new(initial));
     let events = tokio::spawn(watch_events(
         engine.clone(),
         Arc::clone(&shared),
@@ -254,7 +273,7 @@ async fn watch_events(
                 });
             }
             if kind == "oom" {
-                shared.alert(&ev.project, &ev.service, "oom", "the container ran out of memory and was killed by the kernel; raise its limit or lower its use").await;
+                shared.notify(&ev.project, &ev.service, "oom", "the container ran out of memory and was killed by the kernel; raise its limit or lower its use").await;
             }
             // A fresh round now, so live clients see the change without waiting.
             shared.wake.notify_one();
@@ -443,7 +462,10 @@ async fn round(
         containers.iter().any(|c| &c.id == id) || iterations.iter().any(|c| &c.id == id)
     });
     drop(st);
-    shared.store.add_samples(t, &rows)?;
+    // a failed write (a full disk) loses this round's history, never the live status
+    if let Err(e) = shared.store.add_samples(t, &rows) {
+        tracing::warn!("cannot record this round's samples: {e:#}");
+    }
     let alerts = shared.alerts.lock().await.active();
     let snapshot = Snapshot {
         ts: t,
@@ -723,6 +745,9 @@ async fn heal(
             shared
                 .resolve(&p.name, &c.service, "down", "running again")
                 .await;
+            shared
+                .resolve(&p.name, &c.service, "crash_loop", "running again")
+                .await;
         }
     }
 }
@@ -746,6 +771,30 @@ async fn govern(
     let high = (p.budget as f64 * d.high_watermark) as u64;
     let low = (p.budget as f64 * d.low_watermark) as u64;
     let pct = 100.0 * total as f64 / p.budget as f64;
+    let before = st.governed.get(&p.name).cloned().unwrap_or_default();
+    govern_round(engine, shared, st, p, watched, total, t, high, low, pct).await;
+    let after = st.governed.get(&p.name).cloned().unwrap_or_default();
+    if after != before
+        && let Err(e) = shared.store.save_governed(&p.name, &after)
+    {
+        tracing::warn!("cannot record what the governor holds: {e:#}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn govern_round(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    st: &mut State,
+    p: &Project,
+    watched: &[&Container],
+    total: u64,
+    t: i64,
+    high: u64,
+    low: u64,
+    pct: f64,
+) {
+    let d = &p.daemon;
     let governed = st.governed.entry(p.name.clone()).or_default();
     if total > high {
         shared

@@ -9,6 +9,9 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
+/// Iteration records kept per loop (the oldest go first).
+const MAX_ITERATIONS_PER_LOOP: i64 = 10_000;
+
 /// How long each resolution is kept, in seconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -51,6 +54,14 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the history database `{}`", path.display()))?;
+        // history names services and carries events: the owner's only, WAL files included
+        // (created with the database's mode)
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make `{}` private", path.display()))?;
+        }
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
@@ -62,6 +73,8 @@ impl Store {
                  kind TEXT NOT NULL, message TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS events_idx ON events (ts);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS governed (project TEXT NOT NULL, seq INTEGER NOT NULL, service TEXT NOT NULL,
+                 container TEXT NOT NULL, how TEXT NOT NULL, PRIMARY KEY (project, seq));
              CREATE TABLE IF NOT EXISTS loops (project TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
                  reason TEXT NOT NULL, run INTEGER NOT NULL, iterations INTEGER NOT NULL, breaker TEXT NOT NULL,
                  breaker_until INTEGER, no_progress INTEGER NOT NULL, same_error INTEGER NOT NULL,
@@ -98,6 +111,34 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// What the memory governor holds paused or stopped in a project, in order: kept here
+    /// so that a restarted daemon resumes them (instead of leaving them paused for good).
+    pub fn save_governed(&self, project: &str, held: &[(String, String, &str)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM governed WHERE project = ?1", params![project])?;
+        for (i, (service, container, how)) in held.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO governed (project, seq, service, container, how) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![project, i as i64, service, container, how],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every project's held services, in order.
+    pub fn governed(&self) -> Result<Vec<(String, String, String, String)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT project, service, container, how FROM governed ORDER BY project, seq",
+        )?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     pub fn add_event(
@@ -155,6 +196,18 @@ impl Store {
             [now - r.quarter],
         )?;
         conn.execute("DELETE FROM events WHERE ts < ?1", [now - r.events])?;
+        // iterations: as long as events, and at most the newest 10,000 of each loop; a
+        // running one (its row is how a restarted daemon adopts it) always stays
+        conn.execute(
+            "DELETE FROM iterations WHERE outcome != 'running' AND started < ?1",
+            [now - r.events],
+        )?;
+        conn.execute(
+            "DELETE FROM iterations WHERE outcome != 'running' AND id IN (
+                 SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY project, name ORDER BY id DESC) AS k
+                                 FROM iterations) WHERE k > ?1)",
+            [MAX_ITERATIONS_PER_LOOP],
+        )?;
         Ok(())
     }
 
@@ -202,6 +255,75 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_and_surplus_iterations_are_pruned_a_running_one_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db"), Retention::default()).unwrap();
+        let now = 100 * 86400;
+        {
+            let conn = store.conn();
+            let add = |started: i64, outcome: &str| {
+                conn.execute(
+                    "INSERT INTO iterations (project, name, run, n, started, outcome) VALUES ('p', 'l', 1, 1, ?1, ?2)",
+                    params![started, outcome],
+                )
+                .unwrap();
+            };
+            add(1, "ok"); // older than 90 days
+            add(2, "running"); // old, but running
+            for i in 0..(MAX_ITERATIONS_PER_LOOP + 5) {
+                add(now - 1000 + i % 100, "ok");
+            }
+        }
+        store.compact(now).unwrap();
+        let conn = store.conn();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM iterations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, MAX_ITERATIONS_PER_LOOP + 1);
+        let running: i64 = conn
+            .query_row("SELECT count(*) FROM iterations WHERE outcome = 'running'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(running, 1);
+    }
+
+    #[test]
+    fn what_the_governor_holds_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        {
+            let store = Store::open(&path, Default::default()).unwrap();
+            store
+                .save_governed(
+                    "p",
+                    &[
+                        ("worker".into(), "c1".into(), "stopped"),
+                        ("api".into(), "c2".into(), "paused"),
+                    ],
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path, Default::default()).unwrap();
+        let held = store.governed().unwrap();
+        assert_eq!(held.len(), 2);
+        assert_eq!(
+            held[1],
+            ("p".into(), "api".into(), "c2".into(), "paused".into())
+        );
+        store.save_governed("p", &[]).unwrap();
+        assert!(store.governed().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_history_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let _store = Store::open(&path, Default::default()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 
     #[test]
     fn rolls_up_and_prunes() {

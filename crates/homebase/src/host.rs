@@ -30,6 +30,11 @@ pub fn now_secs() -> u64 {
 /// setup` adds). The plugin binary takes the same arguments as `docker compose`.
 pub const FIND_COMPOSE: &str = "$(docker compose version >/dev/null 2>&1 && echo docker compose || { for p in /opt/homebrew/lib/docker/cli-plugins/docker-compose /usr/local/lib/docker/cli-plugins/docker-compose \"$HOME/.docker/cli-plugins/docker-compose\" /usr/libexec/docker/cli-plugins/docker-compose /Applications/Docker.app/Contents/Resources/cli-plugins/docker-compose; do [ -x \"$p\" ] && echo \"$p\" && exit 0; done; echo docker compose; })";
 
+/// Kept releases: the newest this many (by id, which is a time) and the current one; and
+/// temp directories an interrupted upload or backup left, once an hour old. Runs in the
+/// round trip that ends a deploy or a rollback (`$d` is the project's directory).
+const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do n=$((n + 1)); [ $n -gt 20 ] && [ \"$r\" != \"$c\" ] && rm -rf \"$d/releases/$r\"; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
+
 pub struct HostProject<'a> {
     pub session: &'a Session,
     pub project: String,
@@ -151,7 +156,7 @@ impl<'a> HostProject<'a> {
     pub fn finish(&self, entry: &ReleaseEntry, token: &str) -> Result<()> {
         let line = serde_json::to_string(entry)? + "\n";
         let script = format!(
-            "d={d}; cat >> \"$d/releases.jsonl\"; grep -q {t} \"$d/lock/info\" 2>/dev/null && rm -rf \"$d/lock\"; true",
+            "d={d}; cat >> \"$d/releases.jsonl\"; grep -q {t} \"$d/lock/info\" 2>/dev/null && rm -rf \"$d/lock\"; {PRUNE}; true",
             d = self.dir(),
             t = sh_quote(token)
         );

@@ -182,6 +182,26 @@ fn deploy_noop_change_and_rollback_keep_data() {
         ]
     );
     assert_eq!(releases["current"].as_str(), Some(current1.trim()));
+
+    // Releases beyond the newest 20, and temp dirs an interrupted upload left over an hour
+    // ago, go at the end of the next deploy.
+    let h = hosts.host(homebase_testkit::MAC);
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "cd ~/.homebase/{}/releases && for i in $(seq 10 34); do mkdir 20200101T0000${{i}}Z; done && \
+             mkdir .tmp-stale .tmp-fresh && touch -d '2 hours ago' .tmp-stale",
+            p.name
+        ),
+    );
+    p.write(&stack("v4", HEALTHY), BUDGET);
+    p.ok(&["deploy"]);
+    let left = hosts.ssh_ok(h, &format!("ls -A ~/.homebase/{}/releases", p.name));
+    let kept: Vec<&str> = left.lines().filter(|l| !l.starts_with('.')).collect();
+    assert_eq!(kept.len(), 20, "{left}");
+    assert!(kept.iter().all(|r| *r > "20200101T000018Z"), "the oldest went first: {left}");
+    assert!(!left.contains(".tmp-stale") && left.contains(".tmp-fresh"), "{left}");
+    assert_eq!(api_page(&p), "v4");
 }
 
 #[test]

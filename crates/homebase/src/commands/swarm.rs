@@ -123,12 +123,16 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
             ));
         } else {
             let token = manager.check("docker swarm join-token -q worker")?;
-            s.check(&format!(
-                "docker swarm join --token {} --advertise-addr {} {}:2377",
-                sh_quote(token.trim()),
-                sh_quote(&n.address()),
-                sh_quote(&mnode.address())
-            ))
+            // the token goes on stdin: a failing command is quoted in the error, which
+            // must not carry the key to the cluster
+            s.check_with_input(
+                &format!(
+                    "read -r t; docker swarm join --token \"$t\" --advertise-addr {} {}:2377",
+                    sh_quote(&n.address()),
+                    sh_quote(&mnode.address())
+                ),
+                format!("{}\n", token.trim()).as_bytes(),
+            )
             .with_context(|| format!("{name} cannot join the swarm at {}", mnode.address()))?;
             let w = membership(&s)?;
             items.push(item(
