@@ -283,7 +283,11 @@ mod tests {
             .unwrap();
         assert_eq!(count, MAX_ITERATIONS_PER_LOOP + 1);
         let running: i64 = conn
-            .query_row("SELECT count(*) FROM iterations WHERE outcome = 'running'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM iterations WHERE outcome = 'running'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(running, 1);
     }

@@ -199,8 +199,14 @@ fn deploy_noop_change_and_rollback_keep_data() {
     let left = hosts.ssh_ok(h, &format!("ls -A ~/.homebase/{}/releases", p.name));
     let kept: Vec<&str> = left.lines().filter(|l| !l.starts_with('.')).collect();
     assert_eq!(kept.len(), 20, "{left}");
-    assert!(kept.iter().all(|r| *r > "20200101T000018Z"), "the oldest went first: {left}");
-    assert!(!left.contains(".tmp-stale") && left.contains(".tmp-fresh"), "{left}");
+    assert!(
+        kept.iter().all(|r| *r > "20200101T000018Z"),
+        "the oldest went first: {left}"
+    );
+    assert!(
+        !left.contains(".tmp-stale") && left.contains(".tmp-fresh"),
+        "{left}"
+    );
     assert_eq!(api_page(&p), "v4");
 }
 
