@@ -105,8 +105,8 @@ impl Shared {
         let _ = self.tx.send(msg.to_string());
     }
 
-    pub async fn alert(&self, project: &str, service: &str, kind: &str, message: &str) {
-        let a = Alert {
+    fn firing(&self, project: &str, service: &str, kind: &str, message: &str) -> Alert {
+        Alert {
             kind: kind.into(),
             project: project.into(),
             service: service.into(),
@@ -114,14 +114,22 @@ impl Shared {
             status: "firing".into(),
             time: now(),
             host: self.host.clone(),
-        };
-        let cooldown = self
-            .sinks
+        }
+    }
+
+    /// A project's alert cooldown (seconds).
+    async fn cooldown(&self, project: &str) -> i64 {
+        self.sinks
             .lock()
             .await
             .get(project)
             .map(|s| s.cooldown_secs as i64)
-            .unwrap_or(300);
+            .unwrap_or(300)
+    }
+
+    pub async fn alert(&self, project: &str, service: &str, kind: &str, message: &str) {
+        let a = self.firing(project, service, kind, message);
+        let cooldown = self.cooldown(project).await;
         let fired = self.alerts.lock().await.fire(a, cooldown);
         if let Some(a) = fired {
             self.send(a).await;
@@ -130,22 +138,8 @@ impl Shared {
 
     /// A one-shot alert: notifies for every occurrence (cooldown apart), never stays active.
     pub async fn notify(&self, project: &str, service: &str, kind: &str, message: &str) {
-        let a = Alert {
-            kind: kind.into(),
-            project: project.into(),
-            service: service.into(),
-            message: message.into(),
-            status: "firing".into(),
-            time: now(),
-            host: self.host.clone(),
-        };
-        let cooldown = self
-            .sinks
-            .lock()
-            .await
-            .get(project)
-            .map(|s| s.cooldown_secs as i64)
-            .unwrap_or(300);
+        let a = self.firing(project, service, kind, message);
+        let cooldown = self.cooldown(project).await;
         let fired = self.alerts.lock().await.fire_once(a, cooldown);
         if let Some(a) = fired {
             self.send(a).await;

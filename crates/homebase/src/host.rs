@@ -95,8 +95,12 @@ impl<'a> HostProject<'a> {
     pub fn prepare(&self, holder: &str, token: &str) -> Result<Prepared> {
         let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
         let script = format!(
-            "d={d}; v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
-             if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else echo held; cat \"$d/lock/info\" 2>/dev/null; echo; fi; \
+            // an engine that does not answer: nothing is touched, no lock is left; a lock
+            // found without its holder's line is being taken this instant: read it again
+            "d={d}; e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
+             v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
+             if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else echo held; \
+             for i in 1 2 3 4 5 6 7 8 9 10; do [ -s \"$d/lock/info\" ] && break; sleep 0.1; done; cat \"$d/lock/info\" 2>/dev/null; echo; fi; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'",
             d = self.dir(),
@@ -109,6 +113,16 @@ impl<'a> HostProject<'a> {
         let lock = match lock_lines.next() {
             Some("acquired") => LockOutcome::Acquired,
             Some("held") => held(lock_lines.next().unwrap_or("{}")),
+            Some("noengine") => {
+                return Err(crate::exit::coded(
+                    crate::exit::Exit::Unreachable,
+                    format!(
+                        "the Docker engine on `{}` does not answer ({}); start it (`colima start` on a Mac, the docker service on Linux) and deploy again; nothing was changed",
+                        self.session.host(),
+                        lock_lines.collect::<Vec<_>>().join(" ").trim()
+                    ),
+                ));
+            }
             Some("nocompose") => anyhow::bail!(
                 "`docker compose` does not work on `{}`: {}; install Docker with the Compose v2 plugin there (on macOS: `brew install colima docker docker-compose && colima start`)",
                 self.session.host(),

@@ -486,16 +486,36 @@ fn local_target_deploys_to_this_machines_engine() {
         .arg(p.dir.path())
         .status()
         .unwrap();
-    let run = |args: &str| {
+    let run_env = |env: &str, args: &str| {
         hosts.ssh(
             h,
             &format!(
-                "HOMEBASE_COLOR=never {} -C {} {args}",
+                "{env} HOMEBASE_COLOR=never {} -C {} {args}",
                 bin().display(),
                 p.dir.path().display()
             ),
         )
     };
+    let run = |args: &str| run_env("", args);
+    // The engine down: exit 3 naming it, and nothing on the host, not even a lock.
+    let toml_path = p.dir.path().join("homebase.toml");
+    let detect = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        detect.replace("host_memory = \"detect\"", "host_memory = \"4GiB\""),
+    )
+    .unwrap();
+    let down = run_env("DOCKER_HOST=unix:///nonexistent/docker.sock", "deploy");
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(down.status.code(), Some(3), "{err}");
+    assert!(err.contains("does not answer"), "{err}");
+    let left = hosts.ssh_ok(
+        h,
+        &format!("ls -A ~/.homebase/{} 2>/dev/null; true", p.name),
+    );
+    assert_eq!(left.trim(), "", "the host was touched: {left}");
+    std::fs::write(&toml_path, detect).unwrap();
+
     let out = run("deploy");
     assert!(
         out.status.success(),
