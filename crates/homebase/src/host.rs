@@ -97,7 +97,8 @@ impl<'a> HostProject<'a> {
         let script = format!(
             // an engine that does not answer: nothing is touched, no lock is left; a lock
             // found without its holder's line is being taken this instant: read it again
-            "d={d}; e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
+            "d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
+             e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
              v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
              if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else echo held; \
              for i in 1 2 3 4 5 6 7 8 9 10; do [ -s \"$d/lock/info\" ] && break; sleep 0.1; done; cat \"$d/lock/info\" 2>/dev/null; echo; fi; \
@@ -113,6 +114,15 @@ impl<'a> HostProject<'a> {
         let lock = match lock_lines.next() {
             Some("acquired") => LockOutcome::Acquired,
             Some("held") => held(lock_lines.next().unwrap_or("{}")),
+            Some("nodocker") => {
+                return Err(crate::exit::coded(
+                    crate::exit::Exit::Unreachable,
+                    format!(
+                        "there is no `docker` on `{}` (not on its PATH, nor in /opt/homebrew/bin, /usr/local/bin or Docker Desktop's bin); install it there (macOS: `brew install colima docker docker-compose && colima start`; Debian: `sudo apt-get install docker.io`); nothing was changed",
+                        self.session.host()
+                    ),
+                ));
+            }
             Some("noengine") => {
                 return Err(crate::exit::coded(
                     crate::exit::Exit::Unreachable,
