@@ -271,7 +271,10 @@ impl<'a> HostProject<'a> {
             c = self.compose(),
             t = wait_timeout.as_secs().max(1)
         );
-        let out = self.session.run(&script)?;
+        // Compose's own wait, plus time for pulls and the stop of the old containers
+        let deadline =
+            (wait_timeout + Duration::from_secs(300)).max(homebase_remote::STEP_DEADLINE);
+        let out = self.session.run_with_deadline(&script, b"", deadline)?;
         Ok((
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),

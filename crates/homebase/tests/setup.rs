@@ -111,5 +111,31 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
         assert!(Instant::now() < deadline, "after the reboot: {status}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // A hung engine (dockerd frozen): every step has a deadline, the error names the step,
+    // and a deploy leaves no lock behind.
+    let pid = std::fs::read_to_string("/run/homebase-testhost/hbhost4/dockerd.pid").unwrap();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, pid.trim()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    let hung = p
+        .cmd(&["deploy"])
+        .env("HOMEBASE_STEP_TIMEOUT_SECS", "3")
+        .output()
+        .unwrap();
+    let lock = hosts.ssh(h, &format!("test -e ~/.homebase/{}/lock", p.name));
+    signal("-CONT");
+    let err = String::from_utf8_lossy(&hung.stderr);
+    assert_eq!(hung.status.code(), Some(3), "{err}");
+    assert!(err.contains("did not finish within 3s"), "{err}");
+    assert!(!lock.status.success(), "a lock was left");
+    p.ok(&["status"]);
+
     hosts.ssh(h, "kill $(cat ~/.homebase/supervisor.pid); pkill -f '.homebase/bin/homebase daemon'; rm -rf ~/.homebase/bin ~/.homebase/daemon ~/.config/systemd; true");
 }

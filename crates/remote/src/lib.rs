@@ -157,6 +157,27 @@ pub enum RemoteError {
     },
     #[error("the SSH connection to `{host}` was lost: {detail}")]
     Lost { host: String, detail: String },
+    #[error(
+        "on `{host}`: `{command}` did not finish within {secs}s (a hung engine or a stalled link?); it was stopped"
+    )]
+    Timeout {
+        host: String,
+        command: String,
+        secs: u64,
+    },
+}
+
+/// How long one script may run before it is stopped, unless the caller says otherwise:
+/// nothing may hang forever (with a deploy lock held, say). `HOMEBASE_STEP_TIMEOUT_SECS`
+/// overrides it.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(600);
+
+fn default_deadline() -> Duration {
+    std::env::var("HOMEBASE_STEP_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(STEP_DEADLINE)
 }
 
 /// A connection to the host, open for one command run.
@@ -269,7 +290,18 @@ impl Session {
     }
 
     /// Runs a script, feeding `input` on stdin; returns its output whatever the status.
+    /// Stopped after the default step deadline.
     pub fn run_with_input(&self, script: &str, input: &[u8]) -> Result<Output, RemoteError> {
+        self.run_with_deadline(script, input, default_deadline())
+    }
+
+    /// As `run_with_input`, stopped (and an error naming the command) after `deadline`.
+    pub fn run_with_deadline(
+        &self,
+        script: &str,
+        input: &[u8],
+        deadline: Duration,
+    ) -> Result<Output, RemoteError> {
         let mut child = self
             .command(script, false)
             .stdin(Stdio::piped())
@@ -285,13 +317,18 @@ impl Session {
             // A closed pipe shows up as the command's failure below.
             let _ = stdin.write_all(input);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| RemoteError::Spawn {
+        let out = wait_until(child, deadline).map_err(|e| match e {
+            Waited::Late => RemoteError::Timeout {
+                host: self.host(),
+                command: first_line(script),
+                secs: deadline.as_secs(),
+            },
+            Waited::Io(source) => RemoteError::Spawn {
                 host: self.host(),
                 program: "ssh".into(),
                 source,
-            })?;
+            },
+        })?;
         // ssh exits 255 when the connection itself failed.
         if out.status.code() == Some(255) && matches!(self.target, Target::Ssh(_)) {
             let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -384,6 +421,44 @@ impl Drop for Session {
                 .status();
         }
     }
+}
+
+enum Waited {
+    Late,
+    Io(std::io::Error),
+}
+
+/// Waits for a child whose stdout and stderr are piped (read on their own threads so that
+/// neither pipe fills), killing it at `deadline`.
+fn wait_until(mut child: std::process::Child, deadline: Duration) -> Result<Output, Waited> {
+    use std::io::Read;
+    fn drain(p: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let end = std::time::Instant::now() + deadline;
+    let status = loop {
+        match child.try_wait().map_err(Waited::Io)? {
+            Some(status) => break status,
+            None if std::time::Instant::now() >= end => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Waited::Late);
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 fn first_line(script: &str) -> String {
