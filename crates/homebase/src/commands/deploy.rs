@@ -191,11 +191,23 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
     // 6. Up and health gate.
     progress.step("start services and wait until healthy");
-    let (ok, output) = host.up(&id, Duration::from_secs(args.timeout))?;
-    let ps = host.ps()?;
-    if ok && all_healthy(&plan, &ps) {
+    // From here on containers may have changed: any failure, of the gate or of a step
+    // around it, ends in the rollback below, never in an early return.
+    let gate = (|| -> Result<(bool, String, Vec<crate::host::PsEntry>)> {
+        let (ok, output) = host.up(&id, Duration::from_secs(args.timeout))?;
+        let ps = host.ps()?;
+        let healthy = ok && all_healthy(&plan, &ps);
+        if healthy {
+            host.set_current(&id)?;
+        }
+        Ok((healthy, output, ps))
+    })();
+    let (healthy, output, ps) = match gate {
+        Ok(g) => g,
+        Err(e) => (false, format!("homebase: {e:#}"), Vec::new()),
+    };
+    if healthy {
         progress.done();
-        host.set_current(&id)?;
         let e = entry(&project, &id, &hash, "deployed", started, None, None);
         lock.finish(&e)?;
         result(args.json, &e);
@@ -217,11 +229,12 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         .filter(|_| !host.swarm)
         .filter(|p| p.state != "running" || (!p.health.is_empty() && p.health != "healthy"))
     {
+        let found = host
+            .diagnose(&p.name)
+            .unwrap_or_else(|e| format!("(cannot read its state: {e:#})"));
         report.push_str(&format!(
-            "\n--- service `{}` ({}) ---\n{}",
-            p.service,
-            p.name,
-            host.diagnose(&p.name)?
+            "\n--- service `{}` ({}) ---\n{found}",
+            p.service, p.name
         ));
     }
     let tail: Vec<&str> = output
@@ -242,27 +255,44 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         },
         tail.join("\n")
     );
+    // a release whose presence cannot be read is tried all the same
     let rolled = match &current {
-        Some((prev, _)) if host.release_exists(prev)? => {
+        Some((prev, _)) if host.release_exists(prev).unwrap_or(true) => {
             progress.step(&format!("roll back to release {prev}"));
-            let (back_ok, back_out) = host.up(prev, Duration::from_secs(args.timeout))?;
-            if back_ok {
-                progress.done();
-                format!("rolled back to release {prev}, which is healthy again")
-            } else {
-                progress.fail("rollback not healthy");
-                format!(
-                    "rollback to release {prev} did not become healthy either:\n{}",
-                    back_out.trim()
-                )
+            match host.up(prev, Duration::from_secs(args.timeout)) {
+                Ok((true, _)) => {
+                    progress.done();
+                    // `current` still names it: only a healthy release is ever made current
+                    format!("rolled back to release {prev}, which is healthy again")
+                }
+                Ok((false, back_out)) => {
+                    progress.fail("rollback not healthy");
+                    format!(
+                        "rollback to release {prev} did not become healthy either:\n{}",
+                        back_out.trim()
+                    )
+                }
+                Err(e) => {
+                    progress.fail("rollback failed");
+                    format!("the rollback to release {prev} failed: {e:#}")
+                }
             }
         }
         _ => {
             progress.step("remove the failed first release (volumes kept)");
-            host.down(&id)?;
-            progress.done();
-            "there was no previous release; the failed containers were removed (volumes kept)"
-                .into()
+            match host.down(&id) {
+                Ok(()) => {
+                    progress.done();
+                    "there was no previous release; the failed containers were removed (volumes kept)"
+                        .into()
+                }
+                Err(e) => {
+                    progress.fail("removal failed");
+                    format!(
+                        "there was no previous release, and removing the failed containers failed: {e:#}"
+                    )
+                }
+            }
         }
     };
     let e = entry(
