@@ -122,6 +122,62 @@ fn agent_loop_example_counts_its_loop_in_the_budget() {
     );
 }
 
+/// Service-level `cpus` and `mem_limit` beside the limits homebase writes: Compose must
+/// accept the render (it refuses distinct `cpus` and `deploy.resources.limits.cpus`).
+#[test]
+fn service_level_cpus_and_mem_limit_render_as_compose_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("compose.yml"),
+        "services:\n  api:\n    image: busybox\n    cpus: 1.5\n    mem_limit: 256m\n  worker:\n    image: busybox\n    cpus: \"0.5\"\n    deploy:\n      resources:\n        reservations: {memory: 32m}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("homebase.toml"),
+        "[project]\nname = \"cpus\"\n[budget]\nhost_memory = \"8GiB\"\n[services.worker]\nmemory = \"128MiB\"\n",
+    )
+    .unwrap();
+    let out = d.join("rendered.yml");
+    let r = homebase(d, &["render", "-o", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let yaml = std::fs::read_to_string(d.join("rendered.yml")).unwrap();
+    assert!(
+        !yaml.contains("\n    cpus:"),
+        "service-level cpus left: {yaml}"
+    );
+    let have_compose = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_compose {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the compose plugin"
+        );
+        return;
+    }
+    let o = Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(d.join("rendered.yml"))
+        .args(["config", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "Compose refused the render: {}\n{yaml}",
+        text(&o.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let limits = &cfg["services"]["api"]["deploy"]["resources"]["limits"];
+    assert_eq!(limits["cpus"], 1.5, "{cfg:#}");
+    assert_eq!(limits["memory"], "268435456");
+    assert_eq!(
+        cfg["services"]["worker"]["deploy"]["resources"]["limits"]["cpus"],
+        0.5
+    );
+}
+
 #[test]
 fn render_is_deterministic_and_compose_accepts_it() {
     let dir = repo().join("examples/blackbox4");

@@ -105,8 +105,17 @@ fn render_service(
     for key in ["profiles", "mem_limit", "mem_reservation", "extends"] {
         raw.remove(key);
     }
+    // `cpus:` beside `deploy.resources.limits`: Compose refuses the two when they differ
+    // ("can't set distinct values on 'cpus' and 'deploy.resources.limits.cpus'"), and a
+    // limits mapping without cpus differs; so the service-level value moves into it.
+    let cpus = raw.remove("cpus");
     {
         let resources = mapping_at(mapping_at(raw, "deploy"), "resources");
+        if let Some(cpus) = cpus {
+            mapping_at(resources, "limits")
+                .entry("cpus".into())
+                .or_insert(cpus);
+        }
         if let Some(limit) = ps.limit {
             mapping_at(resources, "limits")
                 .insert("memory".into(), Value::String(limit.to_compose()));
