@@ -30,6 +30,22 @@ pub fn now_secs() -> u64 {
 /// setup` adds). The plugin binary takes the same arguments as `docker compose`.
 pub const FIND_COMPOSE: &str = "$(docker compose version >/dev/null 2>&1 && echo docker compose || { for p in /opt/homebrew/lib/docker/cli-plugins/docker-compose /usr/local/lib/docker/cli-plugins/docker-compose \"$HOME/.docker/cli-plugins/docker-compose\" /usr/libexec/docker/cli-plugins/docker-compose /Applications/Docker.app/Contents/Resources/cli-plugins/docker-compose; do [ -x \"$p\" ] && echo \"$p\" && exit 0; done; echo docker compose; })";
 
+/// The deploy lock is a symlink whose target is its holder's line (JSON): `ln -s` creates
+/// it, holder and all, in one atomic step that fails when it exists, so a second deploy
+/// never sees a lock without its holder. An older homebase's lock (a directory with an
+/// `info` file) is read too.
+const LOCK_INFO: &str = "{ readlink \"$d/lock\" 2>/dev/null || cat \"$d/lock/info\" 2>/dev/null; }";
+
+/// The shell condition that takes the lock for `holder` (true when taken).
+fn take_lock(holder: &str, token: &str) -> String {
+    let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
+    // (`ln -s` into an older homebase's lock directory would succeed: refuse that first)
+    format!(
+        "[ ! -d \"$d/lock\" ] && ln -s {} \"$d/lock\" 2>/dev/null",
+        sh_quote(&info)
+    )
+}
+
 /// Kept releases: the newest this many (by id, which is a time) and the current one; and
 /// temp directories an interrupted upload or backup left, once an hour old. Runs in the
 /// round trip that ends a deploy or a rollback (`$d` is the project's directory).
@@ -93,21 +109,19 @@ impl<'a> HostProject<'a> {
     /// One round trip at the start of a deploy: checks Compose, takes the lock, and reads the
     /// current release and the project's containers.
     pub fn prepare(&self, holder: &str, token: &str) -> Result<Prepared> {
-        let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
+        let take = take_lock(holder, token);
         let script = format!(
-            // an engine that does not answer: nothing is touched, no lock is left; a lock
-            // found without its holder's line is being taken this instant: read it again
+            // an engine that does not answer: nothing is touched, no lock is left
             "d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
              e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
              v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
-             if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else echo held; \
-             for i in 1 2 3 4 5 6 7 8 9 10; do [ -s \"$d/lock/info\" ] && break; sleep 0.1; done; cat \"$d/lock/info\" 2>/dev/null; echo; fi; \
+             if {take}; then echo acquired; else echo held; {LOCK_INFO}; echo; fi; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'",
             d = self.dir(),
             p = sh_quote(&self.project)
         );
-        let out = self.session.check_with_input(&script, info.as_bytes())?;
+        let out = self.session.check(&script)?;
         let mut parts = out.split("@@HB@@\n");
         let lock_part = parts.next().unwrap_or("");
         let mut lock_lines = lock_part.lines();
@@ -164,12 +178,12 @@ impl<'a> HostProject<'a> {
     }
 
     pub fn lock(&self, holder: &str, token: &str) -> Result<LockOutcome> {
-        let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
         let script = format!(
-            "d={d}; mkdir -p \"$d/releases\" && if mkdir \"$d/lock\" 2>/dev/null; then cat > \"$d/lock/info\"; echo acquired; else cat \"$d/lock/info\" 2>/dev/null || echo '{{}}'; fi",
-            d = self.dir()
+            "d={d}; mkdir -p \"$d/releases\" && if {take}; then echo acquired; else {LOCK_INFO} || echo '{{}}'; fi",
+            d = self.dir(),
+            take = take_lock(holder, token)
         );
-        let out = self.session.check_with_input(&script, info.as_bytes())?;
+        let out = self.session.check(&script)?;
         if out.trim() == "acquired" {
             return Ok(LockOutcome::Acquired);
         }
@@ -180,7 +194,7 @@ impl<'a> HostProject<'a> {
     pub fn finish(&self, entry: &ReleaseEntry, token: &str) -> Result<()> {
         let line = serde_json::to_string(entry)? + "\n";
         let script = format!(
-            "d={d}; cat >> \"$d/releases.jsonl\"; grep -q {t} \"$d/lock/info\" 2>/dev/null && rm -rf \"$d/lock\"; {PRUNE}; true",
+            "d={d}; cat >> \"$d/releases.jsonl\"; {{ {LOCK_INFO}; }} | grep -q {t} && rm -rf \"$d/lock\"; {PRUNE}; true",
             d = self.dir(),
             t = sh_quote(token)
         );
@@ -191,7 +205,7 @@ impl<'a> HostProject<'a> {
     /// Releases the lock if it is still ours.
     pub fn unlock(&self, token: &str) -> Result<()> {
         let script = format!(
-            "d={d}; grep -q {t} \"$d/lock/info\" 2>/dev/null && rm -rf \"$d/lock\"; true",
+            "d={d}; {{ {LOCK_INFO}; }} | grep -q {t} && rm -rf \"$d/lock\"; true",
             d = self.dir(),
             t = sh_quote(token)
         );

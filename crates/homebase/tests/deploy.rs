@@ -271,6 +271,38 @@ fn second_deploy_refuses_while_the_first_holds_the_lock() {
         "{stderr}"
     );
     p.ok(&["deploy", "--force", "--force-unlock"]);
+
+    // Two deploys at the same instant, a few times: the one refused always names the real
+    // holder (the lock and its holder's line are made in one step).
+    for _ in 0..3 {
+        let a = p
+            .cmd(&["deploy", "--force"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let b = p
+            .cmd(&["deploy", "--force"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for o in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+            let err = String::from_utf8_lossy(&o.stderr);
+            if o.status.code() == Some(4) {
+                assert!(!err.contains(", pid 0,"), "{err}");
+                assert!(!err.contains("stale"), "{err}");
+            } else {
+                assert!(o.status.success(), "{err}");
+            }
+        }
+    }
+    let lock = hosts.ssh(
+        p.host,
+        &format!(
+            "test -e ~/.homebase/{}/lock || test -L ~/.homebase/{}/lock",
+            p.name, p.name
+        ),
+    );
+    assert!(!lock.status.success(), "a lock was left");
 }
 
 #[test]
