@@ -417,8 +417,16 @@ mod tests {
         (Arc::new(s), dir)
     }
 
-    async fn call(s: &Arc<Shared>, req: Request<Body>) -> Response {
-        router(Arc::clone(s)).oneshot(req).await.unwrap()
+    /// `method path` with the given headers, through the router.
+    async fn send(s: &Arc<Shared>, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        router(Arc::clone(s))
+            .oneshot(b.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
     }
 
     fn cookie_of(r: &Response) -> String {
@@ -433,89 +441,38 @@ mod tests {
     async fn a_session_is_not_the_token_reads_only_and_codes_work_once() {
         let (s, _d) = shared();
         let bearer = format!("Bearer {}", s.token);
+        let with_token = [("Authorization", bearer.as_str())];
         // a session from the token: its cookie holds an id, not the token
-        let r = call(
-            &s,
-            Request::post("/api/session")
-                .header("Authorization", &bearer)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send(&s, "POST", "/api/session", &with_token).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         let cookie = cookie_of(&r);
         assert!(!cookie.contains(&s.token), "{cookie}");
-        let r = call(
-            &s,
-            Request::get("/api/events")
-                .header("Cookie", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let with_cookie = [("Cookie", cookie.as_str())];
+        let r = send(&s, "GET", "/api/events", &with_cookie).await;
         assert_eq!(r.status(), StatusCode::OK);
         // the cookie does not authorize a POST (a form on another site could send it)
-        let r = call(
-            &s,
-            Request::post("/api/loops/p/l/stop")
-                .header("Cookie", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send(&s, "POST", "/api/loops/p/l/stop", &with_cookie).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         // the old style, the token itself as the cookie, is refused
-        let r = call(
-            &s,
-            Request::get("/api/events")
-                .header("Cookie", format!("hb_session={}", s.token))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let old = format!("hb_session={}", s.token);
+        let r = send(&s, "GET", "/api/events", &[("Cookie", old.as_str())]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         // a one-time code: needs the token, opens one session, once
-        let r = call(
-            &s,
-            Request::post("/api/login-code")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send(&s, "POST", "/api/login-code", &[]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let r = call(
-            &s,
-            Request::post("/api/login-code")
-                .header("Authorization", &bearer)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send(&s, "POST", "/api/login-code", &with_token).await;
         let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
         let code = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"]
             .as_str()
             .unwrap()
             .to_string();
-        let login = || {
-            Request::post("/api/session")
-                .header("X-Homebase-Login", &code)
-                .body(Body::empty())
-                .unwrap()
-        };
-        let r = call(&s, login()).await;
+        let with_code = [("X-Homebase-Login", code.as_str())];
+        let r = send(&s, "POST", "/api/session", &with_code).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        let second = cookie_of(&r);
-        assert_ne!(second, cookie);
-        let r = call(&s, login()).await;
+        assert_ne!(cookie_of(&r), cookie);
+        let r = send(&s, "POST", "/api/session", &with_code).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a code worked twice");
-        let r = call(
-            &s,
-            Request::post("/api/session")
-                .header("X-Homebase-Login", "guess")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send(&s, "POST", "/api/session", &[("X-Homebase-Login", "guess")]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 
