@@ -101,7 +101,7 @@ pub enum Command {
     Render(RenderArgs),
     /// Deploy the stack to the host: plan, lock, upload, start, health gate, automatic rollback
     #[command(
-        after_help = "Examples:\n  homebase deploy\n  homebase deploy --json | jq -c 'select(.event==\"result\")'\n  homebase deploy --force-unlock   # after a deploy died holding the lock"
+        after_help = "The host runs the start, health gate and rollback by itself: Ctrl-C asks whether to abort\n(roll back) or detach, and a lost connection is picked up again.\n\nExamples:\n  homebase deploy\n  homebase deploy --json | jq -c 'select(.event==\"result\")'\n  homebase deploy --attach         # follow a deploy after a detach or a lost link\n  homebase deploy --force-unlock   # after an older homebase died holding the lock"
     )]
     Deploy(DeployArgs),
     /// Show each service's state, health, uptime, restarts and memory on the host
@@ -212,6 +212,10 @@ pub struct DeployArgs {
     /// Print one JSON event per line
     #[arg(long)]
     pub json: bool,
+    /// Follow the deploy that runs on the host (after a detach or a lost connection) until
+    /// it ends
+    #[arg(long, conflicts_with_all = ["force", "force_unlock"])]
+    pub attach: bool,
     /// Break a lock left by a deploy that died
     #[arg(long)]
     pub force_unlock: bool,

@@ -17,6 +17,9 @@ pub enum Exit {
     Unreachable = 3,
     /// Another deploy holds the lock.
     Locked = 4,
+    /// Interrupted (Ctrl-C, SIGTERM) before the host changed, or detached from a deploy that
+    /// goes on on the host.
+    Interrupted = 130,
 }
 
 impl Exit {

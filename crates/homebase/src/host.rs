@@ -1,10 +1,11 @@
 //! The project's state on the host, under `~/.homebase/<project>/`:
 //!
 //! ```text
-//! lock/info            the deploy lock (holder, pid, time); a directory, so taking it is atomic
+//! lock                 the deploy lock: a symlink whose target is its holder's line (JSON)
 //! releases/<id>/       one release bundle: compose.yml, homebase.toml, hash (mode 0600)
 //! current              the id of the release that is running
 //! releases.jsonl       the release log, one JSON object per line
+//! job/                 the last release job (`release.rs`): run.sh, log, pid, done
 //! ```
 //!
 //! Every operation is one shell script run through the session, so it costs one round trip.
@@ -32,24 +33,50 @@ pub const FIND_COMPOSE: &str = "$(docker compose version >/dev/null 2>&1 && echo
 
 /// The deploy lock is a symlink whose target is its holder's line (JSON): `ln -s` creates
 /// it, holder and all, in one atomic step that fails when it exists, so a second deploy
-/// never sees a lock without its holder. An older homebase's lock (a directory with an
-/// `info` file) is read too.
-const LOCK_INFO: &str = "{ readlink \"$d/lock\" 2>/dev/null || cat \"$d/lock/info\" 2>/dev/null; }";
+/// never sees a lock without its holder. The line names the process on the host that holds
+/// it (`host_pid`): while the laptop prepares, a shell that lives as long as the laptop's
+/// command (its stdin is the laptop's pipe); once the release starts, the detached job. A
+/// lock whose process is gone is stale at once. An older homebase's lock (a directory with
+/// an `info` file, no `host_pid`) is read too.
+pub const LOCK_INFO: &str =
+    "{ readlink \"$d/lock\" 2>/dev/null || cat \"$d/lock/info\" 2>/dev/null; }";
 
-/// The shell condition that takes the lock for `holder` (true when taken).
-fn take_lock(holder: &str, token: &str) -> String {
-    let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token }).to_string();
+/// The holder's line up to its `host_pid` value, which the script appends (`$$`, `$jp`).
+/// `job`: the lock is held by the release job on the host, not by a laptop.
+pub fn lock_line_prefix(holder: &str, token: &str, job: bool) -> String {
+    let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token, "job": job }).to_string();
+    format!("{},\"host_pid\":", info.trim_end_matches('}'))
+}
+
+/// The shell condition that takes the lock for `holder`, held by the host process
+/// `pid_expr` (true when taken).
+fn take_lock(holder: &str, token: &str, pid_expr: &str) -> String {
     // (`ln -s` into an older homebase's lock directory would succeed: refuse that first)
     format!(
-        "[ ! -d \"$d/lock\" ] && ln -s {} \"$d/lock\" 2>/dev/null",
-        sh_quote(&info)
+        "[ ! -d \"$d/lock\" ] && ln -s {}\"{pid_expr}}}\" \"$d/lock\" 2>/dev/null",
+        sh_quote(&lock_line_prefix(holder, token, false))
+    )
+}
+
+/// Takes the lock, or takes over a lock whose holding process is gone (prints `stale` and
+/// its line); else prints `held` and the holder's line.
+fn take_or_take_over(holder: &str, token: &str, pid_expr: &str) -> String {
+    let take = take_lock(holder, token, pid_expr);
+    format!(
+        "if {take}; then echo acquired; else \
+           i=$({LOCK_INFO}); hp=$(printf '%s' \"$i\" | sed -n 's/.*\"host_pid\":\\([0-9][0-9]*\\).*/\\1/p'); \
+           if [ -n \"$hp\" ] && ! kill -0 \"$hp\" 2>/dev/null && mv \"$d/lock\" \"$d/lock.stale.$$\" 2>/dev/null; then \
+             if [ \"$(readlink \"$d/lock.stale.$$\")\" = \"$i\" ] && rm -f \"$d/lock.stale.$$\" && {take}; then echo acquired; echo \"stale $i\"; \
+             else {{ [ -e \"$d/lock\" ] || [ -L \"$d/lock\" ] || mv \"$d/lock.stale.$$\" \"$d/lock\"; }}; rm -f \"$d/lock.stale.$$\"; echo held; {LOCK_INFO}; echo; fi; \
+           else echo held; echo \"$i\"; fi; \
+         fi"
     )
 }
 
 /// Kept releases: the newest this many (by id, which is a time) and the current one; and
 /// temp directories an interrupted upload or backup left, once an hour old. Runs in the
 /// round trip that ends a deploy or a rollback (`$d` is the project's directory).
-const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do n=$((n + 1)); [ $n -gt 20 ] && [ \"$r\" != \"$c\" ] && rm -rf \"$d/releases/$r\"; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
+pub const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do n=$((n + 1)); [ $n -gt 20 ] && [ \"$r\" != \"$c\" ] && rm -rf \"$d/releases/$r\"; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
 
 pub struct HostProject<'a> {
     pub session: &'a Session,
@@ -76,6 +103,8 @@ pub enum LockOutcome {
         holder: String,
         pid: u64,
         age: Duration,
+        /// Held by the release job on the host.
+        job: bool,
     },
 }
 
@@ -106,27 +135,74 @@ impl<'a> HostProject<'a> {
         format!("{FIND_COMPOSE} -p {}", sh_quote(&self.project))
     }
 
-    /// One round trip at the start of a deploy: checks Compose, takes the lock, and reads the
-    /// current release and the project's containers.
+    /// One round trip at the start of a deploy or rollback: checks the engine and Compose,
+    /// takes the lock (or takes over one whose holder is gone), and reads the current release
+    /// and the project's containers. The script then stays on the host, holding the lock for
+    /// this process, until its stdin closes ([`Prepared::keeper`]): when this process ends
+    /// or its connection drops, it removes the lock unless it was released or handed to the
+    /// job in the meantime.
     pub fn prepare(&self, holder: &str, token: &str) -> Result<Prepared> {
-        let take = take_lock(holder, token);
+        let take = take_or_take_over(holder, token, "$$");
         let script = format!(
             // an engine that does not answer: nothing is touched, no lock is left
             "d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
              e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
              v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
-             if {take}; then echo acquired; else echo held; {LOCK_INFO}; echo; fi; \
+             l=$({take}); echo \"$l\"; \
+             [ -f \"$d/job/pid\" ] && [ ! -f \"$d/job/done\" ] && ! kill -0 \"$(cat \"$d/job/pid\")\" 2>/dev/null && echo \"interrupted $(cat \"$d/job/new\" 2>/dev/null)\"; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
-             echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'",
+             echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'; \
+             echo @@HB@@END; case \"$l\" in acquired*) cat >/dev/null; \
+               i=$({LOCK_INFO}); case \"$i\" in *'\"host_pid\":'\"$$\"'}}'*) rm -f \"$d/lock\";; esac;; esac",
             d = self.dir(),
             p = sh_quote(&self.project)
         );
-        let out = self.session.check(&script)?;
+        let mut stream = self.session.stream(&script)?;
+        let deadline = std::time::Instant::now() + homebase_remote::default_deadline();
+        let mut out = String::new();
+        let complete = loop {
+            match stream.next(Duration::from_millis(200)) {
+                homebase_remote::Next::Line(l, _) if l == "@@HB@@END" => break true,
+                homebase_remote::Next::Line(l, _) | homebase_remote::Next::Partial(l) => {
+                    out.push_str(&l);
+                    out.push('\n');
+                }
+                homebase_remote::Next::End => break false,
+                homebase_remote::Next::Idle if std::time::Instant::now() > deadline => {
+                    return Err(homebase_remote::RemoteError::Timeout {
+                        host: self.session.host(),
+                        command: "take the deploy lock".into(),
+                        secs: homebase_remote::default_deadline().as_secs(),
+                    }
+                    .into());
+                }
+                homebase_remote::Next::Idle => {}
+            }
+        };
+        let keeper = if complete {
+            Some(stream)
+        } else {
+            // the script ended early (no docker, no engine) or the connection failed
+            stream.finish()?;
+            None
+        };
         let mut parts = out.split("@@HB@@\n");
         let lock_part = parts.next().unwrap_or("");
         let mut lock_lines = lock_part.lines();
+        let mut took_over = None;
+        let mut interrupted = None;
         let lock = match lock_lines.next() {
-            Some("acquired") => LockOutcome::Acquired,
+            Some("acquired") => {
+                for l in lock_lines {
+                    if let Some(info) = l.strip_prefix("stale ") {
+                        took_over = Some(held(info));
+                    } else if let Some(id) = l.strip_prefix("interrupted ") {
+                        interrupted =
+                            Some(id.trim().to_string()).filter(|i| homebase_proto::is_safe_name(i));
+                    }
+                }
+                LockOutcome::Acquired
+            }
             Some("held") => held(lock_lines.next().unwrap_or("{}")),
             Some("nodocker") => {
                 return Err(crate::exit::coded(
@@ -159,7 +235,7 @@ impl<'a> HostProject<'a> {
         };
         let mut cur = parts.next().unwrap_or("").lines().map(str::trim);
         let current = match (cur.next(), cur.next()) {
-            (Some(id), hash) if !id.is_empty() => {
+            (Some(id), hash) if !id.is_empty() && homebase_proto::is_safe_name(id) => {
                 Some((id.to_string(), hash.unwrap_or("").to_string()))
             }
             _ => None,
@@ -170,24 +246,15 @@ impl<'a> HostProject<'a> {
             .lines()
             .filter_map(parse_docker_ps_line)
             .collect();
+        let keeper = keeper.filter(|_| matches!(lock, LockOutcome::Acquired));
         Ok(Prepared {
             lock,
             current,
             containers,
+            keeper,
+            took_over,
+            interrupted,
         })
-    }
-
-    pub fn lock(&self, holder: &str, token: &str) -> Result<LockOutcome> {
-        let script = format!(
-            "d={d}; mkdir -p \"$d/releases\" && if {take}; then echo acquired; else {LOCK_INFO} || echo '{{}}'; fi",
-            d = self.dir(),
-            take = take_lock(holder, token)
-        );
-        let out = self.session.check(&script)?;
-        if out.trim() == "acquired" {
-            return Ok(LockOutcome::Acquired);
-        }
-        Ok(held(out.trim()))
     }
 
     /// Appends to the release log and releases the lock, in one round trip.
@@ -318,15 +385,6 @@ impl<'a> HostProject<'a> {
         Ok(())
     }
 
-    pub fn append_log(&self, entry: &ReleaseEntry) -> Result<()> {
-        let line = serde_json::to_string(entry)? + "\n";
-        self.session.check_with_input(
-            &format!("cat >> {}/releases.jsonl", self.dir()),
-            line.as_bytes(),
-        )?;
-        Ok(())
-    }
-
     pub fn log(&self) -> Result<Vec<ReleaseEntry>> {
         let out = self.session.check(&format!(
             "cat {}/releases.jsonl 2>/dev/null; true",
@@ -347,20 +405,6 @@ impl<'a> HostProject<'a> {
         ))?;
         Ok(out.status.success())
     }
-
-    /// State, health log and the last 50 log lines of a container, for a failure report.
-    pub fn diagnose(&self, container: &str) -> Result<String> {
-        let c = sh_quote(container);
-        let script = format!(
-            "echo \"state: $(docker inspect --format '{{{{.State.Status}}}} (exit {{{{.State.ExitCode}}}}, oom-killed {{{{.State.OOMKilled}}}})' {c})\"; \
-             docker inspect --format '{{{{if .State.Health}}}}{{{{range .State.Health.Log}}}}health: exit {{{{.ExitCode}}}}: {{{{.Output}}}}{{{{end}}}}{{{{end}}}}' {c} | tail -n 5; \
-             echo 'last 50 log lines:'; docker logs --tail 50 {c} 2>&1"
-        );
-        Ok(self
-            .session
-            .run(&script)
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())?)
-    }
 }
 
 /// What a deploy learns in its first round trip.
@@ -368,15 +412,26 @@ pub struct Prepared {
     pub lock: LockOutcome,
     pub current: Option<(String, String)>,
     pub containers: Vec<PsEntry>,
+    /// The script that holds the lock for this process (while the lock is ours).
+    pub keeper: Option<homebase_remote::Stream>,
+    /// The lock was taken over from a holder whose process was gone.
+    pub took_over: Option<LockOutcome>,
+    /// A release job that was cut off on the host (the host restarted, or it was killed).
+    pub interrupted: Option<String>,
 }
 
 fn held(info: &str) -> LockOutcome {
     let v: Value = serde_json::from_str(info).unwrap_or(Value::Null);
     let time = v["time"].as_u64().unwrap_or(0);
+    let job = v["job"].as_bool().unwrap_or(false);
     LockOutcome::Held {
         holder: v["holder"].as_str().unwrap_or("unknown").to_string(),
-        pid: v["pid"].as_u64().unwrap_or(0),
+        // the job's lock names its process on the host
+        pid: v[if job { "host_pid" } else { "pid" }]
+            .as_u64()
+            .unwrap_or(0),
         age: Duration::from_secs(now_secs().saturating_sub(time)),
+        job,
     }
 }
 

@@ -12,6 +12,7 @@ mod host;
 mod probe;
 mod progress;
 pub mod project;
+mod release;
 mod service_files;
 mod tunnel;
 pub mod ui;

@@ -97,6 +97,21 @@ impl Progress {
         self.finish_current(false, Some(message));
     }
 
+    /// Asks a question on the terminal (the spinner paused) and returns the answer line;
+    /// empty when stdin is closed.
+    pub fn ask(&self, question: &str) -> String {
+        let read = || {
+            eprint!("{question}");
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            answer
+        };
+        match &self.current {
+            Some((_, _, Some(bar))) => bar.suspend(read),
+            _ => read(),
+        }
+    }
+
     /// A line of information between steps.
     pub fn info(&self, message: &str) {
         if self.json {

@@ -46,3 +46,17 @@ pub fn out(text: &str) -> std::io::Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()
 }
+
+/// Text from the host (container logs, names) made safe for a terminal: control characters
+/// (escape sequences among them) shown as `\u{..}` escapes, tabs kept.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use homebase_testkit::{TestProject, hosts, unique_port};
 
@@ -567,4 +568,232 @@ fn local_target_deploys_to_this_machines_engine() {
     assert_eq!(status["healthy"], true, "{status}");
     assert_eq!(status["host"], "local");
     assert_eq!(p.container_ids().len(), 3);
+}
+
+/// The stack at variant `v`: the API's page and an environment value of the database change,
+/// so a deploy of the next variant recreates both (and backs the database up first).
+fn variant(v: usize, port: u16) -> String {
+    let re_port = with_port(&stack(&format!("v{v}"), HEALTHY), port);
+    re_port.replace(
+        "POSTGRES_PASSWORD: pw",
+        &format!("POSTGRES_PASSWORD: pw\n      HB_VARIANT: \"{v}\""),
+    )
+}
+
+/// `stack` with its published port replaced by `port` (a variant keeps its port).
+fn with_port(compose: &str, port: u16) -> String {
+    compose
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("ports: [\"127.0.0.1:") {
+                format!("    ports: [\"127.0.0.1:{port}:8080\"]")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The project's containers are all running and healthy, and each is the one the current
+/// release's compose file defines (Compose's config hash of the service, as `up` labels it).
+fn on_one_healthy_release(p: &TestProject) -> Result<String, String> {
+    let current = p
+        .host_file("current")
+        .ok_or("no current release")?
+        .trim()
+        .to_string();
+    let file = format!(
+        "/home/{}/.homebase/{}/releases/{current}/compose.yml",
+        p.host.user, p.name
+    );
+    let o = p.hosts.docker(
+        p.host,
+        &[
+            "compose", "-p", &p.name, "-f", &file, "config", "--hash", "*",
+        ],
+    );
+    let wanted: std::collections::BTreeMap<String, String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(s, h)| (s.to_string(), h.trim().to_string()))
+        .collect();
+    if wanted.len() != 3 {
+        return Err(format!(
+            "cannot read the hashes of {file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let o = p.hosts.docker(
+        p.host,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", p.name),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}}|{{.State}}|{{.Status}}|{{.Label \"com.docker.compose.config-hash\"}}",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != wanted.len() {
+        return Err(format!(
+            "{} containers, not {}:\n{text}",
+            lines.len(),
+            wanted.len()
+        ));
+    }
+    for l in &lines {
+        let f: Vec<&str> = l.split('|').collect();
+        let healthy =
+            f[1] == "running" && !f[2].contains("unhealthy") && !f[2].contains("starting");
+        if !healthy || wanted.get(f[0]).map(String::as_str) != Some(f[3]) {
+            return Err(format!("not all healthy on release {current}:\n{text}"));
+        }
+    }
+    Ok(current)
+}
+
+/// Deploys of a changed release, each interrupted at a random point: SIGINT (no terminal:
+/// abort, roll back), SIGKILL of homebase (then `deploy --attach`), the SSH connection cut
+/// on the host, the engine stopped and started again. After each, with no manual step, the
+/// stack is healthy on one release, the lock is gone, and every PostgreSQL row written
+/// before the fault is there. `HB_FAULT_SEED` replays a run.
+#[test]
+fn interrupted_deploys_always_end_on_one_healthy_release() {
+    let hosts = hosts();
+    let h = hosts.host(4);
+    let port = unique_port();
+    let p = TestProject::new(&hosts, h, bin(), "fault", &variant(0, port), BUDGET);
+    p.ok(&["deploy"]);
+    psql(&p, "create table kept (n int primary key)");
+    psql(&p, "insert into kept values (0)");
+    // An uninterrupted deploy of a change: the span the faults are spread over.
+    p.write(&variant(1, port), BUDGET);
+    let t = Instant::now();
+    p.ok(&["deploy"]);
+    let span = t.elapsed();
+    let mut seed: u64 = std::env::var("HB_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                .into()
+        });
+    eprintln!(
+        "fault seed {seed} (HB_FAULT_SEED), a changed deploy takes {:.1}s",
+        span.as_secs_f64()
+    );
+    let mut random = move || {
+        // xorshift64*
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let kinds = ["SIGINT", "SIGKILL", "ssh drop", "engine stop"];
+    let mut rows = 1;
+    let mut log = Vec::new();
+    for i in 0..20 {
+        psql(&p, &format!("insert into kept values ({})", i + 1));
+        rows += 1;
+        p.write(&variant(i + 2, port), BUDGET);
+        let kind = i % kinds.len();
+        let delay = span.mul_f64(random() * 1.1);
+        let t = Instant::now();
+        let child = p
+            .cmd(&["deploy", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        match kind {
+            0 | 1 => {
+                let signal = if kind == 0 { "-INT" } else { "-KILL" };
+                std::process::Command::new("kill")
+                    .args([signal, &child.id().to_string()])
+                    .status()
+                    .unwrap();
+            }
+            2 => {
+                // every SSH connection of this host's user, cut on the host's side
+                std::process::Command::new("pkill")
+                    .args(["-KILL", "-f", &format!("^sshd: {}(@| )", h.user)])
+                    .status()
+                    .unwrap();
+            }
+            _ => {
+                homebase_testkit::testhost(&["stop-dockerd", "4"], &[]);
+                std::thread::sleep(Duration::from_secs(2));
+                homebase_testkit::testhost(&["start-dockerd", "4"], &[]);
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let mut code = out.status.code();
+        if kind == 1 {
+            // the laptop is back: follow what the host did meanwhile
+            let attach = p.run(&["deploy", "--attach"]);
+            let err = String::from_utf8_lossy(&attach.stderr);
+            assert!(
+                matches!(attach.status.code(), Some(0 | 1 | 3)),
+                "attach after SIGKILL: {err}"
+            );
+            code = attach.status.code();
+        }
+        // The host finishes by itself: the lock goes, the stack is on one healthy release.
+        let end = Instant::now() + Duration::from_secs(300);
+        while hosts
+            .ssh(
+                h,
+                &format!(
+                    "test -L ~/.homebase/{0}/lock || test -d ~/.homebase/{0}/lock",
+                    p.name
+                ),
+            )
+            .status
+            .success()
+        {
+            assert!(
+                Instant::now() < end,
+                "fault {i} ({}): the lock stayed",
+                kinds[kind]
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let end = Instant::now() + Duration::from_secs(120);
+        let release = loop {
+            match on_one_healthy_release(&p) {
+                Ok(r) => break r,
+                Err(e) if Instant::now() > end => panic!(
+                    "fault {i} ({}) after {:.1}s: {e}\ndeploy said:\n{}",
+                    kinds[kind],
+                    delay.as_secs_f64(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        assert_eq!(
+            psql(&p, "select count(*) from kept"),
+            rows.to_string(),
+            "fault {i}: rows lost"
+        );
+        log.push(format!(
+            "{i:>2} {:<11} at {:>5.1}s  exit {:<4} on {release}  settled in {:.1}s",
+            kinds[kind],
+            delay.as_secs_f64(),
+            code.map(|c| c.to_string()).unwrap_or("-".into()),
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    eprintln!("{}", log.join("\n"));
+    // And the next deploy just works, on the first try.
+    p.write(&variant(100, port), BUDGET);
+    p.ok(&["deploy"]);
+    assert!(on_one_healthy_release(&p).is_ok());
 }

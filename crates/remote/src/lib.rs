@@ -172,7 +172,8 @@ pub enum RemoteError {
 /// overrides it.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(600);
 
-fn default_deadline() -> Duration {
+/// The deadline of one step: [`STEP_DEADLINE`], or `HOMEBASE_STEP_TIMEOUT_SECS`.
+pub fn default_deadline() -> Duration {
     std::env::var("HOMEBASE_STEP_TIMEOUT_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -227,12 +228,15 @@ impl Session {
                 program: "mktemp".into(),
                 source,
             })?;
+        sweep_empty_control_dirs(&base);
         let socket = dir.path().join("c");
+        // The master ends with the session (`-O exit`); should this process be killed, it
+        // ends by itself a minute after its last command (and removes its socket).
         let out = Command::new("ssh")
             .args(t.base_args())
             .args(["-M", "-S"])
             .arg(&socket)
-            .args(["-o", "ControlPersist=no", "-f", "-N"])
+            .args(["-o", "ControlPersist=60", "-f", "-N"])
             .arg(&t.destination)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -408,6 +412,151 @@ impl Session {
     }
 }
 
+/// A script whose output is read line by line while it runs ([`Session::stream`]). Its
+/// stdin stays open until the stream is closed or dropped, so a script may keep running as
+/// long as this process lives (and no longer: when this process dies, stdin closes).
+pub struct Stream {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<Vec<u8>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    host: String,
+    command: String,
+    ssh: bool,
+}
+
+/// What [`Stream::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// One line of output, without its newline, and its length in bytes with the newline.
+    Line(String, usize),
+    /// The last bytes of the output, which did not end with a newline.
+    Partial(String),
+    /// Nothing within the wait.
+    Idle,
+    /// The output ended.
+    End,
+}
+
+impl Stream {
+    /// The next line, waiting at most `wait`.
+    pub fn next(&mut self, wait: Duration) -> Next {
+        match self.lines.recv_timeout(wait) {
+            Ok(raw) => match raw.strip_suffix(b"\n") {
+                Some(line) => Next::Line(String::from_utf8_lossy(line).into_owned(), raw.len()),
+                None => Next::Partial(String::from_utf8_lossy(&raw).into_owned()),
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Next::End,
+        }
+    }
+
+    /// Waits for the script to end (after its output ended): its status, or the lost
+    /// connection when ssh itself failed.
+    pub fn finish(mut self) -> Result<std::process::ExitStatus, RemoteError> {
+        self.stdin.take();
+        let status = self.child.wait().map_err(|source| RemoteError::Spawn {
+            host: self.host.clone(),
+            program: "ssh".into(),
+            source,
+        })?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr).to_string();
+        if self.ssh && status.code() == Some(255) {
+            return Err(RemoteError::Lost {
+                host: self.host.clone(),
+                detail: stderr.trim().to_string(),
+            });
+        }
+        if !status.success() {
+            return Err(RemoteError::Command {
+                host: self.host.clone(),
+                command: self.command.clone(),
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        Ok(status)
+    }
+
+    /// Ends the script: closes its stdin (the host sees end of input once the client is
+    /// gone) and stops the client without waiting for a round trip.
+    pub fn close(mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Session {
+    /// Starts `script` and streams its stdout line by line. The client runs in its own
+    /// process group, so a Ctrl-C on the terminal reaches this process alone, which decides.
+    pub fn stream(&self, script: &str) -> Result<Stream, RemoteError> {
+        use std::os::unix::process::CommandExt;
+        let mut child = self
+            .command(script, false)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|source| RemoteError::Spawn {
+                host: self.host(),
+                program: "ssh".into(),
+                source,
+            })?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let Some(out) = stdout else { return };
+            let mut reader = std::io::BufReader::new(out);
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let err = child.stderr.take();
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut e) = err {
+                let _ = e.read_to_end(&mut buf);
+            }
+            buf
+        });
+        Ok(Stream {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr: Some(stderr),
+            host: self.host(),
+            command: first_line(script),
+            ssh: matches!(self.target, Target::Ssh(_)),
+        })
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         if let (Target::Ssh(t), Some((_, socket))) = (&self.target, &self.control) {
@@ -419,6 +568,27 @@ impl Drop for Session {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+}
+
+/// Removes the empty control-socket directories that sessions of a killed homebase left
+/// (their masters have ended and removed the sockets): only empty ones, an hour old.
+fn sweep_empty_control_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .ok()
+            .filter(|m| m.is_dir())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old && e.file_name().to_string_lossy().starts_with("hb-") {
+            // fails, as it should, on a directory that is not empty or not ours
+            let _ = std::fs::remove_dir(e.path());
         }
     }
 }

@@ -7,19 +7,24 @@ use anyhow::{Context, Result};
 use homebase_proto::ReleaseEntry;
 use sha2::{Digest, Sha256};
 
+use homebase_remote::Session;
+
 use crate::cli::{DeployArgs, Global};
 use crate::exit::{Exit, coded};
-use crate::host::{HostProject, LockOutcome, now_secs};
+use crate::host::{HostProject, now_secs};
 use crate::progress::Progress;
 use crate::project::{self, Project};
-
-/// Locks older than this are reported as stale.
-const STALE_LOCK: Duration = Duration::from_secs(15 * 60);
+use crate::release;
+pub use crate::release::{human_duration, whoami};
 
 pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
     let mut progress = Progress::new(args.json);
+    release::catch_interrupts();
+    if args.attach {
+        return attach(&project, args, &mut progress);
+    }
 
     // 1. Plan: an over-budget stack is refused before the host is touched.
     progress.step("plan");
@@ -41,220 +46,279 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
     let hash = bundle_hash(&hashed);
     progress.done();
+    release::check_interrupt()?;
 
     progress.step(&format!("connect to {}", project.target()));
     let session = project.open_session()?;
     let host = HostProject::of(&session, &project);
     progress.done();
 
-    // 2. Lock.
+    // 2. Lock. Until the job starts, an interrupt leaves the host as it was.
     progress.step("lock");
     if args.force_unlock {
         host.force_unlock()?;
     }
-    let token = format!("{}-{}-{}", whoami(), std::process::id(), now_secs());
-    let holder = format!("{}@{}", whoami(), hostname());
-    let prepared = host.prepare(&holder, &token)?;
-    match prepared.lock {
-        LockOutcome::Acquired => {}
-        LockOutcome::Held { holder, pid, age } => {
-            progress.fail("held");
-            let stale = if age > STALE_LOCK {
-                " (stale: that deploy probably died)"
-            } else {
-                ""
-            };
+    let (mut lock, prepared) = release::Lock::take(
+        &host,
+        project.target(),
+        &project.config.project.name,
+        &mut progress,
+    )?;
+    progress.done();
+    let current = prepared.current.clone();
+    let laptop_part = (|| -> Result<Option<String>> {
+        // 3. No-op?
+        let prepared_containers = if host.swarm {
+            host.ps()?
+        } else {
+            prepared.containers.clone()
+        };
+        if let Some((cur_id, cur_hash)) = &current
+            && *cur_hash == hash
+            && !args.force
+            && all_healthy(&plan, &prepared_containers)
+        {
+            let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
+            lock.finish(&entry)?;
+            progress.info(&format!(
+                "up to date: release {cur_id} is running and healthy; no container touched"
+            ));
+            result(args.json, &entry);
+            return Ok(None);
+        }
+        release::check_interrupt()?;
+
+        // 4. A deploy that changes a database backs it up first.
+        if let Some((cur_id, _)) = &current {
+            let changed = changed_databases(&host, cur_id, &rendered.yaml)?;
+            let running: Vec<String> = changed
+                .into_iter()
+                .filter(|s| {
+                    prepared_containers
+                        .iter()
+                        .any(|c| c.service == *s && c.state == "running")
+                })
+                .collect();
+            if !running.is_empty() {
+                progress.step(&format!(
+                    "back up {} before changing it",
+                    running.join(", ")
+                ));
+                let (m, _) = crate::commands::backup::take(&project, &host, &running)
+                    .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
+                progress.info(&format!("backup {} taken before the change", m.id));
+                progress.done();
+            }
+        }
+        release::check_interrupt()?;
+
+        // 5. Upload the bundle.
+        let id = release_id(&hash);
+        progress.step(&format!("upload release {id}"));
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("compose.yml", rendered.yaml.as_bytes()),
+            ("homebase.toml", &config_text),
+            ("hash", hash.as_bytes()),
+        ];
+        files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+        if host.swarm {
+            crate::commands::swarm::upload_to_workers(&project, &id, &files)?;
+        }
+        // each node's daemon knows which node it is (for its own part of scheduled backups)
+        let manager = project.config.manager().map(|(n, _)| n.clone());
+        if let Some(name) = manager.as_deref().filter(|_| host.swarm) {
+            files.push(("node", name.as_bytes()));
+        }
+        host.upload(&id, &files)?;
+        progress.done();
+        check_loop_images(&project, &session, &mut progress)?;
+        release::check_interrupt()?;
+        Ok(Some(id))
+    })();
+    let id = match laptop_part {
+        Ok(Some(id)) => id,
+        Ok(None) => return Ok(Exit::Ok),
+        // a Ctrl-C on the terminal also stops the step's ssh: say what happened
+        Err(_) if release::take_interrupt() => {
             return Err(coded(
-                Exit::Locked,
-                format!(
-                    "another deploy of `{}` holds the lock on {}: {holder}, pid {pid}, for {}{stale}; wait for it, or break the lock with `homebase deploy --force-unlock`",
-                    project.config.project.name,
-                    session.host(),
-                    human_duration(age)
-                ),
+                Exit::Interrupted,
+                "interrupted before any container changed; the host is as it was",
             ));
         }
-    }
-    let mut lock = LockGuard {
-        host: &host,
-        target: project.target(),
-        token: token.clone(),
-        released: false,
+        Err(e) => return Err(e),
     };
-    progress.done();
 
-    // 3. No-op?
-    let current = prepared.current;
-    let prepared_containers = if host.swarm {
-        host.ps()?
-    } else {
-        prepared.containers
-    };
-    if let Some((cur_id, cur_hash)) = &current
-        && *cur_hash == hash
-        && !args.force
-        && all_healthy(&plan, &prepared_containers)
-    {
-        let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
-        lock.finish(&entry)?;
-        progress.info(&format!(
-            "up to date: release {cur_id} is running and healthy; no container touched"
-        ));
-        result(args.json, &entry);
-        return Ok(Exit::Ok);
-    }
-
-    // 4. A deploy that changes a database backs it up first.
-    if let Some((cur_id, _)) = &current {
-        let changed = changed_databases(&host, cur_id, &rendered.yaml)?;
-        let running: Vec<String> = changed
-            .into_iter()
-            .filter(|s| {
-                prepared_containers
-                    .iter()
-                    .any(|c| c.service == *s && c.state == "running")
-            })
-            .collect();
-        if !running.is_empty() {
-            progress.step(&format!(
-                "back up {} before changing it",
-                running.join(", ")
-            ));
-            let (m, _) = crate::commands::backup::take(&project, &host, &running)
-                .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
-            progress.info(&format!("backup {} taken before the change", m.id));
-            progress.done();
-        }
-    }
-
-    // 5. Upload the bundle.
-    let id = release_id(&hash);
-    progress.step(&format!("upload release {id}"));
-    let mut files: Vec<(&str, &[u8])> = vec![
-        ("compose.yml", rendered.yaml.as_bytes()),
-        ("homebase.toml", &config_text),
-        ("hash", hash.as_bytes()),
-    ];
-    files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    // 6. Up and health gate, and back to the previous release on any failure.
     if host.swarm {
-        crate::commands::swarm::upload_to_workers(&project, &id, &files)?;
+        return swarm_release(
+            &project, &host, &plan, lock, &id, &hash, current, started, args, progress,
+        );
     }
-    // each node's daemon knows which node it is (for its own part of scheduled backups)
-    let manager = project.config.manager().map(|(n, _)| n.clone());
-    if let Some(name) = manager.as_deref().filter(|_| host.swarm) {
-        files.push(("node", name.as_bytes()));
+    let job = release::Job {
+        project: project.config.project.name.clone(),
+        new: id.clone(),
+        prev: current.as_ref().map(|c| c.0.clone()),
+        services: plan.services.iter().map(|s| s.name.clone()).collect(),
+        wait: Duration::from_secs(args.timeout),
+        ok_entry: entry(&project, &id, &hash, "deployed", started, None, None),
+        fail_entry: entry(&project, &id, &hash, "rolled-back", started, None, None),
+        pre: started.elapsed(),
+    };
+    lock.start(&job)?;
+    drop(lock);
+    let followed = release::follow(
+        &session,
+        &project.config.project.name,
+        &mut progress,
+        &release::Labels {
+            up: "start services and wait until healthy".into(),
+        },
+    )?;
+    if let Some(err) = release::outcome_error(&followed, &session.host(), "deploy") {
+        if args.json
+            && let Some(e) = &followed.entry
+        {
+            result(true, e);
+        }
+        return Err(err);
     }
-    host.upload(&id, &files)?;
-    progress.done();
+    let e = followed
+        .entry
+        .unwrap_or_else(|| entry(&project, &id, &hash, "deployed", started, None, None));
+    result(args.json, &e);
+    if !args.json {
+        eprintln!(
+            "deployed release {id} to {} in {:.1}s",
+            session.host(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Exit::Ok)
+}
 
-    // Agent loops' images: the daemon pulls a missing one, which fails without a registry.
+/// `homebase deploy --attach`: follows the release job on the host (after a detach or a
+/// lost link) until it ends, with the same report and exit code as the deploy itself.
+fn attach(project: &Project, args: &DeployArgs, progress: &mut Progress) -> Result<Exit> {
+    let session = project.open_session()?;
+    let followed = release::follow(
+        &session,
+        &project.config.project.name,
+        progress,
+        &release::Labels {
+            up: "start services and wait until healthy".into(),
+        },
+    )?;
+    if let Some(e) = &followed.entry {
+        result(args.json, e);
+    }
+    match release::outcome_error(&followed, &session.host(), "deploy") {
+        Some(err) => Err(err),
+        None => {
+            if !args.json
+                && let Some(e) = &followed.entry
+            {
+                eprintln!("release {} is deployed on {}", e.id, session.host());
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Agent loops' images: the daemon pulls a missing one, which fails without a registry.
+fn check_loop_images(project: &Project, session: &Session, progress: &mut Progress) -> Result<()> {
     let images: Vec<&str> = project
         .config
         .loops
         .values()
         .map(|l| l.image.as_str())
         .collect();
-    if !images.is_empty() {
-        let checks: Vec<String> = images
-            .iter()
-            .map(|i| {
-                format!(
-                    "docker image inspect {q} >/dev/null 2>&1 || echo {q}",
-                    q = homebase_remote::sh_quote(i)
-                )
-            })
-            .collect();
-        let answer = session.check(&format!(
-            "echo \"@host $(uname -s) $HOME\"; {}",
-            checks.join("; ")
-        ))?;
-        let (os, home) = answer
-            .lines()
-            .find_map(|l| l.strip_prefix("@host "))
-            .and_then(|l| l.split_once(' '))
-            .unwrap_or(("", ""));
-        for w in outside_home(&project, os, home) {
-            progress.info(&w);
-        }
-        let missing: String = answer
-            .lines()
-            .filter(|l| !l.starts_with("@host "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        for image in missing.lines().filter(|l| !l.trim().is_empty()) {
-            progress.info(&format!(
-                "loop image `{image}` is not on {}: the daemon will try to pull it; if it is not in a registry, build it there (`docker -H ssh://HOST build -t {image} DIR`, see examples/agent-loop)",
-                session.host()
-            ));
-        }
+    if images.is_empty() {
+        return Ok(());
     }
+    let checks: Vec<String> = images
+        .iter()
+        .map(|i| {
+            format!(
+                "docker image inspect {q} >/dev/null 2>&1 || echo {q}",
+                q = homebase_remote::sh_quote(i)
+            )
+        })
+        .collect();
+    let answer = session.check(&format!(
+        "echo \"@host $(uname -s) $HOME\"; {}",
+        checks.join("; ")
+    ))?;
+    let (os, home) = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("@host "))
+        .and_then(|l| l.split_once(' '))
+        .unwrap_or(("", ""));
+    for w in outside_home(project, os, home) {
+        progress.info(&w);
+    }
+    for image in answer
+        .lines()
+        .filter(|l| !l.starts_with("@host ") && !l.trim().is_empty())
+    {
+        progress.info(&format!(
+            "loop image `{}` is not on {}: the daemon will try to pull it; if it is not in a registry, build it there (`docker -H ssh://HOST build -t {image} DIR`, see examples/agent-loop)",
+            crate::ui::printable(image),
+            session.host()
+        ));
+    }
+    Ok(())
+}
 
-    // 6. Up and health gate.
+/// Swarm mode: `docker stack deploy` hands the update to the swarm's own orchestrator, which
+/// goes on converging whatever happens to the laptop; the laptop gates on health and rolls
+/// back through the same lock.
+#[allow(clippy::too_many_arguments)]
+fn swarm_release(
+    project: &Project,
+    host: &HostProject,
+    plan: &homebase_stack::Plan,
+    mut lock: release::Lock,
+    id: &str,
+    hash: &str,
+    current: Option<(String, String)>,
+    started: Instant,
+    args: &DeployArgs,
+    mut progress: Progress,
+) -> Result<Exit> {
     progress.step("start services and wait until healthy");
     // From here on containers may have changed: any failure, of the gate or of a step
     // around it, ends in the rollback below, never in an early return.
-    let gate = (|| -> Result<(bool, String, Vec<crate::host::PsEntry>)> {
-        let (ok, output) = host.up(&id, Duration::from_secs(args.timeout))?;
+    let gate = (|| -> Result<(bool, String)> {
+        let (ok, output) = host.up(id, Duration::from_secs(args.timeout))?;
         let ps = host.ps()?;
-        let healthy = ok && all_healthy(&plan, &ps);
+        let healthy = ok && all_healthy(plan, &ps);
         if healthy {
-            host.set_current(&id)?;
+            host.set_current(id)?;
         }
-        Ok((healthy, output, ps))
+        Ok((healthy, output))
     })();
-    let (healthy, output, ps) = match gate {
+    let (healthy, output) = match gate {
         Ok(g) => g,
-        Err(e) => (false, format!("homebase: {e:#}"), Vec::new()),
+        Err(e) => (false, format!("homebase: {e:#}")),
     };
     if healthy {
         progress.done();
-        let e = entry(&project, &id, &hash, "deployed", started, None, None);
+        let e = entry(project, id, hash, "deployed", started, None, None);
         lock.finish(&e)?;
         result(args.json, &e);
         if !args.json {
             eprintln!(
                 "deployed release {id} to {} in {:.1}s",
-                session.host(),
+                host.session.host(),
                 started.elapsed().as_secs_f64()
             );
         }
         return Ok(Exit::Ok);
     }
     progress.fail("not healthy");
-
-    // 7. Failure after containers changed: report, then roll back.
-    let mut report = String::new();
-    for p in ps
-        .iter()
-        .filter(|_| !host.swarm)
-        .filter(|p| p.state != "running" || (!p.health.is_empty() && p.health != "healthy"))
-    {
-        let found = host
-            .diagnose(&p.name)
-            .unwrap_or_else(|e| format!("(cannot read its state: {e:#})"));
-        report.push_str(&format!(
-            "\n--- service `{}` ({}) ---\n{found}",
-            p.service, p.name
-        ));
-    }
-    let tail: Vec<&str> = output
-        .trim()
-        .lines()
-        .rev()
-        .take(if host.swarm { 30 } else { 5 })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    report = format!(
-        "\n{} said:\n{}{report}",
-        if host.swarm {
-            "docker stack"
-        } else {
-            "compose"
-        },
-        tail.join("\n")
-    );
+    let tail: Vec<&str> = output.trim().lines().rev().take(30).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let report = format!("\ndocker stack said:\n{}", tail.join("\n"));
     // a release whose presence cannot be read is tried all the same
     let rolled = match &current {
         Some((prev, _)) if host.release_exists(prev).unwrap_or(true) => {
@@ -262,7 +326,6 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             match host.up(prev, Duration::from_secs(args.timeout)) {
                 Ok((true, _)) => {
                     progress.done();
-                    // `current` still names it: only a healthy release is ever made current
                     format!("rolled back to release {prev}, which is healthy again")
                 }
                 Ok((false, back_out)) => {
@@ -280,7 +343,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         }
         _ => {
             progress.step("remove the failed first release (volumes kept)");
-            match host.down(&id) {
+            match host.down(id) {
                 Ok(()) => {
                     progress.done();
                     "there was no previous release; the failed containers were removed (volumes kept)"
@@ -296,9 +359,9 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         }
     };
     let e = entry(
-        &project,
-        &id,
-        &hash,
+        project,
+        id,
+        hash,
         "rolled-back",
         started,
         current.map(|c| c.0),
@@ -312,40 +375,6 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         Exit::Refused,
         format!("release {id} did not become healthy; {rolled}{report}"),
     ))
-}
-
-/// Releases the deploy lock however the deploy ends; when the connection was lost, through a
-/// new one, so that a dropped link does not leave the lock behind.
-struct LockGuard<'a> {
-    host: &'a HostProject<'a>,
-    target: homebase_remote::Target,
-    token: String,
-    released: bool,
-}
-
-impl LockGuard<'_> {
-    /// Logs the outcome and releases the lock in one round trip.
-    fn finish(&mut self, entry: &ReleaseEntry) -> Result<()> {
-        self.host.finish(entry, &self.token)?;
-        self.released = true;
-        Ok(())
-    }
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        if self.released || self.host.unlock(&self.token).is_ok() {
-            return;
-        }
-        let retry = homebase_remote::Session::open(&self.target)
-            .map_err(anyhow::Error::from)
-            .and_then(|s| HostProject::new(&s, &self.host.project).unlock(&self.token));
-        if let Err(e) = retry {
-            crate::ui::warn(&format!(
-                "could not release the deploy lock ({e:#}); the next deploy will report it, and `homebase deploy --force-unlock` breaks it"
-            ));
-        }
-    }
 }
 
 fn result(json: bool, e: &ReleaseEntry) {
@@ -510,30 +539,6 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-pub fn whoami() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn hostname() -> String {
-    std::process::Command::new("hostname")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "laptop".into())
-}
-
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
-    }
 }
 
 /// Git commit and dirty flag of the directory holding homebase.toml.

@@ -10,11 +10,12 @@ use homebase_stack::Bytes;
 use serde_json::Value;
 
 use crate::cli::{ExecArgs, Global, LogsArgs, ReleasesArgs, RollbackArgs, StatusArgs};
-use crate::commands::deploy::{entry, human_duration};
+use crate::commands::deploy::entry;
 use crate::exit::{Exit, coded};
-use crate::host::{HostProject, LockOutcome, now_secs};
+use crate::host::{HostProject, now_secs};
 use crate::progress::Progress;
 use crate::project;
+use crate::release::{self, human_duration};
 use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
 
 pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
@@ -436,10 +437,19 @@ pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
 pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
+    release::catch_interrupts();
     let session = project.open_session()?;
     let host = HostProject::of(&session, &project);
     let mut progress = Progress::new(args.json);
-    let current = host.current()?.map(|c| c.0);
+    progress.step("lock");
+    let (mut lock, prepared) = release::Lock::take(
+        &host,
+        project.target(),
+        &project.config.project.name,
+        &mut progress,
+    )?;
+    progress.done();
+    let current = prepared.current.map(|c| c.0);
     let log = host.log()?;
     let target = match &args.id {
         Some(id) => id.clone(),
@@ -472,7 +482,14 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
             })?
         }
     };
-    if !host.release_exists(&target)? {
+    crate::host::check_id(&target)?;
+    let found = session.check(&format!(
+        "r={}/releases/{}; test -f \"$r/compose.yml\" && {{ echo found; cat \"$r/hash\" 2>/dev/null; }}; true",
+        host.dir(),
+        sh_quote(&target)
+    ))?;
+    let mut found = found.lines();
+    if found.next() != Some("found") {
         return Err(coded(
             Exit::BadInput,
             format!(
@@ -481,41 +498,26 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
             ),
         ));
     }
-    let token = format!("rollback-{}-{}", std::process::id(), now_secs());
-    if let LockOutcome::Held {
-        holder, pid, age, ..
-    } = host.lock(&crate::commands::deploy::whoami(), &token)?
-    {
-        return Err(coded(
-            Exit::Locked,
-            format!(
-                "a deploy holds the lock: {holder}, pid {pid}, for {}",
-                human_duration(age)
-            ),
-        ));
-    }
-    let result = (|| -> Result<Exit> {
+    let hash = found.next().unwrap_or("").trim().to_string();
+    let ok_entry = entry(
+        &project,
+        &target,
+        &hash,
+        "rollback",
+        started,
+        Some(target.clone()),
+        None,
+    );
+    release::check_interrupt()?;
+    if host.swarm {
         progress.step(&format!("roll back to release {target}"));
         let (ok, out) = host.up(&target, Duration::from_secs(args.timeout))?;
-        let hash = session.check(&format!(
-            "cat {}/releases/{}/hash 2>/dev/null; true",
-            host.dir(),
-            sh_quote(&target)
-        ))?;
-        let mut e = entry(
-            &project,
-            &target,
-            hash.trim(),
-            "rollback",
-            started,
-            Some(target.clone()),
-            None,
-        );
         if !ok {
             progress.fail("not healthy");
+            let mut e = ok_entry;
             e.outcome = "failed".into();
             e.error = Some(out.trim().to_string());
-            host.append_log(&e)?;
+            lock.finish(&e)?;
             return Err(coded(
                 Exit::Refused,
                 format!("release {target} did not become healthy:\n{}", out.trim()),
@@ -523,19 +525,48 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         }
         progress.done();
         host.set_current(&target)?;
-        host.append_log(&e)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))?
-            );
-        } else {
-            eprintln!("rolled back to release {target}");
-        }
-        Ok(Exit::Ok)
-    })();
-    host.unlock(&token)?;
-    result
+        lock.finish(&ok_entry)?;
+        rolled_back(args.json, &ok_entry, &target)?;
+        return Ok(Exit::Ok);
+    }
+    let job = release::Job {
+        project: project.config.project.name.clone(),
+        new: target.clone(),
+        prev: current,
+        services: Vec::new(),
+        wait: Duration::from_secs(args.timeout),
+        fail_entry: entry(&project, &target, &hash, "failed", started, None, None),
+        ok_entry,
+        pre: started.elapsed(),
+    };
+    lock.start(&job)?;
+    drop(lock);
+    let followed = release::follow(
+        &session,
+        &project.config.project.name,
+        &mut progress,
+        &release::Labels {
+            up: format!("roll back to release {target}"),
+        },
+    )?;
+    if let Some(err) = release::outcome_error(&followed, &session.host(), "rollback") {
+        return Err(err);
+    }
+    let e = followed.entry.unwrap_or(job.ok_entry);
+    rolled_back(args.json, &e, &target)?;
+    Ok(Exit::Ok)
+}
+
+fn rolled_back(json: bool, e: &homebase_proto::ReleaseEntry, target: &str) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))?
+        );
+    } else {
+        eprintln!("rolled back to release {target}");
+    }
+    Ok(())
 }
 
 pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
