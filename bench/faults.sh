@@ -141,9 +141,10 @@ for i in $(seq $((N * 4))); do
     OK[$tool]=$(( ${OK[$tool]:-0} + ok ))
     [ $ok = 1 ] && TIME[$tool]="${TIME[$tool]:-} $took"
     # the next plain command, first try
-    if [ $tool = hb ]; then "$hb" -C "$dir" deploy >/dev/null 2>&1 && n=1 || n=0; else plain >/dev/null 2>&1 && n=1 || n=0; fi
+    if [ $tool = hb ]; then "$hb" -C "$dir" deploy >/dev/null 2>"$work/next.err" && n=1 || n=0; else plain >/dev/null 2>"$work/next.err" && n=1 || n=0; fi
     NEXT[$tool]=$(( ${NEXT[$tool]:-0} + n ))
-    echo "fault $i $kind at ${frac}% $tool: settled=$ok in ${took} ms, next command ok=$n" >&2
+    why=; [ $n = 1 ] || why=" ($(grep -i 'error' "$work/next.err" | head -1 | cut -c1-160))"
+    echo "fault $i $kind at ${frac}% $tool: settled=$ok in ${took} ms, next command ok=$n$why" >&2
   done
 done
 median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {if (NR == 0) {print "–"; exit} m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.1f s\n", m / 1000}'; }

@@ -401,8 +401,11 @@ pub enum Outcome {
 pub struct Followed {
     pub outcome: Outcome,
     pub entry: Option<ReleaseEntry>,
-    pub compose: Vec<String>,
+    /// Compose's output of each step (`up`, then `back` or `remove`), in order.
+    pub compose: Vec<(String, Vec<String>)>,
     pub reports: Vec<(String, String, Vec<String>)>,
+    /// Quoted lines belong to the last report until the next step begins.
+    in_report: bool,
 }
 
 /// How the steps of the job are named on the laptop.
@@ -424,6 +427,7 @@ pub fn follow(
         entry: None,
         compose: Vec::new(),
         reports: Vec::new(),
+        in_report: false,
     };
     let mut offset: u64 = 0;
     let mut owned: Option<Session> = None;
@@ -516,9 +520,9 @@ fn handle(
 ) -> bool {
     if let Some(text) = line.strip_prefix("| ") {
         let text = crate::ui::printable(text);
-        match f.reports.last_mut() {
-            Some((_, _, lines)) => lines.push(text),
-            None => f.compose.push(text),
+        match (f.in_report, f.reports.last_mut(), f.compose.last_mut()) {
+            (true, Some((_, _, lines)), _) | (false, _, Some((_, lines))) => lines.push(text),
+            _ => {}
         }
         return false;
     }
@@ -530,12 +534,11 @@ fn handle(
     match word {
         "step" => {
             let (what, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+            f.in_report = false;
+            f.compose.push((what.to_string(), Vec::new()));
             match (what, id(arg)) {
                 ("up", _) => progress.step(&labels.up),
-                ("back", Some(prev)) => {
-                    f.compose.clear();
-                    progress.step(&format!("roll back to release {prev}"))
-                }
+                ("back", Some(prev)) => progress.step(&format!("roll back to release {prev}")),
                 ("remove", _) => progress.step("remove the failed first release (volumes kept)"),
                 _ => {}
             }
@@ -555,6 +558,7 @@ fn handle(
             crate::ui::printable(rest)
         )),
         "report" => {
+            f.in_report = true;
             let (svc, name) = rest.split_once(' ').unwrap_or((rest, ""));
             f.reports.push((
                 crate::ui::printable(svc),
@@ -607,19 +611,19 @@ fn decide(progress: &Progress, aborted: bool) -> Choice {
     }
 }
 
-/// The failure report: Compose's last lines and each failing container's state and logs.
+/// The failure report: Compose's last lines of each step and each failing container's
+/// state and logs.
 pub fn failure_report(f: &Followed) -> String {
-    let tail: Vec<&str> = f
-        .compose
-        .iter()
-        .rev()
-        .take(5)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let mut report = format!("\ncompose said:\n{}", tail.join("\n"));
+    let mut report = String::new();
+    for (step, lines) in &f.compose {
+        let tail = &lines[lines.len().saturating_sub(5)..];
+        let when = if step == "up" {
+            ""
+        } else {
+            " (on the way back)"
+        };
+        report.push_str(&format!("\ncompose said{when}:\n{}", tail.join("\n")));
+    }
     for (svc, name, lines) in &f.reports {
         report.push_str(&format!(
             "\n--- service `{svc}` ({name}) ---\n{}",
@@ -684,5 +688,73 @@ pub fn human_duration(d: Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{}s", s / 60, s % 60),
         _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(log: &str) -> Followed {
+        let session = Session::open(&Target::Local).expect("local session");
+        let mut progress = Progress::new(true);
+        let labels = Labels { up: "up".into() };
+        let mut f = Followed {
+            outcome: Outcome::Died,
+            entry: None,
+            compose: Vec::new(),
+            reports: Vec::new(),
+            in_report: false,
+        };
+        for line in log.lines() {
+            if handle(line, &mut f, &mut progress, &labels, &session) {
+                break;
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn a_failed_job_log_reads_as_its_outcome_and_reports() {
+        let f = read(
+            "@@ step up r2\n| Container p-api-1  Started\n| api is unhealthy\n@@ unhealthy api\n@@ fail not healthy\n\
+             @@ report api p-api-1\n| state: running\n| @@ outcome ok\n| \u{1b}[31mred\n\
+             @@ step back r1\n| Container p-api-1  Healthy\n@@ ok\n\
+             @@ entry {\"id\":\"r2\",\"time\":1,\"user\":\"u\",\"git_commit\":null,\"git_dirty\":false,\"config_hash\":\"h\",\"outcome\":\"rolled-back\",\"duration_ms\":5}\n\
+             @@ outcome back release r2 did not become healthy; rolled back to release r1, which is healthy again\n@@ end\n",
+        );
+        assert_eq!(
+            f.outcome,
+            Outcome::Failed {
+                kind: "back".into(),
+                message: "release r2 did not become healthy; rolled back to release r1, which is healthy again".into()
+            }
+        );
+        // a container's log line that looks like an event is only text of its report
+        assert_eq!(f.reports.len(), 1);
+        assert_eq!(f.reports[0].2[1], "@@ outcome ok");
+        // and cannot reach the terminal as an escape sequence
+        assert_eq!(f.reports[0].2[2], "\\u{1b}[31mred");
+        assert_eq!(f.compose[0].0, "up");
+        assert_eq!(f.compose[0].1.len(), 2);
+        assert_eq!(f.compose[1].1, vec!["Container p-api-1  Healthy"]);
+        assert_eq!(f.entry.map(|e| e.outcome), Some("rolled-back".into()));
+        let report = failure_report(&read(
+            "@@ step up r2\n| one\n@@ fail x\n@@ report api c\n| boom\n",
+        ));
+        assert!(report.contains("compose said:\none"), "{report}");
+        assert!(
+            report.contains("--- service `api` (c) ---\nboom"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_job_that_stops_without_its_end_has_died() {
+        assert_eq!(read("@@ step up r2\n| x\n@@ died\n").outcome, Outcome::Died);
+        assert_eq!(
+            read("@@ step up r2\n@@ ok\n@@ outcome ok r2\n@@ end\n").outcome,
+            Outcome::Ok
+        );
     }
 }

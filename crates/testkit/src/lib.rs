@@ -4,6 +4,8 @@
 //!
 //! Tests call [`hosts()`]; it fails with the fix (`scripts/testhost up`) when no host is up.
 
+pub mod delay;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
