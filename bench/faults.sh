@@ -87,7 +87,7 @@ fault() { # fault KIND PID
     SIGINT) kill -INT "$2" 2>/dev/null || true ;;
     SIGKILL) kill -KILL "$2" 2>/dev/null || true ;;
     ssh-drop) pkill -KILL -f "^sshd: $user(@| )" || true ;;
-    engine-stop) scripts/testhost stop-dockerd 4; sleep 2; scripts/testhost start-dockerd 4 ;;
+    engine-stop) scripts/testhost stop-dockerd 4 >/dev/null 2>&1; sleep 2; scripts/testhost start-dockerd 4 >/dev/null 2>&1 ;;
   esac
 }
 
@@ -108,6 +108,8 @@ variant "$work/c" 0; plain >/dev/null 2>&1
 variant "$work/c" 1
 t0=$(now_ms); plain >/dev/null 2>&1; cspan=$(( $(now_ms) - t0 ))
 
+# from here on a failed probe is data, not the end of the run
+set +e
 declare -A OK TIME NEXT
 v=1
 for i in $(seq $((N * 4))); do
@@ -143,8 +145,8 @@ for i in $(seq $((N * 4))); do
     # the next plain command, first try
     if [ $tool = hb ]; then "$hb" -C "$dir" deploy >/dev/null 2>"$work/next.err" && n=1 || n=0; else plain >/dev/null 2>"$work/next.err" && n=1 || n=0; fi
     NEXT[$tool]=$(( ${NEXT[$tool]:-0} + n ))
-    why=; [ $n = 1 ] || why=" ($(grep -i 'error' "$work/next.err" | head -1 | cut -c1-160))"
-    echo "fault $i $kind at ${frac}% $tool: settled=$ok in ${took} ms, next command ok=$n$why" >&2
+    why=; [ $n = 1 ] || why=" ($(tr -d '\r' < "$work/next.err" | grep -v '^\s*$' | tail -2 | tr '\n' ' ' | cut -c1-200))"
+    echo "fault $i $kind at ${frac}% $tool: settled=$ok in ${took} ms, next command ok=$n$why" | tee -a "${LOG:-/dev/null}" >&2
   done
 done
 median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {if (NR == 0) {print "–"; exit} m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.1f s\n", m / 1000}'; }

@@ -216,6 +216,7 @@ impl Project {
         t.identity_file = h.identity_file.as_ref().map(|p| expand_home(p));
         t.known_hosts_file = h.known_hosts_file.as_ref().map(|p| expand_home(p));
         t.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
+        t.persist = std::time::Duration::from_secs(h.persist_secs);
         t.into()
     }
 

@@ -33,6 +33,9 @@ pub struct SshTarget {
     /// Keep-alive: a dead link is noticed after interval × count.
     pub keepalive_interval: Duration,
     pub keepalive_count: u32,
+    /// How long the master outlives a command for the next one (`ControlPersist`), in a
+    /// private directory; zero: a master per session, closed with it.
+    pub persist: Duration,
 }
 
 impl SshTarget {
@@ -46,6 +49,7 @@ impl SshTarget {
             // a dead link is noticed within about 9-12 s (measured in the tunnel test)
             keepalive_interval: Duration::from_secs(3),
             keepalive_count: 3,
+            persist: Duration::from_secs(300),
         }
     }
 
@@ -181,11 +185,74 @@ pub fn default_deadline() -> Duration {
         .unwrap_or(STEP_DEADLINE)
 }
 
-/// A connection to the host, open for one command run.
+/// A connection to the host.
 pub struct Session {
     target: Target,
-    /// Holds the control socket; removed when the session ends.
-    control: Option<(tempfile::TempDir, PathBuf)>,
+    control: Option<Control>,
+}
+
+/// The master's control socket.
+enum Control {
+    /// This session's own master, closed with it (the directory is removed too).
+    Own {
+        socket: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    /// A master shared by the commands of a few minutes, in the user's private directory;
+    /// it ends by itself once idle for `SshTarget::persist`.
+    Shared(PathBuf),
+}
+
+impl Control {
+    fn socket(&self) -> &Path {
+        match self {
+            Control::Own { socket, .. } | Control::Shared(socket) => socket,
+        }
+    }
+}
+
+/// Where shared masters keep their sockets: `HOMEBASE_SSH_CONTROL_DIR`, else `hb-u<uid>`
+/// under /tmp (short: socket paths are limited to ~100 bytes), made 0700 and refused
+/// unless it is this user's own and private.
+fn shared_control_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let base = if Path::new("/tmp").is_dir() {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    };
+    // this process's uid, as the owner of a file it creates
+    let uid = tempfile::tempfile_in(&base).ok()?.metadata().ok()?.uid();
+    let dir = match std::env::var_os("HOMEBASE_SSH_CONTROL_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => base.join(format!("hb-u{uid}")),
+    };
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0).then_some(dir)
+}
+
+/// The shared socket of a target: one per destination, port, key and known_hosts.
+fn shared_socket(t: &SshTarget) -> Option<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&t.destination, t.port, &t.identity_file, &t.known_hosts_file).hash(&mut h);
+    Some(shared_control_dir()?.join(format!("{:016x}", h.finish())))
+}
+
+/// Whether a master answers on `socket` (a local exchange over the socket, no network).
+fn master_alive(t: &SshTarget, socket: &Path) -> bool {
+    socket.exists()
+        && Command::new("ssh")
+            .arg("-S")
+            .arg(socket)
+            .args(["-O", "check"])
+            .arg(&t.destination)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
 }
 
 /// What every script starts with. A non-interactive SSH command reads no login files, and
@@ -206,7 +273,8 @@ pub fn sh_quote(s: &str) -> String {
 }
 
 impl Session {
-    /// Opens the master connection (or nothing, for `local`), checking the host key.
+    /// Opens the master connection (or nothing, for `local`), checking the host key; with
+    /// `persist`, reuses a master an earlier command left open (no handshake at all).
     pub fn open(target: &Target) -> Result<Session, RemoteError> {
         let Target::Ssh(t) = target else {
             return Ok(Session {
@@ -214,6 +282,27 @@ impl Session {
                 control: None,
             });
         };
+        let shared = (!t.persist.is_zero())
+            .then(|| shared_socket(t))
+            .flatten();
+        if let Some(socket) = shared {
+            if master_alive(t, &socket) {
+                return Ok(Session {
+                    target: target.clone(),
+                    control: Some(Control::Shared(socket)),
+                });
+            }
+            // a socket whose master is gone
+            let _ = std::fs::remove_file(&socket);
+            start_master(t, &socket, &format!("{}s", t.persist.as_secs().max(1)))?;
+            if master_alive(t, &socket) {
+                return Ok(Session {
+                    target: target.clone(),
+                    control: Some(Control::Shared(socket)),
+                });
+            }
+            // another command won the race to the socket: use a master of our own
+        }
         // Short path: control sockets are limited to ~100 bytes (macOS temp dirs are long).
         let base = if Path::new("/tmp").is_dir() {
             PathBuf::from("/tmp")
@@ -232,31 +321,18 @@ impl Session {
         let socket = dir.path().join("c");
         // The master ends with the session (`-O exit`); should this process be killed, it
         // ends by itself a minute after its last command (and removes its socket).
-        let out = Command::new("ssh")
-            .args(t.base_args())
-            .args(["-M", "-S"])
-            .arg(&socket)
-            .args(["-o", "ControlPersist=60", "-f", "-N"])
-            .arg(&t.destination)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|source| RemoteError::Spawn {
-                host: t.destination.clone(),
-                program: "ssh".into(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(classify_connect_error(
-                t,
-                &String::from_utf8_lossy(&out.stderr),
-            ));
-        }
+        start_master(t, &socket, "60")?;
         Ok(Session {
             target: target.clone(),
-            control: Some((dir, socket)),
+            control: Some(Control::Own { socket, _dir: dir }),
         })
+    }
+
+    /// Ends a shared master now (the next command opens a new connection).
+    pub fn close_shared(&self) {
+        if let (Target::Ssh(t), Some(Control::Shared(socket))) = (&self.target, &self.control) {
+            exit_master(t, socket);
+        }
     }
 
     pub fn target(&self) -> &Target {
@@ -270,7 +346,8 @@ impl Session {
     /// A `Command` that runs `script` with `sh -c` on the host (through the master).
     pub fn command(&self, script: &str, tty: bool) -> Command {
         match (&self.target, &self.control) {
-            (Target::Ssh(t), Some((_, socket))) => {
+            (Target::Ssh(t), Some(control)) => {
+                let socket = control.socket();
                 let mut c = Command::new("ssh");
                 c.args(t.base_args())
                     .arg("-S")
@@ -376,9 +453,10 @@ impl Session {
     /// Forwards a free local port to `remote` (`127.0.0.1:7780` as the host sees it) through
     /// the master; returns the local port. Local target: the address itself is reachable.
     pub fn forward_local(&self, remote_host: &str, remote_port: u16) -> Result<u16, RemoteError> {
-        let (Target::Ssh(t), Some((_, socket))) = (&self.target, &self.control) else {
+        let (Target::Ssh(t), Some(control)) = (&self.target, &self.control) else {
             return Ok(remote_port);
         };
+        let socket = control.socket();
         // OpenSSH takes no port 0 for -L: pick a free one (the window for a race is tiny).
         let local = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
@@ -559,17 +637,47 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let (Target::Ssh(t), Some((_, socket))) = (&self.target, &self.control) {
-            let _ = Command::new("ssh")
-                .arg("-S")
-                .arg(socket)
-                .args(["-O", "exit"])
-                .arg(&t.destination)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        if let (Target::Ssh(t), Some(Control::Own { socket, .. })) = (&self.target, &self.control) {
+            exit_master(t, socket);
         }
     }
+}
+
+/// Starts a master on `socket` in the background, checking the host key.
+fn start_master(t: &SshTarget, socket: &Path, persist: &str) -> Result<(), RemoteError> {
+    let out = Command::new("ssh")
+        .args(t.base_args())
+        .args(["-M", "-S"])
+        .arg(socket)
+        .args(["-o", &format!("ControlPersist={persist}"), "-f", "-N"])
+        .arg(&t.destination)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| RemoteError::Spawn {
+            host: t.destination.clone(),
+            program: "ssh".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(classify_connect_error(
+            t,
+            &String::from_utf8_lossy(&out.stderr),
+        ));
+    }
+    Ok(())
+}
+
+fn exit_master(t: &SshTarget, socket: &Path) {
+    let _ = Command::new("ssh")
+        .arg("-S")
+        .arg(socket)
+        .args(["-O", "exit"])
+        .arg(&t.destination)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Removes the empty control-socket directories that sessions of a killed homebase left

@@ -289,6 +289,10 @@ pub struct HostSection {
     pub known_hosts_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// How long the SSH connection stays open after a command, for the next one to use
+    /// without a handshake (0: a connection per command).
+    #[serde(default = "default_persist")]
+    pub persist_secs: u64,
 }
 
 fn default_ssh() -> String {
@@ -296,6 +300,9 @@ fn default_ssh() -> String {
 }
 fn default_connect_timeout() -> u64 {
     10
+}
+fn default_persist() -> u64 {
+    300
 }
 
 impl Default for HostSection {
@@ -306,6 +313,7 @@ impl Default for HostSection {
             identity_file: None,
             known_hosts_file: None,
             connect_timeout_secs: default_connect_timeout(),
+            persist_secs: default_persist(),
         }
     }
 }

@@ -270,14 +270,22 @@ impl<'a> TestProject<'a> {
         std::fs::write(self.dir.path().join("homebase.toml"), toml).expect("write homebase.toml");
     }
 
-    /// `homebase -C <dir> <args>`.
+    /// `homebase -C <dir> <args>`. The project's SSH masters (which outlive a command, for
+    /// the next one) live in its own directory, so that a test that cuts a connection cuts
+    /// only its own; they are closed when the project is dropped.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("-C")
             .arg(self.dir.path())
             .args(args)
-            .env("HOMEBASE_COLOR", "never");
+            .env("HOMEBASE_COLOR", "never")
+            .env("HOMEBASE_SSH_CONTROL_DIR", self.control_dir());
         c
+    }
+
+    /// Where this project's shared SSH masters keep their sockets.
+    pub fn control_dir(&self) -> PathBuf {
+        self.dir.path().join("ssh")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -353,6 +361,15 @@ impl<'a> TestProject<'a> {
 
 impl Drop for TestProject<'_> {
     fn drop(&mut self) {
+        for socket in std::fs::read_dir(self.control_dir()).into_iter().flatten().flatten() {
+            let _ = Command::new("ssh")
+                .arg("-S")
+                .arg(socket.path())
+                .args(["-O", "exit", "x"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         drop(ProjectGuard {
             hosts: self.hosts,
             host: self.host,
