@@ -23,6 +23,7 @@ cleanup() {
   DOCKER_HOST=$engine docker compose -p benchlat-compose down -v -t 1 >/dev/null 2>&1 || true
   $HB_HOST2_SSH 'rm -rf ~/.homebase/benchlat-hb' >/dev/null 2>&1 || true
   rm -rf "$work"
+  true
 }
 trap cleanup EXIT
 ./target/release/delay-proxy "$addr:22" 125 > "$work/port" &
@@ -32,8 +33,8 @@ pport=$(cat "$work/port")
 grep "^$addr " "$KH" | sed "s/^$addr /[127.0.0.1]:$pport /" > "$work/known_hosts"
 cat "$KH" >> "$work/known_hosts"
 # every ssh a command starts, counted
-mkdir -p "$work/bin" "$work/ssh"
-printf '#!/bin/sh\necho >> %s/count\nexec /usr/bin/ssh -i %s -o UserKnownHostsFile=%s/known_hosts "$@"\n' "$work" "$K" "$work" > "$work/bin/ssh"
+mkdir -p "$work/bin"; mkdir -m 700 "$work/ssh"
+printf '#!/bin/sh\necho x >> %s/count\nexec /usr/bin/ssh -i %s -o UserKnownHostsFile=%s/known_hosts "$@"\n' "$work" "$K" "$work" > "$work/bin/ssh"
 chmod +x "$work/bin/ssh"
 export PATH=$work/bin:$PATH HOMEBASE_SSH_CONTROL_DIR=$work/ssh
 
@@ -72,7 +73,7 @@ measure() {
   local t=()
   for _ in $(seq "$N"); do
     : > "$work/count"
-    local a; a=$(ms_now); "$@" >/dev/null 2>&1 || true; t+=($(( $(ms_now) - a )))
+    local a; a=$(ms_now); "$@" >/dev/null 2>>"$work/errors" || echo "FAILED: $key" >> "$work/errors"; t+=($(( $(ms_now) - a )))
   done
   T[$key]=$(printf '%s\n' "${t[@]}" | sort -n | sed -n "$(( (N + 1) / 2 ))p")
   S[$key]=$(grep -c . "$work/count" || true)
@@ -86,13 +87,14 @@ down_all() {
 declare -A T S
 v=1
 for link in short long; do
-  dir=$(project "$link" 300 "0${link:0:1}" | tail -1)
+  if [ "$link" = long ]; then n=2; else n=1; fi
+  dir=$(project "$link" 300 "0$n" | tail -1)
   if [ "$link" = long ]; then sshdest="$user@127.0.0.1:$pport"; else sshdest="$user@$addr"; fi
   hbc() { "$hb" -C "$dir" "$@"; }
   first() { down_all; hbc deploy; }
   measure "first-$link" first
   measure "noop-$link" hbc deploy
-  change() { v=$((v + 1)); compose_file "$dir" "$v" "0${link:0:1}"; hbc deploy; }
+  change() { v=$((v + 1)); compose_file "$dir" "$v" "0$n"; hbc deploy; }
   measure "change-$link" change
   measure "status-$link" hbc status
   measure "logs-$link" hbc logs api -n 20
@@ -101,17 +103,17 @@ for link in short long; do
   measure "rollback-$link" hbc rollback
   measure "backup-$link" hbc backup ls
   measure "tunnelcheck-$link" hbc tunnel --check
-  cold=$(project "$link" 0 "0${link:0:1}" | tail -1)
+  cold=$(project "$link" 0 "0$n" | tail -1)
   cp "$dir/compose.yml" "$cold/compose.yml"
   measure "coldstatus-$link" "$hb" -C "$cold" status
   # compose over ssh://
   cdir=$work/c-$link; mkdir -p "$cdir"
   pc() { DOCKER_HOST=ssh://$sshdest docker compose -p benchlat-compose -f "$cdir/compose.yml" "$@"; }
-  compose_file "$cdir" 1 "1${link:0:1}"
+  compose_file "$cdir" 1 "1$n"
   cfirst() { DOCKER_HOST=$engine docker compose -p benchlat-compose down -v -t 1 >/dev/null 2>&1; pc up -d --wait; }
   measure "cfirst-$link" cfirst
   measure "cnoop-$link" pc up -d --wait
-  cchange() { v=$((v + 1)); compose_file "$cdir" "$v" "1${link:0:1}"; pc up -d --wait; }
+  cchange() { v=$((v + 1)); compose_file "$cdir" "$v" "1$n"; pc up -d --wait; }
   measure "cchange-$link" cchange
   measure "cstatus-$link" pc ps
   measure "clogs-$link" pc logs --tail 20 api
@@ -119,6 +121,7 @@ for link in short long; do
   down_all
 done
 
+grep -h -B4 FAILED "$work/errors" >&2 || true
 rt() { awk -v m="$1" 'BEGIN { printf "%.0f", m / 250 }'; }
 s() { awk -v m="$1" 'BEGIN { printf "%.2f s", m / 1000 }'; }
 row() { # row LABEL HBKEY [COMPOSEKEY]

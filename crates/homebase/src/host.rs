@@ -141,14 +141,17 @@ impl<'a> HostProject<'a> {
     /// this process, until its stdin closes ([`Prepared::keeper`]): when this process ends
     /// or its connection drops, it removes the lock unless it was released or handed to the
     /// job in the meantime.
-    pub fn prepare(&self, holder: &str, token: &str) -> Result<Prepared> {
+    pub fn prepare(&self, holder: &str, token: &str, up_to_date: Option<&str>) -> Result<Prepared> {
         let take = take_or_take_over(holder, token, "$$");
+        let up_to_date = up_to_date
+            .map(|check| format!("if {check}; then echo \"uptodate $c\"; exit 0; fi; "))
+            .unwrap_or_default();
         let script = format!(
             // an engine that does not answer: nothing is touched, no lock is left
             "d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
              e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
              v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
-             l=$({take}); echo \"$l\"; \
+             {up_to_date}l=$({take}); echo \"$l\"; \
              [ -f \"$d/job/pid\" ] && [ ! -f \"$d/job/done\" ] && ! kill -0 \"$(cat \"$d/job/pid\")\" 2>/dev/null && echo \"interrupted $(cat \"$d/job/new\" 2>/dev/null)\"; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'; \
@@ -191,7 +194,19 @@ impl<'a> HostProject<'a> {
         let mut lock_lines = lock_part.lines();
         let mut took_over = None;
         let mut interrupted = None;
-        let lock = match lock_lines.next() {
+        let first = lock_lines.next();
+        if let Some(id) = first.and_then(|l| l.strip_prefix("uptodate ")) {
+            return Ok(Prepared {
+                lock: LockOutcome::Acquired,
+                current: None,
+                containers: Vec::new(),
+                keeper: None,
+                took_over: None,
+                interrupted: None,
+                up_to_date: Some(id.trim().to_string()).filter(|i| homebase_proto::is_safe_name(i)),
+            });
+        }
+        let lock = match first {
             Some("acquired") => {
                 for l in lock_lines {
                     if let Some(info) = l.strip_prefix("stale ") {
@@ -254,18 +269,22 @@ impl<'a> HostProject<'a> {
             keeper,
             took_over,
             interrupted,
+            up_to_date: None,
         })
     }
 
     /// Appends to the release log and releases the lock, in one round trip.
     pub fn finish(&self, entry: &ReleaseEntry, token: &str) -> Result<()> {
-        let line = serde_json::to_string(entry)? + "\n";
+        // the line on the command line, not stdin: a command that reads stdin costs a round
+        // trip more
+        let line = serde_json::to_string(entry)?;
         let script = format!(
-            "d={d}; cat >> \"$d/releases.jsonl\"; {{ {LOCK_INFO}; }} | grep -q {t} && rm -rf \"$d/lock\"; {PRUNE}; true",
+            "d={d}; printf '%s\\n' {line} >> \"$d/releases.jsonl\"; {{ {LOCK_INFO}; }} | grep -q {t} && rm -rf \"$d/lock\"; {PRUNE}; true",
             d = self.dir(),
+            line = sh_quote(&line),
             t = sh_quote(token)
         );
-        self.session.check_with_input(&script, line.as_bytes())?;
+        self.session.check(&script)?;
         Ok(())
     }
 
@@ -418,6 +437,8 @@ pub struct Prepared {
     pub took_over: Option<LockOutcome>,
     /// A release job that was cut off on the host (the host restarted, or it was killed).
     pub interrupted: Option<String>,
+    /// The host already runs this bundle, healthy: the id of its release (no lock taken).
+    pub up_to_date: Option<String>,
 }
 
 fn held(info: &str) -> LockOutcome {

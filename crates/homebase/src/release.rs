@@ -73,10 +73,26 @@ impl<'a> Lock<'a> {
         target: Target,
         project: &str,
         progress: &mut Progress,
+        up_to_date: Option<&UpToDate>,
     ) -> Result<(Lock<'a>, Prepared)> {
         let token = format!("{}-{}-{}", whoami(), std::process::id(), now_secs());
         let holder = format!("{}@{}", whoami(), hostname());
-        let mut prepared = host.prepare(&holder, &token)?;
+        let check = up_to_date.map(|u| u.script()).transpose()?;
+        let mut prepared = host.prepare(&holder, &token, check.as_deref())?;
+        if prepared.up_to_date.is_some() {
+            // nothing to do, and no lock was taken
+            return Ok((
+                Lock {
+                    host,
+                    target,
+                    token,
+                    holder,
+                    keeper: None,
+                    released: true,
+                },
+                prepared,
+            ));
+        }
         match &prepared.lock {
             LockOutcome::Acquired => {}
             LockOutcome::Held {
@@ -180,6 +196,43 @@ impl Drop for Lock<'_> {
     }
 }
 
+/// A deploy whose bundle the host already runs, healthy, needs no lock and no second round
+/// trip: the prepare script checks it first and logs the `up-to-date` line itself.
+pub struct UpToDate {
+    pub project: String,
+    pub hash: String,
+    pub services: Vec<String>,
+    /// The release-log line; the host fills in the release id and the time.
+    pub entry: ReleaseEntry,
+}
+
+impl UpToDate {
+    /// The shell condition (true when up to date, then the line is logged); `$d` is the
+    /// project's directory.
+    fn script(&self) -> Result<String> {
+        for s in &self.services {
+            if !homebase_proto::is_safe_name(s) {
+                anyhow::bail!(
+                    "service name `{}` cannot go into a script",
+                    s.escape_debug()
+                );
+            }
+        }
+        let mut v = serde_json::to_value(&self.entry)?;
+        v["id"] = "@ID@".into();
+        v["time"] = "@TIME@".into();
+        Ok(format!(
+            "{{ p={p}; {HEALTHY_FN} [ ! -e \"$d/lock\" ] && [ ! -L \"$d/lock\" ] && c=$(cat \"$d/current\" 2>/dev/null) && [ -n \"$c\" ] && \
+               [ \"$(cat \"$d/releases/$c/hash\" 2>/dev/null)\" = {h} ] && healthy {svcs} && \
+               printf '%s\\n' {line} | sed -e \"s|@ID@|$c|\" -e \"s|\\\"@TIME@\\\"|$(date +%s)|\" >> \"$d/releases.jsonl\"; }}",
+            p = sh_quote(&self.project),
+            h = sh_quote(&self.hash),
+            svcs = sh_quote(&self.services.join(" ")),
+            line = sh_quote(&serde_json::to_string(&v)?),
+        ))
+    }
+}
+
 /// What the job does: start `new`, wait until every planned service is running and
 /// healthy, make it current; otherwise (or on abort) start `prev` again, or remove `new`'s
 /// containers when there is no previous release.
@@ -248,13 +301,25 @@ impl Job {
             fail = sh_quote(&template(&self.fail_entry, true)?),
             new = sh_quote(&self.new),
             script = sh_quote(&format!(
-                "{header}{JOB}{}\nsay end\n: > \"$j/done\"\n",
+                "{header}{HEALTHY_FN}{JOB}{}\nsay end\n: > \"$j/done\"\n",
                 crate::host::PRUNE
             )),
             prefix = sh_quote(&prefix),
         ))
     }
 }
+
+/// `healthy SERVICES`: every one of them has a running container of project `$p` that is
+/// healthy or has no healthcheck (else `say unhealthy …`, when `say` is defined).
+pub const HEALTHY_FN: &str = r#"healthy() {
+  ps=$(docker ps --filter "label=com.docker.compose.project=$p" --filter status=running --format '{{.Label "com.docker.compose.service"}} {{.Status}}') || return 1
+  bad=
+  for s in $1; do
+    printf '%s\n' "$ps" | awk -v s="$s" '$1 == s && $2 == "Up" && !/\(unhealthy\)/ && !/\(health: starting\)/ { f = 1 } END { exit !f }' || bad="$bad $s"
+  done
+  [ -z "$bad" ] || { command -v say >/dev/null 2>&1 && say unhealthy $bad; return 1; }
+}
+"#;
 
 /// The job, after its variables (`d p new prev svcs wait limit tok pre_ms compose`).
 /// It ends with `PRUNE`, then `say end` and the `done` file (appended by `start_script`).
@@ -295,15 +360,6 @@ cleanup() {
         docker rm -f "$id" >/dev/null 2>&1 && say cleaned "$name" ;;
     esac
   done
-}
-# every planned service has a running container that is healthy or has no healthcheck
-healthy() {
-  ps=$(docker ps --filter "label=com.docker.compose.project=$p" --filter status=running --format '{{.Label "com.docker.compose.service"}} {{.Status}}') || return 1
-  bad=
-  for s in $1; do
-    printf '%s\n' "$ps" | awk -v s="$s" '$1 == s && $2 == "Up" && !/\(unhealthy\)/ && !/\(health: starting\)/ { f = 1 } END { exit !f }' || bad="$bad $s"
-  done
-  [ -z "$bad" ] || { say unhealthy $bad; return 1; }
 }
 # the services a release starts (those its compose file enables)
 services_of() { ( cd "$d/releases/$1" && $compose -p "$p" -f compose.yml config --services 2>/dev/null ); }

@@ -797,3 +797,75 @@ fn interrupted_deploys_always_end_on_one_healthy_release() {
     p.ok(&["deploy"]);
     assert!(on_one_healthy_release(&p).is_ok());
 }
+
+/// A command after another reuses its SSH connection (no new master, so no handshake); with
+/// `persist_secs = 0` every command opens and closes its own.
+#[test]
+fn the_next_command_reuses_the_warm_connection() {
+    let hosts = hosts();
+    let compose =
+        "services:\n  w:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n";
+    let p = TestProject::new(
+        &hosts,
+        hosts.host(1),
+        bin(),
+        "warm",
+        compose,
+        "[services.w]\nmemory = \"16MiB\"\n",
+    );
+    // every ssh the commands start, logged with its arguments
+    let wrap = tempfile::tempdir().unwrap();
+    let log = wrap.path().join("log");
+    std::fs::write(
+        wrap.path().join("ssh"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/bin/ssh \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", &wrap.path().join("ssh").display().to_string()])
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        wrap.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    // (masters opened, commands sent to the host) by one homebase command
+    let count = |args: &[&str], env: &[(&str, &str)]| {
+        let _ = std::fs::remove_file(&log);
+        let o = p
+            .cmd(args)
+            .env("PATH", &path)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let masters = text.lines().filter(|l| l.contains(" -M ")).count();
+        let commands = text
+            .lines()
+            .filter(|l| l.contains("ControlMaster=no"))
+            .count();
+        (masters, commands)
+    };
+    assert_eq!(
+        count(&["releases"], &[]).0,
+        1,
+        "the first command opens the connection"
+    );
+    assert_eq!(count(&["releases"], &[]).0, 0, "the second one reuses it");
+    assert_eq!(count(&["releases"], &[]).0, 0);
+    // a no-op deploy is one command on the host: decided and logged there, no lock taken
+    p.ok(&["deploy"]);
+    assert_eq!(count(&["deploy"], &[]), (0, 1));
+    let off = [("HOMEBASE__HOST__PERSIST_SECS", "0")];
+    assert_eq!(count(&["releases"], &off).0, 1);
+    assert_eq!(
+        count(&["releases"], &off).0,
+        1,
+        "persist_secs = 0: a connection per command"
+    );
+}

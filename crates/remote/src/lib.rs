@@ -236,7 +236,13 @@ fn shared_control_dir() -> Option<PathBuf> {
 fn shared_socket(t: &SshTarget) -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&t.destination, t.port, &t.identity_file, &t.known_hosts_file).hash(&mut h);
+    (
+        &t.destination,
+        t.port,
+        &t.identity_file,
+        &t.known_hosts_file,
+    )
+        .hash(&mut h);
     Some(shared_control_dir()?.join(format!("{:016x}", h.finish())))
 }
 
@@ -282,9 +288,7 @@ impl Session {
                 control: None,
             });
         };
-        let shared = (!t.persist.is_zero())
-            .then(|| shared_socket(t))
-            .flatten();
+        let shared = (!t.persist.is_zero()).then(|| shared_socket(t)).flatten();
         if let Some(socket) = shared {
             if master_alive(t, &socket) {
                 return Ok(Session {

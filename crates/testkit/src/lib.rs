@@ -361,7 +361,11 @@ impl<'a> TestProject<'a> {
 
 impl Drop for TestProject<'_> {
     fn drop(&mut self) {
-        for socket in std::fs::read_dir(self.control_dir()).into_iter().flatten().flatten() {
+        for socket in std::fs::read_dir(self.control_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let _ = Command::new("ssh")
                 .arg("-S")
                 .arg(socket.path())

@@ -58,13 +58,30 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     if args.force_unlock {
         host.force_unlock()?;
     }
+    let up_to_date = (!args.force && !host.swarm).then(|| release::UpToDate {
+        project: project.config.project.name.clone(),
+        hash: hash.clone(),
+        services: plan.services.iter().map(|s| s.name.clone()).collect(),
+        entry: entry(&project, "", &hash, "up-to-date", started, None, None),
+    });
     let (mut lock, prepared) = release::Lock::take(
         &host,
         project.target(),
         &project.config.project.name,
         &mut progress,
+        up_to_date.as_ref(),
     )?;
     progress.done();
+    if let (Some(id), Some(u)) = (&prepared.up_to_date, &up_to_date) {
+        // decided and logged on the host in the one round trip
+        let mut e = u.entry.clone();
+        e.id = id.clone();
+        progress.info(&format!(
+            "up to date: release {id} is running and healthy; no container touched"
+        ));
+        result(args.json, &e);
+        return Ok(Exit::Ok);
+    }
     let current = prepared.current.clone();
     let laptop_part = (|| -> Result<Option<String>> {
         // 3. No-op?

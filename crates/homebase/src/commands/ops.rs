@@ -447,6 +447,7 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         project.target(),
         &project.config.project.name,
         &mut progress,
+        None,
     )?;
     progress.done();
     let current = prepared.current.map(|c| c.0);
