@@ -176,6 +176,14 @@ impl<'a> Lock<'a> {
         }
         Ok(())
     }
+
+    /// Starts the job, hands it the lock, and follows it to its end (see [`follow`]).
+    pub fn run(mut self, job: &Job, progress: &mut Progress, up_label: String) -> Result<Followed> {
+        self.start(job)?;
+        let session = self.host.session;
+        drop(self);
+        follow(session, &job.project, progress, &Labels { up: up_label })
+    }
 }
 
 impl Drop for Lock<'_> {

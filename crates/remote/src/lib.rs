@@ -246,19 +246,24 @@ fn shared_socket(t: &SshTarget) -> Option<PathBuf> {
     Some(shared_control_dir()?.join(format!("{:016x}", h.finish())))
 }
 
-/// Whether a master answers on `socket` (a local exchange over the socket, no network).
+/// Sends a control command (`check`, `exit`) to the master on `socket`: a local exchange
+/// over the socket, no network. True when the master answered.
+fn control(t: &SshTarget, socket: &Path, op: &str) -> bool {
+    Command::new("ssh")
+        .arg("-S")
+        .arg(socket)
+        .args(["-O", op])
+        .arg(&t.destination)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether a master answers on `socket`.
 fn master_alive(t: &SshTarget, socket: &Path) -> bool {
-    socket.exists()
-        && Command::new("ssh")
-            .arg("-S")
-            .arg(socket)
-            .args(["-O", "check"])
-            .arg(&t.destination)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    socket.exists() && control(t, socket, "check")
 }
 
 /// What every script starts with. A non-interactive SSH command reads no login files, and
@@ -674,14 +679,7 @@ fn start_master(t: &SshTarget, socket: &Path, persist: &str) -> Result<(), Remot
 }
 
 fn exit_master(t: &SshTarget, socket: &Path) {
-    let _ = Command::new("ssh")
-        .arg("-S")
-        .arg(socket)
-        .args(["-O", "exit"])
-        .arg(&t.destination)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    control(t, socket, "exit");
 }
 
 /// Removes the empty control-socket directories that sessions of a killed homebase left

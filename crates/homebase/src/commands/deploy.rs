@@ -181,15 +181,10 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         fail_entry: entry(&project, &id, &hash, "rolled-back", started, None, None),
         pre: started.elapsed(),
     };
-    lock.start(&job)?;
-    drop(lock);
-    let followed = release::follow(
-        &session,
-        &project.config.project.name,
+    let followed = lock.run(
+        &job,
         &mut progress,
-        &release::Labels {
-            up: "start services and wait until healthy".into(),
-        },
+        "start services and wait until healthy".into(),
     )?;
     if let Some(err) = release::outcome_error(&followed, &session.host(), "deploy") {
         if args.json

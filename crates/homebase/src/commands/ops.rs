@@ -540,15 +540,10 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         ok_entry,
         pre: started.elapsed(),
     };
-    lock.start(&job)?;
-    drop(lock);
-    let followed = release::follow(
-        &session,
-        &project.config.project.name,
+    let followed = lock.run(
+        &job,
         &mut progress,
-        &release::Labels {
-            up: format!("roll back to release {target}"),
-        },
+        format!("roll back to release {target}"),
     )?;
     if let Some(err) = release::outcome_error(&followed, &session.host(), "rollback") {
         return Err(err);
