@@ -156,7 +156,7 @@ impl<'a> Lock<'a> {
 
     /// Starts the job and hands the lock to it (one round trip). From here on the host
     /// finishes the release by itself.
-    pub fn start(&mut self, job: &Job) -> Result<()> {
+    fn start(&mut self, job: &Job) -> Result<()> {
         let script = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
         let out = self.host.session.check(&script)?;
         if !out.lines().any(|l| l.starts_with("started ")) {

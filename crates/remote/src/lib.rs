@@ -379,6 +379,24 @@ impl Session {
         }
     }
 
+    /// Starts `script` with stdin, stdout and stderr piped; `own_group`: in a process group
+    /// of its own (a Ctrl-C on the terminal does not reach it).
+    fn spawn_piped(&self, script: &str, own_group: bool) -> Result<Child, RemoteError> {
+        use std::os::unix::process::CommandExt;
+        let mut c = self.command(script, false);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if own_group {
+            c.process_group(0);
+        }
+        c.spawn().map_err(|source| RemoteError::Spawn {
+            host: self.host(),
+            program: "ssh".into(),
+            source,
+        })
+    }
+
     /// Runs a script, feeding `input` on stdin; returns its output whatever the status.
     /// Stopped after the default step deadline.
     pub fn run_with_input(&self, script: &str, input: &[u8]) -> Result<Output, RemoteError> {
@@ -392,17 +410,7 @@ impl Session {
         input: &[u8],
         deadline: Duration,
     ) -> Result<Output, RemoteError> {
-        let mut child = self
-            .command(script, false)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| RemoteError::Spawn {
-                host: self.host(),
-                program: "ssh".into(),
-                source,
-            })?;
+        let mut child = self.spawn_piped(script, false)?;
         if let Some(mut stdin) = child.stdin.take() {
             // A closed pipe shows up as the command's failure below.
             let _ = stdin.write_all(input);
@@ -593,19 +601,7 @@ impl Session {
     /// Starts `script` and streams its stdout line by line. The client runs in its own
     /// process group, so a Ctrl-C on the terminal reaches this process alone, which decides.
     pub fn stream(&self, script: &str) -> Result<Stream, RemoteError> {
-        use std::os::unix::process::CommandExt;
-        let mut child = self
-            .command(script, false)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|source| RemoteError::Spawn {
-                host: self.host(),
-                program: "ssh".into(),
-                source,
-            })?;
+        let mut child = self.spawn_piped(script, true)?;
         let (tx, lines) = std::sync::mpsc::channel();
         let stdout = child.stdout.take();
         std::thread::spawn(move || {

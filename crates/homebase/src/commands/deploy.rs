@@ -76,31 +76,26 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         // decided and logged on the host in the one round trip
         let mut e = u.entry.clone();
         e.id = id.clone();
-        progress.info(&format!(
-            "up to date: release {id} is running and healthy; no container touched"
-        ));
-        result(args.json, &e);
+        report_up_to_date(args, &progress, &e);
         return Ok(Exit::Ok);
     }
     let current = prepared.current.clone();
     let laptop_part = (|| -> Result<Option<String>> {
-        // 3. No-op?
+        // 3. No-op? (Compose mode: decided by the prepare script already.)
         let prepared_containers = if host.swarm {
             host.ps()?
         } else {
             prepared.containers.clone()
         };
-        if let Some((cur_id, cur_hash)) = &current
+        if host.swarm
+            && let Some((cur_id, cur_hash)) = &current
             && *cur_hash == hash
             && !args.force
             && all_healthy(&plan, &prepared_containers)
         {
             let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
             lock.finish(&entry)?;
-            progress.info(&format!(
-                "up to date: release {cur_id} is running and healthy; no container touched"
-            ));
-            result(args.json, &entry);
+            report_up_to_date(args, &progress, &entry);
             return Ok(None);
         }
         release::check_interrupt()?;
@@ -387,6 +382,14 @@ fn swarm_release(
         Exit::Refused,
         format!("release {id} did not become healthy; {rolled}{report}"),
     ))
+}
+
+fn report_up_to_date(args: &DeployArgs, progress: &Progress, e: &ReleaseEntry) {
+    progress.info(&format!(
+        "up to date: release {} is running and healthy; no container touched",
+        e.id
+    ));
+    result(args.json, e);
 }
 
 fn result(json: bool, e: &ReleaseEntry) {
