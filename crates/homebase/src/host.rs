@@ -73,10 +73,12 @@ fn take_or_take_over(holder: &str, token: &str, pid_expr: &str) -> String {
     )
 }
 
-/// Kept releases: the newest this many (by id, which is a time) and the current one; and
-/// temp directories an interrupted upload or backup left, once an hour old. Runs in the
-/// round trip that ends a deploy or a rollback (`$d` is the project's directory).
-pub const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do n=$((n + 1)); [ $n -gt 20 ] && [ \"$r\" != \"$c\" ] && rm -rf \"$d/releases/$r\"; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
+/// Kept releases: the newest this many (by id, which is a time) and the current one, and
+/// only those the release log names (an upload whose deploy was cut off before its job
+/// started is removed); temp directories an interrupted upload or backup left, once an hour
+/// old. Runs under the lock, at the end of a deploy or a rollback (`$d` is the project's
+/// directory).
+pub const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do n=$((n + 1)); [ \"$r\" = \"$c\" ] && continue; if [ $n -gt 20 ] || ! grep -qF \"\\\"id\\\":\\\"$r\\\"\" \"$d/releases.jsonl\" 2>/dev/null; then rm -rf \"$d/releases/$r\"; fi; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
 
 pub struct HostProject<'a> {
     pub session: &'a Session,
@@ -279,7 +281,7 @@ impl<'a> HostProject<'a> {
         // trip more
         let line = serde_json::to_string(entry)?;
         let script = format!(
-            "d={d}; printf '%s\\n' {line} >> \"$d/releases.jsonl\"; {{ {LOCK_INFO}; }} | grep -q {t} && rm -rf \"$d/lock\"; {PRUNE}; true",
+            "d={d}; printf '%s\\n' {line} >> \"$d/releases.jsonl\"; {PRUNE}; {{ {LOCK_INFO}; }} | grep -q {t} && rm -rf \"$d/lock\"; true",
             d = self.dir(),
             line = sh_quote(&line),
             t = sh_quote(token)

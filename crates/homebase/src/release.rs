@@ -309,7 +309,7 @@ impl Job {
             fail = sh_quote(&template(&self.fail_entry, true)?),
             new = sh_quote(&self.new),
             script = sh_quote(&format!(
-                "{header}{HEALTHY_FN}{JOB}{}\nsay end\n: > \"$j/done\"\n",
+                "{header}{HEALTHY_FN}{JOB}{}\nreadlink \"$d/lock\" 2>/dev/null | grep -qF \"$tok\" && rm -f \"$d/lock\"\nsay end\n: > \"$j/done\"\n",
                 crate::host::PRUNE
             )),
             prefix = sh_quote(&prefix),
@@ -330,7 +330,8 @@ pub const HEALTHY_FN: &str = r#"healthy() {
 "#;
 
 /// The job, after its variables (`d p new prev svcs wait limit tok pre_ms compose`).
-/// It ends with `PRUNE`, then `say end` and the `done` file (appended by `start_script`).
+/// `start_script` appends `PRUNE` (under the lock), the lock's release, `say end` and the
+/// `done` file.
 const JOB: &str = r#"j="$d/job"
 say() { printf '@@ %s\n' "$*"; }
 quote() { sed 's/^/| /'; }
@@ -439,7 +440,6 @@ else
   entry fail "$tgt" "\"$msg\""
   say outcome "$out" "$msg"
 fi
-readlink "$d/lock" 2>/dev/null | grep -qF "$tok" && rm -f "$d/lock"
 "#;
 
 /// How a job ended, as the laptop saw it.

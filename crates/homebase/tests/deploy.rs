@@ -377,12 +377,38 @@ fn lost_connection_mid_upload_leaves_the_current_release() {
         "the current release changed"
     );
     assert_eq!(p.container_ids(), ids, "containers changed");
-    let dirs = hosts.ssh_ok(h, &format!("ls ~/.homebase/{}/releases", p.name));
-    assert_eq!(
-        dirs.lines().count(),
-        1,
-        "a partial release was promoted: {dirs}"
+    // The cut may land during the upload (nothing but a temp dir is left) or just after it
+    // (the whole bundle is there, never started): never a part of a bundle under its id.
+    let dirs = hosts.ssh_ok(
+        h,
+        &format!(
+            "cd ~/.homebase/{}/releases && for r in *; do printf '%s %s\\n' \"$r\" \"$(wc -c < \"$r/compose.yml\")\"; done",
+            p.name
+        ),
     );
+    for line in dirs.lines() {
+        let (id, size) = line.split_once(' ').unwrap();
+        let size: usize = size.trim().parse().unwrap();
+        assert!(
+            id == current.trim() || size > big.len(),
+            "a partial release was promoted: {dirs}"
+        );
+    }
+    // The next deploy (of a release the engine takes) just works, and keeps only the
+    // releases the log names.
+    let compose = std::fs::read_to_string(p.dir.path().join("compose.yml"))
+        .unwrap()
+        .replace(&big, "small");
+    std::fs::write(p.dir.path().join("compose.yml"), compose).unwrap();
+    p.ok(&["deploy"]);
+    let now = p.host_file("current").unwrap();
+    assert_ne!(now, current, "the next deploy did not deploy");
+    let dirs = hosts.ssh_ok(h, &format!("ls ~/.homebase/{}/releases", p.name));
+    let mut dirs: Vec<&str> = dirs.lines().collect();
+    dirs.sort();
+    let mut want = vec![current.trim(), now.trim()];
+    want.sort();
+    assert_eq!(dirs, want, "a never-started upload was kept");
 }
 
 #[test]
