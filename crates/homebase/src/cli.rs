@@ -121,6 +121,11 @@ pub enum Command {
         after_help = "Examples:\n  homebase logs ralph -f\n  homebase logs postgres --since 10m"
     )]
     Logs(LogsArgs),
+    /// Restart one service's containers and wait until they are healthy again
+    #[command(
+        after_help = "Examples:\n  homebase restart brain-api\n  homebase restart ralph --timeout 300 --json"
+    )]
+    Restart(RestartArgs),
     /// Run a command in a service's container
     #[command(after_help = "Example:\n  homebase exec postgres -- psql -U brain -c 'select 1'")]
     Exec(ExecArgs),
@@ -161,6 +166,11 @@ pub enum Command {
         after_help = "Normally started by `homebase setup` as a service. By hand:\n  homebase daemon --listen 127.0.0.1:7780"
     )]
     Daemon(DaemonArgs),
+    /// Serve the project's stack and agent loops as tools to a coding agent (MCP over stdio)
+    #[command(
+        after_help = "Register it with Claude Code, for the project in the current directory:\n  claude mcp add homebase -- homebase -C \"$PWD\" mcp\nTools that change the host are offered only when [mcp] allow names them in homebase.toml:\n  [mcp]\n  allow = [\"loop_control\", \"restart\", \"deploy\", \"rollback\"]"
+    )]
+    Mcp,
     /// Print shell completions
     #[command(
         after_help = "Example:\n  homebase completions bash > /etc/bash_completion.d/homebase"
@@ -273,6 +283,17 @@ pub struct LogsArgs {
     /// How many lines from the end (`-n`, as in `loop logs` and tail)
     #[arg(short = 'n', long, default_value_t = 100)]
     pub tail: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    pub service: String,
+    /// Seconds to wait for the service to be running and healthy again
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

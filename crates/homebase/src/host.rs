@@ -78,7 +78,7 @@ fn take_or_take_over(holder: &str, token: &str, pid_expr: &str) -> String {
 /// started is removed); temp directories an interrupted upload or backup left, once an hour
 /// old. Runs under the lock, at the end of a deploy or a rollback (`$d` is the project's
 /// directory).
-pub const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do n=$((n + 1)); [ \"$r\" = \"$c\" ] && continue; if [ $n -gt 20 ] || ! grep -qF \"\\\"id\\\":\\\"$r\\\"\" \"$d/releases.jsonl\" 2>/dev/null; then rm -rf \"$d/releases/$r\"; fi; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
+pub const PRUNE: &str = "c=$(cat \"$d/current\" 2>/dev/null); n=0; for r in $(ls -1 \"$d/releases\" 2>/dev/null | sort -r); do if [ \"$r\" != \"$c\" ] && ! grep -qF \"\\\"id\\\":\\\"$r\\\"\" \"$d/releases.jsonl\" 2>/dev/null; then rm -rf \"$d/releases/$r\"; continue; fi; n=$((n + 1)); [ $n -gt 20 ] && [ \"$r\" != \"$c\" ] && rm -rf \"$d/releases/$r\"; done; find \"$d/releases\" \"$d/backups\" -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf {} + 2>/dev/null";
 
 pub struct HostProject<'a> {
     pub session: &'a Session,

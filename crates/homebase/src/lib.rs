@@ -46,6 +46,7 @@ fn wants_json(cmd: &Command) -> bool {
         Command::Setup(a) => a.json,
         Command::Loop(a) => a.json,
         Command::Nodes(a) => a.json,
+        Command::Restart(a) => a.json,
         _ => false,
     }
 }
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Releases(args) => commands::ops::releases(&cli.global, &args),
         Command::Rollback(args) => commands::ops::rollback(&cli.global, &args),
         Command::Logs(args) => commands::ops::logs(&cli.global, &args),
+        Command::Restart(args) => commands::ops::restart(&cli.global, &args),
         Command::Exec(args) => commands::ops::exec(&cli.global, &args),
         Command::Tunnel(args) => commands::tunnel::run(&cli.global, &args),
         Command::SshConfig(args) => commands::tunnel::ssh_config(&cli.global, &args),
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Nodes(args) => commands::swarm::nodes(&cli.global, &args),
         Command::Dash(args) => commands::dash::run(&cli.global, &args),
         Command::Daemon(args) => commands::daemon::run(&args),
+        Command::Mcp => commands::mcp::run(&cli.global),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "homebase", &mut std::io::stdout());

@@ -318,14 +318,16 @@ impl Job {
 }
 
 /// `healthy SERVICES`: every one of them has a running container of project `$p` that is
-/// healthy or has no healthcheck (else `say unhealthy …`, when `say` is defined).
+/// healthy or has no healthcheck; else it returns 1 with the others in `$unhealthy`. (It
+/// never calls a `say` of its own: on macOS `/usr/bin/say` speaks aloud.)
 pub const HEALTHY_FN: &str = r#"healthy() {
   ps=$(docker ps --filter "label=com.docker.compose.project=$p" --filter status=running --format '{{.Label "com.docker.compose.service"}} {{.Status}}') || return 1
   bad=
   for s in $1; do
     printf '%s\n' "$ps" | awk -v s="$s" '$1 == s && $2 == "Up" && !/\(unhealthy\)/ && !/\(health: starting\)/ { f = 1 } END { exit !f }' || bad="$bad $s"
   done
-  [ -z "$bad" ] || { command -v say >/dev/null 2>&1 && say unhealthy $bad; return 1; }
+  unhealthy=$bad
+  [ -z "$bad" ]
 }
 "#;
 
@@ -383,7 +385,8 @@ up_release() {
   up=
   kill "$wd" 2>/dev/null
   quote < "$j/up.out"
-  [ "$rc" -eq 0 ] && healthy "$2"
+  [ "$rc" -eq 0 ] || return 1
+  healthy "$2" || { say unhealthy $unhealthy; return 1; }
 }
 report() {
   docker ps -a --filter "label=com.docker.compose.project=$p" --format '{{.Names}} {{.Label "com.docker.compose.service"}} {{.State}} {{.Status}}' 2>/dev/null |

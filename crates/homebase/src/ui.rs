@@ -60,3 +60,43 @@ pub fn printable(text: &str) -> String {
         })
         .collect()
 }
+
+/// Runs `command` (ssh printing host output) with its stdout copied here line by line
+/// through [`printable`]: container logs reach the terminal as text, never as escape
+/// sequences. Returns whether it succeeded.
+pub fn run_printable(mut command: std::process::Command, what: &str) -> anyhow::Result<bool> {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run ssh for {what}: {e}"))?;
+    if let Some(stdout) = child.stdout.take() {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        let mut out = std::io::stdout().lock();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    let text = text.strip_suffix('\r').unwrap_or(text);
+                    if writeln!(out, "{}", printable(text))
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        // the reader went away (a closed pipe): stop ssh and end quietly
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| anyhow::anyhow!("ssh for {what} did not end: {e}"))?;
+    Ok(status.success())
+}

@@ -190,8 +190,9 @@ fn deploy_noop_change_and_rollback_keep_data() {
     hosts.ssh_ok(
         h,
         &format!(
-            "cd ~/.homebase/{}/releases && for i in $(seq 10 34); do mkdir 20200101T0000${{i}}Z; done && \
-             mkdir .tmp-stale .tmp-fresh && touch -d '2 hours ago' .tmp-stale",
+            "cd ~/.homebase/{}/releases && for i in $(seq 10 34); do mkdir 20200101T0000${{i}}Z; \
+             printf '{{\"id\":\"20200101T0000%sZ\",\"outcome\":\"deployed\"}}\\n' $i >> ../releases.jsonl; done && \
+             mkdir 20990101T000000Z-never-started .tmp-stale .tmp-fresh && touch -d '2 hours ago' .tmp-stale",
             p.name
         ),
     );
@@ -207,6 +208,10 @@ fn deploy_noop_change_and_rollback_keep_data() {
     assert!(
         !left.contains(".tmp-stale") && left.contains(".tmp-fresh"),
         "{left}"
+    );
+    assert!(
+        !left.contains("never-started"),
+        "an upload the release log does not name was kept: {left}"
     );
     assert_eq!(api_page(&p), "v4");
 }

@@ -3,10 +3,11 @@
 //!
 //! Invariant: only additive changes; a field once published keeps its name and meaning.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// `homebase plan --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct PlanReport {
     pub project: String,
     pub services: Vec<ServicePlan>,
@@ -30,7 +31,7 @@ pub struct PlanReport {
 }
 
 /// A node of the swarm in `homebase plan --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct NodePlan {
     pub name: String,
     pub budget_bytes: u64,
@@ -38,7 +39,7 @@ pub struct NodePlan {
     pub tasks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ServicePlan {
     pub name: String,
     pub image: Option<String>,
@@ -51,7 +52,7 @@ pub struct ServicePlan {
     pub priority_source: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct LoopPlan {
     pub name: String,
     pub image: String,
@@ -59,22 +60,29 @@ pub struct LoopPlan {
     pub priority: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Totals {
     pub sustained_bytes: u64,
     pub peak_bytes: u64,
 }
 
 /// A failure, as printed with `--json` when a command fails.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ErrorReport {
     pub error: String,
     pub exit_code: i32,
 }
 
 /// One line of the host's release log (`~/.homebase/<project>/releases.jsonl`) and of
-/// `homebase releases --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `homebase releases --json`: the current release and the release log, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ReleasesReport {
+    pub current: Option<String>,
+    pub releases: Vec<ReleaseEntry>,
+}
+
+/// A line of the release log (`releases.jsonl` on the host).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ReleaseEntry {
     pub id: String,
     /// Unix seconds.
@@ -94,7 +102,7 @@ pub struct ReleaseEntry {
 }
 
 /// `homebase status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct StatusReport {
     pub project: String,
     pub host: String,
@@ -124,7 +132,7 @@ pub struct StatusReport {
 }
 
 /// An agent loop as the daemon runs it (`/api/loops`, `homebase loop ls --json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 pub struct LoopStatus {
     pub project: String,
     pub name: String,
@@ -155,7 +163,7 @@ pub struct LoopStatus {
     pub last: Option<IterationRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct RunningIteration {
     pub n: i64,
     pub started: i64,
@@ -163,7 +171,7 @@ pub struct RunningIteration {
 }
 
 /// One recorded iteration (`homebase loop history --json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct IterationRecord {
     pub id: i64,
     pub run: i64,
@@ -186,7 +194,7 @@ pub struct IterationRecord {
 }
 
 /// A service probed through the tunnel.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TunnelProbe {
     pub service: String,
     pub local_port: u16,
@@ -196,7 +204,7 @@ pub struct TunnelProbe {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ServiceStatus {
     pub name: String,
     /// `running`, `exited`, `paused`, `restarting`, `missing`, …
@@ -214,7 +222,7 @@ pub struct ServiceStatus {
 }
 
 /// A node of the swarm (`homebase nodes --json`, `status`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 pub struct NodeStatus {
     /// Its name in [nodes] (the `homebase.node` label), else its hostname.
     pub name: String,
@@ -234,8 +242,19 @@ pub struct NodeStatus {
     pub tasks: Vec<String>,
 }
 
+/// `homebase restart --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RestartReport {
+    pub service: String,
+    /// The containers restarted (compose mode) or the swarm service updated.
+    pub containers: Vec<String>,
+    /// Running and healthy (or without a healthcheck) within the timeout.
+    pub healthy: bool,
+    pub ms: u64,
+}
+
 /// A step of `homebase deploy --json`, one JSON object per line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct DeployEvent {
     /// `step`, `done`, `failed`, `rollback`, `result`.
     pub event: String,
@@ -247,7 +266,7 @@ pub struct DeployEvent {
 }
 
 /// An alert raised by the daemon (`/api/status`, webhooks).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Alert {
     /// `down`, `unhealthy`, `oom`, `crash_loop`, `memory`, `daemon_restarted`, …
     pub kind: String,
@@ -263,7 +282,7 @@ pub struct Alert {
 }
 
 /// One entry of the daemon's event log (`/api/events`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct EventRow {
     pub ts: i64,
     pub project: String,

@@ -55,6 +55,43 @@ pub struct Config {
     /// unless one says `manager = true`.
     #[serde(default)]
     pub nodes: IndexMap<String, NodeSection>,
+    /// What `homebase mcp` lets a coding agent do beyond reading.
+    #[serde(default)]
+    pub mcp: McpSection,
+}
+
+/// `[mcp]`: the tools `homebase mcp` offers that change the host. Reading tools are always
+/// there; these only when named in `allow`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSection {
+    #[serde(default)]
+    pub allow: Vec<McpPermission>,
+}
+
+/// A group of tools that change the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpPermission {
+    /// `loop_start`, `loop_stop`, `loop_pause`, `loop_resume`.
+    LoopControl,
+    /// `restart`: one service's containers.
+    Restart,
+    /// `deploy`: the stack as it is on the laptop.
+    Deploy,
+    /// `rollback`: to an earlier release.
+    Rollback,
+}
+
+impl McpPermission {
+    pub fn name(self) -> &'static str {
+        match self {
+            McpPermission::LoopControl => "loop_control",
+            McpPermission::Restart => "restart",
+            McpPermission::Deploy => "deploy",
+            McpPermission::Rollback => "rollback",
+        }
+    }
 }
 
 impl Config {

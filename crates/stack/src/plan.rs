@@ -79,13 +79,16 @@ impl Problem {
                 kind,
                 suggestion,
             } => format!(
-                "service `{service}` has no memory limit, so it could take the whole host; add to homebase.toml:\n    [services.{service}]\n    memory = \"{}\"   # a starting point for a {} service",
+                "service `{service}` has no memory limit, so it could take the whole host; add to homebase.toml:\n    [services.{service}]\n    memory = \"{}\"   # a starting point for {}",
                 suggestion
                     .to_compose()
                     .to_uppercase()
                     .replace('G', "GiB")
                     .replace('M', "MiB"),
-                kind.as_str()
+                match kind.as_str() {
+                    "other" => "a service of no known kind".to_string(),
+                    k => format!("a {k} service"),
+                }
             ),
             Problem::ReservationAboveLimit {
                 service,

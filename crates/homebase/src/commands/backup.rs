@@ -24,7 +24,7 @@ use crate::host::{HostProject, PsEntry, now_secs};
 use crate::project::{self, Project};
 use crate::ui;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Manifest {
     pub id: String,
     pub project: String,
@@ -75,7 +75,7 @@ impl Manifest {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct BackupFile {
     pub service: String,
     /// `pg_dump` or `volume`.

@@ -36,15 +36,11 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
                 "if [ -f {file} ]; then tail -n {tail} {file}; else echo 'loop {name} has no output yet' >&2; fi"
             )
         };
-        let status = session
-            .command(&script, false)
-            .status()
-            .map_err(|e| anyhow::anyhow!("cannot run ssh for `{}`: {e}", session.host()))?;
-        return Ok(if status.success() {
-            Exit::Ok
-        } else {
-            Exit::Unreachable
-        });
+        let ok = ui::run_printable(
+            session.command(&script, false),
+            &format!("the output of loop `{name}` on {}", session.host()),
+        )?;
+        return Ok(if ok { Exit::Ok } else { Exit::Unreachable });
     }
     let client = DaemonClient::connect(&session, global.daemon_dir.as_deref())
         .map_err(|e| coded(Exit::Unreachable, e.to_string()))?;

@@ -6,6 +6,7 @@ pub mod dash;
 pub mod deploy;
 pub mod init;
 pub mod loops;
+pub mod mcp;
 pub mod ops;
 pub mod plan;
 pub mod render;

@@ -9,7 +9,7 @@ use homebase_remote::{Session, sh_quote};
 use homebase_stack::Bytes;
 use serde_json::Value;
 
-use crate::cli::{ExecArgs, Global, LogsArgs, ReleasesArgs, RollbackArgs, StatusArgs};
+use crate::cli::{ExecArgs, Global, LogsArgs, ReleasesArgs, RestartArgs, RollbackArgs, StatusArgs};
 use crate::commands::deploy::entry;
 use crate::exit::{Exit, coded};
 use crate::host::{HostProject, now_secs};
@@ -385,9 +385,10 @@ pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
     let current = host.current()?.map(|c| c.0);
     if args.json {
         ui::out(
-            &(serde_json::to_string_pretty(
-                &serde_json::json!({ "current": current, "releases": log }),
-            )? + "\n"),
+            &(serde_json::to_string_pretty(&homebase_proto::ReleasesReport {
+                current,
+                releases: log,
+            })? + "\n"),
         )?;
         return Ok(Exit::Ok);
     }
@@ -599,6 +600,139 @@ pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
     } else {
         Exit::Unreachable
     })
+}
+
+/// Restarts one service's containers (swarm: forces an update of its tasks) and waits, on
+/// the host, until it is running and healthy: one round trip. Refused while a deploy holds
+/// the lock (its health gate would see the restart).
+pub fn restart(global: &Global, args: &RestartArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    project.require_service(&args.service)?;
+    let session = project.open_session()?;
+    let host = HostProject::of(&session, &project);
+    let started = Instant::now();
+    // progress on stderr; with --json, stdout is the report alone
+    let mut progress = Progress::new(false);
+    progress.step(&format!("restart {}", args.service));
+    let restart = if host.swarm {
+        format!(
+            "err=$(docker service update --force --quiet --detach=false {n} 2>&1 >/dev/null) || {{ echo failed; printf '%s\\n' \"$err\"; exit 0; }}; echo \"restarted {n}\"",
+            n = sh_quote(&format!("{}_{}", host.project, args.service))
+        )
+    } else {
+        "ids=$(docker ps -aq --filter \"label=com.docker.compose.project=$p\" --filter \"label=com.docker.compose.service=$s\"); \
+         [ -n \"$ids\" ] || { echo none; exit 0; }; \
+         err=$(docker restart $ids 2>&1 >/dev/null) || { echo failed; printf '%s\\n' \"$err\"; exit 0; }; \
+         echo \"restarted $(docker inspect --format '{{.Name}}' $ids | tr -d / | tr '\\n' ' ')\""
+            .to_string()
+    };
+    let wait = if host.swarm {
+        // the update above waited for the tasks to converge
+        "echo healthy".to_string()
+    } else {
+        format!(
+            "{HEALTHY_FN}n=0; until healthy \"$s\" >/dev/null; do n=$((n + 1)); [ $n -gt {t} ] && {{ echo unhealthy; exit 0; }}; sleep 1; done; echo healthy",
+            HEALTHY_FN = release::HEALTHY_FN,
+            t = args.timeout
+        )
+    };
+    let script = format!(
+        "d={d}; p={p}; s={s}; if [ -L \"$d/lock\" ]; then echo locked; readlink \"$d/lock\"; exit 0; fi; {restart}; {wait}",
+        d = host.dir(),
+        p = sh_quote(&host.project),
+        s = sh_quote(&args.service),
+    );
+    let deadline = Duration::from_secs(args.timeout) + homebase_remote::STEP_DEADLINE;
+    let out = session.run_with_deadline(&script, b"", deadline)?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    let fail = |progress: &mut Progress, code: Exit, message: String| {
+        progress.fail("refused");
+        Err(coded(code, message))
+    };
+    match first {
+        "locked" => {
+            return fail(
+                &mut progress,
+                Exit::Locked,
+                format!(
+                    "a deploy holds the lock on {} ({}); restart `{}` when it has ended",
+                    session.host(),
+                    ui::printable(lines.next().unwrap_or("").trim()),
+                    args.service
+                ),
+            );
+        }
+        "none" => {
+            return fail(
+                &mut progress,
+                Exit::Refused,
+                format!(
+                    "service `{}` has no container on {}; `homebase deploy` starts it",
+                    args.service,
+                    session.host()
+                ),
+            );
+        }
+        "failed" => {
+            let why: Vec<String> = lines.map(ui::printable).collect();
+            return fail(
+                &mut progress,
+                Exit::Unreachable,
+                format!(
+                    "restarting `{}` on {} failed: {}",
+                    args.service,
+                    session.host(),
+                    why.join("; ")
+                ),
+            );
+        }
+        _ if !first.starts_with("restarted ") => {
+            return Err(anyhow::anyhow!(
+                "restarting `{}` on {} ended without an answer (exit {}): {}",
+                args.service,
+                session.host(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        _ => {}
+    }
+    let containers: Vec<String> = first["restarted ".len()..]
+        .split_whitespace()
+        .map(ui::printable)
+        .collect();
+    let healthy = lines.next() == Some("healthy");
+    let report = homebase_proto::RestartReport {
+        service: args.service.clone(),
+        containers,
+        healthy,
+        ms: started.elapsed().as_millis() as u64,
+    };
+    if healthy {
+        progress.done();
+    } else {
+        progress.fail("not healthy");
+    }
+    if args.json {
+        ui::out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else if healthy {
+        ui::out(&format!(
+            "{} restarted ({}) and healthy\n",
+            args.service,
+            report.containers.join(", ")
+        ))?;
+    } else {
+        ui::out(&format!(
+            "{} restarted ({}) but not healthy within {} s; `homebase logs {}` says why\n",
+            args.service,
+            report.containers.join(", "),
+            args.timeout,
+            args.service
+        ))?;
+    }
+    Ok(if healthy { Exit::Ok } else { Exit::Refused })
 }
 
 pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {

@@ -1,0 +1,1046 @@
+//! `homebase mcp`: the project's stack and agent loops as Model Context Protocol tools for the
+//! user's coding agent, over stdio (built on `rmcp`, the official Rust SDK).
+//!
+//! Every tool runs one `homebase … --json` child of this very binary, for the same project
+//! (`--config`, the same env files, profiles and daemon directory): the answers, the errors
+//! (word for word) and the exit codes are the CLI's, a tool call keeps its own signal
+//! handling and standard output (this process's stdout is the protocol), and the child
+//! reuses the warm SSH connection, so a call costs what the command costs.
+//!
+//! What leaves here is bounded and scrubbed: log lines and history rows are capped, long
+//! strings cut with a note, control characters escaped, and every value of the project's
+//! env files, of secret-looking environment variables and of the alert URLs is replaced by
+//! `<redacted>`. Tools that change the host exist only when `[mcp] allow` names them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use homebase_proto::{
+    DeployEvent, ErrorReport, IterationRecord, LoopStatus, PlanReport, ReleaseEntry,
+    ReleasesReport, RestartReport, StatusReport,
+};
+use homebase_stack::config::McpPermission;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{GetPromptRequestParams, GetPromptResponse, GetPromptResult};
+use rmcp::model::{Implementation, ProgressNotificationParam};
+use rmcp::model::{
+    ListPromptsResult, ListResourcesResult, PaginatedRequestParams, Prompt, PromptArgument,
+    PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    RequestMetaObject, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::cli::Global;
+use crate::commands::backup::Manifest;
+use crate::exit::Exit;
+use crate::project::{self, Project};
+
+/// Log lines a tool returns at most, and by default.
+const MAX_LINES: u32 = 500;
+const DEFAULT_LINES: u32 = 100;
+/// History rows and releases a tool returns at most.
+const MAX_ROWS: u32 = 200;
+/// Characters of one string (a log line, an error, a field) kept.
+const MAX_CHARS: usize = 4000;
+/// Values shorter than this are not treated as secrets (`1`, `true`, `db`).
+const MIN_SECRET: usize = 6;
+
+pub fn run(global: &Global) -> Result<Exit> {
+    // A project that does not load is reported now, where the client shows the server's
+    // stderr, rather than on every call.
+    let project = project::load(global)?;
+    let server = Homebase::new(global, &project)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the MCP server's runtime")?;
+    runtime.block_on(async move {
+        let service = server
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("the MCP client did not complete the handshake on stdio")?;
+        service
+            .waiting()
+            .await
+            .context("the MCP connection on stdio failed")?;
+        anyhow::Ok(())
+    })?;
+    Ok(Exit::Ok)
+}
+
+#[derive(Clone)]
+pub struct Homebase {
+    exe: PathBuf,
+    /// The global flags every child gets: the same project as this server's.
+    base: Vec<String>,
+    config_path: PathBuf,
+    tool_router: ToolRouter<Self>,
+}
+
+/// What a child printed, and how it ended.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+    events: Vec<DeployEvent>,
+    result: Option<ReleaseEntry>,
+}
+
+// ---- tool inputs ----
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NoInput {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PlanInput {
+    /// Budget against this much host memory instead of budget.host_memory (`16GiB`).
+    pub host_memory: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReleasesInput {
+    /// The newest this many releases (default 20, at most 200).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct LogsInput {
+    /// The compose service.
+    pub service: String,
+    /// How many lines from the end (default 100, at most 500).
+    pub lines: Option<u32>,
+    /// Only lines newer than this: `10m`, `2h`, or an RFC 3339 time.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct LoopInput {
+    /// The loop's name (`[loops.NAME]` in homebase.toml).
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct LoopHistoryInput {
+    /// The loop's name (`[loops.NAME]` in homebase.toml).
+    pub name: String,
+    /// The newest this many iterations (default 20, at most 200).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct LoopLogsInput {
+    /// The loop's name (`[loops.NAME]` in homebase.toml).
+    pub name: String,
+    /// How many lines from the end of its output (default 100, at most 500).
+    pub lines: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RestartInput {
+    /// The compose service whose containers to restart.
+    pub service: String,
+    /// Seconds to wait until it is running and healthy again (default 120).
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DeployInput {
+    /// Redeploy even when the host already runs this exact release.
+    pub force: Option<bool>,
+    /// Seconds to wait for every service to be running and healthy (default 120).
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RollbackInput {
+    /// The release to go back to (default: the one before the current); see `releases`.
+    pub release: Option<String>,
+    /// Seconds to wait for every service to be running and healthy (default 120).
+    pub timeout_secs: Option<u64>,
+}
+
+// ---- tool outputs (beyond the CLI's own documents) ----
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Releases {
+    pub current: Option<String>,
+    /// Oldest first: the newest `limit` of the release log.
+    pub releases: Vec<ReleaseEntry>,
+    /// Older entries left out.
+    pub omitted: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Lines {
+    /// The service or loop the lines are from.
+    pub source: String,
+    /// Oldest first; control characters escaped, long lines cut.
+    pub lines: Vec<String>,
+    /// Set when something was cut or redacted.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Loops {
+    pub loops: Vec<LoopStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct LoopHistory {
+    pub name: String,
+    /// Newest first.
+    pub iterations: Vec<IterationRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Backups {
+    /// Oldest first.
+    pub backups: Vec<Manifest>,
+}
+
+/// How a deploy or a rollback ended.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseRun {
+    /// The new release is current and healthy (or the host already ran it).
+    pub ok: bool,
+    /// homebase's exit code: 0 ok, 1 refused or rolled back, 2 bad input, 3 unreachable,
+    /// 4 locked, 130 interrupted.
+    pub exit_code: i32,
+    /// The release-log line it wrote.
+    pub release: Option<ReleaseEntry>,
+    /// Its steps, as `deploy --json` reported them.
+    pub steps: Vec<DeployEvent>,
+    /// Why it failed: the CLI's error text.
+    pub error: Option<String>,
+}
+
+#[tool_router(router = tool_router)]
+impl Homebase {
+    fn new(global: &Global, project: &Project) -> Result<Homebase> {
+        let exe = std::env::current_exe().context("cannot find the homebase binary itself")?;
+        let mut base = vec![
+            "--color".to_string(),
+            "never".to_string(),
+            "--config".to_string(),
+            project.config_path.display().to_string(),
+        ];
+        for f in &global.env_files {
+            let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+            base.extend(["--env-file".to_string(), f.display().to_string()]);
+        }
+        for p in global.profiles.iter().filter(|p| !p.is_empty()) {
+            base.extend(["--profile".to_string(), p.clone()]);
+        }
+        if let Some(d) = &global.daemon_dir {
+            base.extend(["--daemon-dir".to_string(), d.clone()]);
+        }
+        Ok(Homebase {
+            exe,
+            base,
+            config_path: project.config_path.clone(),
+            tool_router: Self::tool_router(),
+        })
+    }
+
+    #[tool(
+        description = "The stack on the host now: every service's state, health, uptime, restarts, memory against its limit, the current release, the daemon's alerts and events, the agent loops and tunnels. `healthy` is false when a planned service is down or unhealthy."
+    )]
+    async fn status(&self, _: Parameters<NoInput>) -> Result<Json<StatusReport>, String> {
+        let ran = self.run(&["status", "--json"], None).await?;
+        self.document(&ran).map(Json)
+    }
+
+    #[tool(
+        description = "The memory plan, computed on the laptop: each service's limit and reservation, their sums against the host's budget, and whether the stack fits (`fits`). Nothing on the host is touched."
+    )]
+    async fn plan(&self, input: Parameters<PlanInput>) -> Result<Json<PlanReport>, String> {
+        let mut args = vec!["plan".to_string(), "--json".to_string()];
+        if let Some(m) = &input.0.host_memory {
+            args.extend(["--host-memory".to_string(), m.clone()]);
+        }
+        let ran = self.run_owned(args, None).await?;
+        self.document(&ran).map(Json)
+    }
+
+    #[tool(
+        description = "The releases recorded on the host (who deployed what, when, the outcome and any error), oldest first, and the current one."
+    )]
+    async fn releases(&self, input: Parameters<ReleasesInput>) -> Result<Json<Releases>, String> {
+        let ran = self.run(&["releases", "--json"], None).await?;
+        let all: ReleasesReport = self.document(&ran)?;
+        let limit = input.0.limit.unwrap_or(20).clamp(1, MAX_ROWS) as usize;
+        let omitted = all.releases.len().saturating_sub(limit);
+        Ok(Json(Releases {
+            current: all.current,
+            releases: all.releases.into_iter().skip(omitted).collect(),
+            omitted,
+        }))
+    }
+
+    #[tool(
+        description = "The last lines of a service's logs on the host (default 100, at most 500), optionally only those newer than `since`."
+    )]
+    async fn logs(&self, input: Parameters<LogsInput>) -> Result<Json<Lines>, String> {
+        let input = input.0;
+        let n = input.lines.unwrap_or(DEFAULT_LINES).clamp(1, MAX_LINES);
+        let mut args = vec![
+            "logs".to_string(),
+            input.service.clone(),
+            "-n".to_string(),
+            n.to_string(),
+        ];
+        if let Some(s) = &input.since {
+            args.extend(["--since".to_string(), s.clone()]);
+        }
+        let ran = self.run_owned(args, None).await?;
+        self.lines(&ran, &input.service, n)
+    }
+
+    #[tool(
+        description = "Every agent loop of the project as the host daemon runs it: state, iteration, circuit breaker, what it waits for, the running and the last iteration."
+    )]
+    async fn loop_list(&self, _: Parameters<NoInput>) -> Result<Json<Loops>, String> {
+        let ran = self.run(&["loop", "--json", "ls"], None).await?;
+        let loops: Vec<LoopStatus> = self.document(&ran)?;
+        Ok(Json(Loops { loops }))
+    }
+
+    #[tool(
+        description = "A loop's iterations, newest first (default 20, at most 200): outcome, exit code, duration, files changed, error signature."
+    )]
+    async fn loop_history(
+        &self,
+        input: Parameters<LoopHistoryInput>,
+    ) -> Result<Json<LoopHistory>, String> {
+        let input = input.0;
+        let limit = input.limit.unwrap_or(20).clamp(1, MAX_ROWS);
+        let ran = self
+            .run_owned(
+                vec![
+                    "loop".into(),
+                    "--json".into(),
+                    "history".into(),
+                    input.name.clone(),
+                    "--limit".into(),
+                    limit.to_string(),
+                ],
+                None,
+            )
+            .await?;
+        let iterations: Vec<IterationRecord> = self.document(&ran)?;
+        Ok(Json(LoopHistory {
+            name: input.name,
+            iterations,
+        }))
+    }
+
+    #[tool(
+        description = "The last lines of an agent loop's output (default 100, at most 500): what the agent printed, iteration by iteration."
+    )]
+    async fn loop_logs(&self, input: Parameters<LoopLogsInput>) -> Result<Json<Lines>, String> {
+        let input = input.0;
+        let n = input.lines.unwrap_or(DEFAULT_LINES).clamp(1, MAX_LINES);
+        let ran = self
+            .run_owned(
+                vec![
+                    "loop".into(),
+                    "logs".into(),
+                    input.name.clone(),
+                    "--tail".into(),
+                    n.to_string(),
+                ],
+                None,
+            )
+            .await?;
+        self.lines(&ran, &format!("loop {}", input.name), n)
+    }
+
+    #[tool(
+        description = "The backups kept on the host, oldest first: id, time, and per service the kind (pg_dump or volume), size and checksum."
+    )]
+    async fn backup_list(&self, _: Parameters<NoInput>) -> Result<Json<Backups>, String> {
+        let ran = self.run(&["backup", "--json", "ls"], None).await?;
+        let backups: Vec<Manifest> = self.document(&ran)?;
+        Ok(Json(Backups { backups }))
+    }
+
+    #[tool(
+        description = "Start an agent loop (needs `loop_control` in [mcp] allow of homebase.toml)."
+    )]
+    async fn loop_start(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
+        self.loop_action("start", &input.0.name).await
+    }
+
+    #[tool(
+        description = "Stop an agent loop after killing its running iteration (needs `loop_control` in [mcp] allow of homebase.toml)."
+    )]
+    async fn loop_stop(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
+        self.loop_action("stop", &input.0.name).await
+    }
+
+    #[tool(
+        description = "Pause an agent loop: its running iteration finishes, no new one starts (needs `loop_control` in [mcp] allow of homebase.toml)."
+    )]
+    async fn loop_pause(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
+        self.loop_action("pause", &input.0.name).await
+    }
+
+    #[tool(
+        description = "Resume a paused agent loop (needs `loop_control` in [mcp] allow of homebase.toml)."
+    )]
+    async fn loop_resume(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
+        self.loop_action("resume", &input.0.name).await
+    }
+
+    #[tool(
+        description = "Restart one service's containers and wait until it is healthy again (needs `restart` in [mcp] allow of homebase.toml). Refused while a deploy runs."
+    )]
+    async fn restart(
+        &self,
+        input: Parameters<RestartInput>,
+    ) -> Result<Json<RestartReport>, String> {
+        self.allowed(McpPermission::Restart)?;
+        let input = input.0;
+        let ran = self
+            .run_owned(
+                vec![
+                    "restart".into(),
+                    input.service,
+                    "--json".into(),
+                    "--timeout".into(),
+                    input.timeout_secs.unwrap_or(120).to_string(),
+                ],
+                None,
+            )
+            .await?;
+        self.document(&ran).map(Json)
+    }
+
+    #[tool(
+        description = "Deploy the stack as it is on the laptop: plan, lock, upload, start, health gate, automatic rollback; a no-op when the host already runs it. Reports each step as progress (needs `deploy` in [mcp] allow of homebase.toml)."
+    )]
+    async fn deploy(
+        &self,
+        input: Parameters<DeployInput>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> Result<Json<ReleaseRun>, String> {
+        self.allowed(McpPermission::Deploy)?;
+        let input = input.0;
+        let mut args = vec![
+            "deploy".to_string(),
+            "--json".to_string(),
+            "--timeout".to_string(),
+            input.timeout_secs.unwrap_or(120).to_string(),
+        ];
+        if input.force.unwrap_or(false) {
+            args.push("--force".into());
+        }
+        let ran = self.run_owned(args, progress_to(meta, peer)).await?;
+        Ok(Json(self.release_run(ran)))
+    }
+
+    #[tool(
+        description = "Go back to an earlier release (default: the one before the current), with the same health gate as a deploy. Reports each step as progress (needs `rollback` in [mcp] allow of homebase.toml)."
+    )]
+    async fn rollback(
+        &self,
+        input: Parameters<RollbackInput>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> Result<Json<ReleaseRun>, String> {
+        self.allowed(McpPermission::Rollback)?;
+        let input = input.0;
+        let mut args = vec![
+            "rollback".to_string(),
+            "--json".to_string(),
+            "--timeout".to_string(),
+            input.timeout_secs.unwrap_or(120).to_string(),
+        ];
+        if let Some(r) = input.release {
+            args.push(r);
+        }
+        let ran = self.run_owned(args, progress_to(meta, peer)).await?;
+        Ok(Json(self.release_run(ran)))
+    }
+}
+
+/// Where a long tool's steps go: the client's progress token, if it sent one.
+fn progress_to(meta: RequestMetaObject, peer: Peer<RoleServer>) -> Option<Progress> {
+    meta.get_progress_token()
+        .map(|token| Progress { token, peer })
+}
+
+struct Progress {
+    token: rmcp::model::ProgressToken,
+    peer: Peer<RoleServer>,
+}
+
+impl Homebase {
+    /// Refuses a tool that changes the host unless homebase.toml allows it (read at each
+    /// call, so an edit takes effect without restarting the server).
+    fn allowed(&self, what: McpPermission) -> Result<(), String> {
+        let text = std::fs::read_to_string(&self.config_path)
+            .map_err(|e| format!("cannot read `{}`: {e}", self.config_path.display()))?;
+        let config =
+            homebase_stack::Config::parse(&self.config_path, &text, &project::process_env())
+                .map_err(|e| e.to_string())?;
+        if config.mcp.allow.contains(&what) {
+            return Ok(());
+        }
+        Err(format!(
+            "this tool changes the host and homebase.toml does not allow it; to let the agent use it, add `{}` to `allow` in the [mcp] section of `{}`:\n[mcp]\nallow = [\"{}\"]",
+            what.name(),
+            self.config_path.display(),
+            what.name()
+        ))
+    }
+
+    async fn loop_action(&self, action: &str, name: &str) -> Result<Json<LoopStatus>, String> {
+        self.allowed(McpPermission::LoopControl)?;
+        let ran = self.run(&["loop", "--json", action, name], None).await?;
+        self.document(&ran).map(Json)
+    }
+
+    async fn run(&self, args: &[&str], progress: Option<Progress>) -> Result<Ran, String> {
+        self.run_owned(args.iter().map(|a| a.to_string()).collect(), progress)
+            .await
+    }
+
+    /// Runs `homebase BASE ARGS`; with `progress`, each JSON event line becomes a progress
+    /// notification as it arrives. The child is killed if the call is cancelled (a deploy's
+    /// job goes on on the host and ends on one healthy release by itself).
+    async fn run_owned(
+        &self,
+        args: Vec<String>,
+        progress: Option<Progress>,
+    ) -> Result<Ran, String> {
+        let mut child = tokio::process::Command::new(&self.exe)
+            .args(&self.base)
+            .args(&args)
+            .env("HOMEBASE_COLOR", "never")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run `{}`: {e}", self.exe.display()))?;
+        let mut stderr = child.stderr.take();
+        let err_task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_end(&mut buf).await;
+            }
+            buf
+        });
+        let mut stdout = String::new();
+        let mut events = Vec::new();
+        let mut result = None;
+        if let Some(out) = child.stdout.take() {
+            let mut lines = BufReader::new(out).lines();
+            let mut n = 0u32;
+            while let Ok(Some(line)) = lines.next_line().await {
+                // one JSON event per line from `deploy --json` and `rollback --json`
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v.get("event").is_some()
+                {
+                    if v["event"] == "result" {
+                        result = serde_json::from_value(v["release"].clone()).ok();
+                    } else if let Ok(e) = serde_json::from_value::<DeployEvent>(v) {
+                        n += 1;
+                        if let Some(p) = &progress {
+                            let message = match &e.message {
+                                Some(m) if e.step.is_empty() => m.clone(),
+                                Some(m) => format!("{} {}: {m}", e.event, e.step),
+                                None => format!("{} {}", e.event, e.step),
+                            };
+                            let _ = p
+                                .peer
+                                .notify_progress(
+                                    ProgressNotificationParam::new(p.token.clone(), f64::from(n))
+                                        .with_message(self.scrubber().text(&message)),
+                                )
+                                .await;
+                        }
+                        events.push(e);
+                    }
+                }
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| format!("`homebase {}` did not end: {e}", args.join(" ")))?;
+        let stderr = String::from_utf8_lossy(&err_task.await.unwrap_or_default()).to_string();
+        Ok(Ran {
+            stdout,
+            stderr,
+            code: status.code(),
+            events,
+            result,
+        })
+    }
+
+    /// The child's JSON document, bounded and scrubbed; its error (the CLI's text) otherwise.
+    fn document<T: DeserializeOwned>(&self, ran: &Ran) -> Result<T, String> {
+        let scrub = self.scrubber();
+        if let Some(mut v) = last_document(&ran.stdout) {
+            if let Ok(e) = serde_json::from_value::<ErrorReport>(v.clone())
+                && v.get("exit_code").is_some()
+            {
+                return Err(scrub.text(&e.error));
+            }
+            scrub.value(&mut v);
+            return serde_json::from_value(v).map_err(|e| {
+                format!("homebase printed a document this server does not read: {e}")
+            });
+        }
+        Err(self.failure(ran))
+    }
+
+    /// Plain lines of a child (logs), bounded and scrubbed.
+    fn lines(&self, ran: &Ran, source: &str, n: u32) -> Result<Json<Lines>, String> {
+        if ran.code != Some(0) {
+            return Err(self.failure(ran));
+        }
+        let scrub = self.scrubber();
+        let all: Vec<&str> = ran.stdout.lines().collect();
+        let skip = all.len().saturating_sub(n as usize);
+        let mut cut = 0;
+        let lines: Vec<String> = all[skip..]
+            .iter()
+            .map(|l| {
+                let s = scrub.text(l);
+                if s.chars().count() >= MAX_CHARS {
+                    cut += 1;
+                }
+                s
+            })
+            .collect();
+        let mut notes = Vec::new();
+        if cut > 0 {
+            notes.push(format!(
+                "{cut} long lines were cut at {MAX_CHARS} characters"
+            ));
+        }
+        if scrub.redacted.get() > 0 {
+            notes.push("values of the project's secrets were replaced by <redacted>".into());
+        }
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
+        Ok(Json(Lines {
+            source: source.to_string(),
+            lines,
+            note,
+        }))
+    }
+
+    fn release_run(&self, ran: Ran) -> ReleaseRun {
+        let scrub = self.scrubber();
+        let code = ran.code.unwrap_or(-1);
+        let error = (code != 0).then(|| self.failure(&ran));
+        let mut steps = ran.events;
+        for s in &mut steps {
+            s.message = s.message.as_deref().map(|m| scrub.text(m));
+        }
+        let release = ran.result.map(|mut r| {
+            r.error = r.error.as_deref().map(|e| scrub.text(e));
+            r
+        });
+        ReleaseRun {
+            ok: code == 0,
+            exit_code: code,
+            release,
+            steps,
+            error,
+        }
+    }
+
+    /// The CLI's error: the `--json` error report, else its stderr's `error:` lines.
+    fn failure(&self, ran: &Ran) -> String {
+        let scrub = self.scrubber();
+        // `--json` ends a failure with a (pretty-printed) error report
+        if let Some(e) =
+            last_document(&ran.stdout).and_then(|v| serde_json::from_value::<ErrorReport>(v).ok())
+        {
+            return scrub.text(&e.error);
+        }
+        let text = ran.stderr.trim();
+        let from = text.find("error:").map(|i| &text[i..]).unwrap_or(text);
+        let from = from.strip_prefix("error:").unwrap_or(from).trim();
+        if from.is_empty() {
+            format!("homebase ended with {:?} and said nothing", ran.code)
+        } else {
+            scrub.text(from)
+        }
+    }
+
+    fn scrubber(&self) -> Scrubber {
+        Scrubber::new(project_secrets(&self.config_path))
+    }
+}
+
+/// Replaces secret values, escapes control characters and cuts long strings.
+struct Scrubber {
+    secrets: Vec<String>,
+    redacted: std::cell::Cell<usize>,
+}
+
+impl Scrubber {
+    fn new(mut secrets: Vec<String>) -> Scrubber {
+        secrets.retain(|s| s.len() >= MIN_SECRET);
+        // longest first, so a secret containing another is replaced whole
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Scrubber {
+            secrets,
+            redacted: std::cell::Cell::new(0),
+        }
+    }
+
+    fn text(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "<redacted>");
+                self.redacted.set(self.redacted.get() + 1);
+            }
+        }
+        printable_cut(&out)
+    }
+
+    fn value(&self, v: &mut Value) {
+        match v {
+            Value::String(s) => *s = self.text(s),
+            Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
+            Value::Object(o) => o.values_mut().for_each(|x| self.value(x)),
+            _ => {}
+        }
+    }
+}
+
+/// The last JSON document of a child's stdout: the whole of it for most commands, the
+/// report after the event lines for the others (a document starts at the start of a line).
+fn last_document(out: &str) -> Option<Value> {
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(out.match_indices('\n').map(|(i, _)| i + 1))
+        .filter(|&i| out[i..].starts_with(['{', '[']))
+        .collect();
+    starts
+        .into_iter()
+        .rev()
+        .find_map(|i| serde_json::from_str::<Value>(&out[i..]).ok())
+}
+
+/// Control characters escaped (as `homebase` shows host bytes), then cut to `MAX_CHARS`.
+fn printable_cut(s: &str) -> String {
+    let p = crate::ui::printable(s);
+    if p.chars().count() <= MAX_CHARS {
+        return p;
+    }
+    let kept: String = p.chars().take(MAX_CHARS).collect();
+    format!(
+        "{kept}… [{} more characters cut]",
+        p.chars().count() - MAX_CHARS
+    )
+}
+
+/// Environment keys whose values are secrets wherever they are set.
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+        "PRIVATE",
+        "DSN",
+        "COOKIE",
+        "SESSION",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+}
+
+/// The values this server never shows: everything in the project's env files (those of
+/// interpolation, of services and of loops), the secret-looking environment values of the
+/// compose file and the loops, and the alert URLs. Read at each call: the files change.
+fn project_secrets(config_path: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let env = project::process_env();
+    let Ok(text) = std::fs::read_to_string(config_path) else {
+        return out;
+    };
+    let Ok(config) = homebase_stack::Config::parse(config_path, &text, &env) else {
+        return out;
+    };
+    let root = config_path.parent().unwrap_or(std::path::Path::new("."));
+    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+    files.insert(root.join(".env"));
+    files.extend(config.project.env_files.iter().map(|f| root.join(f)));
+    for l in config.loops.values() {
+        files.extend(l.env_files.iter().map(|f| root.join(f)));
+        out.extend(
+            l.env
+                .iter()
+                .filter(|(k, _)| secret_key(k))
+                .map(|(_, v)| v.clone()),
+        );
+    }
+    let global = Global {
+        directory: None,
+        config: Some(config_path.to_path_buf()),
+        env_files: Vec::new(),
+        profiles: Vec::new(),
+        daemon_dir: None,
+        color: crate::cli::ColorChoice::Never,
+    };
+    if let Ok(p) = project::load(&global) {
+        for svc in p.compose.services.values() {
+            for (f, _) in &svc.env_files {
+                files.insert(p.compose.project_dir.join(f));
+            }
+            for (k, v) in &svc.environment {
+                if let Some(v) = v
+                    && secret_key(k)
+                {
+                    out.push(v.clone());
+                }
+            }
+        }
+    }
+    for f in files {
+        if let Ok(text) = std::fs::read_to_string(&f)
+            && let Ok(vars) = homebase_stack::dotenv::parse(&text, &Default::default())
+        {
+            out.extend(vars.into_iter().map(|(_, v)| v));
+        }
+    }
+    let a = &config.alerts;
+    out.extend(
+        [&a.webhook, &a.ntfy, &a.slack, &a.discord]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    out
+}
+
+const DIAGNOSE: &str = "Diagnose the homebase stack of this project from what follows: the stack's status (services, health, memory against limits, alerts, events, loops), and the last log lines of every service that is down or unhealthy.\n\
+Say what is wrong, the evidence, and the smallest fix; name the homebase command or the compose change. The tools `logs`, `releases`, `loop_history` and `loop_logs` tell more. Do not change the host unless asked.";
+
+/// Services whose logs the prompt gathers at most, and lines of each.
+const DIAGNOSE_SERVICES: usize = 3;
+const DIAGNOSE_LINES: u32 = 80;
+
+impl Homebase {
+    /// The `diagnose` prompt's text: instructions, then the status and the failing (or the
+    /// named) services' logs, gathered now.
+    async fn diagnose(&self, service: Option<String>) -> String {
+        let mut text = DIAGNOSE.to_string();
+        let ran = self.run(&["status", "--json"], None).await;
+        let report = ran.and_then(|r| self.document::<StatusReport>(&r));
+        let mut look: Vec<String> = service.into_iter().collect();
+        match &report {
+            Ok(r) => {
+                let firing: Vec<String> = r
+                    .alerts
+                    .iter()
+                    .filter(|a| a.status == "firing")
+                    .map(|a| format!("- {} {}: {}", a.kind, a.service, a.message))
+                    .collect();
+                text.push_str(&format!(
+                    "\n\n## Status ({}, release {})\n```json\n{}\n```\n\n## Firing alerts\n{}\n",
+                    if r.healthy { "healthy" } else { "NOT healthy" },
+                    r.release.as_deref().unwrap_or("none"),
+                    serde_json::to_string_pretty(r).unwrap_or_default(),
+                    if firing.is_empty() {
+                        "none".to_string()
+                    } else {
+                        firing.join("\n")
+                    }
+                ));
+                for s in &r.services {
+                    if (s.state != "running" || s.health == "unhealthy") && !look.contains(&s.name)
+                    {
+                        look.push(s.name.clone());
+                    }
+                }
+            }
+            Err(e) => text.push_str(&format!("\n\n## Status\n`homebase status` failed: {e}\n")),
+        }
+        let more = look.len().saturating_sub(DIAGNOSE_SERVICES);
+        for s in look.iter().take(DIAGNOSE_SERVICES) {
+            let n = DIAGNOSE_LINES.to_string();
+            let lines = match self.run(&["logs", s, "-n", &n], None).await {
+                Ok(ran) => self
+                    .lines(&ran, s, DIAGNOSE_LINES)
+                    .map(|j| j.0.lines.join("\n")),
+                Err(e) => Err(e),
+            };
+            match lines {
+                Ok(l) => text.push_str(&format!(
+                    "\n## Logs of `{s}` (last {n} lines)\n```\n{l}\n```\n"
+                )),
+                Err(e) => text.push_str(&format!("\n## Logs of `{s}`\nunavailable: {e}\n")),
+            }
+        }
+        if more > 0 {
+            text.push_str(&format!(
+                "\n({more} more failing services: call `logs` for them.)\n"
+            ));
+        }
+        text
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Homebase {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        );
+        info.server_info = Implementation::new("homebase", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "homebase runs this project's Docker Compose stack and agent loops on an always-on host. Read with status, plan, releases, logs, loop_list, loop_history, loop_logs and backup_list; the tools that change the host work only when [mcp] allow in homebase.toml names them.".into(),
+        );
+        info
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut compose = Resource::new("homebase://compose", "rendered compose file");
+        compose.description = Some(
+            "The exact compose file deploy uses (limits and reservations applied), secret values redacted".into(),
+        );
+        compose.mime_type = Some("application/yaml".into());
+        let mut current = Resource::new("homebase://release/current", "current release");
+        current.description =
+            Some("The release-log record of the release the host runs now".into());
+        current.mime_type = Some("application/json".into());
+        Ok(ListResourcesResult::with_all_items(vec![compose, current]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri.as_str();
+        let text = match uri {
+            "homebase://compose" => {
+                let ran = self.run(&["render"], None).await.map_err(tool_failed)?;
+                if ran.code != Some(0) {
+                    return Err(tool_failed(self.failure(&ran)));
+                }
+                let scrub = self.scrubber();
+                ran.stdout
+                    .lines()
+                    .map(|l| {
+                        let mut s = l.to_string();
+                        for secret in &scrub.secrets {
+                            s = s.replace(secret.as_str(), "<redacted>");
+                        }
+                        crate::ui::printable(&s)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+            "homebase://release/current" => {
+                let ran = self
+                    .run(&["releases", "--json"], None)
+                    .await
+                    .map_err(tool_failed)?;
+                let all: ReleasesReport = self.document(&ran).map_err(tool_failed)?;
+                let record = all
+                    .current
+                    .as_ref()
+                    .and_then(|c| all.releases.iter().rev().find(|e| &e.id == c));
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "current": all.current,
+                    "record": record,
+                }))
+                .map_err(|e| tool_failed(e.to_string()))?
+            }
+            other => {
+                return Err(ErrorData::resource_not_found(
+                    format!(
+                        "no resource `{other}`: the resources are homebase://compose and homebase://release/current"
+                    ),
+                    None,
+                ));
+            }
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri)]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let mut service = PromptArgument::new("service");
+        service.description =
+            Some("The service to look at first (default: every failing one)".into());
+        service.required = Some(false);
+        let mut p = Prompt::new(
+            "diagnose",
+            Some(
+                "Diagnose the stack: status, recent alerts and events, the failing service's logs, recent releases",
+            ),
+            Some(vec![service]),
+        );
+        p.title = Some("Diagnose the stack".into());
+        Ok(ListPromptsResult::with_all_items(vec![p]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name != "diagnose" {
+            return Err(ErrorData::invalid_params(
+                format!("no prompt `{}`: the prompt is `diagnose`", request.name),
+                None,
+            ));
+        }
+        let service = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("service"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let text = self.diagnose(service).await;
+        Ok(
+            GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)])
+                .with_description("Diagnose the homebase stack")
+                .into(),
+        )
+    }
+}
+
+fn tool_failed(message: String) -> ErrorData {
+    ErrorData::internal_error(message, None)
+}

@@ -1,0 +1,319 @@
+//! `homebase mcp` driven by a real MCP client (the official Rust SDK's, over the server's
+//! stdio) against the Mac-like test host with its daemon and an agent loop: the tools and
+//! their schemas, answers equal to the CLI's, secrets redacted, the `allow` list enforced
+//! and read at each call.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use homebase_testkit::{Daemon, TestProject, hosts, unique_port};
+use rmcp::model::{CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams};
+use rmcp::service::RunningService;
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_homebase"))
+}
+
+const SECRET: &str = "tok-9f3b-very-secret";
+
+/// A service that prints its token into its logs, as a careless app would.
+const COMPOSE: &str = r#"
+services:
+  web:
+    image: hb/busybox:latest
+    command: ["sh", "-c", "echo \"starting with token $$API_TOKEN\"; echo ok > /tmp/up; exec sleep 3600"]
+    environment:
+      API_TOKEN: ${API_TOKEN}
+      MODE: plain
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/up"]
+      interval: 1s
+      retries: 10
+    stop_signal: SIGKILL
+"#;
+
+async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> Value {
+    let mut params = CallToolRequestParams::new(tool.to_string());
+    if let Value::Object(map) = args {
+        params = params.with_arguments(map);
+    }
+    let result = client.call_tool(params).await.unwrap();
+    serde_json::to_value(result).unwrap()
+}
+
+/// The CLI's answer, with the daemon the test runs.
+fn homebase(p: &TestProject, state: &str, args: &[&str]) -> String {
+    let o = p
+        .cmd(args)
+        .env("HOMEBASE_DAEMON_STATE", state)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "homebase {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
+    let hosts = hosts();
+    let h = hosts.host(homebase_testkit::MAC);
+    let p = TestProject::new(&hosts, h, bin(), "mcp", COMPOSE, "");
+    let user = hosts.ssh_ok(h, "echo $(id -u):$(id -g)").trim().to_string();
+    let home = hosts.ssh_ok(h, "echo $HOME").trim().to_string();
+    let ws = format!("{home}/ws-{}", p.name);
+    hosts.ssh_ok(h, &format!("mkdir -p {ws}/agent"));
+    let loop_toml = format!(
+        "[loops.agent]\nimage = \"hb/busybox:latest\"\ncommand = \"sh -c 'echo iteration $HOMEBASE_ITERATION; sleep 1'\"\nworkspace = \"{ws}/agent\"\nuser = \"{user}\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\npause = \"1s\"\n"
+    );
+    p.write(
+        COMPOSE,
+        &format!("[services.web]\nmemory = \"64MiB\"\n\n{loop_toml}"),
+    );
+    std::fs::write(p.dir.path().join(".env"), format!("API_TOKEN={SECRET}\n")).unwrap();
+    p.ok(&["deploy", "--timeout", "60"]);
+    let d = Daemon {
+        bin: bin().to_path_buf(),
+        hosts: &hosts,
+        host: h,
+        state: format!("/tmp/hb-mcp-{}", p.name),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    hosts.ssh_ok(h, &format!("mkdir -p {}", d.state));
+    d.start();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cmd = tokio::process::Command::new(bin()).configure(|c| {
+            c.arg("-C")
+                .arg(p.dir.path())
+                .arg("mcp")
+                .env("HOMEBASE_COLOR", "never")
+                .env("HOMEBASE_SSH_CONTROL_DIR", p.control_dir())
+                .env("HOMEBASE_DAEMON_STATE", &d.state);
+        });
+        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+
+        // Every tool, each with an input schema; the reading ones with an output schema.
+        let tools = client.list_all_tools().await.unwrap();
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        for want in [
+            "status",
+            "plan",
+            "releases",
+            "logs",
+            "loop_list",
+            "loop_history",
+            "loop_logs",
+            "backup_list",
+            "loop_start",
+            "loop_stop",
+            "loop_pause",
+            "loop_resume",
+            "restart",
+            "deploy",
+            "rollback",
+        ] {
+            assert!(names.contains(&want), "no tool {want}: {names:?}");
+        }
+        let logs = tools.iter().find(|t| t.name == "logs").unwrap();
+        let schema = serde_json::to_value(&logs.input_schema).unwrap();
+        assert_eq!(schema["required"], json!(["service"]), "{schema:#}");
+        assert!(schema["properties"]["lines"].is_object(), "{schema:#}");
+        let status_tool = tools.iter().find(|t| t.name == "status").unwrap();
+        let out_schema = serde_json::to_value(&status_tool.output_schema).unwrap();
+        assert!(
+            out_schema["properties"]["services"].is_object(),
+            "{out_schema:#}"
+        );
+        assert!(tools.iter().all(|t| t.description.is_some()));
+
+        // status answers what `homebase status --json` answers
+        let r = call(&client, "status", json!({})).await;
+        assert_ne!(r["isError"], json!(true), "{r:#}");
+        let mcp = &r["structuredContent"];
+        let cli: Value =
+            serde_json::from_str(&homebase(&p, &d.state, &["status", "--json"])).unwrap();
+        for key in ["project", "host", "release", "healthy"] {
+            assert_eq!(mcp[key], cli[key], "{key}: {mcp:#} vs {cli:#}");
+        }
+        let services = |v: &Value| -> Vec<(String, String, String)> {
+            v["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap().to_string(),
+                        s["state"].as_str().unwrap().to_string(),
+                        s["limit_bytes"].to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(services(mcp), services(&cli));
+        assert_eq!(mcp["healthy"], json!(true), "{mcp:#}");
+
+        // loop_history answers what `homebase loop history --json` answers
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let history = loop {
+            let r = call(
+                &client,
+                "loop_history",
+                json!({"name": "agent", "limit": 5}),
+            )
+            .await;
+            assert_ne!(r["isError"], json!(true), "{r:#}");
+            let rows = r["structuredContent"]["iterations"]
+                .as_array()
+                .unwrap()
+                .clone();
+            if rows.iter().any(|i| i["outcome"] == "ok") {
+                break rows;
+            }
+            assert!(Instant::now() < deadline, "no finished iteration: {r:#}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let cli: Vec<Value> = serde_json::from_str(&homebase(
+            &p,
+            &d.state,
+            &["loop", "history", "agent", "--limit", "50", "--json"],
+        ))
+        .unwrap();
+        for row in &history {
+            let same = cli
+                .iter()
+                .find(|c| c["n"] == row["n"] && c["run"] == row["run"]);
+            let same = same.unwrap_or_else(|| panic!("{row:#} not in the CLI's {cli:#?}"));
+            assert_eq!(same["outcome"], row["outcome"]);
+            if same["ended"].is_number() {
+                assert_eq!(same["ended"], row["ended"]);
+            }
+        }
+
+        // logs: bounded, and the token the service printed is redacted
+        let r = call(&client, "logs", json!({"service": "web", "lines": 10})).await;
+        let lines = r["structuredContent"]["lines"].as_array().unwrap();
+        assert!(lines.len() <= 10, "{r:#}");
+        assert!(
+            lines.iter().any(|l| l
+                .as_str()
+                .unwrap()
+                .contains("starting with token <redacted>")),
+            "{r:#}"
+        );
+        assert!(!r.to_string().contains(SECRET), "the secret leaked: {r:#}");
+        let r = call(&client, "logs", json!({"service": "wbe"})).await;
+        assert_eq!(r["isError"], json!(true), "{r:#}");
+        assert!(
+            text_of(&r).contains("there is no service `wbe`; the services are: web"),
+            "{r:#}"
+        );
+
+        // the rendered compose file, without the secret
+        let res = client
+            .read_resource(ReadResourceRequestParams::new("homebase://compose"))
+            .await
+            .unwrap();
+        let res = serde_json::to_value(res).unwrap().to_string();
+        assert!(
+            res.contains("API_TOKEN") && res.contains("<redacted>"),
+            "{res}"
+        );
+        assert!(!res.contains(SECRET), "the secret leaked: {res}");
+        let prompt = client
+            .get_prompt(GetPromptRequestParams::new("diagnose"))
+            .await
+            .unwrap();
+        let prompt = serde_json::to_value(prompt).unwrap().to_string();
+        assert!(prompt.contains("## Status (healthy"), "{prompt}");
+        assert!(!prompt.contains(SECRET), "the secret leaked: {prompt}");
+
+        // tools that change the host are refused, with the fix, until allowed
+        let before = p.host_file("current");
+        let r = call(&client, "deploy", json!({})).await;
+        assert_eq!(r["isError"], json!(true), "{r:#}");
+        let t = text_of(&r);
+        assert!(
+            t.contains("[mcp]") && t.contains("allow = [\"deploy\"]"),
+            "{t}"
+        );
+        assert_eq!(p.host_file("current"), before, "a refused deploy deployed");
+        let r = call(&client, "loop_stop", json!({"name": "agent"})).await;
+        assert_eq!(r["isError"], json!(true), "{r:#}");
+        assert!(text_of(&r).contains("loop_control"), "{r:#}");
+
+        let toml_path = p.dir.path().join("homebase.toml");
+        let toml = std::fs::read_to_string(&toml_path).unwrap();
+        std::fs::write(
+            &toml_path,
+            format!("{toml}\n[mcp]\nallow = [\"loop_control\", \"restart\"]\n"),
+        )
+        .unwrap();
+        let r = call(&client, "loop_stop", json!({"name": "agent"})).await;
+        assert_ne!(r["isError"], json!(true), "{r:#}");
+        assert_eq!(r["structuredContent"]["state"], json!("stopped"), "{r:#}");
+        let cli: Vec<Value> =
+            serde_json::from_str(&homebase(&p, &d.state, &["loop", "ls", "--json"])).unwrap();
+        assert_eq!(cli[0]["state"], json!("stopped"), "{cli:#?}");
+
+        let started = |p: &TestProject| {
+            String::from_utf8_lossy(
+                &hosts
+                    .docker(
+                        h,
+                        &[
+                            "inspect",
+                            "--format",
+                            "{{.State.StartedAt}}",
+                            &format!("{}-web-1", p.name),
+                        ],
+                    )
+                    .stdout,
+            )
+            .to_string()
+        };
+        let was = started(&p);
+        let r = call(&client, "restart", json!({"service": "web"})).await;
+        assert_ne!(r["isError"], json!(true), "{r:#}");
+        assert_eq!(r["structuredContent"]["healthy"], json!(true), "{r:#}");
+        assert_ne!(started(&p), was, "web was not restarted");
+        // still not allowed: rollback
+        let r = call(&client, "rollback", json!({})).await;
+        assert_eq!(r["isError"], json!(true), "{r:#}");
+        assert!(text_of(&r).contains("allow = [\"rollback\"]"), "{r:#}");
+
+        client.cancel().await.unwrap();
+    });
+    d.stop();
+    let _ = hosts.ssh(
+        h,
+        &format!(
+            "ids=$(docker ps -aq --filter name=hb-loop-{}-); [ -z \"$ids\" ] || docker rm -f $ids; rm -rf {ws} {}",
+            p.name, d.state
+        ),
+    );
+}
