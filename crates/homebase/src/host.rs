@@ -149,8 +149,10 @@ impl<'a> HostProject<'a> {
             .map(|check| format!("if {check}; then echo \"uptodate $c\"; exit 0; fi; "))
             .unwrap_or_default();
         let script = format!(
-            // an engine that does not answer: nothing is touched, no lock is left
-            "d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
+            // an engine that does not answer: nothing is touched, no lock is left. A laptop
+            // gone mid-output must not kill the script before it removes its lock (SIGPIPE,
+            // SIGHUP): it then finds stdin closed at once.
+            "trap '' PIPE HUP; d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
              e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
              v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
              {up_to_date}l=$({take}); echo \"$l\"; \

@@ -350,9 +350,9 @@ trap 'aborted=1; [ -n "$up" ] && kill -TERM "$up" 2>/dev/null' TERM INT
 # `docker info` within 10 s (a hung engine does not hang the job)
 ask_engine() {
   docker info >/dev/null 2>&1 & a=$!
-  ( sleep 10; kill "$a" 2>/dev/null ) & w=$!
+  ( sleep 10; kill -0 "$$" 2>/dev/null && kill "$a" 2>/dev/null ) & w=$!
   wait "$a"; r=$?
-  kill "$w" 2>/dev/null
+  pkill -P "$w" 2>/dev/null; kill "$w" 2>/dev/null
   return $r
 }
 engine_wait() {
@@ -379,11 +379,12 @@ up_release() {
   cleanup
   ( cd "$d/releases/$1" && exec $compose -p "$p" -f compose.yml up -d --wait --wait-timeout "$wait" --remove-orphans ) > "$j/up.out" 2>&1 &
   up=$!
-  ( sleep "$limit"; kill -TERM "$up" 2>/dev/null && say timeout "$limit" ) & wd=$!
+  # the watchdog acts only while the job lives (a killed job leaves no stale pid to kill)
+  ( sleep "$limit"; kill -0 "$$" 2>/dev/null && kill -TERM "$up" 2>/dev/null && say timeout "$limit" ) & wd=$!
   wait "$up"; rc=$?
   while kill -0 "$up" 2>/dev/null; do wait "$up"; rc=$?; done
   up=
-  kill "$wd" 2>/dev/null
+  pkill -P "$wd" 2>/dev/null; kill "$wd" 2>/dev/null
   quote < "$j/up.out"
   [ "$rc" -eq 0 ] || return 1
   healthy "$2" || { say unhealthy $unhealthy; return 1; }

@@ -214,6 +214,21 @@ fn deploy_noop_change_and_rollback_keep_data() {
         "an upload the release log does not name was kept: {left}"
     );
     assert_eq!(api_page(&p), "v4");
+
+    // A stopped service: the same release is not up to date; the deploy starts it again. On
+    // a Mac `/usr/bin/say` speaks: the host's scripts never call a `say` of their own.
+    let spoken = || hosts.ssh_ok(h, "cat ~/.spoken 2>/dev/null; true");
+    let said = spoken();
+    let stop = hosts.docker(h, &["stop", &format!("{}-api-1", p.name)]);
+    assert!(stop.status.success());
+    let o = p.run(&["deploy"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("up to date"),
+        "a stopped service was called up to date"
+    );
+    assert_eq!(api_page(&p), "v4");
+    assert_eq!(spoken(), said, "the Mac Mini spoke");
 }
 
 #[test]

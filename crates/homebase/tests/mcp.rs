@@ -9,10 +9,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use homebase_testkit::{Daemon, TestProject, hosts, unique_port};
-use rmcp::model::{CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams};
-use rmcp::service::RunningService;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequestParams, ClientRequest, GetPromptRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, Request,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 fn bin() -> &'static Path {
@@ -37,7 +42,28 @@ services:
     stop_signal: SIGKILL
 "#;
 
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> Value {
+/// A client that keeps the progress notifications it gets.
+#[derive(Clone, Default)]
+struct Recorder {
+    progress: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .unwrap()
+            .push(params.message.unwrap_or_default());
+    }
+}
+
+type Client = RunningService<RoleClient, Recorder>;
+
+async fn call(client: &Client, tool: &str, args: Value) -> Value {
     let mut params = CallToolRequestParams::new(tool.to_string());
     if let Value::Object(map) = args {
         params = params.with_arguments(map);
@@ -115,7 +141,12 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
                 .env("HOMEBASE_SSH_CONTROL_DIR", p.control_dir())
                 .env("HOMEBASE_DAEMON_STATE", &d.state);
         });
-        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+        let recorder = Recorder::default();
+        let client = recorder
+            .clone()
+            .serve(TokioChildProcess::new(cmd).unwrap())
+            .await
+            .unwrap();
 
         // Every tool, each with an input schema; the reading ones with an output schema.
         let tools = client.list_all_tools().await.unwrap();
@@ -305,6 +336,40 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
         let r = call(&client, "rollback", json!({})).await;
         assert_eq!(r["isError"], json!(true), "{r:#}");
         assert!(text_of(&r).contains("allow = [\"rollback\"]"), "{r:#}");
+
+        // an allowed deploy, its steps as progress notifications
+        std::fs::write(
+            &toml_path,
+            format!("{toml}\n[mcp]\nallow = [\"loop_control\", \"restart\", \"deploy\"]\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            p.dir.path().join("compose.yml"),
+            COMPOSE.replace("MODE: plain", "MODE: changed"),
+        )
+        .unwrap();
+        let handle = client
+            .send_cancellable_request(
+                ClientRequest::CallToolRequest(Request::new(
+                    CallToolRequestParams::new("deploy")
+                        .with_arguments(json!({"timeout_secs": 60}).as_object().unwrap().clone()),
+                )),
+                PeerRequestOptions::no_options(),
+            )
+            .await
+            .unwrap();
+        let r = serde_json::to_value(handle.await_response().await.unwrap()).unwrap();
+        assert_ne!(r["isError"], json!(true), "{r:#}");
+        let run = &r["structuredContent"];
+        assert_eq!(run["ok"], json!(true), "{r:#}");
+        assert_eq!(run["release"]["outcome"], json!("deployed"), "{r:#}");
+        assert_ne!(p.host_file("current"), before, "the deploy did not deploy");
+        let seen = recorder.progress.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|m| m.contains("upload release")),
+            "no progress: {seen:?}"
+        );
+        assert!(!r.to_string().contains(SECRET), "the secret leaked: {r:#}");
 
         client.cancel().await.unwrap();
     });
