@@ -250,6 +250,9 @@ pub struct StatusArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Sample memory now (`docker stats`, ~2 s) rather than take the daemon's last sample
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]

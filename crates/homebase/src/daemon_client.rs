@@ -135,3 +135,117 @@ impl DaemonClient {
         Ok((code, body))
     }
 }
+
+/// Asking the daemon on the host itself, inside a command's script: no forward, no extra
+/// round trip. The script's `curl` reads the token from the daemon's state directory and
+/// gets it on stdin (`-K -`), never in an argument list other users could see.
+pub mod on_host {
+    use homebase_remote::sh_quote;
+
+    /// The separator after each answer (JSON answers are one line each).
+    pub const SEP: &str = "@@HBD@@";
+
+    /// Shell that asks for each of `paths` (GET) into `hb_a0`, `hb_a1`, … and sets `hb_d`
+    /// to `running EP`, `notanswering EP`, `notinstalled` or `nocurl`. Prints nothing.
+    pub fn ask(dir: Option<&str>, paths: &[String]) -> String {
+        let dir = match dir {
+            Some(d) => sh_quote(d),
+            None => "\"$HOME/.homebase/daemon\"".to_string(),
+        };
+        let mut asks = String::new();
+        for (i, p) in paths.iter().enumerate() {
+            if i > 0 {
+                asks.push_str(" && ");
+            }
+            asks.push_str(&format!("hb_a{i}=$(hb_get {})", sh_quote(p)));
+        }
+        format!(
+            "hb_dd={dir}; hb_d=notinstalled; \
+             if [ -f \"$hb_dd/endpoint\" ] && [ -f \"$hb_dd/token\" ]; then \
+               if command -v curl >/dev/null 2>&1; then \
+                 hb_ep=$(cat \"$hb_dd/endpoint\"); \
+                 hb_get() {{ printf 'header = \"Authorization: Bearer %s\"\\n' \"$(cat \"$hb_dd/token\")\" | curl -sf -m 3 -K - \"http://$hb_ep$1\"; }}; \
+                 if {asks}; then hb_d=\"running $hb_ep\"; else hb_d=\"notanswering $hb_ep\"; fi; \
+               else hb_d=nocurl; fi; \
+             fi; "
+        )
+    }
+
+    /// Shell that prints what [`ask`] found: the `hb_d` line, then each answer and [`SEP`].
+    pub fn print(n: usize) -> String {
+        let mut s = "printf '%s\\n' \"$hb_d\"; ".to_string();
+        for i in 0..n {
+            s.push_str(&format!("printf '%s\\n{SEP}\\n' \"$hb_a{i}\"; "));
+        }
+        s
+    }
+
+    /// What the daemon said, read back from [`print`]'s output.
+    #[derive(Debug, PartialEq)]
+    pub enum Answer {
+        Running {
+            endpoint: String,
+            bodies: Vec<String>,
+        },
+        NotAnswering {
+            endpoint: String,
+        },
+        NotInstalled,
+        /// The host has no curl: ask through a forward instead.
+        NoCurl,
+    }
+
+    pub fn parse(out: &str, n: usize) -> Answer {
+        let mut lines = out.splitn(2, '\n');
+        let state = lines.next().unwrap_or("").trim();
+        let rest = lines.next().unwrap_or("");
+        if let Some(ep) = state.strip_prefix("running ") {
+            let bodies: Vec<String> = rest
+                .split(&format!("\n{SEP}\n"))
+                .take(n)
+                .map(|b| b.trim().to_string())
+                .collect();
+            if bodies.len() == n {
+                return Answer::Running {
+                    endpoint: ep.to_string(),
+                    bodies,
+                };
+            }
+            return Answer::NotAnswering {
+                endpoint: ep.to_string(),
+            };
+        }
+        match state.strip_prefix("notanswering ") {
+            Some(ep) => Answer::NotAnswering {
+                endpoint: ep.to_string(),
+            },
+            None if state == "nocurl" => Answer::NoCurl,
+            None => Answer::NotInstalled,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn answers_are_read_back() {
+            let out = format!("running 127.0.0.1:7780\n{{\"a\":1}}\n{SEP}\n[]\n{SEP}\n");
+            assert_eq!(
+                parse(&out, 2),
+                Answer::Running {
+                    endpoint: "127.0.0.1:7780".into(),
+                    bodies: vec!["{\"a\":1}".into(), "[]".into()]
+                }
+            );
+            assert_eq!(parse("nocurl\n", 2), Answer::NoCurl);
+            assert_eq!(parse("notinstalled\n", 1), Answer::NotInstalled);
+            assert_eq!(
+                parse("notanswering 127.0.0.1:1\n", 1),
+                Answer::NotAnswering {
+                    endpoint: "127.0.0.1:1".into()
+                }
+            );
+        }
+    }
+}

@@ -409,14 +409,22 @@ impl<'a> HostProject<'a> {
     }
 
     pub fn log(&self) -> Result<Vec<ReleaseEntry>> {
+        Ok(self.log_and_current()?.0)
+    }
+
+    /// The release log (oldest first) and the current release's id, in one round trip.
+    pub fn log_and_current(&self) -> Result<(Vec<ReleaseEntry>, Option<String>)> {
         let out = self.session.check(&format!(
-            "cat {}/releases.jsonl 2>/dev/null; true",
+            "d={}; cat \"$d/current\" 2>/dev/null; echo; cat \"$d/releases.jsonl\" 2>/dev/null; true",
             self.dir()
         ))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
+        let mut lines = out.lines();
+        let current = lines
+            .next()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
+        let log = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
+        Ok((log, current))
     }
 
     pub fn release_exists(&self, id: &str) -> Result<bool> {

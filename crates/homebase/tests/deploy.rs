@@ -907,6 +907,50 @@ fn the_next_command_reuses_the_warm_connection() {
     // a no-op deploy is one command on the host: decided and logged there, no lock taken
     p.ok(&["deploy"]);
     assert_eq!(count(&["deploy"], &[]), (0, 1));
+    // releases, and status with the daemon running: one command each. The daemon is asked
+    // on the host and its last sample stands in for a `docker stats` sample.
+    assert_eq!(count(&["releases"], &[]), (0, 1));
+    let h = hosts.host(1);
+    let d = homebase_testkit::Daemon {
+        bin: bin().to_path_buf(),
+        hosts: &hosts,
+        host: h,
+        state: format!("/tmp/hb-warm-{}", p.name),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    hosts.ssh_ok(h, &format!("mkdir -p {}", d.state));
+    d.start();
+    let state = [("HOMEBASE_DAEMON_STATE", d.state.as_str())];
+    // the daemon's first sample
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let o = p.cmd(&["status", "--json"]).envs(state).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if v["services"][0]["memory_bytes"].is_u64() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        status["daemon"]
+            .as_str()
+            .unwrap()
+            .starts_with("running at 127.0.0.1:"),
+        "{status:#}"
+    );
+    assert!(status["services"][0]["memory_bytes"].is_u64(), "{status:#}");
+    assert_eq!(count(&["status"], &state), (0, 1), "status in one command");
+    let fresh = p
+        .cmd(&["status", "--json", "--fresh"])
+        .envs(state)
+        .output()
+        .unwrap();
+    let fresh: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert!(fresh["services"][0]["memory_bytes"].is_u64(), "{fresh:#}");
+    d.stop();
+    let _ = hosts.ssh(h, &format!("rm -rf {}", d.state));
+
     let off = [("HOMEBASE__HOST__PERSIST_SECS", "0")];
     assert_eq!(count(&["releases"], &off).0, 1);
     assert_eq!(

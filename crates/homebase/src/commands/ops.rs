@@ -39,10 +39,13 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
             loops: Vec::new(),
             nodes,
         }
+        // (the swarm's daemons are asked through a forward)
     } else {
-        collect_status(&host, planned)?
+        collect_status(&host, planned, global.daemon_dir.as_deref(), args.fresh)?
     };
-    daemon_view(&host, global.daemon_dir.as_deref(), &mut report);
+    if report.daemon.is_empty() {
+        daemon_view(&host, global.daemon_dir.as_deref(), &mut report);
+    }
     if let homebase_remote::Target::Ssh(t) = project.target()
         && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
     {
@@ -78,17 +81,36 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     })
 }
 
-/// Per service state, health, uptime, restarts, memory and limit, in one round trip.
-pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<StatusReport> {
+/// Per service state, health, uptime, restarts, memory and limit, and the daemon's alerts,
+/// events and loops, in one round trip. Memory is the daemon's last sample (at most its
+/// interval old) when it runs, else (or with `fresh`) a `docker stats` sample (~2 s). Leaves
+/// `daemon` empty when the daemon must be asked through a forward (no curl on the host).
+pub fn collect_status(
+    host: &HostProject,
+    planned: Vec<String>,
+    daemon_dir: Option<&str>,
+    fresh: bool,
+) -> Result<StatusReport> {
+    use crate::daemon_client::on_host;
+    let asks = [
+        "/api/status".to_string(),
+        "/api/events?limit=10".to_string(),
+        format!("/api/loops?project={}", host.project),
+    ];
     let script = format!(
-        "ids=$(docker ps -aq --filter label=com.docker.compose.project={p}); \
-         if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; docker stats --no-stream --format '{{{{json .}}}}' $ids; else echo '[]'; echo '@@HB@@'; fi; \
-         echo '@@HB@@'; cat {d}/current 2>/dev/null; true",
+        "p={p}; {ask}ids=$(docker ps -aq --filter label=com.docker.compose.project=\"$p\"); \
+         if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; \
+           case \"{fresh}:$hb_d:$hb_a0\" in 0:running*\"\\\"name\\\":\\\"$p\\\"\"*) ;; *) docker stats --no-stream --format '{{{{json .}}}}' $ids;; esac; \
+         else echo '[]'; echo '@@HB@@'; fi; \
+         echo '@@HB@@'; cat {d}/current 2>/dev/null; echo; echo '@@HB@@'; {print} true",
+        ask = on_host::ask(daemon_dir, &asks),
+        print = on_host::print(asks.len()),
         p = sh_quote(&host.project),
-        d = host.dir()
+        d = host.dir(),
+        fresh = u8::from(fresh),
     );
     let out = host.session.check(&script)?;
-    let mut parts = out.split("@@HB@@");
+    let mut parts = out.splitn(4, "@@HB@@");
     let inspect: Vec<Value> =
         serde_json::from_str(parts.next().unwrap_or("[]").trim()).unwrap_or_default();
     let stats: Vec<Value> = parts
@@ -101,6 +123,32 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
         .next()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
+    let answer = on_host::parse(
+        parts.next().unwrap_or("").trim_start_matches('\n'),
+        asks.len(),
+    );
+    // the daemon's last sample, by container name
+    let mut sampled: std::collections::HashMap<String, u64> = Default::default();
+    let mut sample_age = None;
+    if let on_host::Answer::Running { bodies, .. } = &answer
+        && let Ok(snap) = serde_json::from_str::<Value>(&bodies[0])
+    {
+        sample_age = snap["ts"]
+            .as_i64()
+            .map(|ts| (now_secs() as i64 - ts).max(0));
+        for proj in snap["projects"].as_array().into_iter().flatten() {
+            if proj["name"].as_str() != Some(host.project.as_str()) {
+                continue;
+            }
+            for svc in proj["services"].as_array().into_iter().flatten() {
+                if let (Some(c), Some(m)) =
+                    (svc["container"].as_str(), svc["memory_bytes"].as_u64())
+                {
+                    sampled.insert(c.to_string(), m);
+                }
+            }
+        }
+    }
     let now = now_secs();
     let mut services = Vec::new();
     for name in &planned {
@@ -143,7 +191,12 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
             .iter()
             .find(|s| s["Name"].as_str() == Some(cname.as_str()))
             .and_then(|s| s["MemUsage"].as_str())
-            .and_then(mem_used);
+            .and_then(mem_used)
+            .or_else(|| {
+                (state == "running")
+                    .then(|| sampled.get(&cname).copied())
+                    .flatten()
+            });
         services.push(ServiceStatus {
             name: name.clone(),
             state,
@@ -159,7 +212,7 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
     let healthy = services
         .iter()
         .all(|s| s.state == "running" && (s.health == "none" || s.health == "healthy"));
-    Ok(StatusReport {
+    let mut report = StatusReport {
         project: host.project.clone(),
         host: host.session.host(),
         release,
@@ -171,7 +224,51 @@ pub fn collect_status(host: &HostProject, planned: Vec<String>) -> Result<Status
         daemon: String::new(),
         alerts: Vec::new(),
         events: Vec::new(),
-    })
+    };
+    match answer {
+        on_host::Answer::Running { endpoint, bodies } => {
+            let status: Value = serde_json::from_str(&bodies[0]).unwrap_or_default();
+            report.daemon = match sample_age {
+                Some(age) if !fresh => {
+                    format!("running at {endpoint} (memory sampled {age} s ago)")
+                }
+                _ => format!("running at {endpoint}"),
+            };
+            daemon_fill(
+                &mut report,
+                &status,
+                serde_json::from_str(&bodies[1]).unwrap_or_default(),
+                serde_json::from_str(&bodies[2]).unwrap_or_default(),
+            );
+        }
+        on_host::Answer::NotAnswering { endpoint } => {
+            report.daemon = format!("not answering at {endpoint}; showing the engine's view");
+        }
+        on_host::Answer::NotInstalled => {
+            report.daemon = "not installed on the host; showing the engine's view".into();
+        }
+        on_host::Answer::NoCurl => {}
+    }
+    Ok(report)
+}
+
+/// The daemon's alerts and events of this project, and its loops.
+fn daemon_fill(
+    report: &mut StatusReport,
+    status: &Value,
+    events: Vec<homebase_proto::EventRow>,
+    loops: Vec<homebase_proto::LoopStatus>,
+) {
+    report.alerts = serde_json::from_value::<Vec<homebase_proto::Alert>>(status["alerts"].clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.project == report.project)
+        .collect();
+    report.events = events
+        .into_iter()
+        .filter(|e| e.project == report.project)
+        .collect();
+    report.loops = loops;
 }
 
 /// Adds the daemon's alerts and latest events when it runs on the host (reached through a
@@ -199,17 +296,7 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
     match fetched {
         Ok((status, events, loops)) => {
             report.daemon = format!("running at {}", client.endpoint);
-            report.alerts =
-                serde_json::from_value::<Vec<homebase_proto::Alert>>(status["alerts"].clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| a.project == report.project)
-                    .collect();
-            report.events = events
-                .into_iter()
-                .filter(|e| e.project == report.project)
-                .collect();
-            report.loops = loops;
+            daemon_fill(report, &status, events, loops);
         }
         Err(e) => {
             report.daemon = format!(
@@ -381,8 +468,7 @@ pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let session = project.open_session()?;
     let host = HostProject::of(&session, &project);
-    let log = host.log()?;
-    let current = host.current()?.map(|c| c.0);
+    let (log, current) = host.log_and_current()?;
     if args.json {
         ui::out(
             &(serde_json::to_string_pretty(&homebase_proto::ReleasesReport {
