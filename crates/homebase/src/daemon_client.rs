@@ -136,6 +136,87 @@ impl DaemonClient {
     }
 }
 
+/// One request to the daemon in one command: asked on the host with curl there (see
+/// [`on_host`]), or through a forward when the host has no curl. Returns the status code
+/// and the body.
+pub fn request(
+    session: &Session,
+    dir: Option<&str>,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String)> {
+    let script = format!(
+        "{}case \"$hb_d\" in running*) ;; *) printf '%s\\n' \"$hb_d\"; exit 0;; esac; \
+         printf '%s\\n' \"$hb_d\"; printf 'header = \"Authorization: Bearer %s\"\\n' \"$(cat \"$hb_dd/token\")\" | \
+         curl -s -m 10 -K - -X {} -w '\\n%{{http_code}}' \"http://$hb_ep\"{} || echo",
+        on_host::ask(dir, &[]),
+        homebase_remote::sh_quote(method),
+        homebase_remote::sh_quote(path),
+    );
+    let out = session.check(&script)?;
+    let (state, rest) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+    let state = state.trim();
+    if state == "nocurl" {
+        let client = DaemonClient::connect(session, dir)?;
+        return if method == "POST" {
+            client.post(path)
+        } else {
+            let mut r = client
+                .agent
+                .get(&format!("{}{path}", client.base))
+                .header("Authorization", &format!("Bearer {}", client.token))
+                .call()
+                .with_context(|| {
+                    format!("cannot reach the daemon at {} ({path})", client.endpoint)
+                })?;
+            let code = r.status().as_u16();
+            Ok((code, r.body_mut().read_to_string().unwrap_or_default()))
+        };
+    }
+    if let Some(ep) = state.strip_prefix("running ") {
+        let (body, code) = rest
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", rest.trim()));
+        return match code.trim().parse::<u16>() {
+            Ok(c) if c > 0 => Ok((c, body.to_string())),
+            _ => Err(Unavailable::NotAnswering {
+                host: session.host(),
+                endpoint: ep.to_string(),
+                reason: format!("no answer to {path}"),
+            }
+            .into()),
+        };
+    }
+    if let Some(ep) = state.strip_prefix("notanswering ") {
+        return Err(Unavailable::NotAnswering {
+            host: session.host(),
+            endpoint: ep.to_string(),
+            reason: "its API did not answer".into(),
+        }
+        .into());
+    }
+    Err(Unavailable::NotInstalled {
+        host: session.host(),
+    }
+    .into())
+}
+
+/// GET `path` as JSON in one command (see [`request`]); a non-2xx answer is an error
+/// carrying the daemon's message.
+pub fn get_json<T: DeserializeOwned>(
+    session: &Session,
+    dir: Option<&str>,
+    path: &str,
+) -> Result<T> {
+    let (code, body) = request(session, dir, "GET", path)?;
+    if !(200..300).contains(&code) {
+        anyhow::bail!("the daemon answered {code} to {path}: {}", body.trim());
+    }
+    serde_json::from_str(&body)
+        .with_context(|| format!("the daemon's answer to {path} is not what homebase expects"))
+}
+
 /// Asking the daemon on the host itself, inside a command's script: no forward, no extra
 /// round trip. The script's `curl` reads the token from the daemon's state directory and
 /// gets it on stdin (`-K -`), never in an argument list other users could see.
@@ -146,13 +227,18 @@ pub mod on_host {
     pub const SEP: &str = "@@HBD@@";
 
     /// Shell that asks for each of `paths` (GET) into `hb_a0`, `hb_a1`, … and sets `hb_d`
-    /// to `running EP`, `notanswering EP`, `notinstalled` or `nocurl`. Prints nothing.
+    /// to `running EP`, `notanswering EP`, `notinstalled` or `nocurl` (with no paths,
+    /// `running EP` means only that the daemon's files are there). Prints nothing; defines
+    /// `hb_get PATH`.
     pub fn ask(dir: Option<&str>, paths: &[String]) -> String {
         let dir = match dir {
             Some(d) => sh_quote(d),
             None => "\"$HOME/.homebase/daemon\"".to_string(),
         };
         let mut asks = String::new();
+        if paths.is_empty() {
+            asks.push_str("true");
+        }
         for (i, p) in paths.iter().enumerate() {
             if i > 0 {
                 asks.push_str(" && ");

@@ -941,6 +941,11 @@ fn the_next_command_reuses_the_warm_connection() {
     );
     assert!(status["services"][0]["memory_bytes"].is_u64(), "{status:#}");
     assert_eq!(count(&["status"], &state), (0, 1), "status in one command");
+    assert_eq!(
+        count(&["loop", "ls"], &state),
+        (0, 1),
+        "loop ls in one command"
+    );
     let fresh = p
         .cmd(&["status", "--json", "--fresh"])
         .envs(state)

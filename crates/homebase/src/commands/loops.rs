@@ -10,7 +10,7 @@ use homebase_remote::sh_quote;
 
 use crate::cli::{Global, LoopArgs, LoopCommand};
 use crate::commands::deploy::human_duration;
-use crate::daemon_client::DaemonClient;
+use crate::daemon_client;
 use crate::exit::{Exit, coded};
 use crate::host::now_secs;
 use crate::project::{self, Project};
@@ -42,11 +42,20 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
         )?;
         return Ok(if ok { Exit::Ok } else { Exit::Unreachable });
     }
-    let client = DaemonClient::connect(&session, global.daemon_dir.as_deref())
-        .map_err(|e| coded(Exit::Unreachable, e.to_string()))?;
+    let dir = global.daemon_dir.as_deref();
+    // a daemon that is not there or does not answer: exit 3, as an unreachable host
+    let unreachable = |e: anyhow::Error| {
+        if e.downcast_ref::<daemon_client::Unavailable>().is_some() {
+            coded(Exit::Unreachable, e.to_string())
+        } else {
+            e
+        }
+    };
     match &args.command {
         LoopCommand::Ls => {
-            let loops: Vec<LoopStatus> = client.get(&format!("/api/loops?project={p}"))?;
+            let loops: Vec<LoopStatus> =
+                daemon_client::get_json(&session, dir, &format!("/api/loops?project={p}"))
+                    .map_err(unreachable)?;
             if args.json {
                 ui::out(&(serde_json::to_string_pretty(&loops)? + "\n"))?;
             } else if loops.is_empty() {
@@ -69,8 +78,12 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         LoopCommand::History { name, limit } => {
-            let rows: Vec<IterationRecord> =
-                client.get(&format!("/api/loops/{p}/{name}/history?limit={limit}"))?;
+            let rows: Vec<IterationRecord> = daemon_client::get_json(
+                &session,
+                dir,
+                &format!("/api/loops/{p}/{name}/history?limit={limit}"),
+            )
+            .map_err(unreachable)?;
             if args.json {
                 ui::out(&(serde_json::to_string_pretty(&rows)? + "\n"))?;
             } else {
@@ -88,7 +101,13 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
                 LoopCommand::Pause { .. } => "pause",
                 _ => "resume",
             };
-            let (code, body) = client.post(&format!("/api/loops/{p}/{name}/{action}"))?;
+            let (code, body) = daemon_client::request(
+                &session,
+                dir,
+                "POST",
+                &format!("/api/loops/{p}/{name}/{action}"),
+            )
+            .map_err(unreachable)?;
             match code {
                 200 => {
                     let l: LoopStatus = serde_json::from_str(&body)?;
