@@ -237,7 +237,7 @@ pub fn take(
             "nothing to back up: no PostgreSQL service and no named volume in the stack",
         ));
     }
-    let id = utc_stamp(now_secs());
+    let id = new_id();
     let mut files = Vec::new();
     let mut pruned = Vec::new();
     if host.swarm {
@@ -272,6 +272,18 @@ pub fn take(
     Ok((Manifest::new(project, id, files), pruned))
 }
 
+/// A backup's id: its UTC time (retention reads the day from it; ids sort by time) and four
+/// hex digits of this process and instant, so that two backups in the same second (a
+/// deploy's and the daily one) never share an id or a temp directory.
+fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{salt:04x}", utc_stamp(now_secs()))
+}
+
 /// Swarm mode, on a node (its daemon's schedule): the part of a backup for the services
 /// whose tasks run on this engine, kept here. Nothing running here is an empty part, not
 /// an error, and writes nothing.
@@ -297,7 +309,7 @@ fn take_here(
         .into_iter()
         .filter(|(s, _, _)| here.contains(&s.as_str()))
         .collect();
-    let id = utc_stamp(now_secs());
+    let id = new_id();
     let (files, pruned) = if items.is_empty() {
         (Vec::new(), Vec::new())
     } else {
