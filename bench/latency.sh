@@ -16,8 +16,11 @@ addr=$HB_HOST2_ADDR; user=$HB_HOST2_USER
 engine=unix:///run/homebase-testhost/hbhost2/docker.sock
 work=$(mktemp -d)
 proxy_pid=
+dstate=/tmp/hb-benchlat-daemon-$$
+dport=$(( 41000 + $$ % 1000 ))
 cleanup() {
   [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null
+  /usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" "kill \$(cat $dstate/pid) 2>/dev/null; rm -rf $dstate" >/dev/null 2>&1 || true
   for d in "$work"/ssh/*; do [ -S "$d" ] && ssh -S "$d" -O exit x >/dev/null 2>&1; done
   DOCKER_HOST=$engine docker compose -p benchlat-hb down -v -t 1 >/dev/null 2>&1 || true
   DOCKER_HOST=$engine docker compose -p benchlat-compose down -v -t 1 >/dev/null 2>&1 || true
@@ -84,6 +87,11 @@ down_all() {
   /usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" 'rm -rf ~/.homebase/benchlat-hb' >/dev/null 2>&1 || true
 }
 
+# the host daemon, watching the bench's project (status and loop ls ask it on the host)
+/usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" \
+  "mkdir -p $dstate && nohup $hb daemon --listen 127.0.0.1:$dport --state-dir $dstate --project benchlat-hb > $dstate/log 2>&1 < /dev/null & echo \$! > $dstate/pid"
+export HOMEBASE_DAEMON_STATE=$dstate
+
 declare -A T S
 v=1
 for link in short long; do
@@ -97,6 +105,8 @@ for link in short long; do
   change() { v=$((v + 1)); compose_file "$dir" "$v" "0$n"; hbc deploy; }
   measure "change-$link" change
   measure "status-$link" hbc status
+  measure "freshstatus-$link" hbc status --fresh
+  measure "loopls-$link" hbc loop ls
   measure "logs-$link" hbc logs api -n 20
   measure "exec-$link" hbc exec api -- true
   measure "releases-$link" hbc releases
@@ -134,7 +144,9 @@ echo "|---|---:|---:|---:|---:|---:|"
 row "first deploy" first cfirst
 row "no-op deploy" noop cnoop
 row "one service changed" change cchange
-row "status" status cstatus
+row "status (daemon running: its last sample)" status cstatus
+row "status --fresh (a \`docker stats\` sample)" freshstatus
+row "loop ls" loopls
 row "status, cold (\`persist_secs = 0\`)" coldstatus
 row "logs (20 lines)" logs clogs
 row "exec (\`true\`)" exec cexec

@@ -859,44 +859,8 @@ fn the_next_command_reuses_the_warm_connection() {
         compose,
         "[services.w]\nmemory = \"16MiB\"\n",
     );
-    // every ssh the commands start, logged with its arguments
-    let wrap = tempfile::tempdir().unwrap();
-    let log = wrap.path().join("log");
-    std::fs::write(
-        wrap.path().join("ssh"),
-        format!(
-            "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/bin/ssh \"$@\"\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .args(["+x", &wrap.path().join("ssh").display().to_string()])
-        .status()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        wrap.path().display(),
-        std::env::var("PATH").unwrap()
-    );
     // (masters opened, commands sent to the host) by one homebase command
-    let count = |args: &[&str], env: &[(&str, &str)]| {
-        let _ = std::fs::remove_file(&log);
-        let o = p
-            .cmd(args)
-            .env("PATH", &path)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = std::fs::read_to_string(&log).unwrap();
-        let masters = text.lines().filter(|l| l.contains(" -M ")).count();
-        let commands = text
-            .lines()
-            .filter(|l| l.contains("ControlMaster=no"))
-            .count();
-        (masters, commands)
-    };
+    let count = |args: &[&str], env: &[(&str, &str)]| p.count_ssh(args, env);
     assert_eq!(
         count(&["releases"], &[]).0,
         1,

@@ -75,6 +75,8 @@ services:
     p.ok(&["deploy"]);
     let state = tempfile::tempdir().unwrap();
 
+    // (the tunnel's connection is to be the warm one)
+    p.close_masters();
     // The db's port is taken on the laptop: the tunnel must remap it and say so.
     let squatter = TcpListener::bind(("127.0.0.1", db_port)).unwrap();
     let mut tunnel = p
@@ -115,6 +117,12 @@ services:
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
+
+    // The running tunnel is every other command's warm connection: no new master, and
+    // `--check` sends the host nothing but its probes.
+    let env = [("HOMEBASE_STATE_DIR", state.path().to_str().unwrap())];
+    assert_eq!(p.count_ssh(&["releases"], &env), (0, 1), "releases");
+    assert_eq!(p.count_ssh(&["tunnel", "--check"], &env), (0, 0), "check");
 
     // --check probes each service through the running tunnel.
     let check = p

@@ -505,6 +505,27 @@ impl Session {
         }
         Ok(local)
     }
+
+    /// Cancels a forward [`Session::forward_local`] made (best effort: the master may be
+    /// gone).
+    pub fn cancel_forward(&self, local: u16, remote_host: &str, remote_port: u16) {
+        if let (Target::Ssh(t), Some(control)) = (&self.target, &self.control) {
+            let _ = Command::new("ssh")
+                .arg("-S")
+                .arg(control.socket())
+                .args([
+                    "-O",
+                    "cancel",
+                    "-L",
+                    &format!("127.0.0.1:{local}:{remote_host}:{remote_port}"),
+                ])
+                .arg(&t.destination)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// A script whose output is read line by line while it runs ([`Session::stream`]). Its
@@ -919,6 +940,34 @@ pub struct TunnelMaster {
 }
 
 impl TunnelMaster {
+    /// Makes this (ready) tunnel the warm connection of its target: the target's shared
+    /// socket becomes a link to the tunnel's own, so every other command reuses the tunnel's
+    /// connection with no handshake. Nothing when a warm master already answers there or
+    /// `persist` is off. [`TunnelMaster::unshare`] (or the tunnel's end: the link then
+    /// points nowhere and the next command replaces it) undoes it.
+    pub fn share(&self, t: &SshTarget) -> bool {
+        if t.persist.is_zero() {
+            return false;
+        }
+        let Some(shared) = shared_socket(t) else {
+            return false;
+        };
+        if master_alive(t, &shared) {
+            return false;
+        }
+        let _ = std::fs::remove_file(&shared);
+        std::os::unix::fs::symlink(&self.socket, &shared).is_ok()
+    }
+
+    /// Removes the link [`TunnelMaster::share`] made, if it still points here.
+    pub fn unshare(&self, t: &SshTarget) {
+        if let Some(shared) = shared_socket(t)
+            && std::fs::read_link(&shared).is_ok_and(|l| l == self.socket)
+        {
+            let _ = std::fs::remove_file(&shared);
+        }
+    }
+
     pub fn start(t: &SshTarget, fw: &[Forward]) -> Result<TunnelMaster, RemoteError> {
         let spawn_err = |source| RemoteError::Spawn {
             host: t.destination.clone(),

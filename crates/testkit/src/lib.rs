@@ -359,8 +359,9 @@ impl<'a> TestProject<'a> {
     }
 }
 
-impl Drop for TestProject<'_> {
-    fn drop(&mut self) {
+impl TestProject<'_> {
+    /// Ends this project's warm SSH connections (the next command opens a new one).
+    pub fn close_masters(&self) {
         for socket in std::fs::read_dir(self.control_dir())
             .into_iter()
             .flatten()
@@ -374,6 +375,53 @@ impl Drop for TestProject<'_> {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+
+    /// The ssh processes `args` starts: (masters opened, commands sent to the host), counted
+    /// through an `ssh` wrapper first on PATH. Panics unless homebase exits 0.
+    pub fn count_ssh(&self, args: &[&str], env: &[(&str, &str)]) -> (usize, usize) {
+        let wrap = tempfile::tempdir().expect("temp dir");
+        let log = wrap.path().join("log");
+        let ssh = wrap.path().join("ssh");
+        std::fs::write(
+            &ssh,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/bin/ssh \"$@\"\n",
+                log.display()
+            ),
+        )
+        .expect("write the ssh wrapper");
+        std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod the ssh wrapper");
+        let path = format!(
+            "{}:{}",
+            wrap.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let o = self
+            .cmd(args)
+            .env("PATH", &path)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run homebase");
+        assert!(
+            o.status.success(),
+            "homebase {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let masters = text.lines().filter(|l| l.contains(" -M ")).count();
+        let commands = text
+            .lines()
+            .filter(|l| l.contains("ControlMaster=no"))
+            .count();
+        (masters, commands)
+    }
+}
+
+impl Drop for TestProject<'_> {
+    fn drop(&mut self) {
+        self.close_masters();
         drop(ProjectGuard {
             hosts: self.hosts,
             host: self.host,

@@ -192,6 +192,8 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         let mut master = TunnelMaster::start(&t, &fw(&forwards))?;
         let up_at = Instant::now();
         if master.wait_ready(&t, &stop) {
+            // every other command of this host rides on the tunnel's connection
+            master.share(&t);
             let state = TunnelState {
                 pid: std::process::id(),
                 host: t.destination.clone(),
@@ -230,11 +232,14 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
                     }
                 }
                 forwards = now;
+                master.unshare(&t);
                 master.stop();
                 continue;
             }
         }
+        master.unshare(&t);
         if stop.load(Ordering::Relaxed) {
+            master.stop();
             break;
         }
         master.stop();
@@ -282,39 +287,83 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
 
 fn check(project: &Project, json: bool) -> Result<Exit> {
     let t = ssh_target(project)?;
-    let mut wanted = wanted(project)?;
     let running = tunnel::running(&project.config.project.name, &t.destination);
-    let _temporary;
-    let mode = match &running {
+    let mut session = None;
+    let (mode, wanted) = match &running {
         Some(state) => {
-            // probe where the running tunnel put each forward
+            // the running tunnel knows where each forward is: nothing to ask the host
+            let mut wanted = tunnel::wanted_forwards(project);
             for w in wanted.iter_mut() {
-                if let Some(s) = state
-                    .forwards
-                    .iter()
-                    .find(|s| s.service == w.service && s.remote_port == w.remote_port)
-                {
+                if let Some(s) = state.forwards.iter().find(|s| s.service == w.service) {
                     w.local_port = s.local_port;
+                    w.remote_host = s.remote_host.clone();
                 }
             }
-            format!("running tunnel (pid {})", state.pid)
+            wanted.extend(
+                state
+                    .forwards
+                    .iter()
+                    .filter(|s| s.service == "homebase-daemon")
+                    .map(|s| ServiceForward {
+                        probe: Some(crate::probe::Probe::Http("/".into())),
+                        ..s.clone()
+                    }),
+            );
+            (format!("running tunnel (pid {})", state.pid), wanted)
         }
         None => {
-            tunnel::remap_taken(&mut wanted)?;
-            let mut m = TunnelMaster::start(&t, &fw(&wanted))?;
-            if !m.wait_ready(&t, &AtomicBool::new(false)) {
-                let err = t.explain_exit(&m.stderr());
-                return Err(err.into());
+            // forwards on the warm connection for the time of the check
+            let s = project.open_session()?;
+            let mut wanted = tunnel::wanted_forwards(project);
+            place(project, &s, &mut wanted)?;
+            wanted.extend(daemon_forward(&s));
+            for w in wanted.iter_mut() {
+                w.local_port = s.forward_local(&w.remote_host, w.remote_port)?;
             }
-            _temporary = m;
-            "temporary connection (no tunnel is running)".into()
+            session = Some(s);
+            (
+                "the warm connection (no tunnel is running)".to_string(),
+                wanted,
+            )
         }
     };
+    if wanted.is_empty() {
+        return Err(coded(
+            Exit::BadInput,
+            "the stack publishes no TCP ports, so there is nothing to probe; publish a port (`ports: [\"127.0.0.1:5432:5432\"]`) to reach a service",
+        ));
+    }
+    // every service at once: the check takes one probe's time, not their sum
+    let results: Vec<crate::probe::ProbeResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|f| {
+                scope.spawn(move || {
+                    let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
+                    probe(f.local_port, &p, 5)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or(crate::probe::ProbeResult {
+                    ok: false,
+                    rtt: Duration::ZERO,
+                    detail: "the probe failed".into(),
+                })
+            })
+            .collect()
+    });
+    if let Some(s) = &session {
+        for w in &wanted {
+            s.cancel_forward(w.local_port, &w.remote_host, w.remote_port);
+        }
+    }
     let mut rows = Vec::new();
     let mut all_ok = true;
-    for f in &wanted {
+    for (f, r) in wanted.iter().zip(results) {
         let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
-        let r = probe(f.local_port, &p, 5);
         all_ok &= r.ok;
         rows.push((f, p, r));
     }
