@@ -159,6 +159,7 @@ impl<'a> HostProject<'a> {
              [ -f \"$d/job/pid\" ] && [ ! -f \"$d/job/done\" ] && ! kill -0 \"$(cat \"$d/job/pid\")\" 2>/dev/null && echo \"interrupted $(cat \"$d/job/new\" 2>/dev/null)\"; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'; \
+             echo @@HB@@; [ -n \"$c\" ] && sed 's/^/> /' \"$d/releases/$c/compose.yml\" 2>/dev/null; \
              echo @@HB@@END; case \"$l\" in acquired*) cat >/dev/null; \
                i=$({LOCK_INFO}); case \"$i\" in *'\"host_pid\":'\"$$\"'}}'*) rm -f \"$d/lock\";; esac;; esac",
             d = self.dir(),
@@ -203,6 +204,7 @@ impl<'a> HostProject<'a> {
             return Ok(Prepared {
                 lock: LockOutcome::Acquired,
                 current: None,
+                current_compose: None,
                 containers: Vec::new(),
                 keeper: None,
                 took_over: None,
@@ -265,10 +267,21 @@ impl<'a> HostProject<'a> {
             .lines()
             .filter_map(parse_docker_ps_line)
             .collect();
+        // the current release's compose file, each line quoted `> `
+        let current_compose = parts
+            .next()
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("> ").or((l == ">").then_some("")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .filter(|t| !t.trim().is_empty());
         let keeper = keeper.filter(|_| matches!(lock, LockOutcome::Acquired));
         Ok(Prepared {
             lock,
             current,
+            current_compose,
             containers,
             keeper,
             took_over,
@@ -339,6 +352,14 @@ impl<'a> HostProject<'a> {
 
     /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.
     pub fn upload(&self, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        let (script, bytes) = self.upload_script(id, files)?;
+        self.session.check_with_input(&script, &bytes)?;
+        Ok(())
+    }
+
+    /// The script (`set -e`) and the tar on its stdin that upload a bundle (see
+    /// [`HostProject::upload`]), for a command that goes on after it.
+    pub fn upload_script(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(String, Vec<u8>)> {
         check_id(id)?;
         let mut archive = tar::Builder::new(Vec::new());
         for (name, data) in files {
@@ -359,8 +380,7 @@ impl<'a> HostProject<'a> {
             d = self.dir(),
             id = id
         );
-        self.session.check_with_input(&script, &bytes)?;
-        Ok(())
+        Ok((script, bytes))
     }
 
     /// `docker compose up -d --wait` of a release; returns (success, combined output).
@@ -442,6 +462,8 @@ impl<'a> HostProject<'a> {
 pub struct Prepared {
     pub lock: LockOutcome,
     pub current: Option<(String, String)>,
+    /// The current release's rendered compose file (what a deploy compares databases with).
+    pub current_compose: Option<String>,
     pub containers: Vec<PsEntry>,
     /// The script that holds the lock for this process (while the lock is ours).
     pub keeper: Option<homebase_remote::Stream>,

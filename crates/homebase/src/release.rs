@@ -154,11 +154,44 @@ impl<'a> Lock<'a> {
         Ok(())
     }
 
-    /// Starts the job and hands the lock to it (one round trip). From here on the host
-    /// finishes the release by itself.
-    fn start(&mut self, job: &Job) -> Result<()> {
-        let script = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
-        let out = self.host.session.check(&script)?;
+    /// Starts the job and hands the lock to it, after uploading `bundle` (its script and the
+    /// tar for its stdin) in the same command: one round trip. From here on the host
+    /// finishes the release by itself. When the command's answer is lost, the host is asked
+    /// whether the job started, so that a deploy that goes on there is followed, not
+    /// mistaken for one that never began.
+    fn start(&mut self, job: &Job, bundle: Option<Bundle>) -> Result<()> {
+        let start = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
+        let (script, input) = match bundle {
+            Some((upload, tar)) => (
+                format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}; {start}"),
+                tar,
+            ),
+            None => (start, Vec::new()),
+        };
+        let out = match self.host.session.check_with_input(&script, &input) {
+            Ok(out) => out,
+            Err(e) => {
+                if self.job_started(&job.new) {
+                    self.released = true;
+                    if let Some(k) = self.keeper.take() {
+                        k.close();
+                    }
+                    return Ok(());
+                }
+                return Err(anyhow::Error::from(e).context(format!(
+                    "release {} did not start on `{}`; nothing was changed",
+                    job.new,
+                    self.host.session.host()
+                )));
+            }
+        };
+        if out.lines().any(|l| l == "uploadfailed") {
+            anyhow::bail!(
+                "the upload of release {} to `{}` failed (is its disk full?); nothing was changed",
+                job.new,
+                self.host.session.host()
+            );
+        }
         if !out.lines().any(|l| l.starts_with("started ")) {
             anyhow::bail!(
                 "the release job did not start on `{}` ({}); nothing was changed",
@@ -177,9 +210,34 @@ impl<'a> Lock<'a> {
         Ok(())
     }
 
-    /// Starts the job, hands it the lock, and follows it to its end (see [`follow`]).
-    pub fn run(mut self, job: &Job, progress: &mut Progress, up_label: String) -> Result<Followed> {
-        self.start(job)?;
+    /// Whether the job of release `new` runs (or ran) on the host: asked again on a new
+    /// connection, when the answer of the command that started it was lost.
+    fn job_started(&self, new: &str) -> bool {
+        let Ok(s) = Session::open(&self.target) else {
+            return false;
+        };
+        let out = s.run(&format!(
+            "d={}; [ -f \"$d/job/pid\" ] && cat \"$d/job/new\"",
+            self.host.dir()
+        ));
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == new)
+    }
+
+    /// Uploads `bundle` (if any), starts the job, hands it the lock, and follows it to its
+    /// end (see [`follow`]).
+    pub fn run(
+        mut self,
+        job: &Job,
+        bundle: Option<Bundle>,
+        progress: &mut Progress,
+        up_label: String,
+    ) -> Result<Followed> {
+        let uploading = bundle.is_some();
+        self.start(job, bundle)?;
+        if uploading {
+            // the upload step (opened by the caller) ends with the job's start
+            progress.done();
+        }
         let session = self.host.session;
         drop(self);
         follow(session, &job.project, progress, &Labels { up: up_label })
@@ -445,6 +503,10 @@ else
   say outcome "$out" "$msg"
 fi
 "#;
+
+/// A release bundle on its way: the script that unpacks it (`set -e`) and the tar for its
+/// stdin ([`crate::host::HostProject::upload_script`]).
+pub type Bundle = (String, Vec<u8>);
 
 /// How a job ended, as the laptop saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,7 +80,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let current = prepared.current.clone();
-    let laptop_part = (|| -> Result<Option<String>> {
+    let laptop_part = (|| -> Result<Option<(String, Option<release::Bundle>)>> {
         // 3. No-op? (Compose mode: decided by the prepare script already.)
         let prepared_containers = if host.swarm {
             host.ps()?
@@ -101,8 +101,8 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         release::check_interrupt()?;
 
         // 4. A deploy that changes a database backs it up first.
-        if let Some((cur_id, _)) = &current {
-            let changed = changed_databases(&host, cur_id, &rendered.yaml)?;
+        if let Some(old_yaml) = &prepared.current_compose {
+            let changed = changed_databases(old_yaml, &rendered.yaml)?;
             let running: Vec<String> = changed
                 .into_iter()
                 .filter(|s| {
@@ -141,14 +141,25 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         if let Some(name) = manager.as_deref().filter(|_| host.swarm) {
             files.push(("node", name.as_bytes()));
         }
-        host.upload(&id, &files)?;
-        progress.done();
-        check_loop_images(&project, &session, &mut progress)?;
+        // compose mode: the bundle goes with the command that starts the job
+        let bundle = if host.swarm {
+            host.upload(&id, &files)?;
+            progress.done();
+            check_loop_images(&project, &session, &mut progress)?;
+            None
+        } else {
+            if !project.config.loops.is_empty() {
+                progress.done();
+                check_loop_images(&project, &session, &mut progress)?;
+                progress.step(&format!("upload release {id}"));
+            }
+            Some(host.upload_script(&id, &files)?)
+        };
         release::check_interrupt()?;
-        Ok(Some(id))
+        Ok(Some((id, bundle)))
     })();
-    let id = match laptop_part {
-        Ok(Some(id)) => id,
+    let (id, bundle) = match laptop_part {
+        Ok(Some(found)) => found,
         Ok(None) => return Ok(Exit::Ok),
         // a Ctrl-C on the terminal also stops the step's ssh: say what happened
         Err(_) if release::take_interrupt() => {
@@ -178,6 +189,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     };
     let followed = lock.run(
         &job,
+        bundle,
         &mut progress,
         "start services and wait until healthy".into(),
     )?;
@@ -422,14 +434,9 @@ pub fn bundle_hash(parts: &[&[u8]]) -> String {
 }
 
 /// PostgreSQL services whose rendered definition differs from the current release's.
-fn changed_databases(host: &HostProject, current: &str, new_yaml: &str) -> Result<Vec<String>> {
+fn changed_databases(old_yaml: &str, new_yaml: &str) -> Result<Vec<String>> {
     use homebase_stack::kinds::Kind;
     use homebase_stack::{ComposeProject, LoadOptions};
-    let old_yaml = host.session.check(&format!(
-        "cat {}/releases/{}/compose.yml 2>/dev/null; true",
-        host.dir(),
-        homebase_remote::sh_quote(current)
-    ))?;
     if old_yaml.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -443,7 +450,7 @@ fn changed_databases(host: &HostProject, current: &str, new_yaml: &str) -> Resul
             ..Default::default()
         })?)
     };
-    let (old, new) = (load("old.yml", &old_yaml)?, load("new.yml", new_yaml)?);
+    let (old, new) = (load("old.yml", old_yaml)?, load("new.yml", new_yaml)?);
     Ok(new
         .services
         .iter()

@@ -629,6 +629,7 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
     };
     let followed = lock.run(
         &job,
+        None,
         &mut progress,
         format!("roll back to release {target}"),
     )?;
