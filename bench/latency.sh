@@ -89,7 +89,7 @@ down_all() {
 
 # the host daemon, watching the bench's project (status and loop ls ask it on the host)
 /usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" \
-  "mkdir -p $dstate && nohup $hb daemon --listen 127.0.0.1:$dport --state-dir $dstate --project benchlat-hb > $dstate/log 2>&1 < /dev/null & echo \$! > $dstate/pid"
+  "mkdir -p $dstate; nohup $hb daemon --listen 127.0.0.1:$dport --state-dir $dstate --project benchlat-hb > $dstate/log 2>&1 < /dev/null & echo \$! > $dstate/pid"
 export HOMEBASE_DAEMON_STATE=$dstate
 
 declare -A T S

@@ -152,7 +152,7 @@ impl<'a> HostProject<'a> {
             // an engine that does not answer: nothing is touched, no lock is left. A laptop
             // gone mid-output must not kill the script before it removes its lock (SIGPIPE,
             // SIGHUP): it then finds stdin closed at once.
-            "trap '' PIPE HUP; d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
+            "trap '' PIPE HUP; echo @@T; d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
              e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
              v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
              {up_to_date}l=$({take}); echo \"$l\"; \
@@ -165,11 +165,18 @@ impl<'a> HostProject<'a> {
             d = self.dir(),
             p = sh_quote(&self.project)
         );
+        let sent = std::time::Instant::now();
         let mut stream = self.session.stream(&script)?;
-        let deadline = std::time::Instant::now() + homebase_remote::default_deadline();
+        let deadline = sent + homebase_remote::default_deadline();
         let mut out = String::new();
+        // the script's first line comes back after a channel's open and one exchange: two
+        // round trips of the link
+        let mut rtt = None;
         let complete = loop {
             match stream.next(Duration::from_millis(200)) {
+                homebase_remote::Next::Line(l, _) if l == "@@T" => {
+                    rtt = Some(sent.elapsed() / 2);
+                }
                 homebase_remote::Next::Line(l, _) if l == "@@HB@@END" => break true,
                 homebase_remote::Next::Line(l, _) | homebase_remote::Next::Partial(l) => {
                     out.push_str(&l);
@@ -203,6 +210,7 @@ impl<'a> HostProject<'a> {
         if let Some(id) = first.and_then(|l| l.strip_prefix("uptodate ")) {
             return Ok(Prepared {
                 lock: LockOutcome::Acquired,
+                rtt,
                 current: None,
                 current_compose: None,
                 containers: Vec::new(),
@@ -280,6 +288,7 @@ impl<'a> HostProject<'a> {
         let keeper = keeper.filter(|_| matches!(lock, LockOutcome::Acquired));
         Ok(Prepared {
             lock,
+            rtt,
             current,
             current_compose,
             containers,
@@ -461,6 +470,8 @@ impl<'a> HostProject<'a> {
 /// What a deploy learns in its first round trip.
 pub struct Prepared {
     pub lock: LockOutcome,
+    /// The link's round trip, as the prepare command measured it.
+    pub rtt: Option<Duration>,
     pub current: Option<(String, String)>,
     /// The current release's rendered compose file (what a deploy compares databases with).
     pub current_compose: Option<String>,

@@ -93,6 +93,11 @@ impl Progress {
         self.finish_current(true, None);
     }
 
+    /// Ends the step with a note (`lock (0.6s): round trips of 250 ms to HOST`).
+    pub fn done_with(&mut self, note: &str) {
+        self.finish_current(true, Some(note));
+    }
+
     pub fn fail(&mut self, message: &str) {
         self.finish_current(false, Some(message));
     }

@@ -504,6 +504,16 @@ else
 fi
 "#;
 
+/// What the lock step says of a long link (round trips over 50 ms): a change pays a few of
+/// them, so a slow deploy is explained rather than mysterious.
+pub fn rtt_note(rtt: Option<Duration>, host: &str) -> Option<String> {
+    let rtt = rtt.filter(|r| *r > Duration::from_millis(50))?;
+    Some(format!(
+        "round trips of ~{} ms to {host}; a change costs a few of them",
+        rtt.as_millis()
+    ))
+}
+
 /// A release bundle on its way: the script that unpacks it (`set -e`) and the tar for its
 /// stdin ([`crate::host::HostProject::upload_script`]).
 pub type Bundle = (String, Vec<u8>);

@@ -951,3 +951,52 @@ fn the_next_command_reuses_the_warm_connection() {
         "persist_secs = 0: a connection per command"
     );
 }
+
+/// Over a long link (a delay proxy: 60 ms each way) the deploy says how long the link's
+/// round trips are, so a slow deploy is explained; over the short one it does not.
+#[test]
+fn a_long_link_is_named_in_the_progress() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let compose = "services:\n  w:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let budget = "[services.w]\nmemory = \"16MiB\"\n";
+    let p = TestProject::new(&hosts, h, bin(), "link", compose, budget);
+    let short = p.run(&["deploy"]);
+    assert!(short.status.success());
+    assert!(!String::from_utf8_lossy(&short.stderr).contains("round trips of"));
+
+    let port = homebase_testkit::delay::start((h.address.as_str(), 22), Duration::from_millis(60))
+        .unwrap();
+    let known = p.dir.path().join("known_hosts_via_proxy");
+    let theirs = std::fs::read_to_string(&hosts.known_hosts).unwrap();
+    let mine: String = theirs
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{} ", h.address)))
+        .map(|key| format!("[127.0.0.1]:{port} {key}\n"))
+        .collect();
+    std::fs::write(&known, mine).unwrap();
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
+        .unwrap()
+        .replace(
+            &format!("ssh = \"{}@{}\"", h.user, h.address),
+            &format!("ssh = \"{}@127.0.0.1\"\nport = {port}", h.user),
+        )
+        .replace(
+            &hosts.known_hosts.display().to_string(),
+            &known.display().to_string(),
+        );
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    std::fs::write(
+        p.dir.path().join("compose.yml"),
+        compose.replace("3600", "3601"),
+    )
+    .unwrap();
+    let long = p.run(&["deploy"]);
+    let err = String::from_utf8_lossy(&long.stderr);
+    assert!(long.status.success(), "{err}");
+    assert!(
+        err.contains("round trips of ~") && err.contains(&format!("{}@127.0.0.1", h.user)),
+        "{err}"
+    );
+    assert!(err.contains("(link round trip ~"), "{err}");
+}

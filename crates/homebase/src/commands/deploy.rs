@@ -71,7 +71,11 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         &mut progress,
         up_to_date.as_ref(),
     )?;
-    progress.done();
+    let slow_link = release::rtt_note(prepared.rtt, &session.host());
+    match &slow_link {
+        Some(note) => progress.done_with(note),
+        None => progress.done(),
+    }
     if let (Some(id), Some(u)) = (&prepared.up_to_date, &up_to_date) {
         // decided and logged on the host in the one round trip
         let mut e = u.entry.clone();
@@ -207,9 +211,14 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     result(args.json, &e);
     if !args.json {
         eprintln!(
-            "deployed release {id} to {} in {:.1}s",
+            "deployed release {id} to {} in {:.1}s{}",
             session.host(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            prepared
+                .rtt
+                .filter(|_| slow_link.is_some())
+                .map(|r| format!(" (link round trip ~{} ms)", r.as_millis()))
+                .unwrap_or_default()
         );
     }
     Ok(Exit::Ok)

@@ -536,7 +536,10 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         &mut progress,
         None,
     )?;
-    progress.done();
+    match release::rtt_note(prepared.rtt, &session.host()) {
+        Some(note) => progress.done_with(&note),
+        None => progress.done(),
+    }
     let current = prepared.current.map(|c| c.0);
     let log = host.log()?;
     let target = match &args.id {
