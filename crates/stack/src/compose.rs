@@ -202,7 +202,7 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Mapping, StackError> {
             message: e.to_string(),
         }
     })?;
-    value.apply_merge().map_err(|e| StackError::Yaml {
+    resolve_merges(&mut value).map_err(|e| StackError::Yaml {
         path: path.to_path_buf(),
         line: 0,
         column: 0,
@@ -216,6 +216,76 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Mapping, StackError> {
             "(top level)",
             "a Compose file must be a mapping with a `services` key",
         )),
+    }
+}
+
+/// Resolves YAML merge keys (`<<: *a`, `<<: [*a, *b]`) from the inside out, so that an
+/// anchored mapping that itself merges others brings all of their keys wherever it is merged
+/// again. A mapping's own keys win, then the merged mappings in their order.
+fn resolve_merges(v: &mut Value) -> Result<(), String> {
+    match v {
+        Value::Mapping(m) => {
+            for val in m.values_mut() {
+                resolve_merges(val)?;
+            }
+            let Some(merge) = m.remove("<<") else {
+                return Ok(());
+            };
+            let sources = match merge {
+                Value::Mapping(x) => vec![x],
+                Value::Sequence(seq) => seq
+                    .into_iter()
+                    .map(|x| match x {
+                        Value::Mapping(x) => Ok(x),
+                        _ => Err("each element of a merge list must be a mapping".to_string()),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err("the value of `<<` must be a mapping or a list of them".into()),
+            };
+            for src in sources {
+                for (k, val) in src {
+                    m.entry(k).or_insert(val);
+                }
+            }
+            Ok(())
+        }
+        Value::Sequence(seq) => seq.iter_mut().try_for_each(resolve_merges),
+        Value::Tagged(t) => resolve_merges(&mut t.value),
+        _ => Ok(()),
+    }
+}
+
+/// Compose's merge tags in override files: `!reset` (the attribute goes, whatever the
+/// value), `!override` (the value replaces the base's instead of merging with it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MergeTag {
+    Reset,
+    Override,
+}
+
+fn merge_tag(v: &Value) -> Option<MergeTag> {
+    match v {
+        Value::Tagged(t) if t.tag == "reset" => Some(MergeTag::Reset),
+        Value::Tagged(t) if t.tag == "override" => Some(MergeTag::Override),
+        _ => None,
+    }
+}
+
+/// A value with its merge tags applied: `!reset` parts gone (`None` for the value itself),
+/// `!override` parts plain.
+fn strip_tags(v: Value) -> Option<Value> {
+    match v {
+        Value::Tagged(t) if t.tag == "reset" => None,
+        Value::Tagged(t) if t.tag == "override" => strip_tags(t.value),
+        Value::Mapping(m) => Some(Value::Mapping(
+            m.into_iter()
+                .filter_map(|(k, v)| strip_tags(v).map(|v| (k, v)))
+                .collect(),
+        )),
+        Value::Sequence(seq) => Some(Value::Sequence(
+            seq.into_iter().filter_map(strip_tags).collect(),
+        )),
+        other => Some(other),
     }
 }
 
@@ -239,12 +309,48 @@ fn load_file(path: &Path, vars: &Vars, depth: usize) -> Result<Mapping, StackErr
         let name = key_str(name, path)?;
         normalize_service(def, &name, path, vars)?;
     }
-    let snapshot = services.clone();
+    // extends is resolved on the plain definitions; a tagged one keeps its tag for the merge
+    let mut tags = IndexMap::new();
+    let mut snapshot = Mapping::new();
+    for (name, def) in services.iter() {
+        let name = key_str(name, path)?;
+        let tag = merge_tag(def);
+        let plain = match def {
+            Value::Tagged(t) => t.value.clone(),
+            d => d.clone(),
+        };
+        if let Some(tag) = tag {
+            tags.insert(name.clone(), (tag, def.clone()));
+        }
+        snapshot.insert(Value::String(name), plain);
+    }
     let mut resolved = Mapping::new();
     for (name, _) in snapshot.iter() {
         let name = key_str(name, path)?;
-        let def = resolve_extends(path, &snapshot, &name, vars, &mut Vec::new())?;
-        resolved.insert(Value::String(name), Value::Mapping(def));
+        let value = match tags.get(&name) {
+            Some((MergeTag::Reset, original)) => original.clone(),
+            Some((MergeTag::Override, original)) => {
+                let mut tagged = original.clone();
+                if let Value::Tagged(t) = &mut tagged {
+                    t.value = Value::Mapping(resolve_extends(
+                        path,
+                        &snapshot,
+                        &name,
+                        vars,
+                        &mut Vec::new(),
+                    )?);
+                }
+                tagged
+            }
+            None => Value::Mapping(resolve_extends(
+                path,
+                &snapshot,
+                &name,
+                vars,
+                &mut Vec::new(),
+            )?),
+        };
+        resolved.insert(Value::String(name), value);
     }
     let mut out = Mapping::new();
     if let Some(inc) = includes {
@@ -285,7 +391,7 @@ fn load_file(path: &Path, vars: &Vars, depth: usize) -> Result<Mapping, StackErr
     }
     let mut own = doc;
     own.insert(Value::from("services"), Value::Mapping(resolved));
-    merge_documents(&mut out, own);
+    merge_own(&mut out, own);
     Ok(out)
 }
 
@@ -503,6 +609,12 @@ fn normalize_service(
     if def.is_null() {
         *def = Value::Mapping(Mapping::new());
     }
+    // `web: !reset {}` removes the service; `web: !override {…}` replaces it whole
+    let def = match def {
+        Value::Tagged(t) if t.tag == "reset" => return Ok(()),
+        Value::Tagged(t) if t.tag == "override" => &mut t.value,
+        d => d,
+    };
     let Value::Mapping(m) = def else {
         return Err(StackError::invalid(
             path,
@@ -519,6 +631,11 @@ fn normalize_service(
     ] {
         if let Some(v) = m.get_mut(key) {
             let resolve = key == "environment";
+            let v = match v {
+                Value::Tagged(t) if t.tag == "reset" => continue,
+                Value::Tagged(t) => &mut t.value,
+                v => v,
+            };
             *v =
                 Value::Mapping(list_to_map(v, resolve, vars).map_err(|msg| {
                     StackError::invalid(path, format!("services.{name}.{key}"), msg)
@@ -574,6 +691,8 @@ fn list_to_map(v: &Value, resolve_bare: bool, vars: &Vars) -> Result<Mapping, St
                         .map(|s| Value::String(s.clone()))
                         .unwrap_or(Value::Null),
                     Value::Null => Value::Null,
+                    // `KEY: !reset null`: kept for the merge, which removes the key
+                    t @ Value::Tagged(_) if merge_tag(t) == Some(MergeTag::Reset) => t.clone(),
                     other => Value::String(
                         scalar_string(other)
                             .ok_or_else(|| format!("`{key}` must have a plain value"))?,
@@ -626,28 +745,63 @@ const REPLACED: &[&str] = &[
     "cap_drop",
 ];
 
-/// Merges `over` into `base` as Compose merges an override file.
+/// Merges `over` into `base` as Compose merges an override file, merge tags applied
+/// (`!reset`, `!override`).
 pub(crate) fn merge_mapping(base: &mut Mapping, over: Mapping) {
+    merge_tagged(base, over, true);
+}
+
+/// With `strip`, the result has no merge tags left; without, values new to `base` keep
+/// theirs (a file's own parts, merged before the file is merged over the previous ones).
+fn merge_tagged(base: &mut Mapping, over: Mapping, strip: bool) {
     for (k, v) in over {
         let replace = k.as_str().is_some_and(|k| REPLACED.contains(&k));
+        match merge_tag(&v) {
+            Some(MergeTag::Reset) if base.contains_key(&k) || strip => {
+                base.remove(&k);
+                continue;
+            }
+            Some(MergeTag::Override) if base.contains_key(&k) || strip => {
+                if let Some(v) = strip_tags(v) {
+                    base.insert(k, v);
+                }
+                continue;
+            }
+            _ => {}
+        }
         match (base.get_mut(&k), v) {
-            (Some(Value::Mapping(b)), Value::Mapping(o)) => merge_mapping(b, o),
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => merge_tagged(b, o, strip),
             (Some(Value::Sequence(b)), Value::Sequence(o)) if !replace => {
-                for item in o {
+                for item in o
+                    .into_iter()
+                    .filter_map(|i| if strip { strip_tags(i) } else { Some(i) })
+                {
                     if !b.contains(&item) {
                         b.push(item);
                     }
                 }
             }
             (_, v) => {
-                base.insert(k, v);
+                if strip {
+                    if let Some(v) = strip_tags(v) {
+                        base.insert(k, v);
+                    }
+                } else {
+                    base.insert(k, v);
+                }
             }
         }
     }
 }
 
+/// The files given with `-f`, in order: tags applied.
 fn merge_documents(base: &mut Mapping, over: Mapping) {
-    merge_mapping(base, over);
+    merge_tagged(base, over, true);
+}
+
+/// A file's includes and its own content: its tags kept for the merge over earlier files.
+fn merge_own(base: &mut Mapping, over: Mapping) {
+    merge_tagged(base, over, false);
 }
 
 fn finish(
@@ -844,6 +998,67 @@ mod tests {
         .unwrap();
         assert_eq!(p.services.len(), 1);
         assert_eq!(p.inactive, ["dbg"]);
+    }
+
+    /// `!reset` and `!override` in an override file, and merge keys nested through anchors,
+    /// as `docker compose config` reads them (checked against Compose v2.2x).
+    #[test]
+    fn merge_tags_and_nested_merge_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("base.yml"),
+            "x-a: &a {image: busybox}\nx-b: &b {restart: always}\nx-c: &c\n  <<: [*a, *b]\n  labels: {l: '1'}\nservices:\n  web:\n    image: nginx\n    environment: {A: '1', B: '2'}\n    ports: ['80:80']\n    volumes: ['/tmp:/data']\n  worker:\n    image: busybox\n  nested:\n    <<: *c\n    command: ['true']\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("over.yml"),
+            "x-e: &e {X: '1'}\nservices:\n  web:\n    environment:\n      A: !reset null\n    ports: !override ['81:80']\n    volumes: !reset []\n  worker: !reset {}\n  nested:\n    environment: !override\n      <<: *e\n      C: '3'\n",
+        )
+        .unwrap();
+        let p = ComposeProject::load(&LoadOptions {
+            files: vec![dir.path().join("base.yml"), dir.path().join("over.yml")],
+            ..Default::default()
+        })
+        .unwrap();
+        let names: Vec<&str> = p.services.keys().map(String::as_str).collect();
+        assert_eq!(names, ["web", "nested"]);
+        let web = &p.services["web"];
+        assert_eq!(
+            web.environment.keys().collect::<Vec<_>>(),
+            ["B"],
+            "A was reset"
+        );
+        assert_eq!(web.ports.len(), 1);
+        assert_eq!(web.ports[0].published.as_deref(), Some("81"));
+        assert!(web.raw.get("volumes").is_none(), "{:?}", web.raw);
+        let nested = &p.services["nested"];
+        assert_eq!(nested.image.as_deref(), Some("busybox"));
+        assert_eq!(
+            nested.raw.get("restart").and_then(Value::as_str),
+            Some("always")
+        );
+        let mut env: Vec<_> = nested.environment.iter().collect();
+        env.sort();
+        assert_eq!(
+            env,
+            [
+                (&"C".to_string(), &Some("3".to_string())),
+                (&"X".to_string(), &Some("1".to_string()))
+            ]
+        );
+        // in a single file a tag is just applied
+        fs::write(
+            dir.path().join("one.yml"),
+            "services:\n  s:\n    image: busybox\n    environment: !override {K: v}\n    labels: !reset {}\n",
+        )
+        .unwrap();
+        let p = ComposeProject::load(&LoadOptions {
+            files: vec![dir.path().join("one.yml")],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(p.services["s"].environment.len(), 1);
+        assert!(p.services["s"].raw.get("labels").is_none());
     }
 
     #[test]
