@@ -338,3 +338,71 @@ fn completions_are_generated() {
     assert!(text(&out.stdout).contains("deploy"));
     assert!(text(&out.stdout).contains("rollback"));
 }
+
+/// Memory settings are derived only for image families whose convention is known: the
+/// official PostgreSQL image and those built on it (a `postgres -c` command), Bitnami's
+/// (`POSTGRESQL_EXTRA_FLAGS`), the official Neo4j (`NEO4J_server_memory_*`); for any other
+/// the render says nothing was derived and leaves the image's command alone. Compose accepts
+/// the result.
+#[test]
+fn tuning_follows_each_image_familys_convention() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yml"),
+        r#"
+services:
+  pg: {image: "pgvector/pgvector:pg17"}
+  bitnami: {image: "bitnami/postgresql:17", environment: {POSTGRESQL_EXTRA_FLAGS: "-c max_connections=50"}}
+  supa: {image: "supabase/postgres:15.8.1"}
+  neo: {image: "neo4j:5"}
+  bneo: {image: "bitnami/neo4j:5"}
+"#,
+    )
+    .unwrap();
+    let mut toml = "[project]\nname = \"families\"\n[host]\nssh = \"local\"\n[budget]\nhost_memory = \"16GiB\"\n".to_string();
+    for s in ["pg", "bitnami", "supa", "neo", "bneo"] {
+        toml.push_str(&format!("[services.{s}]\nmemory = \"1GiB\"\n"));
+    }
+    std::fs::write(dir.path().join("homebase.toml"), toml).unwrap();
+    let out = homebase(dir.path(), &["render"]);
+    let notes = text(&out.stderr);
+    assert!(out.status.success(), "{notes}");
+    // read back as Compose reads it (which also proves Compose accepts it)
+    let file = dir.path().join("rendered.yml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let o = Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(&file)
+        .args(["config", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let svc = |s: &str| doc["services"][s].clone();
+    let cmd = svc("pg")["command"].to_string();
+    assert!(cmd.contains("shared_buffers=256MB"), "{cmd}");
+    let flags = svc("bitnami")["environment"]["POSTGRESQL_EXTRA_FLAGS"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        flags.starts_with("-c max_connections=50 ") && flags.contains("-c shared_buffers=256MB"),
+        "{flags}"
+    );
+    assert!(
+        svc("bitnami")["command"].is_null(),
+        "Bitnami's command is its own"
+    );
+    assert!(svc("supa")["command"].is_null(), "{:#}", svc("supa"));
+    assert!(
+        notes.contains("supa: PostgreSQL settings not derived: `supabase/postgres`"),
+        "{notes}"
+    );
+    assert!(
+        svc("neo")["environment"]["NEO4J_server_memory_heap_max__size"].is_string(),
+        "{:#}",
+        svc("neo")
+    );
+    assert!(svc("bneo")["environment"]["NEO4J_server_memory_heap_max__size"].is_null());
+    assert!(notes.contains("bneo: Neo4j memory not derived"), "{notes}");
+}

@@ -4,6 +4,64 @@
 use crate::config::Priority;
 use crate::units::Bytes;
 
+/// How a PostgreSQL image takes its settings, when its family is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgFamily {
+    /// The official image and those built on it (`pgvector/pgvector`, `postgis/postgis`,
+    /// `timescale/timescaledb`): `postgres -c NAME=VALUE` as the command.
+    Official,
+    /// Bitnami's: flags in `POSTGRESQL_EXTRA_FLAGS`; its command is its own.
+    Bitnami,
+    /// Any other (Supabase, Crunchy, CloudNativePG, Spilo, …): a command or variable of
+    /// homebase's could break its entrypoint, so nothing is derived.
+    Unknown,
+}
+
+impl PgFamily {
+    /// From the image's repository (see [`crate::model::image_repo`]).
+    pub fn of(repo: &str) -> PgFamily {
+        if repo.starts_with("bitnami/") || repo.contains("/bitnami/") {
+            return if repo.ends_with("/postgresql") || repo.ends_with("/postgresql-repmgr") {
+                PgFamily::Bitnami
+            } else {
+                PgFamily::Unknown
+            };
+        }
+        const KNOWN: &[&str] = &[
+            "postgres",
+            "pgvector/pgvector",
+            "ankane/pgvector",
+            "postgis/postgis",
+            "timescale/timescaledb",
+            "tensorchord/pgvecto-rs",
+        ];
+        let last = repo.rsplit('/').next().unwrap_or(repo);
+        let namespace = repo.rsplit_once('/').map(|(n, _)| n);
+        // known repositories, and a private build named like one (`me/postgres`,
+        // `hb/pgvector`) from a namespace that is not a known other family
+        let other = [
+            "supabase",
+            "crunchydata",
+            "cloudnative-pg",
+            "zalando",
+            "percona",
+        ];
+        if KNOWN.contains(&repo)
+            || (matches!(last, "postgres" | "pgvector" | "postgis" | "timescaledb")
+                && !namespace.is_some_and(|n| other.iter().any(|o| n.contains(o))))
+        {
+            PgFamily::Official
+        } else {
+            PgFamily::Unknown
+        }
+    }
+}
+
+/// Whether an image is the official `neo4j` (memory through `NEO4J_server_memory_*`).
+pub fn neo4j_official(repo: &str) -> bool {
+    repo == "neo4j" || repo == "neo4j/neo4j"
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Postgres,
@@ -115,6 +173,25 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_families() {
+        for (repo, family) in [
+            ("postgres", PgFamily::Official),
+            ("pgvector/pgvector", PgFamily::Official),
+            ("postgis/postgis", PgFamily::Official),
+            ("timescale/timescaledb", PgFamily::Official),
+            ("hb/pgvector", PgFamily::Official),
+            ("bitnami/postgresql", PgFamily::Bitnami),
+            ("bitnamicharts/x/bitnami/postgresql", PgFamily::Bitnami),
+            ("supabase/postgres", PgFamily::Unknown),
+            ("crunchydata/crunchy-postgres", PgFamily::Unknown),
+            ("cloudnative-pg/postgresql", PgFamily::Unknown),
+            ("bitnami/pgbouncer", PgFamily::Unknown),
+        ] {
+            assert_eq!(PgFamily::of(repo), family, "{repo}");
+        }
+    }
 
     #[test]
     fn kinds_from_image_names() {

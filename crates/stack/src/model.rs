@@ -277,22 +277,7 @@ impl Service {
 
     /// The image reference without registry and tag, lowercased (`pgvector/pgvector`).
     pub fn image_repo(&self) -> Option<String> {
-        let image = self.image.as_deref()?;
-        let no_digest = image.split('@').next().unwrap_or(image);
-        // a tag is a `:` after the last `/`
-        let repo = match no_digest.rfind(':') {
-            Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
-            _ => no_digest,
-        };
-        let parts: Vec<&str> = repo.split('/').collect();
-        let repo = if parts.len() > 1
-            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
-        {
-            parts[1..].join("/")
-        } else {
-            repo.to_string()
-        };
-        Some(repo.trim_start_matches("library/").to_ascii_lowercase())
+        self.image.as_deref().map(image_repo)
     }
 
     /// The image tag, if any.
@@ -395,6 +380,26 @@ pub fn parse_port(v: &Value) -> Result<Port, String> {
             })
         }
     }
+}
+
+/// An image reference without registry and tag, lowercased (`pgvector/pgvector` for
+/// `docker.io/pgvector/pgvector:pg17`, `postgres` for `library/postgres`).
+pub fn image_repo(image: &str) -> String {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    // a tag is a `:` after the last `/`
+    let repo = match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    };
+    let parts: Vec<&str> = repo.split('/').collect();
+    let repo = if parts.len() > 1
+        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
+    {
+        parts[1..].join("/")
+    } else {
+        repo.to_string()
+    };
+    repo.trim_start_matches("library/").to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_norway::{Mapping, Value};
 use crate::compose::ComposeProject;
 use crate::config::RenderSection;
 use crate::interpolate::escape;
-use crate::kinds::Kind;
+use crate::kinds::{Kind, PgFamily};
 use crate::plan::{Plan, PlannedService};
 use crate::units::Bytes;
 
@@ -155,8 +155,28 @@ fn render_service(
         return;
     }
     let Some(limit) = ps.limit else { return };
+    let repo = ps
+        .image
+        .as_deref()
+        .map(crate::model::image_repo)
+        .unwrap_or_default();
     match ps.kind {
-        Kind::Postgres => tune_postgres(raw, limit, notes, &ps.name),
+        Kind::Postgres => match PgFamily::of(&repo) {
+            PgFamily::Official => tune_postgres(raw, limit, notes, &ps.name),
+            PgFamily::Bitnami => tune_bitnami_postgres(raw, limit, notes, &ps.name),
+            PgFamily::Unknown => notes.push(Note {
+                service: ps.name.clone(),
+                message: format!(
+                    "PostgreSQL settings not derived: `{repo}` is not an image family homebase knows how to configure (the official image and those built on it, Bitnami's); set shared_buffers and the like as its documentation says"
+                ),
+            }),
+        },
+        Kind::Neo4j if !crate::kinds::neo4j_official(&repo) => notes.push(Note {
+            service: ps.name.clone(),
+            message: format!(
+                "Neo4j memory not derived: `{repo}` is not the official neo4j image, whose NEO4J_server_memory_* variables homebase sets"
+            ),
+        }),
         Kind::Neo4j => {
             let v4 = ps
                 .image
@@ -256,9 +276,10 @@ fn pg_size(b: Bytes) -> String {
     format!("{}MB", b.as_mib().max(1))
 }
 
-fn tune_postgres(raw: &mut Mapping, limit: Bytes, notes: &mut Vec<Note>, service: &str) {
+/// The settings derived from a PostgreSQL service's limit.
+fn pg_settings(limit: Bytes) -> [(&'static str, String); 4] {
     let clamp = |v: u64, lo: u64, hi: u64| Bytes(v.clamp(lo, hi));
-    let settings = [
+    [
         ("shared_buffers", pg_size(Bytes(limit.0 / 4))),
         ("effective_cache_size", pg_size(Bytes(limit.0 / 4 * 3))),
         ("work_mem", pg_size(clamp(limit.0 / 64, 4 << 20, 64 << 20))),
@@ -266,7 +287,47 @@ fn tune_postgres(raw: &mut Mapping, limit: Bytes, notes: &mut Vec<Note>, service
             "maintenance_work_mem",
             pg_size(clamp(limit.0 / 16, 64 << 20, 1 << 30)),
         ),
-    ];
+    ]
+}
+
+/// Bitnami's image: the settings as `-c` flags in `POSTGRESQL_EXTRA_FLAGS` (its command and
+/// entrypoint untouched), after any the file sets there.
+fn tune_bitnami_postgres(raw: &mut Mapping, limit: Bytes, notes: &mut Vec<Note>, service: &str) {
+    let env = mapping_at(raw, "environment");
+    let existing = env
+        .get("POSTGRESQL_EXTRA_FLAGS")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let applied: Vec<String> = pg_settings(limit)
+        .iter()
+        .filter(|(n, _)| !existing.contains(&format!("{n}=")))
+        .map(|(n, v)| format!("-c {n}={v}"))
+        .collect();
+    if applied.is_empty() {
+        notes.push(Note {
+            service: service.into(),
+            message: "POSTGRESQL_EXTRA_FLAGS already sets the memory settings; left as is".into(),
+        });
+        return;
+    }
+    let flags = if existing.trim().is_empty() {
+        applied.join(" ")
+    } else {
+        format!("{} {}", existing.trim(), applied.join(" "))
+    };
+    env.insert("POSTGRESQL_EXTRA_FLAGS".into(), flags.into());
+    notes.push(Note {
+        service: service.into(),
+        message: format!(
+            "Bitnami PostgreSQL: {} in POSTGRESQL_EXTRA_FLAGS, from the {limit} limit",
+            applied.join(" ")
+        ),
+    });
+}
+
+fn tune_postgres(raw: &mut Mapping, limit: Bytes, notes: &mut Vec<Note>, service: &str) {
+    let settings = pg_settings(limit);
     if raw.contains_key("entrypoint") {
         notes.push(Note {
             service: service.into(),
