@@ -170,6 +170,8 @@ impl Service {
                 // Kept in the raw definition for Compose to judge (often a variable the
                 // user's .env sets); homebase only loses the typed view of it.
                 match parse_port(p) {
+                    // the same port twice is one, as Compose reads it
+                    Ok(port) if ports.contains(&port) => {}
                     Ok(port) => ports.push(port),
                     Err(m) => warnings.push(format!("{}: {m}", at("ports"))),
                 }
