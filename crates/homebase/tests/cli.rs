@@ -28,6 +28,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
+/// `docker compose -f FILE config --format json`, which must accept the file.
+fn compose_config(file: &Path) -> serde_json::Value {
+    let o = Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(file)
+        .args(["config", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn help_shows_commands_and_examples() {
     let out = homebase(&repo(), &["--help"]);
@@ -200,14 +212,7 @@ fn render_is_deterministic_and_compose_accepts_it() {
         .output()
         .is_ok_and(|o| o.status.success());
     if have_compose {
-        let o = Command::new("docker")
-            .args(["compose", "-f"])
-            .arg(&file)
-            .args(["config", "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o.stderr));
-        let cfg: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cfg = compose_config(&file);
         assert_eq!(
             cfg["services"]["postgres"]["deploy"]["resources"]["limits"]["memory"],
             "2684354560"
@@ -370,14 +375,7 @@ services:
     // read back as Compose reads it (which also proves Compose accepts it)
     let file = dir.path().join("rendered.yml");
     std::fs::write(&file, &out.stdout).unwrap();
-    let o = Command::new("docker")
-        .args(["compose", "-f"])
-        .arg(&file)
-        .args(["config", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = compose_config(&file);
     let svc = |s: &str| doc["services"][s].clone();
     let cmd = svc("pg")["command"].to_string();
     assert!(cmd.contains("shared_buffers=256MB"), "{cmd}");

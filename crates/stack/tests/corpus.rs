@@ -3,69 +3,21 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::{compose_available, corpus_dir, corpus_files, stage};
 use homebase_stack::config::Config;
 use homebase_stack::{Bytes, ComposeProject, LoadOptions, Plan, StackError};
 use indexmap::IndexMap;
 
-fn corpus_dir() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        here.join("../../../shared/corpus/compose"),
-        here.join("../../shared/corpus/compose"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_dir())
-        .expect("shared/corpus/compose next to the repository")
-}
-
-/// Files that other corpus files name by their original paths.
-const COMPANIONS: &[(&str, &str)] = &[
-    (
-        "PostHog__posthog__docker-compose.base.yml",
-        "docker-compose.base.yml",
-    ),
-    (
-        "infiniflow__ragflow__docker__docker-compose-base.yml",
-        "docker-compose-base.yml",
-    ),
-    (
-        "supabase__supabase__docker__docker-compose.yml",
-        "supabase/docker/docker-compose.yml",
-    ),
-];
-
-fn stage(dir: &Path, corpus: &Path, file: &str) -> PathBuf {
-    for (src, dst) in COMPANIONS {
-        let to = dir.join(dst);
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        fs::copy(corpus.join(src), to).unwrap();
-    }
-    let to = dir.join(file);
-    fs::copy(corpus.join(file), &to).unwrap();
-    to
-}
-
-fn compose_available() -> bool {
-    Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn every_corpus_file_loads_plans_and_renders() {
     let corpus = corpus_dir();
-    let mut files: Vec<String> = fs::read_dir(&corpus)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
-        .collect();
-    files.sort();
+    let files = corpus_files(&corpus);
     assert!(files.len() >= 30, "corpus has {} files", files.len());
     let check_with_compose = compose_available();
     if !check_with_compose {

@@ -7,41 +7,17 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::{COMPANIONS, compose_available, corpus_dir, corpus_files, stage};
 use homebase_stack::{ComposeProject, LoadOptions, StackError};
 use indexmap::IndexMap;
 use serde_json::Value;
-
-fn corpus_dir() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [
-        here.join("../../../shared/corpus/compose"),
-        here.join("../../shared/corpus/compose"),
-    ]
-    .into_iter()
-    .find(|p| p.is_dir())
-    .expect("shared/corpus/compose next to the repository")
-}
-
-/// Files that other corpus files name by their original paths.
-const COMPANIONS: &[(&str, &str)] = &[
-    (
-        "PostHog__posthog__docker-compose.base.yml",
-        "docker-compose.base.yml",
-    ),
-    (
-        "infiniflow__ragflow__docker__docker-compose-base.yml",
-        "docker-compose-base.yml",
-    ),
-    (
-        "supabase__supabase__docker__docker-compose.yml",
-        "supabase/docker/docker-compose.yml",
-    ),
-];
 
 /// Multi-file sets as projects document them: an override file over a base, with Compose's
 /// merge tags and merge keys nested through anchors.
@@ -61,13 +37,6 @@ const SETS: &[(&str, &[(&str, &str)])] = &[(
 
 /// Differences that are deliberate, with why (file prefix, `service.field`).
 const EXPLAINED: &[(&str, &str, &str)] = &[];
-
-fn compose_available() -> bool {
-    Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// Bytes from Compose's JSON (a number or a string of digits).
 fn bytes(v: &Value) -> Option<u64> {
@@ -189,24 +158,13 @@ fn homebase_reads_every_corpus_file_as_compose_does() {
         return;
     }
     let corpus = corpus_dir();
-    let mut files: Vec<String> = fs::read_dir(&corpus)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
-        .collect();
-    files.sort();
+    let files = corpus_files(&corpus);
     let mut diffs: Vec<String> = Vec::new();
     let mut compared = 0;
     let mut refused_by_compose = Vec::new();
     for file in &files {
         let dir = tempfile::tempdir().unwrap();
-        for (src, dst) in COMPANIONS {
-            let to = dir.path().join(dst);
-            fs::create_dir_all(to.parent().unwrap()).unwrap();
-            fs::copy(corpus.join(src), to).unwrap();
-        }
-        let path = dir.path().join(file);
-        fs::copy(corpus.join(file), &path).unwrap();
+        let path = stage(dir.path(), &corpus, file);
         // the same variables for both: PATH, and a plausible value for every variable the
         // file names (the project's .env is not in the corpus)
         let mut env = IndexMap::new();
