@@ -7,6 +7,7 @@
 # with `persist_secs = 0`). Uses test host 2; prints a markdown table (median of N, default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 cargo build --release --quiet --bin homebase --bin delay-proxy
 hb=$PWD/target/release/homebase
 N=${N:-3}
@@ -29,12 +30,7 @@ cleanup() {
   true
 }
 trap cleanup EXIT
-./target/release/delay-proxy "$addr:22" 125 > "$work/port" &
-proxy_pid=$!
-for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
-pport=$(cat "$work/port")
-grep "^$addr " "$KH" | sed "s/^$addr /[127.0.0.1]:$pport /" > "$work/known_hosts"
-cat "$KH" >> "$work/known_hosts"
+long_link "$addr" 125 "$work"
 # every ssh a command starts, counted
 mkdir -p "$work/bin"; mkdir -m 700 "$work/ssh"
 printf '#!/bin/sh\necho x >> %s/count\nexec /usr/bin/ssh -i %s -o UserKnownHostsFile=%s/known_hosts "$@"\n' "$work" "$K" "$work" > "$work/bin/ssh"

@@ -36,3 +36,16 @@ t.sort()
 print(f"{t[499]:.2f} {t[989]:.2f}")
 PY
 }
+
+# long_link ADDR ONE_WAY_MS WORK: starts the testkit's delay proxy in front of ADDR:22 (each
+# direction delayed ONE_WAY_MS) and writes WORK/known_hosts for it (and for ADDR itself).
+# Sets proxy_pid and pport; the caller kills proxy_pid at its end. Needs `scripts/testhost env`.
+long_link() {
+  local addr=$1 delay=$2 work=$3
+  ./target/release/delay-proxy "$addr:22" "$delay" > "$work/port" &
+  proxy_pid=$!
+  for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
+  pport=$(cat "$work/port")
+  grep "^$addr " "$HB_TESTHOST_KNOWN_HOSTS" | sed "s/^$addr /[127.0.0.1]:$pport /" > "$work/known_hosts"
+  cat "$HB_TESTHOST_KNOWN_HOSTS" >> "$work/known_hosts"
+}

@@ -3,10 +3,12 @@
 # coding agent's would be) side by side with the command an agent would otherwise run,
 # `homebase status --json`, over a short link (test host 2 directly) and a long one (a delay
 # proxy adding 125 ms each way: 250 ms round trips). Both with the warm SSH connection.
-# `first answer` is a fresh server: spawn, handshake, tool list, first `status`.
+# `first answer` is a fresh server: spawn, handshake, tool list, first `status`. The host
+# daemon runs, so `status` takes its last sample (as for a user with `homebase setup` done).
 # Uses test host 2; prints a markdown table (median of N, default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 cargo build --release --quiet --bin homebase --bin delay-proxy
 hb=$PWD/target/release/homebase
 N=${N:-5}
@@ -16,8 +18,11 @@ addr=$HB_HOST2_ADDR; user=$HB_HOST2_USER
 engine=unix:///run/homebase-testhost/hbhost2/docker.sock
 work=$(mktemp -d)
 proxy_pid=
+dstate=/tmp/hb-benchmcp-daemon-$$
+dport=$(( 42000 + $$ % 1000 ))
 cleanup() {
   [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null
+  /usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" "kill \$(cat $dstate/pid) 2>/dev/null; rm -rf $dstate" >/dev/null 2>&1 || true
   for d in "$work"/ssh/*; do [ -S "$d" ] && ssh -S "$d" -O exit x >/dev/null 2>&1; done
   DOCKER_HOST=$engine docker compose -p benchmcp down -v -t 1 >/dev/null 2>&1 || true
   /usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" 'rm -rf ~/.homebase/benchmcp' >/dev/null 2>&1 || true
@@ -25,12 +30,7 @@ cleanup() {
   true
 }
 trap cleanup EXIT
-./target/release/delay-proxy "$addr:22" 125 > "$work/port" &
-proxy_pid=$!
-for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
-pport=$(cat "$work/port")
-grep "^$addr " "$KH" | sed "s/^$addr /[127.0.0.1]:$pport /" > "$work/known_hosts"
-cat "$KH" >> "$work/known_hosts"
+long_link "$addr" 125 "$work"
 mkdir -m 700 "$work/ssh"
 export HOMEBASE_SSH_CONTROL_DIR=$work/ssh
 
@@ -95,6 +95,11 @@ cli_median() { # cli_median DIR N
   for _ in $(seq "$2"); do local a; a=$(ms_now); "$hb" -C "$1" status --json >/dev/null; t+=($(( $(ms_now) - a ))); done
   printf '%s\n' "${t[@]}" | sort -n | sed -n "$(( ($2 + 1) / 2 ))p"
 }
+
+# the host daemon, watching the bench's project: status takes its last sample
+/usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" \
+  "mkdir -p $dstate; nohup $hb daemon --listen 127.0.0.1:$dport --state-dir $dstate --project benchmcp > $dstate/log 2>&1 < /dev/null & echo \$! > $dstate/pid"
+export HOMEBASE_DAEMON_STATE=$dstate
 
 echo "| link | \`homebase status --json\` | MCP \`status\` call | MCP ÷ CLI | MCP first answer (fresh server) |"
 echo "|---|---:|---:|---:|---:|"
