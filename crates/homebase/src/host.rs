@@ -366,7 +366,8 @@ impl<'a> HostProject<'a> {
         Ok(())
     }
 
-    /// The script (`set -e`) and the tar on its stdin that upload a bundle (see
+    /// The script (exit 1 on any failure, nothing left but a temp dir) and the tar for its
+    /// stdin that upload a bundle (see
     /// [`HostProject::upload`]), for a command that goes on after it.
     pub fn upload_script(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(String, Vec<u8>)> {
         check_id(id)?;
@@ -385,9 +386,15 @@ impl<'a> HostProject<'a> {
             .into_inner()
             .context("cannot build the release bundle")?;
         let script = format!(
-            "set -e; d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\"; mkdir -p \"$t\"; chmod 700 \"$t\"; tar -xf - -C \"$t\"; find \"$t\" -type f -exec chmod 600 {{}} +; rm -rf \"$d/releases/{id}\"; mv \"$t\" \"$d/releases/{id}\"",
+            // every step chained with && (no `set -e`: it is off inside a list that is tested,
+            // as when a command goes on after the upload), and the archive taken whole (its
+            // size checked) before anything is unpacked: a cut link leaves only the temp dir
+            "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
+             cat > \"$t.tar\" && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",
             d = self.dir(),
-            id = id
+            id = id,
+            n = bytes.len()
         );
         Ok((script, bytes))
     }

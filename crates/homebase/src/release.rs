@@ -163,7 +163,7 @@ impl<'a> Lock<'a> {
         let start = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
         let (script, input) = match bundle {
             Some((upload, tar)) => (
-                format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}; {start}"),
+                format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}\n{start}"),
                 tar,
             ),
             None => (start, Vec::new()),
@@ -514,7 +514,7 @@ pub fn rtt_note(rtt: Option<Duration>, host: &str) -> Option<String> {
     ))
 }
 
-/// A release bundle on its way: the script that unpacks it (`set -e`) and the tar for its
+/// A release bundle on its way: the script that unpacks it (exit 1 on any failure) and the tar for its
 /// stdin ([`crate::host::HostProject::upload_script`]).
 pub type Bundle = (String, Vec<u8>);
 
