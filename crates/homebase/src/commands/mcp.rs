@@ -809,7 +809,17 @@ fn project_secrets(config_path: &std::path::Path) -> Vec<String> {
         daemon_dir: None,
         color: crate::cli::ColorChoice::Never,
     };
+    // names the answers are made of (a project, service or image called like a value of the
+    // env file, `postgres` say) are not secrets: redacting them would garble every answer
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    names.insert(config.project.name.clone());
+    names.extend(config.loops.keys().cloned());
     if let Ok(p) = project::load(&global) {
+        for svc in p.compose.services.values() {
+            names.insert(svc.name.clone());
+            names.extend(svc.image.iter().cloned());
+            names.extend(svc.image_repo());
+        }
         for svc in p.compose.services.values() {
             for (f, _) in &svc.env_files {
                 files.insert(p.compose.project_dir.join(f));
@@ -837,6 +847,7 @@ fn project_secrets(config_path: &std::path::Path) -> Vec<String> {
             .flatten()
             .cloned(),
     );
+    out.retain(|v| !names.contains(v));
     out
 }
 
@@ -1043,4 +1054,43 @@ impl ServerHandler for Homebase {
 
 fn tool_failed(message: String) -> ErrorData {
     ErrorData::internal_error(message, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubber_redacts_escapes_and_cuts() {
+        let s = Scrubber::new(vec![
+            "tok-123".into(),
+            "tok-123456".into(),
+            "abc".into(), // too short to be treated as a secret
+        ]);
+        assert_eq!(
+            s.text("a tok-123456 and tok-123 abc"),
+            "a <redacted> and <redacted> abc"
+        );
+        assert_eq!(s.text("bell\u{7}\u{1b}[2J"), "bell\\u{7}\\u{1b}[2J");
+        let long = "x".repeat(MAX_CHARS + 10);
+        assert!(s.text(&long).ends_with("… [10 more characters cut]"));
+        let mut v = serde_json::json!({"a": ["tok-123456"], "b": {"c": "tok-123"}});
+        s.value(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["<redacted>"], "b": {"c": "<redacted>"}})
+        );
+    }
+
+    #[test]
+    fn the_last_document_after_event_lines() {
+        let out = "{\"event\":\"step\",\"step\":\"lock\"}\n{\n  \"error\": \"no\",\n  \"exit_code\": 3\n}\n";
+        let v = last_document(out).unwrap();
+        assert_eq!(v["exit_code"], 3);
+        assert!(last_document("not json").is_none());
+        assert_eq!(
+            last_document("[1, 2]\n").unwrap(),
+            serde_json::json!([1, 2])
+        );
+    }
 }
