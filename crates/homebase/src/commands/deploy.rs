@@ -130,6 +130,10 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
         // 5. Upload the bundle.
         let id = release_id(&hash);
+        if !host.swarm {
+            // before the step: in Compose mode the upload ends with the job's start
+            check_loop_images(&project, &session, &mut progress)?;
+        }
         progress.step(&format!("upload release {id}"));
         let mut files: Vec<(&str, &[u8])> = vec![
             ("compose.yml", rendered.yaml.as_bytes()),
@@ -152,11 +156,6 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             check_loop_images(&project, &session, &mut progress)?;
             None
         } else {
-            if !project.config.loops.is_empty() {
-                progress.done();
-                check_loop_images(&project, &session, &mut progress)?;
-                progress.step(&format!("upload release {id}"));
-            }
             Some(host.upload_script(&id, &files)?)
         };
         release::check_interrupt()?;
