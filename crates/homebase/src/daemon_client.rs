@@ -106,6 +106,12 @@ impl DaemonClient {
 
     /// GET `path` as JSON; a non-2xx answer is an error carrying the daemon's message.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (code, body) = self.get_text(path)?;
+        json_answer(path, code, &body)
+    }
+
+    /// GET `path`; returns the status code and the body.
+    pub fn get_text(&self, path: &str) -> Result<(u16, String)> {
         let mut r = self
             .agent
             .get(&format!("{}{path}", self.base))
@@ -113,13 +119,7 @@ impl DaemonClient {
             .call()
             .with_context(|| format!("cannot reach the daemon at {} ({path})", self.endpoint))?;
         let code = r.status().as_u16();
-        if !(200..300).contains(&code) {
-            let body = r.body_mut().read_to_string().unwrap_or_default();
-            anyhow::bail!("the daemon answered {code} to {path}: {}", body.trim());
-        }
-        r.body_mut()
-            .read_json()
-            .with_context(|| format!("the daemon's answer to {path} is not what homebase expects"))
+        Ok((code, r.body_mut().read_to_string().unwrap_or_default()))
     }
 
     /// POST `path`; returns the status code and the body (JSON on success, a sentence otherwise).
@@ -161,16 +161,7 @@ pub fn request(
         return if method == "POST" {
             client.post(path)
         } else {
-            let mut r = client
-                .agent
-                .get(&format!("{}{path}", client.base))
-                .header("Authorization", &format!("Bearer {}", client.token))
-                .call()
-                .with_context(|| {
-                    format!("cannot reach the daemon at {} ({path})", client.endpoint)
-                })?;
-            let code = r.status().as_u16();
-            Ok((code, r.body_mut().read_to_string().unwrap_or_default()))
+            client.get_text(path)
         };
     }
     if let Some(ep) = state.strip_prefix("running ") {
@@ -210,10 +201,19 @@ pub fn get_json<T: DeserializeOwned>(
     path: &str,
 ) -> Result<T> {
     let (code, body) = request(session, dir, "GET", path)?;
+    json_answer(path, code, &body)
+}
+
+/// A 2xx answer as JSON; otherwise an error carrying the daemon's message (host text, shown
+/// escaped).
+fn json_answer<T: DeserializeOwned>(path: &str, code: u16, body: &str) -> Result<T> {
     if !(200..300).contains(&code) {
-        anyhow::bail!("the daemon answered {code} to {path}: {}", body.trim());
+        anyhow::bail!(
+            "the daemon answered {code} to {path}: {}",
+            crate::ui::printable(body.trim())
+        );
     }
-    serde_json::from_str(&body)
+    serde_json::from_str(body)
         .with_context(|| format!("the daemon's answer to {path} is not what homebase expects"))
 }
 

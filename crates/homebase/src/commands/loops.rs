@@ -120,12 +120,15 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
                 }
                 404 => Err(coded(
                     Exit::BadInput,
-                    format!("{}; deploy first if you just added it", body.trim()),
+                    format!(
+                        "{}; deploy first if you just added it",
+                        ui::printable(body.trim())
+                    ),
                 )),
-                409 => Err(coded(Exit::Refused, body.trim().to_string())),
+                409 => Err(coded(Exit::Refused, ui::printable(body.trim()))),
                 _ => Err(anyhow::anyhow!(
                     "the daemon answered {code} to `loop {action} {name}`: {}",
-                    body.trim()
+                    ui::printable(body.trim())
                 )),
             }
         }

@@ -227,6 +227,8 @@ pub fn collect_status(
     };
     match answer {
         on_host::Answer::Running { endpoint, bodies } => {
+            // (read from a file of the host's: shown as text)
+            let endpoint = ui::printable(&endpoint);
             let status: Value = serde_json::from_str(&bodies[0]).unwrap_or_default();
             report.daemon = match sample_age {
                 Some(age) if !fresh => {
@@ -242,7 +244,10 @@ pub fn collect_status(
             );
         }
         on_host::Answer::NotAnswering { endpoint } => {
-            report.daemon = format!("not answering at {endpoint}; showing the engine's view");
+            report.daemon = format!(
+                "not answering at {}; showing the engine's view",
+                ui::printable(&endpoint)
+            );
         }
         on_host::Answer::NotInstalled => {
             report.daemon = "not installed on the host; showing the engine's view".into();
