@@ -208,8 +208,8 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Mapping, StackError> {
         column: 0,
         message: format!("invalid merge key (`<<`): {e}"),
     })?;
+    crate::validate::file(&value, path)?;
     match value {
-        Value::Null => Ok(Mapping::new()),
         Value::Mapping(m) => Ok(m),
         _ => Err(StackError::invalid(
             path,
@@ -363,9 +363,20 @@ fn load_file(path: &Path, vars: &Vars, depth: usize) -> Result<Mapping, StackErr
                 }
             }
             let mut sub = Mapping::new();
+            // the included files' paths are relative to their project directory
+            let prefix = entry.project_directory.clone().unwrap_or_else(|| {
+                entry
+                    .paths
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+            });
             for p in &entry.paths {
                 let file = absolute(&dir, p);
-                merge_documents(&mut sub, load_file(&file, &inc_vars, depth + 1)?);
+                let mut doc = load_file(&file, &inc_vars, depth + 1)?;
+                crate::paths::rebase_document(&mut doc, &prefix);
+                merge_documents(&mut sub, doc);
             }
             if let Some(Value::Mapping(sub_services)) = sub.get("services") {
                 for (name, _) in sub_services {
@@ -423,6 +434,9 @@ fn key_str(v: &Value, path: &Path) -> Result<String, StackError> {
 struct IncludeEntry {
     paths: Vec<PathBuf>,
     env_file: Option<PathBuf>,
+    /// What the included files' relative paths are relative to (default: the first file's
+    /// directory), as written (relative to the including file).
+    project_directory: Option<PathBuf>,
 }
 
 fn include_entries(v: &Value, path: &Path) -> Result<Vec<IncludeEntry>, StackError> {
@@ -442,6 +456,7 @@ fn include_entries(v: &Value, path: &Path) -> Result<Vec<IncludeEntry>, StackErr
             Value::String(s) => Ok(IncludeEntry {
                 paths: vec![PathBuf::from(s)],
                 env_file: None,
+                project_directory: None,
             }),
             Value::Mapping(m) => {
                 let paths = match m.get("path") {
@@ -459,7 +474,15 @@ fn include_entries(v: &Value, path: &Path) -> Result<Vec<IncludeEntry>, StackErr
                     }
                     _ => None,
                 };
-                Ok(IncludeEntry { paths, env_file })
+                let project_directory = m
+                    .get("project_directory")
+                    .and_then(Value::as_str)
+                    .map(PathBuf::from);
+                Ok(IncludeEntry {
+                    paths,
+                    env_file,
+                    project_directory,
+                })
             }
             _ => Err(bad()),
         })
@@ -531,7 +554,10 @@ fn resolve_extends(
                 let n = key_str(n, &file)?;
                 normalize_service(d, &n, &file, vars)?;
             }
-            resolve_extends(&file, &other, &base_service, vars, chain)?
+            let mut base = resolve_extends(&file, &other, &base_service, vars, chain)?;
+            // its paths are relative to its own file
+            crate::paths::rebase_service(&mut base, f.parent().unwrap_or(Path::new("")));
+            base
         }
     };
     chain.pop();
@@ -772,12 +798,22 @@ fn merge_tagged(base: &mut Mapping, over: Mapping, strip: bool) {
         match (base.get_mut(&k), v) {
             (Some(Value::Mapping(b)), Value::Mapping(o)) => merge_tagged(b, o, strip),
             (Some(Value::Sequence(b)), Value::Sequence(o)) if !replace => {
+                let field = k.as_str().unwrap_or_default();
                 for item in o
                     .into_iter()
                     .filter_map(|i| if strip { strip_tags(i) } else { Some(i) })
                 {
-                    if !b.contains(&item) {
-                        b.push(item);
+                    // a mount replaces the one at the same target; a secret or config the
+                    // one of the same source
+                    let key = seq_key(field, &item);
+                    let same = key.as_ref().and_then(|key| {
+                        b.iter()
+                            .position(|x| seq_key(field, x).as_ref() == Some(key))
+                    });
+                    match same {
+                        Some(i) => b[i] = item,
+                        None if !b.contains(&item) => b.push(item),
+                        None => {}
                     }
                 }
             }
@@ -791,6 +827,23 @@ fn merge_tagged(base: &mut Mapping, over: Mapping, strip: bool) {
                 }
             }
         }
+    }
+}
+
+/// What identifies an entry of a list Compose merges by key: a mount's target (`volumes`), a
+/// secret's or config's source.
+fn seq_key(field: &str, item: &Value) -> Option<String> {
+    let target = |s: &str| -> Option<String> {
+        let mut parts = s.split(':');
+        let first = parts.next()?;
+        Some(parts.next().unwrap_or(first).to_string())
+    };
+    match (field, item) {
+        ("volumes", Value::String(s)) => target(s),
+        ("volumes", Value::Mapping(m)) => m.get("target").and_then(scalar_string),
+        ("secrets" | "configs", Value::String(s)) => Some(s.clone()),
+        ("secrets" | "configs", Value::Mapping(m)) => m.get("source").and_then(scalar_string),
+        _ => None,
     }
 }
 
@@ -836,6 +889,9 @@ fn finish(
             inactive.push(name);
         }
     }
+    for svc in services.values() {
+        crate::validate::volumes(svc, &path)?;
+    }
     // depends_on must name known services; one that names an inactive service is an error in Compose too
     for svc in services.values() {
         for dep in svc.depends_on.keys() {
@@ -856,6 +912,7 @@ fn finish(
             }
         }
     }
+    crate::validate::no_cycles(&services, &path)?;
     Ok(ComposeProject {
         name,
         services,

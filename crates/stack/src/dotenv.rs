@@ -2,7 +2,13 @@
 //! single quotes (literal), double quotes (escapes, interpolation) and unquoted values
 //! (trimmed, ` #` starts a comment, interpolation against what is defined so far).
 
+use std::path::Path;
+
+use indexmap::IndexMap;
+
+use crate::error::StackError;
 use crate::interpolate::{Vars, interpolate};
+use crate::model::Service;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
@@ -85,6 +91,43 @@ pub fn parse(text: &str, outer: &Vars) -> Result<Vars, DotenvError> {
         out.insert(key.to_string(), parsed);
     }
     Ok(out)
+}
+
+/// A service's environment as Compose gives it to the container: its `env_file`s in order
+/// (each value interpolated against the files before it, then the project's variables), then
+/// its `environment`, which wins. A missing file is an error unless it is `required: false`.
+pub fn service_environment(
+    svc: &Service,
+    project_dir: &Path,
+    vars: &Vars,
+) -> Result<IndexMap<String, Option<String>>, StackError> {
+    let mut from_files = Vars::new();
+    for (file, required) in &svc.env_files {
+        let path = project_dir.join(file);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(StackError::Read { path, source }),
+        };
+        let mut outer = vars.clone();
+        for (k, v) in &from_files {
+            outer.insert(k.clone(), v.clone());
+        }
+        let parsed = parse(&text, &outer).map_err(|source| StackError::Dotenv {
+            path: path.clone(),
+            source,
+        })?;
+        from_files.extend(parsed);
+    }
+    let mut env: IndexMap<String, Option<String>> =
+        from_files.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    for (k, v) in &svc.environment {
+        // a bare name the environment does not set leaves an env file's value alone
+        if v.is_some() || !env.contains_key(k) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(env)
 }
 
 fn closing_double_quote(s: &str) -> Option<usize> {

@@ -13,10 +13,12 @@ pub mod interpolate;
 pub mod kinds;
 pub mod loops;
 pub mod model;
+pub mod paths;
 pub mod plan;
 pub mod render;
 pub mod swarm;
 pub mod units;
+pub mod validate;
 
 pub use compose::{ComposeProject, LoadOptions};
 pub use config::Config;

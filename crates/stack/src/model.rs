@@ -208,6 +208,13 @@ impl Service {
             }
         }
 
+        // what `links`, `volumes_from` and `service:` namespaces imply, as Compose adds them
+        for dep in crate::validate::implied_dependencies(&raw) {
+            depends_on
+                .entry(dep)
+                .or_insert_with(|| "service_started".into());
+        }
+
         let mut environment = IndexMap::new();
         if let Some(Value::Mapping(m)) = raw.get("environment") {
             for (k, v) in m {

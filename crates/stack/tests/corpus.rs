@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{compose_available, corpus_dir, corpus_files, stage};
+use common::{COMPANIONS, compose_available, corpus_dir, corpus_files, guess_vars, stage};
 use homebase_stack::config::Config;
 use homebase_stack::{Bytes, ComposeProject, LoadOptions, Plan, StackError};
 use indexmap::IndexMap;
@@ -33,7 +33,17 @@ fn every_corpus_file_loads_plans_and_renders() {
     for file in &files {
         let dir = tempfile::tempdir().unwrap();
         let path = stage(dir.path(), &corpus, file);
+        // a plausible value for each variable the file names (its project's .env is not in
+        // the corpus; Compose refuses a volume such as `${SOCKET}:/x` with it unset, too)
         let mut env = IndexMap::new();
+        env.insert(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        );
+        guess_vars(&fs::read_to_string(&path).unwrap(), &mut env);
+        for (src, _) in COMPANIONS {
+            guess_vars(&fs::read_to_string(corpus.join(src)).unwrap(), &mut env);
+        }
         let opts = |env: &IndexMap<String, String>| LoadOptions {
             files: vec![path.clone()],
             env: env.clone(),

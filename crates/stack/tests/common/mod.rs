@@ -7,6 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use indexmap::IndexMap;
+
 pub fn corpus_dir() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     [
@@ -62,4 +64,62 @@ pub fn compose_available() -> bool {
         .args(["compose", "version"])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// A value for each variable `text` names (`$VAR`, `${VAR…}`, not `$$`) that fits where
+/// such names go: ports, images, versions, paths, else a word.
+pub fn guess_vars(text: &str, env: &mut IndexMap<String, String>) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            if b.get(i + 1) == Some(&b'$') {
+                i += 2;
+                continue;
+            }
+            let start = if b.get(i + 1) == Some(&b'{') {
+                i + 2
+            } else {
+                i + 1
+            };
+            let mut end = start;
+            while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                end += 1;
+            }
+            if end > start && !b[start].is_ascii_digit() {
+                let name = &text[start..end];
+                let upper = name.to_ascii_uppercase();
+                let has = |words: &[&str]| words.iter().any(|w| upper.contains(w));
+                let value = if has(&["PORT", "BIND"]) {
+                    (18080 + env.len()).to_string()
+                } else if upper == "PWD" {
+                    ".".to_string()
+                } else if has(&["SOFT", "HARD"]) {
+                    "1".to_string()
+                } else if has(&["MEM", "LIMIT"]) {
+                    "1g".to_string()
+                } else if has(&["IMAGE"]) {
+                    "busybox".to_string()
+                } else if has(&["VERSION"]) || upper.ends_with("TAG") {
+                    "1".to_string()
+                } else if has(&[
+                    "DATA", "VOLUME", "LOCATION", "PATH", "DIR", "SOCKET", "FILE", "CONF", "MOUNT",
+                    "CERT",
+                ]) {
+                    "./x".to_string()
+                } else if has(&[
+                    "SOFT", "HARD", "COUNT", "NUM", "SIZE", "WORKERS", "REPLICAS", "TIMEOUT",
+                    "RETRIES",
+                ]) {
+                    "1".to_string()
+                } else {
+                    "x".to_string()
+                };
+                env.entry(name.to_string()).or_insert(value);
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
 }
