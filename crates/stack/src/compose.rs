@@ -195,11 +195,20 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Mapping, StackError> {
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
+        let message = e.to_string();
+        // the parser stops an alias bomb (aliases of aliases that expand to billions of
+        // nodes) before it is expanded; say what it is
+        let message = if message.contains("repetition limit exceeded") {
+            "its aliases (`*name`) would expand to too many nodes; a compose file never needs              that (is it an alias bomb?)"
+                .to_string()
+        } else {
+            message
+        };
         StackError::Yaml {
             path: path.to_path_buf(),
             line,
             column,
-            message: e.to_string(),
+            message,
         }
     })?;
     resolve_merges(&mut value).map_err(|e| StackError::Yaml {

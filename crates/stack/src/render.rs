@@ -50,6 +50,17 @@ pub fn render(
             ))
         })?;
         let mut raw = svc.raw.clone();
+        // an optional dependency on a service the render leaves out (an inactive profile)
+        // goes: Compose refuses a `depends_on` naming a service the file does not define
+        if let Some(Value::Mapping(deps)) = raw.get_mut("depends_on") {
+            deps.retain(|k, _| {
+                k.as_str()
+                    .is_some_and(|k| plan.services.iter().any(|p| p.name == k))
+            });
+            if deps.is_empty() {
+                raw.remove("depends_on");
+            }
+        }
         render_service(&mut raw, ps, opts, &mut notes);
         let mut raw = Value::Mapping(raw);
         escape_value_strings(&mut raw);

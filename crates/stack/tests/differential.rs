@@ -1,9 +1,13 @@
-//! The differential conformance suite: for every file of the corpus, the model homebase
-//! loads is compared with `docker compose config --format json` field by field where both
-//! have the field: which services are active, image, environment, ports, depends_on with
-//! conditions, restart, profiles, memory limit and reservation, healthcheck test. Every
-//! difference is reported by file, service and field; the test fails on any that is not
-//! explained in `EXPLAINED`. Runs where Compose is installed (CI installs it).
+//! The differential conformance suite: for every file of the corpus (the shared one, the
+//! fixtures `scripts/corpus` brings, documented multi-file sets), the model homebase loads is
+//! compared with `docker compose config --format json` field by field: which services are
+//! active, image, command, entrypoint, environment (env files merged), ports, volumes,
+//! networks, secrets, configs, labels, depends_on with conditions, restart, profiles, memory
+//! limit and reservation, cpus, healthcheck. A file both refuse is agreement; one that only
+//! one side refuses is a difference unless `REFUSALS` says why. Compose must also accept
+//! homebase's render of every file both load. Every difference is reported by file, service
+//! and field; the test fails on any that `EXPLAINED` does not explain. Runs where Compose is
+//! installed (CI installs it).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -14,26 +18,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{COMPANIONS, compose_available, corpus_dir, corpus_files, guess_vars, stage};
-use homebase_stack::{ComposeProject, LoadOptions, StackError};
+use common::{Case, HOME, Outcome, cases, compose_available, load, touch_env_files};
+use homebase_stack::config::Config;
+use homebase_stack::{Bytes, ComposeProject, Plan};
 use indexmap::IndexMap;
 use serde_json::Value;
-
-/// Multi-file sets as projects document them: an override file over a base, with Compose's
-/// merge tags and merge keys nested through anchors.
-const SETS: &[(&str, &[(&str, &str)])] = &[(
-    "base + override with !reset, !override and nested merge keys",
-    &[
-        (
-            "compose.yml",
-            "x-a: &a {image: busybox}\nx-b: &b {restart: always}\nx-c: &c\n  <<: [*a, *b]\n  environment: {L: '1'}\nservices:\n  web:\n    image: nginx\n    environment: {A: '1', B: '2'}\n    ports: ['80:80']\n    depends_on: [worker]\n  worker:\n    image: busybox\n  nested:\n    <<: *c\n    command: ['true']\n",
-        ),
-        (
-            "compose.override.yml",
-            "x-e: &e {X: '1'}\nservices:\n  web:\n    environment:\n      A: !reset null\n    ports: !override ['81:80']\n    depends_on: !reset []\n  worker: !reset {}\n  nested:\n    environment: !override\n      <<: *e\n      C: '3'\n",
-        ),
-    ],
-)];
 
 /// Differences that are deliberate, with why (file prefix, `service.field`).
 const EXPLAINED: &[(&str, &str, &str)] = &[];
@@ -72,185 +61,52 @@ fn bytes(v: &Value) -> Option<u64> {
     }
 }
 
-fn load(
-    files: &[PathBuf],
-    env: &mut IndexMap<String, String>,
-    fill_required: bool,
-) -> Result<ComposeProject, String> {
-    loop {
-        let opts = LoadOptions {
-            files: files.to_vec(),
-            env: env.clone(),
-            ..Default::default()
-        };
-        match ComposeProject::load(&opts) {
-            Ok(p) => return Ok(p),
-            Err(StackError::Interpolate { source, .. }) => {
-                let homebase_stack::interpolate::InterpolateError::Required { name, .. } = &source
-                else {
-                    return Err(source.to_string());
-                };
-                if !fill_required || env.contains_key(name) {
-                    return Err(source.to_string());
-                }
-                env.insert(name.clone(), "x".into());
-            }
-            Err(e) => return Err(format!("{e:#?}")),
-        }
-    }
-}
-
 /// Compose's JSON writes a `$` of a value as `$$` (so that it loads again).
 fn unescape(s: &str) -> String {
     s.replace("$$", "$")
 }
 
-/// The env files a project names, created empty (Compose refuses a missing required one).
-fn touch_env_files(project: &ComposeProject, dir: &Path) {
-    for svc in project.services.values() {
-        for (f, _) in &svc.env_files {
-            let p = dir.join(f);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            if !p.exists() {
-                fs::write(&p, "").unwrap();
-            }
-        }
+/// Plans `project` (every service given 256 MiB) and renders it; Compose must accept the
+/// render. `Ok(false)`: the plan refuses the project (a service without an image).
+fn render_accepted(case: &Case, project: &ComposeProject) -> Result<bool, String> {
+    let mut toml = String::from("[project]\nname = \"corpus\"\n");
+    for name in project.services.keys() {
+        toml.push_str(&format!("[services.\"{name}\"]\nmemory = \"256MiB\"\n"));
     }
-}
-
-/// One comparison: compose files loaded together in `dir`, with `env` as the environment.
-#[derive(Clone)]
-struct Case {
-    label: String,
-    dir: PathBuf,
-    files: Vec<PathBuf>,
-    env: IndexMap<String, String>,
-    /// Real projects' files come without their `.env`: a required variable is given a value.
-    fill_required: bool,
-}
-
-/// What one tool made of a case.
-enum Outcome<T> {
-    Loaded(T),
-    Refused(String),
-}
-
-fn path_env() -> IndexMap<String, String> {
-    let mut env = IndexMap::new();
-    env.insert(
-        "PATH".to_string(),
-        std::env::var("PATH").unwrap_or_default(),
-    );
-    env.insert("HOME".to_string(), HOME.to_string());
-    env
-}
-
-/// The corpus of this repository's `corpus/SOURCES.md` that `scripts/corpus` brings (the
-/// fixtures of Compose and of compose-go), copied into `into`; `None` when it is not here.
-fn fetched_corpus(into: &Path) -> Option<Vec<PathBuf>> {
-    let from = std::env::var_os("HB_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/homebase-corpus"));
-    if !from.join("compose").is_dir() {
-        return None;
+    let config = Config::parse(Path::new("homebase.toml"), &toml, &IndexMap::new())
+        .map_err(|e| format!("homebase.toml: {e}"))?;
+    let plan = Plan::new(&config, project, Bytes::gib(1024.0)).map_err(|e| format!("plan: {e}"))?;
+    if plan
+        .problems
+        .iter()
+        .any(|p| matches!(p, homebase_stack::plan::Problem::NoImage { .. }))
+    {
+        return Ok(false);
     }
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(from.join("compose"))
-        .arg(from.join("compose-go"))
-        .arg(into)
-        .status()
-        .unwrap()
-        .success();
-    assert!(
-        ok,
-        "could not copy {} into {}",
-        from.display(),
-        into.display()
-    );
-    let mut files = Vec::new();
-    let mut stack = vec![into.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-                files.push(p);
-            }
-        }
+    let out = homebase_stack::render::render(&plan, project, &config.render)
+        .map_err(|e| format!("render: {e}"))?;
+    let file = case.dir.join(format!(
+        ".rendered-{}.yml",
+        case.files[0].file_stem().unwrap().to_string_lossy()
+    ));
+    fs::write(&file, &out.yaml).unwrap();
+    let o = Command::new("timeout")
+        .args(["30", "docker", "compose", "-f"])
+        .arg(&file)
+        .args(["config", "-q"])
+        .env_clear()
+        .envs(case.env.iter())
+        .current_dir(&case.dir)
+        .output()
+        .unwrap();
+    if o.status.success() {
+        Ok(true)
+    } else {
+        Err(format!(
+            "compose refuses homebase's render: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
     }
-    files.sort();
-    Some(files)
-}
-
-fn cases(work: &Path) -> Vec<Case> {
-    let mut cases = Vec::new();
-    // the shared corpus: real projects' files, each staged alone with its companions
-    let corpus = corpus_dir();
-    for file in corpus_files(&corpus) {
-        let dir = work.join(format!("shared-{}", cases.len()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = stage(&dir, &corpus, &file);
-        // a plausible value for every variable the file names (the project's .env is not
-        // in the corpus)
-        let mut env = path_env();
-        guess_vars(&fs::read_to_string(&path).unwrap(), &mut env);
-        env.insert("HOME".to_string(), HOME.to_string());
-        for (src, _) in COMPANIONS {
-            guess_vars(&fs::read_to_string(corpus.join(src)).unwrap(), &mut env);
-        }
-        cases.push(Case {
-            label: file,
-            dir,
-            files: vec![path],
-            env,
-            fill_required: true,
-        });
-    }
-    // Compose's and compose-go's fixtures, in place, with only PATH set: what they leave
-    // unset is unset for both tools
-    let fetched = work.join("fetched");
-    fs::create_dir_all(&fetched).unwrap();
-    match fetched_corpus(&fetched) {
-        Some(files) => {
-            for path in files {
-                cases.push(Case {
-                    label: path.strip_prefix(&fetched).unwrap().display().to_string(),
-                    dir: path.parent().unwrap().to_path_buf(),
-                    files: vec![path],
-                    env: path_env(),
-                    fill_required: false,
-                });
-            }
-        }
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must bring the fetched corpus (scripts/corpus)"
-            );
-            eprintln!("the fetched corpus is not here (run scripts/corpus): only the shared one");
-        }
-    }
-    // documented multi-file sets: an override file over a base
-    for (label, set) in SETS {
-        let dir = work.join(format!("set-{}", cases.len()));
-        fs::create_dir_all(&dir).unwrap();
-        let mut files = Vec::new();
-        for (name, text) in *set {
-            let p = dir.join(name);
-            fs::write(&p, text).unwrap();
-            files.push(p);
-        }
-        cases.push(Case {
-            label: label.to_string(),
-            dir,
-            files,
-            env: path_env(),
-            fill_required: false,
-        });
-    }
-    cases
 }
 
 fn compose_config(case: &Case) -> Outcome<Value> {
@@ -291,7 +147,7 @@ fn homebase_reads_every_corpus_file_as_compose_does() {
     }
     let work = tempfile::tempdir().unwrap();
     let mut diffs: Vec<String> = Vec::new();
-    let (mut compared, mut both_refuse, mut explained) = (0, 0, 0);
+    let (mut compared, mut both_refuse, mut explained, mut rendered) = (0, 0, 0, 0);
     let cases = cases(work.path());
     for case in &cases {
         let mut env = case.env.clone();
@@ -317,6 +173,11 @@ fn homebase_reads_every_corpus_file_as_compose_does() {
             (Outcome::Loaded(ours), Outcome::Loaded(theirs)) => {
                 compared += 1;
                 diffs.extend(compare(&case.label, &ours, &theirs));
+                match render_accepted(&case, &ours) {
+                    Ok(true) => rendered += 1,
+                    Ok(false) => {}
+                    Err(e) => diffs.push(format!("{}: {e}", case.label)),
+                }
             }
             (Outcome::Refused(_), Outcome::Refused(_)) => both_refuse += 1,
             (Outcome::Refused(e), Outcome::Loaded(_)) => match why("homebase") {
@@ -345,8 +206,9 @@ fn homebase_reads_every_corpus_file_as_compose_does() {
         }
     }
     eprintln!(
-        "{} cases: {compared} compared field by field, {both_refuse} refused by both, \
-         {explained} refused by one side deliberately",
+        "{} cases: {compared} compared field by field ({rendered} rendered and the render \
+         accepted by compose), {both_refuse} refused by both, {explained} refused by one side \
+         deliberately",
         cases.len()
     );
     assert!(
@@ -723,9 +585,6 @@ fn clean(path: &Path) -> PathBuf {
     }
     out
 }
-
-/// The home directory both tools are given (a `~` in a mount expands to it).
-const HOME: &str = "/home/corpus";
 
 /// A mount's target as Compose cleans it (no trailing `/`, no `./`).
 fn clean_target(t: &str) -> String {
