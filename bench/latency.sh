@@ -42,7 +42,7 @@ compose_file() {
 services:
   db:
     image: hb/pgvector:latest
-    environment: { POSTGRES_PASSWORD: pw, HB_VARIANT: "$2" }
+    environment: { POSTGRES_PASSWORD: pw, HB_VARIANT: "${4:-1}" }
     volumes: [pgdata:/var/lib/postgresql/data]
     healthcheck: { test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres"], interval: 1s, retries: 60 }
   api:
@@ -109,6 +109,9 @@ for link in short long; do
   measure "rollback-$link" hbc rollback
   measure "backup-$link" hbc backup ls
   measure "tunnelcheck-$link" hbc tunnel --check
+  # a database changed: homebase backs it up before it changes it
+  dbchange() { v=$((v + 1)); compose_file "$dir" "$v" "0$n" "$v"; hbc deploy; }
+  measure "dbchange-$link" dbchange
   cold=$(project "$link" 0 "0$n" | tail -1)
   cp "$dir/compose.yml" "$cold/compose.yml"
   measure "coldstatus-$link" "$hb" -C "$cold" status
@@ -121,6 +124,8 @@ for link in short long; do
   measure "cnoop-$link" pc up -d --wait
   cchange() { v=$((v + 1)); compose_file "$cdir" "$v" "1$n"; pc up -d --wait; }
   measure "cchange-$link" cchange
+  cdbchange() { v=$((v + 1)); compose_file "$cdir" "$v" "1$n" "$v"; pc up -d --wait; }
+  measure "cdbchange-$link" cdbchange
   measure "cstatus-$link" pc ps
   measure "clogs-$link" pc logs --tail 20 api
   measure "cexec-$link" pc exec -T api true
@@ -139,7 +144,8 @@ echo "| job | homebase, short link | homebase, 250 ms RTT | compose ssh://, shor
 echo "|---|---:|---:|---:|---:|---:|"
 row "first deploy" first cfirst
 row "no-op deploy" noop cnoop
-row "one service changed" change cchange
+row "one service changed (the API)" change cchange
+row "the database changed (homebase backs it up first)" dbchange cdbchange
 row "status (daemon running: its last sample)" status cstatus
 row "status --fresh (a \`docker stats\` sample)" freshstatus
 row "loop ls" loopls

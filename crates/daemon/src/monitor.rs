@@ -87,6 +87,10 @@ pub struct ServiceSnap {
     pub governed: Option<String>,
     /// Set when the daemon gave up on a crash loop.
     pub gave_up: bool,
+    /// When the container last started (RFC 3339); empty when the engine did not say.
+    pub started_at: String,
+    /// Restarts the engine made of it.
+    pub restarts: u64,
 }
 
 /// What the daemon remembers about one container between rounds.
@@ -349,6 +353,21 @@ async fn round(
         .buffer_unordered(8)
         .collect()
         .await;
+    // start time and restarts of every watched container, so that `homebase status` can
+    // answer from this snapshot alone
+    let lifetimes: HashMap<String, homebase_engine::Lifetime> =
+        stream::iter(watched.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
+            .map(|id| {
+                let engine = engine.clone();
+                async move {
+                    let l = engine.lifetime(&id).await;
+                    (id, l)
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(|(id, l)| async move { l.ok().map(|l| (id, l)) })
+            .collect()
+            .await;
     let mut readings: HashMap<String, Reading> = HashMap::new();
     for (id, r) in results {
         match r {
@@ -403,6 +422,11 @@ async fn round(
                 status_text: c.status.clone(),
                 governed,
                 gave_up: st.tracks.get(&c.id).is_some_and(|t| t.gave_up),
+                started_at: lifetimes
+                    .get(&c.id)
+                    .map(|l| l.started_at.clone())
+                    .unwrap_or_default(),
+                restarts: lifetimes.get(&c.id).map(|l| l.restarts).unwrap_or(0),
             });
         }
         for c in &iterations {
@@ -443,6 +467,8 @@ async fn round(
                 status_text: "agent-loop iteration".into(),
                 governed: None,
                 gave_up: false,
+                started_at: String::new(),
+                restarts: 0,
             });
         }
         services.sort_by(|a, b| a.name.cmp(&b.name));

@@ -120,6 +120,13 @@ pub struct Container {
     pub swarm: bool,
 }
 
+/// A container's start and restarts, from its inspect document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    pub started_at: String,
+    pub restarts: u64,
+}
+
 /// One stats reading.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reading {
@@ -298,14 +305,18 @@ impl Engine {
         })
     }
 
-    /// Restart count, as the engine keeps it.
-    pub async fn restart_count(&self, id: &str) -> Result<i64, EngineError> {
+    /// When the container last started (RFC 3339, as the engine writes it) and how often
+    /// the engine restarted it.
+    pub async fn lifetime(&self, id: &str) -> Result<Lifetime, EngineError> {
         let c = self
             .docker
             .inspect_container(id, None)
             .await
             .map_err(self.call(format!("inspect {id}")))?;
-        Ok(c.restart_count.unwrap_or(0))
+        Ok(Lifetime {
+            started_at: c.state.and_then(|s| s.started_at).unwrap_or_default(),
+            restarts: c.restart_count.unwrap_or(0).max(0) as u64,
+        })
     }
 
     pub async fn restart(&self, id: &str) -> Result<(), EngineError> {

@@ -335,3 +335,20 @@ pub mod on_host {
         }
     }
 }
+
+/// The note of the warm connection that remembers where the host's daemon listens, so that
+/// `tunnel --check` can probe it at once (it checks that the note still holds).
+pub const DAEMON_NOTE: &str = "daemon-endpoint";
+
+/// The port of a daemon endpoint as the host wrote it (`127.0.0.1:PORT`); bytes from the
+/// host, so only a port is taken from them.
+pub fn endpoint_port(endpoint: &str) -> Option<u16> {
+    endpoint.rsplit(':').next()?.trim().parse().ok()
+}
+
+/// Remembers on the warm connection where the daemon listens.
+pub fn remember_endpoint(session: &homebase_remote::Session, endpoint: &str) {
+    if let Some(port) = endpoint_port(endpoint) {
+        session.set_note(DAEMON_NOTE, &format!("127.0.0.1:{port}"));
+    }
+}

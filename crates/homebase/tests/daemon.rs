@@ -154,6 +154,80 @@ services:
         "{status}"
     );
     assert!(!status["events"].as_array().unwrap().is_empty(), "{status}");
+    // ... entirely, when it runs: state, health, uptime, restarts and limit are the daemon's
+    // view, and they agree with the engine's (`--fresh` asks the engine itself)
+    assert!(
+        status["daemon"].as_str().unwrap().contains("its view of"),
+        "{status}"
+    );
+    let fresh: serde_json::Value =
+        serde_json::from_str(&p.ok(&["status", "--fresh", "--json"])).unwrap();
+    assert!(
+        !fresh["daemon"].as_str().unwrap().contains("its view of"),
+        "{fresh}"
+    );
+    for (a, b) in status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(fresh["services"].as_array().unwrap())
+    {
+        for key in [
+            "name",
+            "state",
+            "health",
+            "restarts",
+            "limit_bytes",
+            "container",
+        ] {
+            assert_eq!(a[key], b[key], "{key}: {a} / {b}");
+        }
+        let (ua, ub) = (a["uptime_secs"].as_u64(), b["uptime_secs"].as_u64());
+        match (ua, ub) {
+            (Some(x), Some(y)) => assert!(x.abs_diff(y) <= 10, "uptime: {a} / {b}"),
+            (x, y) => assert_eq!(x, y, "uptime: {a} / {b}"),
+        }
+    }
+
+    // `status` left a note on the warm connection of where the daemon listens, so that
+    // `tunnel --check` (no tunnel running) probes it at once, with the services; a note
+    // gone stale (the daemon moved) is found out and the daemon probed where it is now.
+    let note = std::fs::read_dir(p.control_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.extension().is_some_and(|x| x == "daemon-endpoint"))
+        .expect("a note of the daemon's endpoint beside the warm connection");
+    let port = status["daemon"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    let port: String = port.chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(
+        std::fs::read_to_string(&note).unwrap(),
+        format!("127.0.0.1:{port}")
+    );
+    for stale in [false, true] {
+        if stale {
+            std::fs::write(&note, "127.0.0.1:1").unwrap();
+        }
+        let check: serde_json::Value =
+            serde_json::from_str(&p.ok(&["tunnel", "--check", "--json"])).unwrap();
+        let rows: Vec<&serde_json::Value> = check["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["service"] == "homebase-daemon")
+            .collect();
+        assert_eq!(rows.len(), 1, "stale note {stale}: {check}");
+        assert_eq!(rows[0]["ok"], true, "stale note {stale}: {check}");
+        assert_eq!(rows[0]["remote_port"].to_string(), port, "{check}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&note).unwrap(),
+        format!("127.0.0.1:{port}")
+    );
 
     // The tunnel carries the daemon's API too, and --check reaches its page.
     let tstate = tempfile::tempdir().unwrap();

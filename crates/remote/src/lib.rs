@@ -246,6 +246,12 @@ fn shared_socket(t: &SshTarget) -> Option<PathBuf> {
     Some(shared_control_dir()?.join(format!("{:016x}", h.finish())))
 }
 
+/// Where a note of the warm connection on `socket` lives (keys are plain words).
+fn note_path(socket: &Path, key: &str) -> Option<PathBuf> {
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    plain.then(|| socket.with_extension(key))
+}
+
 /// Sends a control command (`check`, `exit`) to the master on `socket`: a local exchange
 /// over the socket, no network. True when the master answered.
 fn control(t: &SshTarget, socket: &Path, op: &str) -> bool {
@@ -335,6 +341,26 @@ impl Session {
             target: target.clone(),
             control: Some(Control::Own { socket, _dir: dir }),
         })
+    }
+
+    /// A note about the host kept beside the warm connection (the daemon's endpoint, say),
+    /// so that a later command can use it without asking first; `None` without a warm
+    /// connection or the note. Callers check what a note says before they rely on it.
+    pub fn note(&self, key: &str) -> Option<String> {
+        let Some(Control::Shared(socket)) = &self.control else {
+            return None;
+        };
+        let text = std::fs::read_to_string(note_path(socket, key)?).ok()?;
+        Some(text.trim().to_string())
+    }
+
+    /// Keeps a note (see [`Session::note`]); best effort, and only with a warm connection.
+    pub fn set_note(&self, key: &str, value: &str) {
+        if let Some(Control::Shared(socket)) = &self.control
+            && let Some(path) = note_path(socket, key)
+        {
+            let _ = std::fs::write(path, value);
+        }
     }
 
     /// Ends a shared master now (the next command opens a new connection).

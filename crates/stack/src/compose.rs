@@ -1007,6 +1007,36 @@ mod tests {
     }
 
     #[test]
+    fn paths_of_extended_and_included_files_follow_their_file_and_mounts_merge_by_target() {
+        let p = project(
+            &[
+                (
+                    "compose.yml",
+                    "include:\n  - lib/inc.yml\nservices:\n  web:\n    extends:\n      file: other/base.yml\n      service: base\n    volumes: ['./mine:/data']\n",
+                ),
+                (
+                    "other/base.yml",
+                    "services:\n  base:\n    image: busybox\n    env_file: [./base.env]\n    volumes: ['./theirs:/data', './logs:/logs']\n",
+                ),
+                ("other/base.env", "FROM_BASE=1\n"),
+                ("lib/inc.yml", "services:\n  inc:\n    image: busybox\n    build: .\n"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let web = &p.services["web"];
+        assert_eq!(web.env_files, vec![("./other/base.env".to_string(), true)]);
+        let vols = serde_norway::to_string(web.raw.get("volumes").unwrap()).unwrap();
+        // the extending service's mount at /data replaces the base's; the base's other one
+        // keeps its own directory
+        assert_eq!(vols, "- ./mine:/data\n- ./other/logs:/logs\n");
+        assert_eq!(
+            p.services["inc"].raw.get("build").and_then(Value::as_str),
+            Some("./lib")
+        );
+    }
+
+    #[test]
     fn circular_extends_is_named() {
         let e = project(
             &[(

@@ -81,6 +81,47 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     })
 }
 
+/// A service's status from the daemon's snapshot (`None`: it has no container there).
+/// A limit at the host's memory is the engine's way of saying there is none.
+fn status_from_snapshot(
+    name: &str,
+    snap: Option<&Value>,
+    now: u64,
+    host_memory: u64,
+) -> ServiceStatus {
+    let Some(s) = snap else {
+        return ServiceStatus {
+            name: name.to_string(),
+            state: "missing".into(),
+            health: "none".into(),
+            uptime_secs: None,
+            restarts: 0,
+            memory_bytes: None,
+            limit_bytes: None,
+            container: None,
+            nodes: Vec::new(),
+        };
+    };
+    let state = s["state"].as_str().unwrap_or("unknown").to_string();
+    let running = state == "running";
+    ServiceStatus {
+        name: name.to_string(),
+        health: s["health"].as_str().unwrap_or("none").to_string(),
+        uptime_secs: running
+            .then(|| s["started_at"].as_str().and_then(parse_rfc3339))
+            .flatten()
+            .map(|t| now.saturating_sub(t)),
+        restarts: s["restarts"].as_u64().unwrap_or(0),
+        memory_bytes: running.then(|| s["memory_bytes"].as_u64()).flatten(),
+        limit_bytes: s["limit_bytes"]
+            .as_u64()
+            .filter(|m| *m > 0 && (host_memory == 0 || *m < host_memory)),
+        container: s["container"].as_str().map(str::to_string),
+        nodes: Vec::new(),
+        state,
+    }
+}
+
 /// Per service state, health, uptime, restarts, memory and limit, and the daemon's alerts,
 /// events and loops, in one round trip. Memory is the daemon's last sample (at most its
 /// interval old) when it runs, else (or with `fresh`) a `docker stats` sample (~2 s). Leaves
@@ -97,11 +138,15 @@ pub fn collect_status(
         "/api/events?limit=10".to_string(),
         format!("/api/loops?project={}", host.project),
     ];
+    // With the daemon's snapshot of the project (a daemon new enough to keep each
+    // container's start and restarts), the host runs no docker command at all.
     let script = format!(
-        "p={p}; {ask}ids=$(docker ps -aq --filter label=com.docker.compose.project=\"$p\"); \
+        "p={p}; {ask}case \"{fresh}:$hb_d:$hb_a0\" in \
+           0:running*\"\\\"name\\\":\\\"$p\\\"\"*\"\\\"started_at\\\"\"*) echo daemon; echo '@@HB@@';; \
+           *) ids=$(docker ps -aq --filter label=com.docker.compose.project=\"$p\"); \
          if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; \
            case \"{fresh}:$hb_d:$hb_a0\" in 0:running*\"\\\"name\\\":\\\"$p\\\"\"*) ;; *) docker stats --no-stream --format '{{{{json .}}}}' $ids;; esac; \
-         else echo '[]'; echo '@@HB@@'; fi; \
+         else echo '[]'; echo '@@HB@@'; fi;; esac; \
          echo '@@HB@@'; cat {d}/current 2>/dev/null; echo; echo '@@HB@@'; {print} true",
         ask = on_host::ask(daemon_dir, &asks),
         print = on_host::print(asks.len()),
@@ -111,8 +156,9 @@ pub fn collect_status(
     );
     let out = host.session.check(&script)?;
     let mut parts = out.splitn(4, "@@HB@@");
-    let inspect: Vec<Value> =
-        serde_json::from_str(parts.next().unwrap_or("[]").trim()).unwrap_or_default();
+    let first = parts.next().unwrap_or("[]").trim();
+    let from_daemon = first == "daemon";
+    let inspect: Vec<Value> = serde_json::from_str(first).unwrap_or_default();
     let stats: Vec<Value> = parts
         .next()
         .unwrap_or("")
@@ -127,15 +173,18 @@ pub fn collect_status(
         parts.next().unwrap_or("").trim_start_matches('\n'),
         asks.len(),
     );
-    // the daemon's last sample, by container name
+    // the daemon's last sample, by container name, and its view of each service
     let mut sampled: std::collections::HashMap<String, u64> = Default::default();
+    let mut daemon_services: std::collections::HashMap<String, Value> = Default::default();
     let mut sample_age = None;
+    let mut host_memory = 0;
     if let on_host::Answer::Running { bodies, .. } = &answer
         && let Ok(snap) = serde_json::from_str::<Value>(&bodies[0])
     {
         sample_age = snap["ts"]
             .as_i64()
             .map(|ts| (now_secs() as i64 - ts).max(0));
+        host_memory = snap["mem_total"].as_u64().unwrap_or(0);
         for proj in snap["projects"].as_array().into_iter().flatten() {
             if proj["name"].as_str() != Some(host.project.as_str()) {
                 continue;
@@ -146,12 +195,23 @@ pub fn collect_status(
                 {
                     sampled.insert(c.to_string(), m);
                 }
+                if let Some(n) = svc["name"].as_str() {
+                    daemon_services.insert(n.to_string(), svc.clone());
+                }
             }
         }
     }
     let now = now_secs();
     let mut services = Vec::new();
-    for name in &planned {
+    for name in planned.iter().filter(|_| from_daemon) {
+        services.push(status_from_snapshot(
+            name,
+            daemon_services.get(name.as_str()),
+            now,
+            host_memory,
+        ));
+    }
+    for name in planned.iter().filter(|_| !from_daemon) {
         let c = inspect.iter().find(|c| {
             c["Config"]["Labels"]["com.docker.compose.service"].as_str() == Some(name.as_str())
         });
@@ -227,10 +287,14 @@ pub fn collect_status(
     };
     match answer {
         on_host::Answer::Running { endpoint, bodies } => {
+            crate::daemon_client::remember_endpoint(host.session, &endpoint);
             // (read from a file of the host's: shown as text)
             let endpoint = ui::printable(&endpoint);
             let status: Value = serde_json::from_str(&bodies[0]).unwrap_or_default();
             report.daemon = match sample_age {
+                Some(age) if from_daemon => {
+                    format!("running at {endpoint} (its view of {age} s ago)")
+                }
                 Some(age) if !fresh => {
                     format!("running at {endpoint} (memory sampled {age} s ago)")
                 }

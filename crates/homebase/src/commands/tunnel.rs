@@ -13,6 +13,7 @@ use homebase_remote::{RemoteError, Session, SshTarget, Target, TunnelMaster};
 use serde_json::json;
 
 use crate::cli::{Global, SshConfigArgs, TunnelArgs};
+use crate::daemon_client;
 use crate::exit::{Exit, coded};
 use crate::probe::probe;
 use crate::project::{self, Project};
@@ -50,13 +51,21 @@ fn fw(forwards: &[ServiceForward]) -> Vec<Forward> {
     forwards.iter().map(ServiceForward::forward).collect()
 }
 
-/// The daemon's API, when the daemon runs on the host: read from its endpoint file.
-fn daemon_forward(session: &Session) -> Option<ServiceForward> {
+/// Where the daemon listens, as its endpoint file on the host says (`None`: no daemon).
+fn daemon_endpoint(session: &Session) -> Option<String> {
     let out = session
         .run("cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null")
         .ok()?;
     let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let port: u16 = endpoint.rsplit(':').next()?.parse().ok()?;
+    daemon_client::endpoint_port(&endpoint)?;
+    daemon_client::remember_endpoint(session, &endpoint);
+    Some(endpoint)
+}
+
+/// The forward to a daemon endpoint (`127.0.0.1:PORT`, as the host wrote it: only its port
+/// is taken, the forward always goes to the host's loopback).
+fn daemon_forward_at(endpoint: &str) -> Option<ServiceForward> {
+    let port = daemon_client::endpoint_port(endpoint)?;
     Some(ServiceForward {
         service: "homebase-daemon".into(),
         local_port: port,
@@ -65,6 +74,11 @@ fn daemon_forward(session: &Session) -> Option<ServiceForward> {
         remapped_from: None,
         probe: Some(crate::probe::Probe::Http("/".into())),
     })
+}
+
+/// The daemon's API, when the daemon runs on the host: read from its endpoint file.
+fn daemon_forward(session: &Session) -> Option<ServiceForward> {
+    daemon_forward_at(&daemon_endpoint(session)?)
 }
 
 /// In swarm mode a port is published on the node that runs the task: forward to that
@@ -285,6 +299,74 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Probes every forward at once: the check takes one probe's time, not their sum.
+fn probe_all(wanted: &[ServiceForward]) -> Vec<crate::probe::ProbeResult> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|f| {
+                scope.spawn(move || {
+                    let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
+                    probe(f.local_port, &p, 5)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or(crate::probe::ProbeResult {
+                    ok: false,
+                    rtt: Duration::ZERO,
+                    detail: "the probe failed".into(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// The check on the warm connection: forwards for the time of the check, probed while the
+/// host is asked where its daemon listens now. The daemon is probed where the connection
+/// last saw it, with the others; only when it has moved (or was never seen) is it probed
+/// again where it is now: two round trips in all, four the first time.
+fn check_on_session(
+    s: &Session,
+    mut wanted: Vec<ServiceForward>,
+) -> Result<(Vec<ServiceForward>, Vec<crate::probe::ProbeResult>)> {
+    let remembered = s
+        .note(daemon_client::DAEMON_NOTE)
+        .and_then(|e| daemon_forward_at(&e));
+    wanted.extend(remembered.clone());
+    for w in wanted.iter_mut() {
+        w.local_port = s.forward_local(&w.remote_host, w.remote_port)?;
+    }
+    let (mut results, now_at) = std::thread::scope(|scope| {
+        let asked = scope.spawn(|| daemon_endpoint(s).and_then(|e| daemon_forward_at(&e)));
+        let results = probe_all(&wanted);
+        (results, asked.join().ok().flatten())
+    });
+    let cancel = |w: &ServiceForward| s.cancel_forward(w.local_port, &w.remote_host, w.remote_port);
+    let same =
+        matches!((&now_at, &remembered), (Some(n), Some(r)) if n.remote_port == r.remote_port);
+    if !same {
+        // the remembered endpoint is stale (or there was none): its row goes
+        if remembered.is_some()
+            && let Some(w) = wanted.pop()
+        {
+            results.pop();
+            cancel(&w);
+        }
+        if let Some(mut f) = now_at {
+            f.local_port = s.forward_local(&f.remote_host, f.remote_port)?;
+            results.extend(probe_all(std::slice::from_ref(&f)));
+            wanted.push(f);
+        }
+    }
+    for w in &wanted {
+        cancel(w);
+    }
+    Ok((wanted, results))
+}
+
 fn check(project: &Project, json: bool) -> Result<Exit> {
     let t = ssh_target(project)?;
     let running = tunnel::running(&project.config.project.name, &t.destination);
@@ -316,10 +398,6 @@ fn check(project: &Project, json: bool) -> Result<Exit> {
             let s = project.open_session()?;
             let mut wanted = tunnel::wanted_forwards(project);
             place(project, &s, &mut wanted)?;
-            wanted.extend(daemon_forward(&s));
-            for w in wanted.iter_mut() {
-                w.local_port = s.forward_local(&w.remote_host, w.remote_port)?;
-            }
             session = Some(s);
             (
                 "the warm connection (no tunnel is running)".to_string(),
@@ -327,38 +405,18 @@ fn check(project: &Project, json: bool) -> Result<Exit> {
             )
         }
     };
+    let (wanted, results) = match &session {
+        None => {
+            let results = probe_all(&wanted);
+            (wanted, results)
+        }
+        Some(s) => check_on_session(s, wanted)?,
+    };
     if wanted.is_empty() {
         return Err(coded(
             Exit::BadInput,
             "the stack publishes no TCP ports, so there is nothing to probe; publish a port (`ports: [\"127.0.0.1:5432:5432\"]`) to reach a service",
         ));
-    }
-    // every service at once: the check takes one probe's time, not their sum
-    let results: Vec<crate::probe::ProbeResult> = std::thread::scope(|scope| {
-        let handles: Vec<_> = wanted
-            .iter()
-            .map(|f| {
-                scope.spawn(move || {
-                    let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
-                    probe(f.local_port, &p, 5)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or(crate::probe::ProbeResult {
-                    ok: false,
-                    rtt: Duration::ZERO,
-                    detail: "the probe failed".into(),
-                })
-            })
-            .collect()
-    });
-    if let Some(s) = &session {
-        for w in &wanted {
-            s.cancel_forward(w.local_port, &w.remote_host, w.remote_port);
-        }
     }
     let mut rows = Vec::new();
     let mut all_ok = true;
