@@ -143,8 +143,23 @@ impl<'a> HostProject<'a> {
     /// this process, until its stdin closes ([`Prepared::keeper`]): when this process ends
     /// or its connection drops, it removes the lock unless it was released or handed to the
     /// job in the meantime.
-    pub fn prepare(&self, holder: &str, token: &str, up_to_date: Option<&str>) -> Result<Prepared> {
+    /// With `with_log`, the release log and the releases on the host (id and hash) come in
+    /// the same round trip (what a rollback chooses from).
+    pub fn prepare(
+        &self,
+        holder: &str,
+        token: &str,
+        up_to_date: Option<&str>,
+        with_log: bool,
+    ) -> Result<Prepared> {
         let take = take_or_take_over(holder, token, "$$");
+        let log = if with_log {
+            "echo @@HB@@; sed 's/^/> /' \"$d/releases.jsonl\" 2>/dev/null; \
+             echo @@HB@@; for r in \"$d\"/releases/*/; do [ -f \"$r/compose.yml\" ] && \
+               printf '> %s %s\\n' \"$(basename \"$r\")\" \"$(cat \"$r/hash\" 2>/dev/null)\"; done; "
+        } else {
+            ""
+        };
         let up_to_date = up_to_date
             .map(|check| format!("if {check}; then echo \"uptodate $c\"; exit 0; fi; "))
             .unwrap_or_default();
@@ -160,7 +175,7 @@ impl<'a> HostProject<'a> {
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'; \
              echo @@HB@@; [ -n \"$c\" ] && sed 's/^/> /' \"$d/releases/$c/compose.yml\" 2>/dev/null; \
-             echo @@HB@@END; case \"$l\" in acquired*) cat >/dev/null; \
+             {log}echo @@HB@@END; case \"$l\" in acquired*) cat >/dev/null; \
                i=$({LOCK_INFO}); case \"$i\" in *'\"host_pid\":'\"$$\"'}}'*) rm -f \"$d/lock\";; esac;; esac",
             d = self.dir(),
             p = sh_quote(&self.project)
@@ -218,6 +233,8 @@ impl<'a> HostProject<'a> {
                 took_over: None,
                 interrupted: None,
                 up_to_date: Some(id.trim().to_string()).filter(|i| homebase_proto::is_safe_name(i)),
+                log: None,
+                releases: None,
             });
         }
         let lock = match first {
@@ -285,6 +302,27 @@ impl<'a> HostProject<'a> {
                     .join("\n")
             })
             .filter(|t| !t.trim().is_empty());
+        let quoted = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("> "))
+                .map(str::to_string)
+                .collect()
+        };
+        let log = parts.next().filter(|_| with_log).map(|text| {
+            quoted(text)
+                .iter()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        });
+        let on_host = parts.next().filter(|_| with_log).map(|text| {
+            quoted(text)
+                .iter()
+                .filter_map(|l| {
+                    let (id, hash) = l.split_once(' ').unwrap_or((l.as_str(), ""));
+                    homebase_proto::is_safe_name(id).then(|| (id.to_string(), hash.to_string()))
+                })
+                .collect()
+        });
         let keeper = keeper.filter(|_| matches!(lock, LockOutcome::Acquired));
         Ok(Prepared {
             lock,
@@ -296,6 +334,8 @@ impl<'a> HostProject<'a> {
             took_over,
             interrupted,
             up_to_date: None,
+            log,
+            releases: on_host,
         })
     }
 
@@ -367,7 +407,8 @@ impl<'a> HostProject<'a> {
     }
 
     /// The script (exit 1 on any failure, nothing left but a temp dir) and the tar for its
-    /// stdin that upload a bundle (see
+    /// stdin (empty when the bundle is small enough to go in the script) that upload a
+    /// bundle (see
     /// [`HostProject::upload`]), for a command that goes on after it.
     pub fn upload_script(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(String, Vec<u8>)> {
         check_id(id)?;
@@ -385,18 +426,30 @@ impl<'a> HostProject<'a> {
         let bytes = archive
             .into_inner()
             .context("cannot build the release bundle")?;
+        // A small bundle travels in the command itself (base64): a command that reads stdin
+        // waits one more round trip for it. Linux takes one argument of up to 128 KiB.
+        let inline = bytes.len() <= INLINE_BUNDLE;
+        let take = if inline {
+            use base64::Engine as _;
+            format!(
+                "printf '%s' {} | {{ base64 -d 2>/dev/null || base64 -D; }} > \"$t.tar\"",
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            )
+        } else {
+            "cat > \"$t.tar\"".to_string()
+        };
         let script = format!(
             // every step chained with && (no `set -e`: it is off inside a list that is tested,
             // as when a command goes on after the upload), and the archive taken whole (its
             // size checked) before anything is unpacked: a cut link leaves only the temp dir
             "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
-             cat > \"$t.tar\" && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
              find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",
             d = self.dir(),
             id = id,
             n = bytes.len()
         );
-        Ok((script, bytes))
+        Ok((script, if inline { Vec::new() } else { bytes }))
     }
 
     /// `docker compose up -d --wait` of a release; returns (success, combined output).
@@ -444,10 +497,6 @@ impl<'a> HostProject<'a> {
         Ok(())
     }
 
-    pub fn log(&self) -> Result<Vec<ReleaseEntry>> {
-        Ok(self.log_and_current()?.0)
-    }
-
     /// The release log (oldest first) and the current release's id, in one round trip.
     pub fn log_and_current(&self) -> Result<(Vec<ReleaseEntry>, Option<String>)> {
         let out = self.session.check(&format!(
@@ -475,6 +524,9 @@ impl<'a> HostProject<'a> {
 }
 
 /// What a deploy learns in its first round trip.
+/// Bundles up to this size (the tar) go base64-encoded in the command that starts the job.
+const INLINE_BUNDLE: usize = 64 * 1024;
+
 pub struct Prepared {
     pub lock: LockOutcome,
     /// The link's round trip, as the prepare command measured it.
@@ -491,6 +543,10 @@ pub struct Prepared {
     pub interrupted: Option<String>,
     /// The host already runs this bundle, healthy: the id of its release (no lock taken).
     pub up_to_date: Option<String>,
+    /// With `with_log`: the release log (oldest first).
+    pub log: Option<Vec<ReleaseEntry>>,
+    /// With `with_log`: the releases on the host, id and hash.
+    pub releases: Option<Vec<(String, String)>>,
 }
 
 fn held(info: &str) -> LockOutcome {

@@ -67,18 +67,20 @@ pub struct Lock<'a> {
 
 impl<'a> Lock<'a> {
     /// Takes the lock (exit 4 naming the holder when another deploy has it), reading the
-    /// current release and the containers in the same round trip.
+    /// current release and the containers (with `with_log`, the release log and the
+    /// releases on the host too) in the same round trip.
     pub fn take(
         host: &'a HostProject<'a>,
         target: Target,
         project: &str,
         progress: &mut Progress,
         up_to_date: Option<&UpToDate>,
+        with_log: bool,
     ) -> Result<(Lock<'a>, Prepared)> {
         let token = format!("{}-{}-{}", whoami(), std::process::id(), now_secs());
         let holder = format!("{}@{}", whoami(), hostname());
         let check = up_to_date.map(|u| u.script()).transpose()?;
-        let mut prepared = host.prepare(&holder, &token, check.as_deref())?;
+        let mut prepared = host.prepare(&holder, &token, check.as_deref(), with_log)?;
         if prepared.up_to_date.is_some() {
             // nothing to do, and no lock was taken
             return Ok((
@@ -154,62 +156,6 @@ impl<'a> Lock<'a> {
         Ok(())
     }
 
-    /// Starts the job and hands the lock to it, after uploading `bundle` (its script and the
-    /// tar for its stdin) in the same command: one round trip. From here on the host
-    /// finishes the release by itself. When the command's answer is lost, the host is asked
-    /// whether the job started, so that a deploy that goes on there is followed, not
-    /// mistaken for one that never began.
-    fn start(&mut self, job: &Job, bundle: Option<Bundle>) -> Result<()> {
-        let start = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
-        let (script, input) = match bundle {
-            Some((upload, tar)) => (
-                format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}\n{start}"),
-                tar,
-            ),
-            None => (start, Vec::new()),
-        };
-        let out = match self.host.session.check_with_input(&script, &input) {
-            Ok(out) => out,
-            Err(e) => {
-                if self.job_started(&job.new) {
-                    self.released = true;
-                    if let Some(k) = self.keeper.take() {
-                        k.close();
-                    }
-                    return Ok(());
-                }
-                return Err(anyhow::Error::from(e).context(format!(
-                    "release {} did not start on `{}`; nothing was changed",
-                    job.new,
-                    self.host.session.host()
-                )));
-            }
-        };
-        if out.lines().any(|l| l == "uploadfailed") {
-            anyhow::bail!(
-                "the upload of release {} to `{}` failed (is its disk full?); nothing was changed",
-                job.new,
-                self.host.session.host()
-            );
-        }
-        if !out.lines().any(|l| l.starts_with("started ")) {
-            anyhow::bail!(
-                "the release job did not start on `{}` ({}); nothing was changed",
-                self.host.session.host(),
-                if out.contains("notours") {
-                    "the lock was no longer this deploy's"
-                } else {
-                    out.trim()
-                }
-            );
-        }
-        self.released = true;
-        if let Some(k) = self.keeper.take() {
-            k.close();
-        }
-        Ok(())
-    }
-
     /// Whether the job of release `new` runs (or ran) on the host: asked again on a new
     /// connection, when the answer of the command that started it was lost.
     fn job_started(&self, new: &str) -> bool {
@@ -224,7 +170,10 @@ impl<'a> Lock<'a> {
     }
 
     /// Uploads `bundle` (if any), starts the job, hands it the lock, and follows it to its
-    /// end (see [`follow`]).
+    /// end (see [`follow`]), all in one command: its output is the start's answer, then
+    /// `@@FOLLOW` and the job's log as [`follow`] reads it. When the command is cut before
+    /// the answer, the host is asked whether the job started, so that a deploy that goes on
+    /// there is followed, not mistaken for one that never began.
     pub fn run(
         mut self,
         job: &Job,
@@ -233,14 +182,87 @@ impl<'a> Lock<'a> {
         up_label: String,
     ) -> Result<Followed> {
         let uploading = bundle.is_some();
-        self.start(job, bundle)?;
+        let start = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
+        let (upload, input) = match bundle {
+            Some((upload, tar)) => (
+                format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}\n"),
+                tar,
+            ),
+            None => (String::new(), Vec::new()),
+        };
+        let script = format!(
+            "{upload}s=$( ( {start} ) 2>&1 ); printf '%s\\n' \"$s\"; \
+             case \"$s\" in *'started '*) ;; *) exit 0;; esac; echo @@FOLLOW\n{}",
+            follower(&job.project, 0)
+        );
+        let session = self.host.session;
+        let labels = Labels { up: up_label };
+        let opened = session.stream(&script).and_then(|mut stream| {
+            stream.send_input(&input)?;
+            Ok(stream)
+        });
+        let (answer, stream) = match opened {
+            Ok(mut stream) => match read_start(&mut stream) {
+                Ok(answer) => (answer, Some(stream)),
+                Err(answer) => {
+                    // the start's answer is all there is: the command ended (or was cut)
+                    let cut = stream.finish().is_err();
+                    if cut && self.job_started(&job.new) {
+                        self.hand_over();
+                        if uploading {
+                            progress.done();
+                        }
+                        return follow(session, &job.project, progress, &labels);
+                    }
+                    (answer, None)
+                }
+            },
+            Err(e) => {
+                if self.job_started(&job.new) {
+                    self.hand_over();
+                    return follow(session, &job.project, progress, &labels);
+                }
+                return Err(anyhow::Error::from(e).context(format!(
+                    "release {} did not start on `{}`; nothing was changed",
+                    job.new,
+                    session.host()
+                )));
+            }
+        };
+        let Some(stream) = stream else {
+            if answer.lines().any(|l| l == "uploadfailed") {
+                anyhow::bail!(
+                    "the upload of release {} to `{}` failed (is its disk full?); nothing was changed",
+                    job.new,
+                    session.host()
+                );
+            }
+            anyhow::bail!(
+                "the release job did not start on `{}` ({}); nothing was changed",
+                session.host(),
+                if answer.contains("notours") {
+                    "the lock was no longer this deploy's"
+                } else if answer.trim().is_empty() {
+                    "the connection ended before it answered"
+                } else {
+                    answer.trim()
+                }
+            );
+        };
+        self.hand_over();
         if uploading {
             // the upload step (opened by the caller) ends with the job's start
             progress.done();
         }
-        let session = self.host.session;
-        drop(self);
-        follow(session, &job.project, progress, &Labels { up: up_label })
+        follow_from(session, &job.project, progress, &labels, Some(stream))
+    }
+
+    /// The job runs and holds the lock: this process lets go of it.
+    fn hand_over(&mut self) {
+        self.released = true;
+        if let Some(k) = self.keeper.take() {
+            k.close();
+        }
     }
 }
 
@@ -555,11 +577,58 @@ pub struct Labels {
 
 /// Follows the job's log from `offset` until it ends, reconnecting after a lost link; on
 /// Ctrl-C asks (on a terminal) whether to abort or detach, and aborts otherwise.
+/// Reads the start's answer, up to `@@FOLLOW`: `Ok` with it when the job started and the
+/// follower goes on in the same command, `Err` with what came when the command ended first.
+fn read_start(stream: &mut homebase_remote::Stream) -> std::result::Result<String, String> {
+    let mut answer = String::new();
+    let deadline = Instant::now() + homebase_remote::default_deadline();
+    loop {
+        match stream.next(Duration::from_millis(200)) {
+            Next::Line(l, _) if l == "@@FOLLOW" => return Ok(answer),
+            Next::Line(l, _) => {
+                answer.push_str(&l);
+                answer.push('\n');
+            }
+            Next::Partial(l) => answer.push_str(&l),
+            Next::End => return Err(answer),
+            Next::Idle if Instant::now() > deadline => return Err(answer),
+            Next::Idle => {}
+        }
+    }
+}
+
+/// The shell that prints the job's log from byte `offset` on until the job is done (`@@
+/// nojob` when there is none, `@@ died` when its process is gone without its end).
+fn follower(project: &str, offset: u64) -> String {
+    let dir = format!("\"$HOME/.homebase/\"{}", sh_quote(project));
+    format!(
+        "d={dir}; j=\"$d/job\"; [ -f \"$j/pid\" ] || {{ echo '@@ nojob'; exit 0; }}; pid=$(cat \"$j/pid\"); n={offset}; \
+         size() {{ wc -c < \"$j/log\" | tr -d ' '; }}; \
+         while :; do s=$(size); \
+           if [ \"$s\" -gt \"$n\" ]; then tail -c +$((n + 1)) \"$j/log\" | head -c $((s - n)); n=$s; fi; \
+           [ -f \"$j/done\" ] && [ \"$(size)\" -le \"$n\" ] && exit 0; \
+           if ! kill -0 \"$pid\" 2>/dev/null && [ ! -f \"$j/done\" ]; then sleep 0.5; [ -f \"$j/done\" ] || {{ echo '@@ died'; exit 0; }}; fi; \
+           sleep 0.2; done"
+    )
+}
+
 pub fn follow(
     first: &Session,
     project: &str,
     progress: &mut Progress,
     labels: &Labels,
+) -> Result<Followed> {
+    follow_from(first, project, progress, labels, None)
+}
+
+/// [`follow`], going on with `opened` (a command already printing the job's log from its
+/// start) before it opens one of its own.
+fn follow_from(
+    first: &Session,
+    project: &str,
+    progress: &mut Progress,
+    labels: &Labels,
+    mut opened: Option<homebase_remote::Stream>,
 ) -> Result<Followed> {
     let dir = format!("\"$HOME/.homebase/\"{}", sh_quote(project));
     let mut followed = Followed {
@@ -574,16 +643,10 @@ pub fn follow(
     let mut aborted = false;
     loop {
         let session = owned.as_ref().unwrap_or(first);
-        let script = format!(
-            "d={dir}; j=\"$d/job\"; [ -f \"$j/pid\" ] || {{ echo '@@ nojob'; exit 0; }}; pid=$(cat \"$j/pid\"); n={offset}; \
-             size() {{ wc -c < \"$j/log\" | tr -d ' '; }}; \
-             while :; do s=$(size); \
-               if [ \"$s\" -gt \"$n\" ]; then tail -c +$((n + 1)) \"$j/log\" | head -c $((s - n)); n=$s; fi; \
-               [ -f \"$j/done\" ] && [ \"$(size)\" -le \"$n\" ] && exit 0; \
-               if ! kill -0 \"$pid\" 2>/dev/null && [ ! -f \"$j/done\" ]; then sleep 0.5; [ -f \"$j/done\" ] || {{ echo '@@ died'; exit 0; }}; fi; \
-               sleep 0.2; done"
-        );
-        let mut stream = session.stream(&script)?;
+        let mut stream = match opened.take() {
+            Some(s) => s,
+            None => session.stream(&follower(project, offset))?,
+        };
         let mut ended = false;
         loop {
             match stream.next(Duration::from_millis(200)) {

@@ -102,8 +102,14 @@ services:
         ),
     );
     // the default place, so that `homebase status` finds it
+    // (and a fresh one: an earlier run's daemon and its events must not be seen here)
     let state = "$HOME/.homebase/daemon".to_string();
-    hosts.ssh_ok(h, &format!("mkdir -p {state}"));
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "[ -f {state}/pid ] && kill $(cat {state}/pid) 2>/dev/null; sleep 0.2; rm -rf {state}; mkdir -p {state}"
+        ),
+    );
     let d = Daemon {
         bin: bin().to_path_buf(),
         hosts: &hosts,

@@ -884,15 +884,42 @@ fn the_next_command_reuses_the_warm_connection() {
     // a no-op deploy is one command on the host: decided and logged there, no lock taken
     p.ok(&["deploy"]);
     assert_eq!(count(&["deploy"], &[]), (0, 1));
-    // a changed deploy: prepare (the lock), upload, then the job started and followed
+    // a changed deploy: prepare (the lock), then one command that uploads the bundle (in
+    // the command itself: it is small), starts the job and follows it
     p.write(
         &compose.replace("3600", "3601"),
         "[services.w]\nmemory = \"16MiB\"\n",
     );
     assert_eq!(
         count(&["deploy"], &[]),
-        (0, 3),
-        "a changed deploy: prepare, upload with the job's start, follow"
+        (0, 2),
+        "a changed deploy: prepare, then upload + the job's start + follow"
+    );
+    // a rollback: prepare (with the release log and the releases on the host), then the
+    // job's start and its follower in one command
+    assert_eq!(
+        count(&["rollback"], &[]),
+        (0, 2),
+        "a rollback: prepare, then the job's start + follow"
+    );
+    // a bundle too big for the command line (a 100 KiB env file) goes on the command's stdin
+    let big: String = (0..5000).map(|i| format!("K{i}=value-{i:010}\n")).collect();
+    assert!(big.len() > 96 * 1024);
+    std::fs::write(p.dir.path().join("big.env"), &big).unwrap();
+    p.write(
+        &format!(
+            "{}    env_file: [big.env]\n",
+            compose.replace("3600", "3602")
+        ),
+        "[services.w]\nmemory = \"16MiB\"\n",
+    );
+    assert_eq!(count(&["deploy"], &[]), (0, 2), "a big bundle, on stdin");
+    let o = p.run(&["exec", "w", "--", "sh", "-c", "echo $K4999"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "value-0000004999",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
     // releases, and status with the daemon running: one command each. The daemon is asked
     // on the host and its last sample stands in for a `docker stats` sample.

@@ -221,6 +221,23 @@ pub struct ServiceStatus {
     pub nodes: Vec<String>,
 }
 
+impl ServiceStatus {
+    /// A planned service with no container on the host.
+    pub fn missing(name: &str) -> ServiceStatus {
+        ServiceStatus {
+            name: name.to_string(),
+            state: "missing".into(),
+            health: "none".into(),
+            uptime_secs: None,
+            restarts: 0,
+            memory_bytes: None,
+            limit_bytes: None,
+            container: None,
+            nodes: Vec::new(),
+        }
+    }
+}
+
 /// A node of the swarm (`homebase nodes --json`, `status`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 pub struct NodeStatus {

@@ -625,6 +625,21 @@ impl Stream {
         Ok(status)
     }
 
+    /// Sends `data` to the script's stdin and closes it (the script sees end of input).
+    pub fn send_input(&mut self, data: &[u8]) -> Result<(), RemoteError> {
+        use std::io::Write;
+        if let Some(mut stdin) = self.stdin.take()
+            && !data.is_empty()
+        {
+            stdin.write_all(data).map_err(|source| RemoteError::Spawn {
+                host: self.host.clone(),
+                program: format!("ssh (stdin of `{}`)", self.command),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Ends the script: closes its stdin (the host sees end of input once the client is
     /// gone) and stops the client without waiting for a round trip.
     pub fn close(mut self) {

@@ -469,10 +469,15 @@ impl Daemon<'_> {
         );
     }
 
+    /// A clean stop (SIGTERM), waited for.
     pub fn stop(&self) {
         self.hosts.ssh(
             self.host,
-            &format!("kill $(cat {}/pid) 2>/dev/null; sleep 0.5", self.state),
+            // until it is gone (it writes its clean-stop mark last), as a service manager waits
+            &format!(
+                "pid=$(cat {}/pid); kill $pid 2>/dev/null; i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done",
+                self.state
+            ),
         );
     }
 

@@ -70,6 +70,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         &project.config.project.name,
         &mut progress,
         up_to_date.as_ref(),
+        false,
     )?;
     let slow_link = release::rtt_note(prepared.rtt, &session.host());
     match &slow_link {

@@ -90,17 +90,7 @@ fn status_from_snapshot(
     host_memory: u64,
 ) -> ServiceStatus {
     let Some(s) = snap else {
-        return ServiceStatus {
-            name: name.to_string(),
-            state: "missing".into(),
-            health: "none".into(),
-            uptime_secs: None,
-            restarts: 0,
-            memory_bytes: None,
-            limit_bytes: None,
-            container: None,
-            nodes: Vec::new(),
-        };
+        return ServiceStatus::missing(name);
     };
     let state = s["state"].as_str().unwrap_or("unknown").to_string();
     let running = state == "running";
@@ -216,17 +206,7 @@ pub fn collect_status(
             c["Config"]["Labels"]["com.docker.compose.service"].as_str() == Some(name.as_str())
         });
         let Some(c) = c else {
-            services.push(ServiceStatus {
-                name: name.clone(),
-                state: "missing".into(),
-                health: "none".into(),
-                uptime_secs: None,
-                restarts: 0,
-                memory_bytes: None,
-                limit_bytes: None,
-                container: None,
-                nodes: Vec::new(),
-            });
+            services.push(ServiceStatus::missing(name));
             continue;
         };
         let cname = c["Name"]
@@ -604,13 +584,16 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         &project.config.project.name,
         &mut progress,
         None,
+        true,
     )?;
     match release::rtt_note(prepared.rtt, &session.host()) {
         Some(note) => progress.done_with(&note),
         None => progress.done(),
     }
     let current = prepared.current.map(|c| c.0);
-    let log = host.log()?;
+    // the log and the releases on the host came with the lock
+    let log = prepared.log.unwrap_or_default();
+    let on_host = prepared.releases.unwrap_or_default();
     let target = match &args.id {
         Some(id) => id.clone(),
         None => {
@@ -643,13 +626,7 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         }
     };
     crate::host::check_id(&target)?;
-    let found = session.check(&format!(
-        "r={}/releases/{}; test -f \"$r/compose.yml\" && {{ echo found; cat \"$r/hash\" 2>/dev/null; }}; true",
-        host.dir(),
-        sh_quote(&target)
-    ))?;
-    let mut found = found.lines();
-    if found.next() != Some("found") {
+    let Some((_, hash)) = on_host.iter().find(|(id, _)| *id == target) else {
         return Err(coded(
             Exit::BadInput,
             format!(
@@ -657,8 +634,8 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
                 session.host()
             ),
         ));
-    }
-    let hash = found.next().unwrap_or("").trim().to_string();
+    };
+    let hash = hash.trim().to_string();
     let ok_entry = entry(
         &project,
         &target,
