@@ -100,6 +100,9 @@ for link in short long; do
   measure "noop-$link" hbc deploy
   change() { v=$((v + 1)); compose_file "$dir" "$v" "0$n"; hbc deploy; }
   measure "change-$link" change
+  # (the daemon's next round after the deploy: until it has seen the new release, status
+  # reads the engine itself)
+  sleep 3
   measure "status-$link" hbc status
   measure "freshstatus-$link" hbc status --fresh
   measure "loopls-$link" hbc loop ls

@@ -283,8 +283,12 @@ async fn loop_control(
     };
     match crate::loops::Registry::control(&shared, &project, &name, c).await {
         Ok(status) => Json(status).into_response(),
-        Err(msg) if msg.contains("has no loop") => (StatusCode::NOT_FOUND, msg).into_response(),
-        Err(msg) => (StatusCode::CONFLICT, msg).into_response(),
+        Err(crate::loops::ControlError::Unknown(msg)) => {
+            (StatusCode::NOT_FOUND, msg).into_response()
+        }
+        Err(crate::loops::ControlError::Refused(msg)) => {
+            (StatusCode::CONFLICT, msg).into_response()
+        }
     }
 }
 

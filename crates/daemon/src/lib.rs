@@ -381,7 +381,7 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
     let mut not_before: HashMap<String, i64> = HashMap::new();
     loop {
         let t = now();
-        let today = day_stamp(t);
+        let today = homebase_proto::clock::day_stamp(t);
         said_empty.retain(|(_, day)| *day == today);
         let mem_total = shared.snapshot.read().await.mem_total;
         let (projects, _) = shared.projects(mem_total);
@@ -469,19 +469,5 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
         }
         // Soon after a deploy brings a project (or a new day comes), not a minute later.
         tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {} }
-    }
-}
-
-/// `YYYYMMDD` of a Unix time (UTC), the prefix of that day's backup ids.
-fn day_stamp(t: i64) -> String {
-    loops::rfc3339(t)[..10].replace('-', "")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn day_stamps() {
-        assert_eq!(super::day_stamp(0), "19700101");
-        assert_eq!(super::day_stamp(1_795_465_867), "20261123");
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use homebase_engine::Engine;
 use homebase_engine::run::{ITERATION_LABEL, LOOP_LABEL, RunSpec, Source, Walls};
+use homebase_proto::clock::rfc3339;
 use homebase_proto::{IterationRecord, LoopStatus, RunningIteration};
 use homebase_stack::loops::{LoopSection, RunMode, Workspace};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -111,6 +112,23 @@ struct Handle {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Why a loop command was not carried out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ControlError {
+    /// There is no such loop (the API's 404).
+    Unknown(String),
+    /// The loop's state does not allow it, or its supervisor is gone (409).
+    Refused(String),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::Unknown(m) | ControlError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
 impl Registry {
     /// Sends a command to a loop's supervisor and waits for its answer.
     pub async fn control(
@@ -118,7 +136,7 @@ impl Registry {
         project: &str,
         name: &str,
         c: Control,
-    ) -> Result<LoopStatus, String> {
+    ) -> Result<LoopStatus, ControlError> {
         let tx = {
             let reg = shared.loops.lock().await;
             match reg.handles.get(&(project.to_string(), name.to_string())) {
@@ -130,7 +148,7 @@ impl Registry {
                         .filter(|(p, _)| p == project)
                         .map(|(_, n)| n.clone())
                         .collect();
-                    return Err(if known.is_empty() {
+                    return Err(ControlError::Unknown(if known.is_empty() {
                         format!(
                             "project `{project}` has no loop `{name}` deployed on this host; add [loops.{name}] to homebase.toml and deploy"
                         )
@@ -139,16 +157,19 @@ impl Registry {
                             "project `{project}` has no loop `{name}`; its loops are: {}",
                             known.join(", ")
                         )
-                    });
+                    }));
                 }
             }
         };
         let (reply, rx) = oneshot::channel();
-        tx.send((c, reply))
-            .await
-            .map_err(|_| format!("the supervisor of loop `{name}` has ended"))?;
+        tx.send((c, reply)).await.map_err(|_| {
+            ControlError::Refused(format!("the supervisor of loop `{name}` has ended"))
+        })?;
         rx.await
-            .map_err(|_| format!("the supervisor of loop `{name}` did not answer"))?
+            .map_err(|_| {
+                ControlError::Refused(format!("the supervisor of loop `{name}` did not answer"))
+            })?
+            .map_err(ControlError::Refused)
     }
 }
 
@@ -1565,26 +1586,6 @@ fn humanize(secs: u64) -> String {
     } else {
         format!("{secs} s")
     }
-}
-
-/// `2026-11-23T23:10:00Z`.
-pub fn rfc3339(t: i64) -> String {
-    let z = t.div_euclid(86400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = t.rem_euclid(86400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
 }
 
 /// The loops' state for the API, newest data first, for one project or all.

@@ -3,6 +3,8 @@
 //!
 //! Invariant: only additive changes; a field once published keeps its name and meaning.
 
+pub mod clock;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -17,12 +17,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{BackupArgs, BackupCommand, Global};
-use crate::commands::deploy::{civil_from_days, utc_stamp};
 use crate::commands::swarm;
 use crate::exit::{Exit, coded};
 use crate::host::{HostProject, PsEntry, now_secs};
 use crate::project::{self, Project};
 use crate::ui;
+use homebase_proto::clock::{days_from_civil, utc_stamp};
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Manifest {
@@ -520,17 +520,6 @@ pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
         }
     }
     keep
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    debug_assert_eq!(civil_from_days(days).0, if m <= 2 { y + 1 } else { y });
-    days
 }
 
 fn prune(host: &HostProject, project: &Project) -> Result<Vec<String>> {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use homebase_proto::ReleaseEntry;
+use homebase_proto::clock::utc_stamp;
 use sha2::{Digest, Sha256};
 
 use homebase_remote::Session;
@@ -546,32 +547,6 @@ fn release_id(hash: &str) -> String {
     format!("{}-{}", utc_stamp(now_secs()), &hash[..8])
 }
 
-/// `20261123T213000Z`: sortable, readable, safe in paths.
-pub fn utc_stamp(secs: u64) -> String {
-    let (days, rem) = (secs / 86400, secs % 86400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// Git commit and dirty flag of the directory holding homebase.toml.
 fn git_state(project: &Project) -> (Option<String>, bool) {
     let git = |args: &[&str]| {
@@ -635,16 +610,4 @@ fn outside_home(project: &Project, os: &str, home: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_from_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use homebase_proto::clock::parse_rfc3339;
 use homebase_proto::{ServiceStatus, StatusReport};
 use homebase_remote::{Session, sh_quote};
 use homebase_stack::Bytes;
@@ -128,11 +129,12 @@ pub fn collect_status(
         "/api/events?limit=10".to_string(),
         format!("/api/loops?project={}", host.project),
     ];
-    // With the daemon's snapshot of the project (a daemon new enough to keep each
-    // container's start and restarts), the host runs no docker command at all.
+    // With the daemon's snapshot of the project at its current release (a daemon new
+    // enough to keep each container's start and restarts), the host runs no docker command
+    // at all; a snapshot from before the last deploy is not used for the services.
     let script = format!(
-        "p={p}; {ask}case \"{fresh}:$hb_d:$hb_a0\" in \
-           0:running*\"\\\"name\\\":\\\"$p\\\"\"*\"\\\"started_at\\\"\"*) echo daemon; echo '@@HB@@';; \
+        "p={p}; c=$(cat {d}/current 2>/dev/null); {ask}case \"{fresh}:$hb_d:$hb_a0\" in \
+           0:running*\"\\\"name\\\":\\\"$p\\\",\\\"release\\\":\\\"$c\\\"\"*\"\\\"started_at\\\"\"*) echo daemon; echo '@@HB@@';; \
            *) ids=$(docker ps -aq --filter label=com.docker.compose.project=\"$p\"); \
          if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; \
            case \"{fresh}:$hb_d:$hb_a0\" in 0:running*\"\\\"name\\\":\\\"$p\\\"\"*) ;; *) docker stats --no-stream --format '{{{{json .}}}}' $ids;; esac; \
@@ -360,27 +362,6 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
 pub(crate) fn mem_used(usage: &str) -> Option<u64> {
     let used = usage.split('/').next()?;
     Bytes::parse(used.trim()).ok().map(|b| b.0)
-}
-
-/// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-23T20:31:07.123Z`).
-pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let hms: Vec<i64> = time
-        .get(..8)?
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    // days from civil (Howard Hinnant)
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]).ok()
 }
 
 fn human_status(r: &StatusReport) -> String {
@@ -937,20 +918,5 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
             ),
         )),
         None => Err(coded(Exit::Refused, "the command was killed")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_docker_times() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2026-11-23T20:31:07.123456789Z"),
-            Some(1_795_465_867)
-        );
-        assert_eq!(parse_rfc3339("garbage"), None);
     }
 }

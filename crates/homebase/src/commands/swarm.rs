@@ -516,7 +516,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
             let u = out.entry(service.to_string()).or_default();
             u.memory += used;
             u.limit += limit.parse::<u64>().unwrap_or(0);
-            let started = crate::commands::ops::parse_rfc3339(started);
+            let started = homebase_proto::clock::parse_rfc3339(started);
             u.started = u.started.max(started);
             if u.health
                 .as_deref()
