@@ -213,19 +213,22 @@ pub fn path_env() -> IndexMap<String, String> {
     env
 }
 
-/// The corpus of this repository's `corpus/SOURCES.md` that `scripts/corpus` brings (the
-/// fixtures of Compose and of compose-go), copied into `into`; `None` when it is not here.
+/// The projects `scripts/corpus` brings (corpus/SOURCES.md): in the first two, the fixtures
+/// of Compose and of compose-go, every YAML file is a compose file; in the others, the files
+/// whose name says `compose`.
+pub const FETCHED: &[&str] = &["compose", "compose-go", "patroni", "coturn"];
+
+/// The corpus `scripts/corpus` brings, copied into `into`; `None` when it is not here.
 pub fn fetched_corpus(into: &Path) -> Option<Vec<PathBuf>> {
     let from = std::env::var_os("HB_CORPUS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/homebase-corpus"));
-    if !from.join("compose").is_dir() {
+    if !FETCHED.iter().all(|p| from.join(p).is_dir()) {
         return None;
     }
     let ok = Command::new("cp")
         .arg("-a")
-        .arg(from.join("compose"))
-        .arg(from.join("compose-go"))
+        .args(FETCHED.iter().map(|p| from.join(p)))
         .arg(into)
         .status()
         .unwrap()
@@ -244,7 +247,13 @@ pub fn fetched_corpus(into: &Path) -> Option<Vec<PathBuf>> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-                files.push(p);
+                let fixtures = FETCHED[..2].iter().any(|f| p.starts_with(into.join(f)));
+                let named = p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("compose"));
+                if fixtures || named {
+                    files.push(p);
+                }
             }
         }
     }
