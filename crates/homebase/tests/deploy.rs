@@ -385,9 +385,13 @@ fn lost_connection_mid_upload_leaves_the_current_release() {
         .status()
         .unwrap();
     assert!(killed.success(), "no master with socket {socket}");
-    for _ in lines {}
+    let events: Vec<String> = lines.map_while(Result::ok).collect();
     let out = deploy.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stderr = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        events.join("\n")
+    );
     match out.status.code() {
         // cut before the host started the release: nothing changed
         Some(3) => {

@@ -631,10 +631,11 @@ impl Stream {
         if let Some(mut stdin) = self.stdin.take()
             && !data.is_empty()
         {
-            stdin.write_all(data).map_err(|source| RemoteError::Spawn {
+            // (not an io::Error in the chain: a broken pipe to ssh is a lost connection, not
+            // the quiet end of this process's own output)
+            stdin.write_all(data).map_err(|e| RemoteError::Lost {
                 host: self.host.clone(),
-                program: format!("ssh (stdin of `{}`)", self.command),
-                source,
+                detail: format!("while sending the input of `{}`: {e}", self.command),
             })?;
         }
         Ok(())
