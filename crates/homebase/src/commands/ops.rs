@@ -93,11 +93,12 @@ fn status_from_snapshot(
     let Some(s) = snap else {
         return ServiceStatus::missing(name);
     };
-    let state = s["state"].as_str().unwrap_or("unknown").to_string();
+    // (the daemon's words, from the host: shown escaped)
+    let state = ui::printable(s["state"].as_str().unwrap_or("unknown"));
     let running = state == "running";
     ServiceStatus {
         name: name.to_string(),
-        health: s["health"].as_str().unwrap_or("none").to_string(),
+        health: ui::printable(s["health"].as_str().unwrap_or("none")),
         uptime_secs: running
             .then(|| s["started_at"].as_str().and_then(parse_rfc3339))
             .flatten()
@@ -107,7 +108,7 @@ fn status_from_snapshot(
         limit_bytes: s["limit_bytes"]
             .as_u64()
             .filter(|m| *m > 0 && (host_memory == 0 || *m < host_memory)),
-        container: s["container"].as_str().map(str::to_string),
+        container: s["container"].as_str().map(ui::printable),
         nodes: Vec::new(),
         state,
     }
