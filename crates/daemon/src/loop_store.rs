@@ -6,6 +6,7 @@ use anyhow::Result;
 use homebase_proto::IterationRecord;
 use rusqlite::{OptionalExtension, params};
 
+use crate::loops::state::{Breaker, RunState};
 use crate::store::Store;
 
 /// A loop's persistent state (one row per project and loop).
@@ -13,15 +14,12 @@ use crate::store::Store;
 pub struct LoopRow {
     pub project: String,
     pub name: String,
-    /// `active`, `paused`, `stopped`, `completed`, `exhausted`, `idle`.
-    pub state: String,
+    pub state: RunState,
     pub reason: String,
     pub run: i64,
     /// Iterations of the current run.
     pub iterations: i64,
-    /// `closed`, `open`, `half_open`.
-    pub breaker: String,
-    pub breaker_until: Option<i64>,
+    pub breaker: Breaker,
     /// Iterations in a row without file changes.
     pub no_progress: i64,
     /// Identical errors in a row, and the last error's signature.
@@ -84,12 +82,11 @@ impl Store {
                     Ok(LoopRow {
                         project: project.to_string(),
                         name: name.to_string(),
-                        state: r.get(0)?,
+                        state: RunState::parse(&r.get::<_, String>(0)?),
                         reason: r.get(1)?,
                         run: r.get(2)?,
                         iterations: r.get(3)?,
-                        breaker: r.get(4)?,
-                        breaker_until: r.get(5)?,
+                        breaker: Breaker::parse(&r.get::<_, String>(4)?, r.get(5)?),
                         no_progress: r.get(6)?,
                         same_error: r.get(7)?,
                         last_error: r.get(8)?,
@@ -120,12 +117,12 @@ impl Store {
             params![
                 l.project,
                 l.name,
-                l.state,
+                l.state.as_str(),
                 l.reason,
                 l.run,
                 l.iterations,
-                l.breaker,
-                l.breaker_until,
+                l.breaker.as_str(),
+                l.breaker.until(),
                 l.no_progress,
                 l.same_error,
                 l.last_error,
@@ -238,9 +235,8 @@ mod tests {
         let mut row = LoopRow {
             project: "p".into(),
             name: "ralph".into(),
-            state: "active".into(),
+            state: RunState::Active,
             run: 1,
-            breaker: "closed".into(),
             ..Default::default()
         };
         store.save_loop(&row).unwrap();

@@ -523,7 +523,13 @@ fn over_budget_deploy_is_refused_before_the_host_is_touched() {
 #[test]
 fn logs_and_exec_reach_the_service() {
     let hosts = hosts();
-    let compose = stack("hello", HEALTHY).replace("  api:\n", "  api:\n    env_file: [api.env]\n");
+    // the api prints a terminal escape (a window-title change) to its log
+    let compose = stack("hello", HEALTHY)
+        .replace("  api:\n", "  api:\n    env_file: [api.env]\n")
+        .replace(
+            r#""echo hello > /tmp/index.html"#,
+            r#""printf 'title\\033]0;pwned\\007end\\n'; echo hello > /tmp/index.html"#,
+        );
     let p = TestProject::new(
         &hosts,
         hosts.host(homebase_testkit::MAC),
@@ -555,6 +561,10 @@ fn logs_and_exec_reach_the_service() {
         logs.contains("database system is ready to accept connections"),
         "{logs}"
     );
+    // a container's bytes reach the terminal as text, never as an escape sequence
+    let logs = p.ok(&["logs", "api"]);
+    assert!(logs.contains("| title\\u{1b}]0;pwned\\u{7}end"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
     let bad = p.run(&["logs", "apii"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean `api`?"));

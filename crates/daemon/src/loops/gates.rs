@@ -1,0 +1,363 @@
+//! The gates before each iteration, as one pure function of the loop's state, its
+//! configuration and what the supervisor read: whether to iterate now, wait (and why, and
+//! until when), or stay idle. The supervisor reads; this decides.
+
+use homebase_stack::loops::RunMode;
+
+use super::LoopConfig;
+use super::state::RunState;
+use super::text::humanize;
+use crate::loop_store::LoopRow;
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Iterate,
+    /// Wait; `kind` names the reason in one word or two.
+    Wait {
+        kind: &'static str,
+        reason: String,
+        until: Option<i64>,
+    },
+    /// Not active: nothing to do until a command.
+    Idle,
+    /// The next gate compares the workspace with the last iteration's: read its
+    /// fingerprint into [`Readings::workspace`] and decide again. (Reading it costs a scan
+    /// of the workspace, so it is read only when every gate before passed.)
+    ReadWorkspace,
+}
+
+/// What the supervisor read for the gates.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    pub now: i64,
+    /// Start times of this loop's iterations in the last hour, oldest first (read when
+    /// `max_per_hour` is set).
+    pub started_last_hour: Vec<i64>,
+    /// The stack's memory in use, as the governor last read it (`None` before its first
+    /// reading).
+    pub stack_memory: Option<u64>,
+    /// The workspace's fingerprint now: `None` not read yet, `Some(None)` unreadable.
+    pub workspace: Option<Option<String>>,
+}
+
+/// The gates, in order: state, breaker, usage limit, hourly cap, pause or schedule,
+/// workspace changes, memory.
+pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
+    let l = &cfg.section;
+    let t = r.now;
+    if row.state != RunState::Active {
+        return Next::Idle;
+    }
+    if let Some(until) = row.breaker.cooling(t) {
+        return Next::Wait {
+            kind: "breaker",
+            reason: format!(
+                "circuit breaker open ({}); one trial iteration at the end of the cool-down",
+                row.reason
+            ),
+            until: Some(until),
+        };
+    }
+    if row.wait_kind.as_deref() == Some(USAGE_LIMIT)
+        && let Some(until) = row.wait_until.filter(|u| *u > t)
+    {
+        return Next::Wait {
+            kind: "usage limit",
+            reason: "the agent reported a usage limit; waiting for its reset".into(),
+            until: Some(until),
+        };
+    }
+    if let Some(max) = l.max_per_hour {
+        let started = &r.started_last_hour;
+        if started.len() as u32 >= max {
+            return Next::Wait {
+                kind: "rate limit",
+                reason: format!(
+                    "{} iterations in the last hour (max_per_hour = {max})",
+                    started.len()
+                ),
+                until: started.first().map(|s| s + 3600),
+            };
+        }
+    }
+    let first_of_run = row.iterations == 0;
+    match l.run {
+        RunMode::Schedule => {
+            if let (Some(every), Some(last)) = (l.every, row.last_started)
+                && !first_of_run
+            {
+                let next = last + every.as_secs() as i64;
+                if next > t {
+                    return Next::Wait {
+                        kind: "schedule",
+                        reason: format!("one iteration every {}", humanize(every.as_secs())),
+                        until: Some(next),
+                    };
+                }
+            }
+        }
+        RunMode::Continuous | RunMode::OnChange => {
+            if let Some(ended) = row.last_ended.filter(|_| !first_of_run) {
+                let next = ended + l.pause.as_secs() as i64;
+                if next > t {
+                    return Next::Wait {
+                        kind: "pause",
+                        reason: format!("{} between iterations", humanize(l.pause.as_secs())),
+                        until: Some(next),
+                    };
+                }
+            }
+        }
+    }
+    if l.run == RunMode::OnChange && !first_of_run {
+        match &r.workspace {
+            None => return Next::ReadWorkspace,
+            Some(fp) if fp.is_some() && *fp == row.fingerprint => {
+                return Next::Wait {
+                    kind: "changes",
+                    reason: "no file in the workspace changed since the last iteration".into(),
+                    until: None,
+                };
+            }
+            Some(_) => {}
+        }
+    }
+    // Memory: the governor's view of the project (after its first reading).
+    if cfg.budget > 0 {
+        let Some(used) = r.stack_memory else {
+            return Next::Wait {
+                kind: "first reading",
+                reason: "the stack's memory has not been read yet".into(),
+                until: None,
+            };
+        };
+        let high = (cfg.budget as f64 * cfg.high_watermark) as u64;
+        if used > high {
+            return Next::Wait {
+                kind: "memory",
+                reason: format!(
+                    "the stack uses {:.0}% of its budget, above the {:.0}% high watermark",
+                    100.0 * used as f64 / cfg.budget as f64,
+                    cfg.high_watermark * 100.0
+                ),
+                until: None,
+            };
+        }
+        if used + l.memory.0 > cfg.budget {
+            return Next::Wait {
+                kind: "memory",
+                reason: format!(
+                    "an iteration may use {} and the budget has {} left",
+                    l.memory,
+                    homebase_stack::Bytes(cfg.budget.saturating_sub(used))
+                ),
+                until: None,
+            };
+        }
+    }
+    Next::Iterate
+}
+
+/// `LoopRow::wait_kind` while the agent's usage limit holds the loop.
+pub const USAGE_LIMIT: &str = "usage_limit";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loops::state::Breaker;
+    use crate::loops::test_config;
+
+    fn active() -> LoopRow {
+        LoopRow {
+            state: RunState::Active,
+            run: 1,
+            iterations: 3,
+            last_started: Some(900),
+            last_ended: Some(950),
+            ..Default::default()
+        }
+    }
+
+    fn reading(now: i64) -> Readings {
+        Readings {
+            now,
+            stack_memory: Some(1 << 30),
+            workspace: Some(Some("after".into())),
+            ..Default::default()
+        }
+    }
+
+    fn kind(n: &Next) -> Option<&'static str> {
+        match n {
+            Next::Wait { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_an_active_loop_iterates() {
+        let cfg = test_config("");
+        for s in [
+            RunState::Paused,
+            RunState::Stopped,
+            RunState::Completed,
+            RunState::Exhausted,
+            RunState::Idle,
+        ] {
+            let row = LoopRow {
+                state: s,
+                ..active()
+            };
+            assert_eq!(decide(&row, &cfg, &reading(2000)), Next::Idle, "{s}");
+        }
+        assert_eq!(decide(&active(), &cfg, &reading(2000)), Next::Iterate);
+    }
+
+    #[test]
+    fn an_open_breaker_holds_the_loop_until_its_cool_down_ends() {
+        let cfg = test_config("");
+        let row = LoopRow {
+            breaker: Breaker::Open { until: 3000 },
+            reason: "5 iterations in a row changed no file".into(),
+            ..active()
+        };
+        let n = decide(&row, &cfg, &reading(2000));
+        assert_eq!(kind(&n), Some("breaker"));
+        assert!(
+            matches!(&n, Next::Wait { until: Some(3000), reason, .. } if reason.contains("changed no file")),
+            "{n:?}"
+        );
+        // the cool-down over: the trial iteration may run
+        assert_eq!(decide(&row, &cfg, &reading(3000)), Next::Iterate);
+    }
+
+    #[test]
+    fn a_usage_limit_holds_the_loop_until_its_reset() {
+        let cfg = test_config("");
+        let row = LoopRow {
+            wait_kind: Some(USAGE_LIMIT.into()),
+            wait_until: Some(5000),
+            ..active()
+        };
+        let n = decide(&row, &cfg, &reading(4000));
+        assert_eq!(kind(&n), Some("usage limit"));
+        assert!(matches!(
+            n,
+            Next::Wait {
+                until: Some(5000),
+                ..
+            }
+        ));
+        assert_eq!(decide(&row, &cfg, &reading(5000)), Next::Iterate);
+    }
+
+    #[test]
+    fn the_hourly_cap_waits_for_the_oldest_start_to_age_out() {
+        let cfg = test_config("max_per_hour = 2");
+        let mut r = reading(4000);
+        r.started_last_hour = vec![1000, 3000];
+        let n = decide(&active(), &cfg, &r);
+        assert_eq!(kind(&n), Some("rate limit"));
+        assert!(
+            matches!(
+                n,
+                Next::Wait {
+                    until: Some(4600),
+                    ..
+                }
+            ),
+            "{n:?}"
+        );
+        r.started_last_hour = vec![3000];
+        assert_eq!(decide(&active(), &cfg, &r), Next::Iterate);
+    }
+
+    #[test]
+    fn the_pause_and_the_schedule_space_iterations() {
+        let cfg = test_config("pause = \"60s\"");
+        let n = decide(&active(), &cfg, &reading(1000));
+        assert_eq!(kind(&n), Some("pause"));
+        assert!(
+            matches!(
+                n,
+                Next::Wait {
+                    until: Some(1010),
+                    ..
+                }
+            ),
+            "{n:?}"
+        );
+        assert_eq!(decide(&active(), &cfg, &reading(1010)), Next::Iterate);
+        // the first iteration of a run does not wait
+        let first = LoopRow {
+            iterations: 0,
+            ..active()
+        };
+        assert_eq!(decide(&first, &cfg, &reading(1000)), Next::Iterate);
+
+        let cfg = test_config("run = \"schedule\"\nevery = \"1h\"");
+        let n = decide(&active(), &cfg, &reading(2000));
+        assert_eq!(kind(&n), Some("schedule"));
+        assert!(
+            matches!(
+                n,
+                Next::Wait {
+                    until: Some(4500),
+                    ..
+                }
+            ),
+            "{n:?}"
+        );
+        assert_eq!(decide(&active(), &cfg, &reading(4500)), Next::Iterate);
+    }
+
+    #[test]
+    fn on_change_reads_the_workspace_only_past_the_other_gates_and_waits_for_a_change() {
+        let cfg = test_config("run = \"on_change\"");
+        let row = LoopRow {
+            fingerprint: Some("before".into()),
+            ..active()
+        };
+        let mut r = reading(2000);
+        r.workspace = None;
+        assert_eq!(decide(&row, &cfg, &r), Next::ReadWorkspace);
+        // a gate before it answers without the workspace
+        let held = LoopRow {
+            breaker: Breaker::Open { until: 9000 },
+            ..row.clone()
+        };
+        assert_eq!(kind(&decide(&held, &cfg, &r)), Some("breaker"));
+        r.workspace = Some(Some("before".into()));
+        assert_eq!(kind(&decide(&row, &cfg, &r)), Some("changes"));
+        r.workspace = Some(Some("after".into()));
+        assert_eq!(decide(&row, &cfg, &r), Next::Iterate);
+        // a workspace the daemon cannot read does not hold the loop
+        r.workspace = Some(None);
+        assert_eq!(decide(&row, &cfg, &r), Next::Iterate);
+    }
+
+    #[test]
+    fn the_memory_gate_waits_for_a_reading_and_for_room() {
+        // budget 4 GiB, high watermark 90%, an iteration may use 512 MiB
+        let cfg = test_config("memory = \"512MiB\"");
+        let gib = 1u64 << 30;
+        let mut r = reading(2000);
+        r.stack_memory = None;
+        assert_eq!(kind(&decide(&active(), &cfg, &r)), Some("first reading"));
+        r.stack_memory = Some(3 * gib + gib * 3 / 4); // 93.75%: above the watermark
+        let n = decide(&active(), &cfg, &r);
+        assert!(
+            matches!(&n, Next::Wait { kind: "memory", reason, .. } if reason.contains("94% of its budget")),
+            "{n:?}"
+        );
+        r.stack_memory = Some(3 * gib + gib / 2 + 1); // under the watermark, but no room for 512 MiB
+        let n = decide(&active(), &cfg, &r);
+        assert!(
+            matches!(&n, Next::Wait { kind: "memory", reason, .. } if reason.contains("may use 512 MiB")),
+            "{n:?}"
+        );
+        r.stack_memory = Some(3 * gib);
+        assert_eq!(decide(&active(), &cfg, &r), Next::Iterate);
+    }
+}
