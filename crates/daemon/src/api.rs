@@ -238,7 +238,13 @@ async fn history(
     let points = shared
         .store
         .history(&q.project, &q.service, from, to, res)?;
-    Ok(Json(serde_json::json!({"project": q.project, "service": q.service, "resolution_secs": res, "points": points})).into_response())
+    Ok(Json(homebase_proto::History {
+        project: q.project,
+        service: q.service,
+        resolution_secs: res,
+        points,
+    })
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -311,8 +317,9 @@ async fn events(
 async fn stream(
     State(shared): State<Arc<Shared>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let first = serde_json::json!({"type": "snapshot", "snapshot": &*shared.snapshot.read().await})
-        .to_string();
+    let snapshot = shared.snapshot.read().await.clone();
+    let first = serde_json::to_string(&homebase_proto::StreamMessage::Snapshot { snapshot })
+        .unwrap_or_default();
     // A lagging client skips what it missed instead of holding others back.
     let live = BroadcastStream::new(shared.tx.subscribe()).filter_map(|m| m.ok());
     let all = tokio_stream::once(first)

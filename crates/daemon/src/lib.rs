@@ -101,8 +101,16 @@ impl Shared {
     }
 
     pub fn notify_event(&self, project: &str, service: &str, kind: &str, message: &str) {
-        let msg = serde_json::json!({"type": "event", "ts": now(), "project": project, "service": service, "kind": kind, "message": message});
-        let _ = self.tx.send(msg.to_string());
+        let msg = homebase_proto::StreamMessage::Event {
+            ts: now(),
+            project: project.into(),
+            service: service.into(),
+            kind: kind.into(),
+            message: message.into(),
+        };
+        if let Ok(text) = serde_json::to_string(&msg) {
+            let _ = self.tx.send(text);
+        }
     }
 
     fn firing(&self, project: &str, service: &str, kind: &str, message: &str) -> Alert {
@@ -176,9 +184,14 @@ impl Shared {
     }
 
     pub async fn publish(&self, snapshot: Snapshot) {
-        let text = serde_json::json!({"type": "snapshot", "snapshot": &snapshot}).to_string();
-        *self.snapshot.write().await = snapshot;
-        let _ = self.tx.send(text);
+        let msg = homebase_proto::StreamMessage::Snapshot { snapshot };
+        let text = serde_json::to_string(&msg).ok();
+        if let homebase_proto::StreamMessage::Snapshot { snapshot } = msg {
+            *self.snapshot.write().await = snapshot;
+        }
+        if let Some(text) = text {
+            let _ = self.tx.send(text);
+        }
     }
 }
 

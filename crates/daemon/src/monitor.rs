@@ -13,35 +13,11 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use homebase_engine::{Container, Engine, Reading};
 use homebase_stack::config::Priority;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::Alert;
+pub use homebase_proto::{Disk, ProjectSnap, ServiceSnap, Snapshot};
 use crate::projects::Project;
 use crate::{Shared, now};
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Snapshot {
-    pub ts: i64,
-    pub host: String,
-    pub mem_total: u64,
-    /// Space on the filesystem of Docker's data root, when the daemon can see it (on a Mac
-    /// the data root is inside Colima's VM and is not visible).
-    pub disk: Option<Disk>,
-    pub projects: Vec<ProjectSnap>,
-    pub alerts: Vec<Alert>,
-    /// Agent loops of the watched projects.
-    pub loops: Vec<homebase_proto::LoopStatus>,
-    /// On a swarm manager: every node and the services running there.
-    pub nodes: Vec<homebase_proto::NodeStatus>,
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Disk {
-    pub total_bytes: u64,
-    pub free_bytes: u64,
-}
 
 /// `df -Pk PATH`: the portable way on Linux and macOS alike.
 fn disk_of(path: &std::path::Path) -> Option<Disk> {
@@ -58,39 +34,6 @@ fn disk_of(path: &std::path::Path) -> Option<Disk> {
         total_bytes: total * 1024,
         free_bytes: free * 1024,
     })
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ProjectSnap {
-    pub name: String,
-    pub release: String,
-    pub budget_bytes: u64,
-    pub memory_bytes: u64,
-    /// Git commit of the release's config directory, from the release log.
-    pub commit: Option<String>,
-    pub services: Vec<ServiceSnap>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceSnap {
-    pub name: String,
-    pub container: String,
-    pub state: String,
-    pub health: String,
-    pub priority: String,
-    pub memory_bytes: u64,
-    pub limit_bytes: u64,
-    pub cpu_percent: f64,
-    /// The engine's own words: `Up 5 minutes (healthy)`, `Exited (137) 3 seconds ago`.
-    pub status_text: String,
-    /// Set while the memory governor holds the service paused or stopped.
-    pub governed: Option<String>,
-    /// Set when the daemon gave up on a crash loop.
-    pub gave_up: bool,
-    /// When the container last started (RFC 3339); empty when the engine did not say.
-    pub started_at: String,
-    /// Restarts the engine made of it.
-    pub restarts: u64,
 }
 
 /// What the daemon remembers about one container between rounds.

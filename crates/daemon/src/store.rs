@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
-use serde::Serialize;
 
 /// Iteration records kept per loop (the oldest go first).
 const MAX_ITERATIONS_PER_LOOP: i64 = 10_000;
@@ -37,12 +36,7 @@ pub struct Store {
     retention: Retention,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Point {
-    pub ts: i64,
-    pub memory_bytes: f64,
-    pub cpu_percent: f64,
-}
+pub use homebase_proto::Point;
 
 pub use homebase_proto::EventRow;
 

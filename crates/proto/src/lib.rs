@@ -322,6 +322,104 @@ pub fn is_safe_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The daemon's view of the host (`/api/status`, and each `snapshot` message of its event
+/// stream): what it sampled in its last round, every watched project and its services, the
+/// active alerts and the loops. Read by `homebase status` and the dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct Snapshot {
+    pub ts: i64,
+    pub host: String,
+    pub mem_total: u64,
+    /// Space on the filesystem of Docker's data root, when the daemon can see it (on a Mac
+    /// the data root is inside Colima's VM and is not visible).
+    pub disk: Option<Disk>,
+    pub projects: Vec<ProjectSnap>,
+    pub alerts: Vec<Alert>,
+    /// Agent loops of the watched projects.
+    pub loops: Vec<LoopStatus>,
+    /// On a swarm manager: every node and the services running there.
+    pub nodes: Vec<NodeStatus>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Disk {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct ProjectSnap {
+    pub name: String,
+    pub release: String,
+    pub budget_bytes: u64,
+    pub memory_bytes: u64,
+    /// Git commit of the release's config directory, from the release log.
+    pub commit: Option<String>,
+    pub services: Vec<ServiceSnap>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct ServiceSnap {
+    pub name: String,
+    pub container: String,
+    pub state: String,
+    pub health: String,
+    pub priority: String,
+    pub memory_bytes: u64,
+    pub limit_bytes: u64,
+    pub cpu_percent: f64,
+    /// The engine's own words: `Up 5 minutes (healthy)`, `Exited (137) 3 seconds ago`.
+    pub status_text: String,
+    /// Set while the memory governor holds the service paused or stopped.
+    pub governed: Option<String>,
+    /// Set when the daemon gave up on a crash loop.
+    pub gave_up: bool,
+    /// When the container last started (RFC 3339); empty when the engine did not say.
+    pub started_at: String,
+    /// Restarts the engine made of it.
+    pub restarts: u64,
+}
+
+/// One sample of a service's memory and CPU in the daemon's history (averaged over the
+/// resolution when coarser than raw).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    pub ts: i64,
+    pub memory_bytes: f64,
+    pub cpu_percent: f64,
+}
+
+/// `/api/history`: a service's samples over a time range.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct History {
+    pub project: String,
+    pub service: String,
+    /// 0 for raw samples, else the seconds each point averages.
+    pub resolution_secs: i64,
+    pub points: Vec<Point>,
+}
+
+/// A message of the daemon's live stream (`/api/stream`, server-sent events): the whole
+/// view after each round, and each event as it happens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StreamMessage {
+    Snapshot {
+        snapshot: Snapshot,
+    },
+    Event {
+        ts: i64,
+        project: String,
+        service: String,
+        kind: String,
+        message: String,
+    },
+}
+
 #[cfg(test)]
 mod name_tests {
     #[test]
@@ -335,5 +433,54 @@ mod name_tests {
             assert!(!super::is_safe_name(bad), "{bad:?}");
         }
         assert!(!super::is_safe_name(&"a".repeat(129)));
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+
+    #[test]
+    fn stream_messages_carry_their_type_as_the_dashboard_reads_it() {
+        let e = StreamMessage::Event {
+            ts: 5,
+            project: "p".into(),
+            service: "db".into(),
+            kind: "restart".into(),
+            message: "m".into(),
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "event");
+        assert_eq!(v["service"], "db");
+        let s = StreamMessage::Snapshot {
+            snapshot: Snapshot {
+                ts: 7,
+                projects: vec![ProjectSnap {
+                    name: "p".into(),
+                    services: vec![ServiceSnap {
+                        name: "db".into(),
+                        restarts: 2,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "snapshot");
+        assert_eq!(v["snapshot"]["projects"][0]["services"][0]["restarts"], 2);
+        assert_eq!(serde_json::from_str::<StreamMessage>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn a_snapshot_missing_newer_fields_still_reads() {
+        // an older daemon's view: no restarts, started_at, disk or nodes
+        let old = r#"{"ts":1,"host":"h","mem_total":8,"projects":[{"name":"p","release":"r","budget_bytes":1,"memory_bytes":1,"services":[{"name":"db","container":"p-db-1","state":"running","health":"healthy","memory_bytes":3,"limit_bytes":4}]}],"alerts":[],"loops":[],"errors":[]}"#;
+        let s: Snapshot = serde_json::from_str(old).unwrap();
+        assert_eq!(s.projects[0].services[0].restarts, 0);
+        assert_eq!(s.projects[0].services[0].started_at, "");
+        assert_eq!(s.disk, None);
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use homebase_proto::clock::parse_rfc3339;
-use homebase_proto::{ServiceStatus, StatusReport};
+use homebase_proto::{ServiceSnap, ServiceStatus, Snapshot, StatusReport};
 use homebase_remote::{Session, sh_quote};
 use homebase_stack::Bytes;
 use serde_json::Value;
@@ -86,7 +86,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
 /// A limit at the host's memory is the engine's way of saying there is none.
 fn status_from_snapshot(
     name: &str,
-    snap: Option<&Value>,
+    snap: Option<&ServiceSnap>,
     now: u64,
     host_memory: u64,
 ) -> ServiceStatus {
@@ -94,21 +94,20 @@ fn status_from_snapshot(
         return ServiceStatus::missing(name);
     };
     // (the daemon's words, from the host: shown escaped)
-    let state = ui::printable(s["state"].as_str().unwrap_or("unknown"));
+    let state = ui::printable(&s.state);
     let running = state == "running";
     ServiceStatus {
         name: name.to_string(),
-        health: ui::printable(s["health"].as_str().unwrap_or("none")),
+        health: ui::printable(&s.health),
         uptime_secs: running
-            .then(|| s["started_at"].as_str().and_then(parse_rfc3339))
+            .then(|| parse_rfc3339(&s.started_at))
             .flatten()
             .map(|t| now.saturating_sub(t)),
-        restarts: s["restarts"].as_u64().unwrap_or(0),
-        memory_bytes: running.then(|| s["memory_bytes"].as_u64()).flatten(),
-        limit_bytes: s["limit_bytes"]
-            .as_u64()
+        restarts: s.restarts,
+        memory_bytes: running.then_some(s.memory_bytes),
+        limit_bytes: Some(s.limit_bytes)
             .filter(|m| *m > 0 && (host_memory == 0 || *m < host_memory)),
-        container: s["container"].as_str().map(ui::printable),
+        container: Some(ui::printable(&s.container)).filter(|c| !c.is_empty()),
         nodes: Vec::new(),
         state,
     }
@@ -168,31 +167,22 @@ pub fn collect_status(
     );
     // the daemon's last sample, by container name, and its view of each service
     let mut sampled: std::collections::HashMap<String, u64> = Default::default();
-    let mut daemon_services: std::collections::HashMap<String, Value> = Default::default();
+    let mut daemon_services: std::collections::HashMap<String, ServiceSnap> = Default::default();
     let mut sample_age = None;
     let mut host_memory = 0;
+    let mut snapshot = Snapshot::default();
     if let on_host::Answer::Running { bodies, .. } = &answer
-        && let Ok(snap) = serde_json::from_str::<Value>(&bodies[0])
+        && let Ok(snap) = serde_json::from_str::<Snapshot>(&bodies[0])
     {
-        sample_age = snap["ts"]
-            .as_i64()
-            .map(|ts| (now_secs() as i64 - ts).max(0));
-        host_memory = snap["mem_total"].as_u64().unwrap_or(0);
-        for proj in snap["projects"].as_array().into_iter().flatten() {
-            if proj["name"].as_str() != Some(host.project.as_str()) {
-                continue;
-            }
-            for svc in proj["services"].as_array().into_iter().flatten() {
-                if let (Some(c), Some(m)) =
-                    (svc["container"].as_str(), svc["memory_bytes"].as_u64())
-                {
-                    sampled.insert(c.to_string(), m);
-                }
-                if let Some(n) = svc["name"].as_str() {
-                    daemon_services.insert(n.to_string(), svc.clone());
-                }
+        sample_age = Some((now_secs() as i64 - snap.ts).max(0));
+        host_memory = snap.mem_total;
+        for proj in snap.projects.iter().filter(|p| p.name == host.project) {
+            for svc in &proj.services {
+                sampled.insert(svc.container.clone(), svc.memory_bytes);
+                daemon_services.insert(svc.name.clone(), svc.clone());
             }
         }
+        snapshot = snap;
     }
     let now = now_secs();
     let mut services = Vec::new();
@@ -273,7 +263,6 @@ pub fn collect_status(
             crate::daemon_client::remember_endpoint(host.session, &endpoint);
             // (read from a file of the host's: shown as text)
             let endpoint = ui::printable(&endpoint);
-            let status: Value = serde_json::from_str(&bodies[0]).unwrap_or_default();
             report.daemon = match sample_age {
                 Some(age) if from_daemon => {
                     format!("running at {endpoint} (its view of {age} s ago)")
@@ -285,7 +274,7 @@ pub fn collect_status(
             };
             daemon_fill(
                 &mut report,
-                &status,
+                snapshot,
                 serde_json::from_str(&bodies[1]).unwrap_or_default(),
                 serde_json::from_str(&bodies[2]).unwrap_or_default(),
             );
@@ -307,12 +296,12 @@ pub fn collect_status(
 /// The daemon's alerts and events of this project, and its loops.
 fn daemon_fill(
     report: &mut StatusReport,
-    status: &Value,
+    status: Snapshot,
     events: Vec<homebase_proto::EventRow>,
     loops: Vec<homebase_proto::LoopStatus>,
 ) {
-    report.alerts = serde_json::from_value::<Vec<homebase_proto::Alert>>(status["alerts"].clone())
-        .unwrap_or_default()
+    report.alerts = status
+        .alerts
         .into_iter()
         .filter(|a| a.project == report.project)
         .collect();
@@ -339,7 +328,7 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
         }
     };
     let fetched = (|| -> Result<_> {
-        let status: serde_json::Value = client.get("/api/status")?;
+        let status: Snapshot = client.get("/api/status")?;
         let events: Vec<homebase_proto::EventRow> = client.get("/api/events?limit=10")?;
         let loops: Vec<homebase_proto::LoopStatus> =
             client.get(&format!("/api/loops?project={}", report.project))?;
@@ -348,7 +337,7 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
     match fetched {
         Ok((status, events, loops)) => {
             report.daemon = format!("running at {}", client.endpoint);
-            daemon_fill(report, &status, events, loops);
+            daemon_fill(report, status, events, loops);
         }
         Err(e) => {
             report.daemon = format!(
