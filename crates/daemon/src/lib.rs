@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use homebase_engine::Engine;
+use homebase_proto::layout;
 use homebase_stack::config::AlertsSection;
 use tokio::sync::{Mutex, RwLock, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -248,8 +249,8 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     let dir = opts
         .state_dir
         .clone()
-        .unwrap_or_else(|| opts.home.join("daemon"));
-    let token = load_or_create_token(&dir.join("token"))?;
+        .unwrap_or_else(|| layout::daemon_dir(&opts.home));
+    let token = load_or_create_token(&dir.join(layout::TOKEN))?;
     let store = Store::open(&dir.join("history.db"), opts.retention)?;
     let endpoint = opts.endpoint.clone().unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -293,10 +294,10 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     // is worth an alert; a planned stop and start (a deploy of the daemon, a reboot through
     // the service manager) is an event only.
     let clean_mark = dir.join(CLEAN_STOP);
-    let ran_before = dir.join("endpoint").exists();
+    let ran_before = dir.join(layout::ENDPOINT).exists();
     let stopped_cleanly = clean_mark.exists();
     let _ = std::fs::remove_file(&clean_mark);
-    write_private(&dir.join("endpoint"), addr.to_string().as_bytes())?;
+    write_private(&dir.join(layout::ENDPOINT), addr.to_string().as_bytes())?;
     // Tell every project's sinks that the daemon (re)started.
     let (projects, _) = shared.projects(mem_total);
     {
@@ -403,7 +404,7 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
             .filter(|p| p.backup.schedule == "daily" && (!p.swarm || p.node.is_some()))
         {
             let hour = (t % 86400) / 3600;
-            let dir = shared.home.join(&p.name).join("backups");
+            let dir = layout::project_dir(&shared.home, &p.name).join(layout::BACKUPS);
             let done = std::fs::read_dir(&dir)
                 .map(|d| {
                     d.filter_map(|e| e.ok())

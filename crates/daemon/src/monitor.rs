@@ -15,9 +15,9 @@ use homebase_engine::{Container, Engine, Reading};
 use homebase_stack::config::Priority;
 use tokio_util::sync::CancellationToken;
 
-pub use homebase_proto::{Disk, ProjectSnap, ServiceSnap, Snapshot};
 use crate::projects::Project;
 use crate::{Shared, now};
+pub use homebase_proto::{Disk, ProjectSnap, ServiceSnap, Snapshot};
 
 /// `df -Pk PATH`: the portable way on Linux and macOS alike.
 fn disk_of(path: &std::path::Path) -> Option<Disk> {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use homebase_proto::layout;
 use homebase_stack::config::{AlertsSection, Config, DaemonSection, HostMemory, Priority};
 use homebase_stack::kinds::Kind;
 use homebase_stack::loops::LoopSection;
@@ -43,7 +44,7 @@ pub fn load(home: &Path, mem_total: u64) -> (Vec<Project>, Vec<String>) {
     };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("current").is_file())
+        .filter(|p| p.join(layout::CURRENT).is_file())
         .collect();
     dirs.sort();
     for dir in dirs {
@@ -57,11 +58,11 @@ pub fn load(home: &Path, mem_total: u64) -> (Vec<Project>, Vec<String>) {
 
 fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
     use anyhow::Context;
-    let release = std::fs::read_to_string(dir.join("current"))
+    let release = std::fs::read_to_string(dir.join(layout::CURRENT))
         .context("cannot read `current`")?
         .trim()
         .to_string();
-    let rel = dir.join("releases").join(&release);
+    let rel = dir.join(layout::RELEASES).join(&release);
     let config = Config::load(&rel.join("homebase.toml"), &IndexMap::new())?;
     let compose = ComposeProject::load(&LoadOptions {
         files: vec![rel.join("compose.yml")],
@@ -84,7 +85,7 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
             (name.clone(), p)
         })
         .collect();
-    let commit = std::fs::read_to_string(dir.join("releases.jsonl"))
+    let commit = std::fs::read_to_string(dir.join(layout::RELEASE_LOG))
         .ok()
         .and_then(|log| {
             log.lines()

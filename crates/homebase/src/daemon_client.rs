@@ -44,7 +44,7 @@ pub struct Located {
 pub fn locate(session: &Session, dir: Option<&str>) -> Result<Located, Unavailable> {
     let dir = match dir {
         Some(d) => homebase_remote::sh_quote(d),
-        None => "\"$HOME/.homebase/daemon\"".to_string(),
+        None => homebase_proto::layout::sh_daemon(),
     };
     let files = session.run(&format!(
         "cat {dir}/endpoint 2>/dev/null && echo && cat {dir}/token 2>/dev/null"
@@ -233,7 +233,7 @@ pub mod on_host {
     pub fn ask(dir: Option<&str>, paths: &[String]) -> String {
         let dir = match dir {
             Some(d) => sh_quote(d),
-            None => "\"$HOME/.homebase/daemon\"".to_string(),
+            None => homebase_proto::layout::sh_daemon(),
         };
         let mut asks = String::new();
         if paths.is_empty() {

@@ -130,7 +130,7 @@ impl<'a> HostProject<'a> {
 
     /// `"$HOME/.homebase/<project>"` for scripts.
     pub fn dir(&self) -> String {
-        format!("\"$HOME/.homebase/\"{}", sh_quote(&self.project))
+        homebase_proto::layout::sh_project(&sh_quote(&self.project))
     }
 
     pub fn compose(&self) -> String {

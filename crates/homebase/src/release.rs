@@ -600,7 +600,7 @@ fn read_start(stream: &mut homebase_remote::Stream) -> std::result::Result<Strin
 /// The shell that prints the job's log from byte `offset` on until the job is done (`@@
 /// nojob` when there is none, `@@ died` when its process is gone without its end).
 fn follower(project: &str, offset: u64) -> String {
-    let dir = format!("\"$HOME/.homebase/\"{}", sh_quote(project));
+    let dir = homebase_proto::layout::sh_project(&sh_quote(project));
     format!(
         "d={dir}; j=\"$d/job\"; [ -f \"$j/pid\" ] || {{ echo '@@ nojob'; exit 0; }}; pid=$(cat \"$j/pid\"); n={offset}; \
          size() {{ wc -c < \"$j/log\" | tr -d ' '; }}; \
@@ -630,7 +630,7 @@ fn follow_from(
     labels: &Labels,
     mut opened: Option<homebase_remote::Stream>,
 ) -> Result<Followed> {
-    let dir = format!("\"$HOME/.homebase/\"{}", sh_quote(project));
+    let dir = homebase_proto::layout::sh_project(&sh_quote(project));
     let mut followed = Followed {
         outcome: Outcome::Died,
         entry: None,

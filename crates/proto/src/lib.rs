@@ -4,6 +4,7 @@
 //! Invariant: only additive changes; a field once published keeps its name and meaning.
 
 pub mod clock;
+pub mod layout;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

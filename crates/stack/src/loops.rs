@@ -323,7 +323,7 @@ impl LoopSection {
                 Some(v) => Workspace::Volume(v.to_string()),
                 None => Workspace::Path(w.clone()),
             },
-            None => Workspace::Path(format!("~/.homebase/{project}/loops/{name}/workspace")),
+            None => Workspace::Path(homebase_proto::layout::default_workspace(project, name)),
         }
     }
 

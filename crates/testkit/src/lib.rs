@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use homebase_proto::layout;
 use serde::Deserialize;
 
 /// Every test host and the client key that reaches them.
@@ -219,9 +220,10 @@ impl Drop for ProjectGuard<'_> {
                 "1",
             ],
         );
-        let _ = self
-            .hosts
-            .ssh(self.host, &format!("rm -rf ~/.homebase/{}", self.project));
+        let _ = self.hosts.ssh(
+            self.host,
+            &format!("rm -rf {}", layout::sh_project(&self.project)),
+        );
     }
 }
 
@@ -350,9 +352,10 @@ impl<'a> TestProject<'a> {
 
     /// The host's view of `~/.homebase/<project>/<file>`.
     pub fn host_file(&self, file: &str) -> Option<String> {
-        let o = self
-            .hosts
-            .ssh(self.host, &format!("cat ~/.homebase/{}/{file}", self.name));
+        let o = self.hosts.ssh(
+            self.host,
+            &format!("cat {}/{file}", layout::sh_project(&self.name)),
+        );
         o.status
             .success()
             .then(|| String::from_utf8_lossy(&o.stdout).to_string())

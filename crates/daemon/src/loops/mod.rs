@@ -61,7 +61,7 @@ impl LoopConfig {
 
     /// The daemon's files for this loop: `~/.homebase/<project>/loops/<name>/`.
     pub fn dir(&self) -> PathBuf {
-        self.home.join(&self.project).join("loops").join(&self.name)
+        homebase_proto::layout::loop_dir(&self.home, &self.project, &self.name)
     }
 
     pub(crate) fn workspace(&self) -> Workspace {

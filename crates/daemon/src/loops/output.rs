@@ -44,7 +44,7 @@ pub async fn watch_container(
     removed: CancellationToken,
 ) -> Option<Watched> {
     let l = &cfg.section;
-    let log = cfg.dir().join("output.log");
+    let log = cfg.dir().join(homebase_proto::layout::LOOP_OUTPUT);
     let deadline = started + l.timeout.as_secs() as i64;
     let remaining = Duration::from_secs((deadline - now()).max(0) as u64);
     let marker = l.completion_marker.as_bytes().to_vec();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use homebase_engine::Engine;
 use homebase_engine::run::{ITERATION_LABEL, LOOP_LABEL, RunSpec, Source, Walls};
 use homebase_proto::clock::rfc3339;
+use homebase_proto::layout;
 use homebase_proto::{LoopStatus, RunningIteration};
 use homebase_stack::loops::Workspace;
 use tokio::sync::{mpsc, watch};
@@ -440,7 +441,7 @@ impl Supervisor {
             Workspace::Path(p) => crate::workspace::head(Path::new(p)),
             Workspace::Volume(_) => None,
         };
-        let log = cfg.dir().join("output.log");
+        let log = cfg.dir().join(layout::LOOP_OUTPUT);
         append_log(
             &log,
             format!(
@@ -726,7 +727,7 @@ impl Supervisor {
         }
         self.running = None;
         append_log(
-            &cfg.dir().join("output.log"),
+            &cfg.dir().join(layout::LOOP_OUTPUT),
             format!(
                 "=== iteration {n}: {}{}{}, {} ===\n",
                 outcome.as_str(),

@@ -20,8 +20,8 @@ pub fn run(args: &DaemonArgs) -> Result<Exit> {
         Some(h) => h.clone(),
         None => std::env::var_os("HOME")
             .map(std::path::PathBuf::from)
-            .context("HOME is not set; pass --home")?
-            .join(".homebase"),
+            .map(|h| homebase_proto::layout::root(&h))
+            .context("HOME is not set; pass --home")?,
     };
     let opts = homebase_daemon::Options {
         home,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Result;
+use homebase_proto::layout::{self, LOOP_OUTPUT, LOOPS};
 use homebase_proto::{IterationRecord, LoopStatus};
 use homebase_remote::sh_quote;
 
@@ -25,8 +26,8 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
     let p = project.config.project.name.clone();
     if let LoopCommand::Logs { name, follow, tail } = &args.command {
         let file = format!(
-            "\"$HOME\"/.homebase/{}/loops/{}/output.log",
-            sh_quote(&p),
+            "{}/{LOOPS}/{}/{LOOP_OUTPUT}",
+            layout::sh_project(&sh_quote(&p)),
             sh_quote(name)
         );
         let script = if *follow {

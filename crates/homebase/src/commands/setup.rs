@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
+use homebase_proto::layout;
 use homebase_remote::Session;
 use homebase_stack::Bytes;
 use homebase_stack::config::HostMemory;
@@ -83,12 +84,15 @@ if command -v defaults >/dev/null 2>&1; then echo "autologin=$(defaults read /Li
 if command -v fdesetup >/dev/null 2>&1 && fdesetup status 2>/dev/null | grep -q 'is On'; then echo "filevault=on"; fi
 if command -v launchctl >/dev/null 2>&1 && launchctl print "gui/$(id -u)/dev.homebase.daemon" >/dev/null 2>&1; then echo "agent_loaded=yes"; fi
 if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; then echo "systemctl=yes"; fi
-b="$HOME/.homebase/bin/homebase"; if [ -f "$b" ]; then echo "binary=$( (sha256sum "$b" 2>/dev/null || shasum -a 256 "$b") | cut -d' ' -f1)"; fi
+b=@BIN@; if [ -f "$b" ]; then echo "binary=$( (sha256sum "$b" 2>/dev/null || shasum -a 256 "$b") | cut -d' ' -f1)"; fi
 if [ -f "$HOME/.docker/config.json" ]; then printf 'docker_config='; tr -d '\n' < "$HOME/.docker/config.json"; echo; fi
 "#;
 
 fn facts(session: &Session) -> Result<Facts> {
-    let script = format!("c=\"{FIND_COMPOSE}\"\n{FACTS}");
+    let script = format!(
+        "c=\"{FIND_COMPOSE}\"\n{}",
+        FACTS.replace("@BIN@", &layout::sh_bin())
+    );
     let out = session.check(&script)?;
     let get = |k: &str| {
         out.lines()
@@ -447,7 +451,8 @@ fn host(
         return Ok((items, true));
     }
 
-    let bin = format!("{}/.homebase/bin/homebase", f.home);
+    let root = layout::root(std::path::Path::new(&f.home));
+    let bin = root.join(layout::BIN).to_string_lossy().to_string();
     // The binary.
     let (ours, sha) = (&binary.bytes, &binary.sha256);
     let mut binary_changed = false;
@@ -486,7 +491,11 @@ fn host(
         ));
     } else {
         session.check_with_input(
-            &format!("set -e; mkdir -p \"$HOME/.homebase/bin\" \"$HOME/.homebase/daemon\"; t=\"{bin}.tmp.$$\"; cat > \"$t\"; chmod 755 \"$t\"; mv \"$t\" \"{bin}\""),
+            &format!(
+                "set -e; mkdir -p \"$(dirname {b})\" {d}; t=\"{bin}.tmp.$$\"; cat > \"$t\"; chmod 755 \"$t\"; mv \"$t\" \"{bin}\"",
+                b = layout::sh_bin(),
+                d = layout::sh_daemon()
+            ),
             ours,
         )?;
         binary_changed = true;
@@ -543,7 +552,10 @@ fn host(
 
     // The service definition.
     let argv = vec![bin.clone(), "daemon".to_string()];
-    let log = format!("{}/.homebase/daemon/daemon.log", f.home);
+    let log = layout::daemon_dir(&root)
+        .join(layout::DAEMON_LOG)
+        .to_string_lossy()
+        .to_string();
     let svc = daemon_service(&argv, &log);
     let (path, content, manager): (String, Vec<u8>, &str) = if mac {
         (
@@ -663,8 +675,10 @@ fn host(
     // The daemon answers.
     let answer = session.run(&format!(
         // the token goes to curl on stdin (printf is a builtin), never on a command line
-        "for i in $(seq 30); do e=$(cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null) && t=$(cat \"$HOME/.homebase/daemon/token\" 2>/dev/null) && printf 'header = \"Authorization: Bearer %s\"\\n' \"$t\" | curl -sf --config - \"http://$e/api/status\" >/dev/null 2>&1 && echo up && exit 0; sleep {}; done; echo down",
-        if args.check { "0" } else { "0.5" }
+        "for i in $(seq 30); do e=$(cat {e} 2>/dev/null) && t=$(cat {t} 2>/dev/null) && printf 'header = \"Authorization: Bearer %s\"\\n' \"$t\" | curl -sf --config - \"http://$e/api/status\" >/dev/null 2>&1 && echo up && exit 0; sleep {}; done; echo down",
+        if args.check { "0" } else { "0.5" },
+        e = layout::sh_daemon_file(layout::ENDPOINT),
+        t = layout::sh_daemon_file(layout::TOKEN),
     ))?;
     let up = String::from_utf8_lossy(&answer.stdout).contains("up");
     items.push(item(

@@ -54,7 +54,10 @@ fn fw(forwards: &[ServiceForward]) -> Vec<Forward> {
 /// Where the daemon listens, as its endpoint file on the host says (`None`: no daemon).
 fn daemon_endpoint(session: &Session) -> Option<String> {
     let out = session
-        .run("cat \"$HOME/.homebase/daemon/endpoint\" 2>/dev/null")
+        .run(&format!(
+            "cat {} 2>/dev/null",
+            homebase_proto::layout::sh_daemon_file(homebase_proto::layout::ENDPOINT)
+        ))
         .ok()?;
     let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
     daemon_client::endpoint_port(&endpoint)?;

@@ -1,0 +1,137 @@
+//! Where homebase keeps things on a host, defined once for the CLI (whose scripts run
+//! there), the daemon (which runs there) and the tests:
+//!
+//! ```text
+//! ~/.homebase/
+//!   bin/homebase                 the binary `homebase setup` installs
+//!   daemon/                      the daemon's own: endpoint, token, state.db, daemon.log
+//!   <project>/
+//!     current                    the id of the release that runs
+//!     releases/<id>/             a bundle: compose.yml, homebase.toml, hash, env files
+//!     releases.jsonl             the release log, one `ReleaseEntry` a line
+//!     lock                       a symlink naming the deploy or rollback that holds it
+//!     job/                       the detached release job: run.sh, log, pid, done
+//!     backups/<id>/              manifest.json and the dump files
+//!     loops/<name>/              output.log, and the default workspace/
+//! ```
+//!
+//! The `*_dir` functions give paths under a home directory (the daemon's side); the `sh_*`
+//! functions give the same places as shell words for scripts, where `$HOME` is the host's.
+//! A project's name is a safe name (`is_safe_name`) before it gets here.
+
+use std::path::{Path, PathBuf};
+
+/// homebase's directory under a home.
+pub const ROOT: &str = ".homebase";
+/// The daemon's directory, under [`ROOT`].
+pub const DAEMON: &str = "daemon";
+/// The binary `homebase setup` installs, under [`ROOT`].
+pub const BIN: &str = "bin/homebase";
+
+/// In a project's directory: the current release's id.
+pub const CURRENT: &str = "current";
+/// In a project's directory: the releases.
+pub const RELEASES: &str = "releases";
+/// In a project's directory: the release log.
+pub const RELEASE_LOG: &str = "releases.jsonl";
+/// In a project's directory: the backups.
+pub const BACKUPS: &str = "backups";
+/// In a project's directory: the loops' files.
+pub const LOOPS: &str = "loops";
+/// In a loop's directory: its output.
+pub const LOOP_OUTPUT: &str = "output.log";
+
+/// In the daemon's directory: where it listens (`127.0.0.1:PORT`).
+pub const ENDPOINT: &str = "endpoint";
+/// In the daemon's directory: its API token.
+pub const TOKEN: &str = "token";
+/// In the daemon's directory: its log when a service manager runs it.
+pub const DAEMON_LOG: &str = "daemon.log";
+
+/// `~/.homebase` under `home`.
+pub fn root(home: &Path) -> PathBuf {
+    home.join(ROOT)
+}
+
+/// A project's directory under homebase's directory `root`.
+pub fn project_dir(root: &Path, project: &str) -> PathBuf {
+    root.join(project)
+}
+
+/// A loop's directory under homebase's directory `root`.
+pub fn loop_dir(root: &Path, project: &str, name: &str) -> PathBuf {
+    project_dir(root, project).join(LOOPS).join(name)
+}
+
+/// The daemon's directory under homebase's directory `root`.
+pub fn daemon_dir(root: &Path) -> PathBuf {
+    root.join(DAEMON)
+}
+
+/// A loop's default workspace, as configuration spells it (`~` for the host user's home).
+pub fn default_workspace(project: &str, name: &str) -> String {
+    format!("~/{ROOT}/{project}/{LOOPS}/{name}/workspace")
+}
+
+/// homebase's directory, as a shell word.
+pub fn sh_root() -> String {
+    format!("\"$HOME/{ROOT}\"")
+}
+
+/// A project's directory as a shell word; `quoted` is the project's name already quoted
+/// for the shell.
+pub fn sh_project(quoted: &str) -> String {
+    format!("\"$HOME/{ROOT}/\"{quoted}")
+}
+
+/// The daemon's directory, as a shell word.
+pub fn sh_daemon() -> String {
+    format!("\"$HOME/{ROOT}/{DAEMON}\"")
+}
+
+/// A file in the daemon's directory, as a shell word.
+pub fn sh_daemon_file(file: &str) -> String {
+    format!("\"$HOME/{ROOT}/{DAEMON}/{file}\"")
+}
+
+/// The installed binary, as a shell word.
+pub fn sh_bin() -> String {
+    format!("\"$HOME/{ROOT}/{BIN}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_name_the_same_places() {
+        let home = Path::new("/Users/me");
+        let root = root(home);
+        assert_eq!(root, Path::new("/Users/me/.homebase"));
+        assert_eq!(
+            loop_dir(&root, "p", "ralph").join(LOOP_OUTPUT),
+            Path::new("/Users/me/.homebase/p/loops/ralph/output.log")
+        );
+        assert_eq!(
+            daemon_dir(&root).join(TOKEN),
+            Path::new("/Users/me/.homebase/daemon/token")
+        );
+        // the shell forms, as a POSIX shell expands them with HOME=/Users/me
+        let expand = |w: String| w.replace("$HOME", "/Users/me").replace(['"', '\''], "");
+        assert_eq!(
+            expand(sh_project("'p'")),
+            project_dir(&root, "p").to_string_lossy()
+        );
+        assert_eq!(expand(sh_daemon()), daemon_dir(&root).to_string_lossy());
+        assert_eq!(
+            expand(sh_daemon_file(ENDPOINT)),
+            "/Users/me/.homebase/daemon/endpoint"
+        );
+        assert_eq!(expand(sh_bin()), "/Users/me/.homebase/bin/homebase");
+        assert_eq!(expand(sh_root()), root.to_string_lossy());
+        assert_eq!(
+            default_workspace("p", "ralph"),
+            "~/.homebase/p/loops/ralph/workspace"
+        );
+    }
+}
