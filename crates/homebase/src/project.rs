@@ -19,6 +19,12 @@ pub struct Project {
     pub config_path: PathBuf,
     pub config: Config,
     pub compose: ComposeProject,
+    /// Connections planning opened (to read `detect`ed memory), handed to the command's own
+    /// first `open_session` / `node_session` so that one command uses one SSH master per
+    /// host. Keyed by node name; `""` is `[host]` (or the manager).
+    spare: std::sync::Mutex<std::collections::HashMap<String, Session>>,
+    /// Each node's memory, read once per command.
+    node_memory: std::sync::OnceLock<Vec<(String, Bytes, String)>>,
 }
 
 /// The process environment as a map (the stack crate never reads it itself).
@@ -108,6 +114,8 @@ pub fn load(global: &Global) -> Result<Project> {
         config_path,
         config,
         compose,
+        spare: Default::default(),
+        node_memory: Default::default(),
     })
 }
 
@@ -133,14 +141,17 @@ impl Project {
             HostMemory::Detect => {
                 // The engine's MemTotal: on a Mac that is Colima's VM, which is what limits the stack.
                 let session = self.open_session()?;
-                let out = session.check("docker info --format '{{.MemTotal}}'")?;
+                let out = session.check("docker info --format '{{.MemTotal}}'");
+                let host = session.host();
+                self.keep_spare("", session);
+                let out = out?;
                 let bytes: u64 = out.trim().parse().map_err(|_| {
                     coded(
                         Exit::Unreachable,
-                        format!("`docker info` on {} did not report MemTotal (got `{}`); set budget.host_memory instead", session.host(), out.trim()),
+                        format!("`docker info` on {host} did not report MemTotal (got `{}`); set budget.host_memory instead", out.trim()),
                     )
                 })?;
-                Ok((Bytes(bytes), format!("detected on {}", session.host())))
+                Ok((Bytes(bytes), format!("detected on {host}")))
             }
         }
     }
@@ -151,13 +162,18 @@ impl Project {
 
     /// Each node's memory: from [nodes] or, for `detect`, its engine's MemTotal.
     pub fn node_memory(&self) -> Result<Vec<(String, Bytes, String)>> {
+        if let Some(known) = self.node_memory.get() {
+            return Ok(known.clone());
+        }
         let mut out = Vec::new();
         for (name, n) in &self.config.nodes {
             match n.memory {
                 HostMemory::Size(b) => out.push((name.clone(), b, "homebase.toml".to_string())),
                 HostMemory::Detect => {
-                    let session = Session::open(&self.node_target(n))?;
-                    let text = session.check("docker info --format '{{.MemTotal}}'")?;
+                    let session = self.node_session(name)?;
+                    let text = session.check("docker info --format '{{.MemTotal}}'");
+                    self.keep_spare(name, session);
+                    let text = text?;
                     let b: u64 = text.trim().parse().map_err(|_| {
                         coded(
                             Exit::Unreachable,
@@ -168,7 +184,32 @@ impl Project {
                 }
             }
         }
+        let _ = self.node_memory.set(out.clone());
         Ok(out)
+    }
+
+    /// Keeps a connection planning opened for the command's own use.
+    fn keep_spare(&self, key: &str, session: Session) {
+        if let Ok(mut spare) = self.spare.lock() {
+            spare.insert(key.to_string(), session);
+        }
+    }
+
+    fn take_spare(&self, key: &str) -> Option<Session> {
+        self.spare.lock().ok()?.remove(key)
+    }
+
+    /// A connection to node `name` of the swarm: the one planning opened, else a new one.
+    pub fn node_session(&self, name: &str) -> Result<Session> {
+        if let Some(s) = self.take_spare(name) {
+            return Ok(s);
+        }
+        let n = self
+            .config
+            .nodes
+            .get(name)
+            .with_context(|| format!("no node `{name}` in homebase.toml's [nodes]"))?;
+        Ok(Session::open(&self.node_target(n))?)
     }
 
     /// Where each task of the stack can go (swarm mode): `None` in single mode.
@@ -244,7 +285,16 @@ impl Project {
     }
 
     /// One connection for the whole command run.
+    /// A connection to `[host]` (the manager in swarm mode): the one planning opened, else
+    /// a new one.
     pub fn open_session(&self) -> Result<Session> {
+        let key = match self.config.manager() {
+            Some((name, _)) if self.swarm() => name.as_str(),
+            _ => "",
+        };
+        if let Some(s) = self.take_spare(key) {
+            return Ok(s);
+        }
         Ok(Session::open(&self.target())?)
     }
 

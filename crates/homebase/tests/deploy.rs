@@ -991,6 +991,17 @@ fn the_next_command_reuses_the_warm_connection() {
         1,
         "persist_secs = 0: a connection per command"
     );
+    // planning that reads the host's memory hands its connection to the deploy: one
+    // master for the command (the memory, prepare, then upload + start + follow)
+    p.write(
+        &compose.replace("3600", "3603"),
+        "[services.w]\nmemory = \"16MiB\"\n",
+    );
+    let detect = [
+        ("HOMEBASE__HOST__PERSIST_SECS", "0"),
+        ("HOMEBASE__BUDGET__HOST_MEMORY", "detect"),
+    ];
+    assert_eq!(count(&["deploy"], &detect), (1, 3), "detect, then deploy");
 }
 
 /// Over a long link (a delay proxy: 60 ms each way) the deploy says how long the link's

@@ -323,7 +323,7 @@ fn take_here(
 
 /// An SSH session to a node of the swarm, by its name in [nodes].
 fn node_session(project: &Project, node: &str) -> Result<Session> {
-    let n = project.config.nodes.get(node).ok_or_else(|| {
+    project.config.nodes.get(node).ok_or_else(|| {
         coded(
             Exit::BadInput,
             format!(
@@ -331,7 +331,8 @@ fn node_session(project: &Project, node: &str) -> Result<Session> {
             ),
         )
     })?;
-    Session::open(&project.node_target(n))
+    project
+        .node_session(node)
         .with_context(|| format!("cannot reach node {node}, which keeps these backups"))
 }
 

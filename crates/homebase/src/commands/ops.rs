@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use homebase_proto::clock::parse_rfc3339;
 use homebase_proto::{ServiceSnap, ServiceStatus, Snapshot, StatusReport};
-use homebase_remote::{Session, sh_quote};
+use homebase_remote::sh_quote;
 use homebase_stack::Bytes;
 use serde_json::Value;
 
@@ -874,7 +874,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
                     ),
                 )
             })?;
-        let n = project.config.nodes.get(&node).ok_or_else(|| {
+        project.config.nodes.get(&node).ok_or_else(|| {
             coded(
                 Exit::Refused,
                 format!(
@@ -883,7 +883,8 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
                 ),
             )
         })?;
-        let session = Session::open(&project.node_target(n))
+        let session = project
+            .node_session(&node)
             .with_context(|| format!("cannot reach node {node}, where `{}` runs", args.service))?;
         let script = format!(
             "{}; docker exec {}\"$c\" {}",

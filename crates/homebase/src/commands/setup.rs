@@ -418,7 +418,8 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
         &project,
         |_| true,
         |name, n| {
-            let session = Session::open(&project.node_target(n))
+            let session = project
+                .node_session(name)
                 .with_context(|| format!("cannot reach node {name}"))?;
             host(&session, n.memory, args, &binary)
         },

@@ -46,7 +46,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
     let Some((mname, mnode)) = project.config.manager() else {
         return Ok(items);
     };
-    let manager = Session::open(&project.node_target(mnode))?;
+    let manager = project.node_session(mname)?;
     let mut m = membership(&manager)?;
     match m.state.as_str() {
         "active" if m.manager => items.push(item(
@@ -95,7 +95,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
         .collect();
     let mut ids = vec![(mname.clone(), m.node_id.clone())];
     for (name, n) in project.config.nodes.iter().filter(|(k, _)| *k != mname) {
-        let s = Session::open(&project.node_target(n))?;
+        let s = project.node_session(name)?;
         let w = membership(&s)?;
         if w.state == "active" && members.contains(&w.node_id) {
             items.push(item(
@@ -487,8 +487,9 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
         f = sh_quote(&format!("label=com.docker.stack.namespace={name}"))
     );
     let ready = |n: &str| nodes.iter().any(|s| s.name == n && s.state == "ready");
-    let outputs = per_node(project, ready, |_, n| {
-        Session::open(&project.node_target(n))
+    let outputs = per_node(project, ready, |name, _| {
+        project
+            .node_session(name)
             .ok()
             .and_then(|s| s.check(&script).ok())
             .unwrap_or_default()
@@ -668,8 +669,9 @@ pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -
     let with_role = &with_role;
     // in parallel: one SSH connection per worker
     let worker = |name: &str| Some(name) != manager.as_deref();
-    for (_, done) in per_node(project, worker, |name, n| -> Result<()> {
-        let session = Session::open(&project.node_target(n))
+    for (_, done) in per_node(project, worker, |name, _| -> Result<()> {
+        let session = project
+            .node_session(name)
             .with_context(|| format!("cannot reach node {name} to give it the release"))?;
         let host = HostProject::of(&session, project);
         let mut files = with_role.clone();
