@@ -142,7 +142,10 @@ impl<'a> HostProject<'a> {
     /// and the project's containers. The script then stays on the host, holding the lock for
     /// this process, until its stdin closes ([`Prepared::keeper`]): when this process ends
     /// or its connection drops, it removes the lock unless it was released or handed to the
-    /// job in the meantime.
+    /// job in the meantime. What comes on its stdin ending with the line [`GO`] it runs
+    /// first ([`Lock::run`](crate::release::Lock::run): the job's start and its follower, on
+    /// the same channel, one round trip instead of a new command's two); anything else
+    /// (a cut link, a laptop gone) it ignores.
     /// With `with_log`, the release log and the releases on the host (id and hash) come in
     /// the same round trip (what a rollback chooses from).
     pub fn prepare(
@@ -175,7 +178,8 @@ impl<'a> HostProject<'a> {
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'; \
              echo @@HB@@; [ -n \"$c\" ] && sed 's/^/> /' \"$d/releases/$c/compose.yml\" 2>/dev/null; \
-             {log}echo @@HB@@END; case \"$l\" in acquired*) cat >/dev/null; \
+             {log}echo @@HB@@END; case \"$l\" in acquired*) s=$(cat); \
+               case \"$s\" in *{GO}) ( eval \"${{s%{GO}}}\" );; esac; \
                i=$({LOCK_INFO}); case \"$i\" in *'\"host_pid\":'\"$$\"'}}'*) rm -f \"$d/lock\";; esac;; esac",
             d = self.dir(),
             p = sh_quote(&self.project)
@@ -401,16 +405,14 @@ impl<'a> HostProject<'a> {
 
     /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.
     pub fn upload(&self, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
-        let (script, bytes) = self.upload_script(id, files)?;
-        self.session.check_with_input(&script, &bytes)?;
+        let bundle = self.bundle(id, files)?;
+        let (script, input) = bundle.script(bundle.small());
+        self.session.check_with_input(&script, &input)?;
         Ok(())
     }
 
-    /// The script (exit 1 on any failure, nothing left but a temp dir) and the tar for its
-    /// stdin (empty when the bundle is small enough to go in the script) that upload a
-    /// bundle (see
-    /// [`HostProject::upload`]), for a command that goes on after it.
-    pub fn upload_script(&self, id: &str, files: &[(&str, &[u8])]) -> Result<(String, Vec<u8>)> {
+    /// Release `id`'s files as a bundle to upload (see [`Bundle::script`]).
+    pub fn bundle(&self, id: &str, files: &[(&str, &[u8])]) -> Result<Bundle> {
         check_id(id)?;
         let mut archive = tar::Builder::new(Vec::new());
         for (name, data) in files {
@@ -426,30 +428,11 @@ impl<'a> HostProject<'a> {
         let bytes = archive
             .into_inner()
             .context("cannot build the release bundle")?;
-        // A small bundle travels in the command itself (base64): a command that reads stdin
-        // waits one more round trip for it. Linux takes one argument of up to 128 KiB.
-        let inline = bytes.len() <= INLINE_BUNDLE;
-        let take = if inline {
-            use base64::Engine as _;
-            format!(
-                "printf '%s' {} | {{ base64 -d 2>/dev/null || base64 -D; }} > \"$t.tar\"",
-                base64::engine::general_purpose::STANDARD.encode(&bytes)
-            )
-        } else {
-            "cat > \"$t.tar\"".to_string()
-        };
-        let script = format!(
-            // every step chained with && (no `set -e`: it is off inside a list that is tested,
-            // as when a command goes on after the upload), and the archive taken whole (its
-            // size checked) before anything is unpacked: a cut link leaves only the temp dir
-            "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
-             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
-             find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",
-            d = self.dir(),
-            id = id,
-            n = bytes.len()
-        );
-        Ok((script, if inline { Vec::new() } else { bytes }))
+        Ok(Bundle {
+            dir: self.dir(),
+            id: id.to_string(),
+            bytes,
+        })
     }
 
     /// `docker compose up -d --wait` of a release; returns (success, combined output).
@@ -523,10 +506,63 @@ impl<'a> HostProject<'a> {
     }
 }
 
-/// What a deploy learns in its first round trip.
-/// Bundles up to this size (the tar) go base64-encoded in the command that starts the job.
+/// The last line of a script sent to the prepare command's stdin, to run it: a script cut
+/// short by a lost link lacks it and is not run.
+pub const GO: &str = "@@GO";
+
+/// Bundles up to this size (the tar) may go base64-encoded in a command's own text.
 const INLINE_BUNDLE: usize = 64 * 1024;
 
+/// A release's files as a tar, to upload into `releases/<id>` atomically.
+pub struct Bundle {
+    dir: String,
+    id: String,
+    bytes: Vec<u8>,
+}
+
+impl Bundle {
+    /// Small enough to go in a command's own text (Linux takes one argument of up to 128
+    /// KiB): a command that reads its stdin waits one more round trip for it.
+    pub fn small(&self) -> bool {
+        self.bytes.len() <= INLINE_BUNDLE
+    }
+
+    /// The script that uploads it (exit 1 on any failure, nothing left but a temp dir), for
+    /// a command that goes on after it, and what to send on that command's stdin: nothing
+    /// when `inline` (the archive, base64, is in the script), else the archive.
+    pub fn script(&self, inline: bool) -> (String, Vec<u8>) {
+        let take = if inline {
+            use base64::Engine as _;
+            format!(
+                "printf '%s' {} | {{ base64 -d 2>/dev/null || base64 -D; }} > \"$t.tar\"",
+                base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+            )
+        } else {
+            "cat > \"$t.tar\"".to_string()
+        };
+        let script = format!(
+            // every step chained with && (no `set -e`: it is off inside a list that is tested,
+            // as when a command goes on after the upload), and the archive taken whole (its
+            // size checked) before anything is unpacked: a cut link leaves only the temp dir
+            "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
+             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",
+            d = self.dir,
+            id = self.id,
+            n = self.bytes.len()
+        );
+        (
+            script,
+            if inline {
+                Vec::new()
+            } else {
+                self.bytes.clone()
+            },
+        )
+    }
+}
+
+/// What a deploy learns in its first round trip.
 pub struct Prepared {
     pub lock: LockOutcome,
     /// The link's round trip, as the prepare command measured it.

@@ -23,7 +23,7 @@ use homebase_proto::ReleaseEntry;
 use homebase_remote::{Next, Session, Stream, Target, sh_quote};
 
 use crate::exit::{Exit, coded};
-use crate::host::{FIND_COMPOSE, HostProject, LOCK_INFO, LockOutcome, Prepared, now_secs};
+use crate::host::{FIND_COMPOSE, GO, HostProject, LOCK_INFO, LockOutcome, Prepared, now_secs};
 use crate::progress::Progress;
 
 /// Locks without a holder process (an older homebase's) older than this are called stale.
@@ -170,9 +170,12 @@ impl<'a> Lock<'a> {
     }
 
     /// Uploads `bundle` (if any), starts the job, hands it the lock, and follows it to its
-    /// end (see [`follow`]), all in one command: its output is the start's answer, then
-    /// `@@FOLLOW` and the job's log as [`follow`] reads it. When the command is cut before
-    /// the answer, the host is asked whether the job started, so that a deploy that goes on
+    /// end (see [`follow`]), all in one script: its output is the start's answer, then
+    /// `@@FOLLOW` and the job's log as [`follow`] reads it. The script goes to the prepare
+    /// command that holds the lock (its stdin, ending with [`GO`]), so it costs one round
+    /// trip of the link, not a new command's two; the bundle travels inside it. Without
+    /// that command (swarm mode) it is a command of its own. When the script is cut before
+    /// its answer, the host is asked whether the job started, so that a deploy that goes on
     /// there is followed, not mistaken for one that never began.
     pub fn run(
         mut self,
@@ -183,11 +186,15 @@ impl<'a> Lock<'a> {
     ) -> Result<Followed> {
         let uploading = bundle.is_some();
         let start = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
-        let (upload, input) = match bundle {
-            Some((upload, tar)) => (
-                format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}\n"),
-                tar,
-            ),
+        let keeper = self.keeper.take();
+        let (upload, input) = match &bundle {
+            Some(b) => {
+                let (upload, input) = b.script(keeper.is_some() || b.small());
+                (
+                    format!("( {upload} ) || {{ echo uploadfailed; exit 0; }}\n"),
+                    input,
+                )
+            }
             None => (String::new(), Vec::new()),
         };
         let script = format!(
@@ -197,10 +204,15 @@ impl<'a> Lock<'a> {
         );
         let session = self.host.session;
         let labels = Labels { up: up_label };
-        let opened = session.stream(&script).and_then(|mut stream| {
-            stream.send_input(&input)?;
-            Ok(stream)
-        });
+        let opened = match keeper {
+            Some(mut keeper) => keeper
+                .send_input(format!("{script}\n{GO}\n").as_bytes())
+                .map(|()| keeper),
+            None => session.stream(&script).and_then(|mut stream| {
+                stream.send_input(&input)?;
+                Ok(stream)
+            }),
+        };
         let (answer, stream) = match opened {
             Ok(mut stream) => match read_start(&mut stream) {
                 Ok(answer) => (answer, Some(stream)),
@@ -536,9 +548,7 @@ pub fn rtt_note(rtt: Option<Duration>, host: &str) -> Option<String> {
     ))
 }
 
-/// A release bundle on its way: the script that unpacks it (exit 1 on any failure) and the tar for its
-/// stdin ([`crate::host::HostProject::upload_script`]).
-pub type Bundle = (String, Vec<u8>);
+pub use crate::host::Bundle;
 
 /// How a job ended, as the laptop saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

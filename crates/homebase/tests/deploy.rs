@@ -898,25 +898,25 @@ fn the_next_command_reuses_the_warm_connection() {
     // a no-op deploy is one command on the host: decided and logged there, no lock taken
     p.ok(&["deploy"]);
     assert_eq!(count(&["deploy"], &[]), (0, 1));
-    // a changed deploy: prepare (the lock), then one command that uploads the bundle (in
-    // the command itself: it is small), starts the job and follows it
+    // a changed deploy: one command. Prepare (the lock) answers, then the same command is
+    // sent the script that uploads the bundle (inside it), starts the job and follows it
     p.write(
         &compose.replace("3600", "3601"),
         "[services.w]\nmemory = \"16MiB\"\n",
     );
     assert_eq!(
         count(&["deploy"], &[]),
-        (0, 2),
-        "a changed deploy: prepare, then upload + the job's start + follow"
+        (0, 1),
+        "a changed deploy: prepare, then upload + the job's start + follow on its stdin"
     );
     // a rollback: prepare (with the release log and the releases on the host), then the
-    // job's start and its follower in one command
+    // job's start and its follower, in the same command
     assert_eq!(
         count(&["rollback"], &[]),
-        (0, 2),
+        (0, 1),
         "a rollback: prepare, then the job's start + follow"
     );
-    // a bundle too big for the command line (a 100 KiB env file) goes on the command's stdin
+    // a bundle too big for a command line (a 100 KiB env file) goes the same way
     let big: String = (0..5000).map(|i| format!("K{i}=value-{i:010}\n")).collect();
     assert!(big.len() > 96 * 1024);
     std::fs::write(p.dir.path().join("big.env"), &big).unwrap();
@@ -927,7 +927,7 @@ fn the_next_command_reuses_the_warm_connection() {
         ),
         "[services.w]\nmemory = \"16MiB\"\n",
     );
-    assert_eq!(count(&["deploy"], &[]), (0, 2), "a big bundle, on stdin");
+    assert_eq!(count(&["deploy"], &[]), (0, 1), "a big bundle");
     let o = p.run(&["exec", "w", "--", "sh", "-c", "echo $K4999"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
@@ -992,7 +992,7 @@ fn the_next_command_reuses_the_warm_connection() {
         "persist_secs = 0: a connection per command"
     );
     // planning that reads the host's memory hands its connection to the deploy: one
-    // master for the command (the memory, prepare, then upload + start + follow)
+    // master for the command (the memory, then prepare with upload + start + follow)
     p.write(
         &compose.replace("3600", "3603"),
         "[services.w]\nmemory = \"16MiB\"\n",
@@ -1001,7 +1001,7 @@ fn the_next_command_reuses_the_warm_connection() {
         ("HOMEBASE__HOST__PERSIST_SECS", "0"),
         ("HOMEBASE__BUDGET__HOST_MEMORY", "detect"),
     ];
-    assert_eq!(count(&["deploy"], &detect), (1, 3), "detect, then deploy");
+    assert_eq!(count(&["deploy"], &detect), (1, 2), "detect, then deploy");
 }
 
 /// Over a long link (a delay proxy: 60 ms each way) the deploy says how long the link's

@@ -158,7 +158,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             check_loop_images(&project, &session, &mut progress)?;
             None
         } else {
-            Some(host.upload_script(&id, &files)?)
+            Some(host.bundle(&id, &files)?)
         };
         release::check_interrupt()?;
         Ok(Some((id, bundle)))
