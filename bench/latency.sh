@@ -111,6 +111,7 @@ for link in short long; do
   measure "releases-$link" hbc releases
   measure "rollback-$link" hbc rollback
   measure "backup-$link" hbc backup ls
+  measure "backupnow-$link" hbc backup now
   measure "tunnelcheck-$link" hbc tunnel --check
   # a database changed: homebase backs it up before it changes it
   dbchange() { v=$((v + 1)); compose_file "$dir" "$v" "0$n" "$v"; hbc deploy; }
@@ -158,4 +159,5 @@ row "exec (\`true\`)" exec cexec
 row "releases" releases
 row "rollback" rollback
 row "backup ls" backup
+row "backup now (PostgreSQL and a volume)" backupnow
 row "tunnel --check" tunnelcheck

@@ -157,6 +157,18 @@ volumes:
     let bad = p.run(&["backup", "restore", "nope"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the backups are:"));
+
+    // A backup is two commands: the dumps; then the manifest, its rename and the list that
+    // retention reads. A third removes what retention drops.
+    let count = |p: &TestProject| -> usize {
+        let ls: serde_json::Value =
+            serde_json::from_str(&p.ok(&["backup", "ls", "--json"])).unwrap();
+        ls.as_array().unwrap().len()
+    };
+    let before = count(&p);
+    let (_, commands) = p.count_ssh(&["backup", "now"], &[]);
+    let dropped = before + 1 - count(&p);
+    assert_eq!(commands, 2 + usize::from(dropped > 0), "dropped {dropped}");
 }
 
 /// What the host says about its backups is not trusted: a manifest whose id or file names

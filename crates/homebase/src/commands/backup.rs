@@ -200,23 +200,23 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
 
 /// A shell line that sets `c` to the service's container on the host it runs on: by name
 /// from `docker compose ps`, or in swarm mode the node's running task of the service.
-fn locate(host: &HostProject, ps: &[PsEntry], service: &str) -> Result<String> {
+/// Shell that sets `$c` to the running container of `service` on this engine, or fails
+/// the script naming it.
+fn locate(host: &HostProject, service: &str) -> String {
     if host.swarm {
-        return Ok(swarm::locate_task(&host.project, service));
+        return swarm::locate_task(&host.project, service);
     }
-    let c = ps
-        .iter()
-        .find(|p| p.service == service && p.state == "running")
-        .ok_or_else(|| {
-            coded(
-                Exit::Refused,
-                format!(
-                    "service `{service}` is not running on {}; deploy it first",
-                    host.session.host()
-                ),
-            )
-        })?;
-    Ok(format!("c={}", sh_quote(&c.name)))
+    format!(
+        "c=$(docker ps --filter {p} --filter {s} --filter status=running --format '{{{{.Names}}}}' | head -n 1); [ -n \"$c\" ] || {{ echo {msg} >&2; exit 125; }}",
+        p = sh_quote(&format!(
+            "label=com.docker.compose.project={}",
+            host.project
+        )),
+        s = sh_quote(&format!("label=com.docker.compose.service={service}")),
+        msg = sh_quote(&format!(
+            "service `{service}` is not running on this host; deploy it first"
+        )),
+    )
 }
 
 type Item = (String, Kind, Vec<String>);
@@ -260,12 +260,14 @@ pub fn take(
         for (node, items) in by_node {
             let session = node_session(project, &node)?;
             let there = HostProject::of(&session, project);
-            files.extend(take_on(project, &there, &id, &items, Some(&node))?);
-            pruned.extend(prune(&there, project)?);
+            let (part, on_node) = take_on(project, &there, &id, &items, Some(&node))?;
+            files.extend(part);
+            pruned.extend(prune(&there, project, &on_node)?);
         }
     } else {
-        files = take_on(project, host, &id, &items, None)?;
-        pruned = prune(host, project)?;
+        let (part, on_host) = take_on(project, host, &id, &items, None)?;
+        files = part;
+        pruned = prune(host, project, &on_host)?;
     }
     pruned.sort();
     pruned.dedup();
@@ -313,10 +315,9 @@ fn take_here(
     let (files, pruned) = if items.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        (
-            take_on(project, host, &id, &items, Some(node))?,
-            prune(host, project)?,
-        )
+        let (part, on_host) = take_on(project, host, &id, &items, Some(node))?;
+        let pruned = prune(host, project, &on_host)?;
+        (part, pruned)
     };
     Ok((Manifest::new(project, id, files), pruned))
 }
@@ -337,16 +338,16 @@ fn node_session(project: &Project, node: &str) -> Result<Session> {
 }
 
 /// One host's part of a backup: dumps and archives into a temp dir, a manifest of them,
-/// then renamed into place.
+/// then renamed into place: two commands (the dumps; the manifest, the rename and a list
+/// of the host's backups for retention). Returns the files and that list.
 fn take_on(
     project: &Project,
     host: &HostProject,
     id: &str,
     items: &[Item],
     node: Option<&str>,
-) -> Result<Vec<BackupFile>> {
+) -> Result<(Vec<BackupFile>, Vec<Manifest>)> {
     let session = host.session;
-    let ps = if host.swarm { Vec::new() } else { host.ps()? };
     let tmp = format!("{}/.tmp-{id}", dir(host));
     let mut script = format!("set -e; umask 077; mkdir -p {tmp}; cd {tmp}\n");
     // checksum that works on Linux (sha256sum) and macOS (shasum)
@@ -356,7 +357,7 @@ fn take_on(
     script
         .push_str("emit() { echo \"$1 $2 $3 $(wc -c < \"$4\" | tr -d ' ') $(sum \"$4\") $4\"; }\n");
     for (service, kind, paths) in items {
-        let _ = writeln!(script, "{}", locate(host, &ps, service)?);
+        let _ = writeln!(script, "{}", locate(host, service));
         if *kind == Kind::Postgres {
             let (user, db) = pg_user_db(project, service);
             let _ = writeln!(
@@ -416,11 +417,12 @@ fn take_on(
     let part = Manifest::new(project, id.to_string(), files.clone());
     let text = serde_json::to_string_pretty(&part)?;
     let target = format!("{}/{id}", dir(host));
-    session.check_with_input(
-        &format!("umask 077; cat > {tmp}/manifest.json; if [ -e {target} ]; then rm -rf {tmp}; echo 'a backup with this id exists; try again in a second' >&2; exit 1; fi; mv {tmp} {target}"),
-        text.as_bytes(),
-    )?;
-    Ok(files)
+    let out = session.check(&format!(
+        "umask 077; printf '%s' {text} > {tmp}/manifest.json; if [ -e {target} ]; then rm -rf {tmp}; echo 'a backup with this id exists; try again in a second' >&2; exit 1; fi; mv {tmp} {target}; {list}",
+        text = sh_quote(&text),
+        list = list_script(host)
+    ))?;
+    Ok((files, parse_list(host, &out)))
 }
 
 /// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
@@ -454,10 +456,21 @@ fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
 }
 
 fn list(host: &HostProject) -> Result<Vec<Manifest>> {
-    let out = host.session.check(&format!(
+    let out = host.session.check(&list_script(host))?;
+    Ok(parse_list(host, &out))
+}
+
+/// Shell that prints each backup on the host: its directory's name, a tab, its manifest.
+fn list_script(host: &HostProject) -> String {
+    format!(
         "for m in {}/*/manifest.json; do [ -f \"$m\" ] || continue; d=${{m%/manifest.json}}; printf '%s\\t' \"${{d##*/}}\"; tr -d '\\n' < \"$m\"; echo; done; true",
         dir(host)
-    ))?;
+    )
+}
+
+/// [`list_script`]'s output: the manifests that check out, by id (one that does not is
+/// named and skipped).
+fn parse_list(host: &HostProject, out: &str) -> Vec<Manifest> {
     let mut v: Vec<Manifest> = out
         .lines()
         .filter_map(|l| {
@@ -477,7 +490,7 @@ fn list(host: &HostProject) -> Result<Vec<Manifest>> {
         })
         .collect();
     v.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(v)
+    v
 }
 
 pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
@@ -523,8 +536,10 @@ pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
     keep
 }
 
-fn prune(host: &HostProject, project: &Project) -> Result<Vec<String>> {
-    let ids: Vec<String> = list(host)?.into_iter().map(|m| m.id).collect();
+/// Removes the backups of `listed` (the host's) that retention does not keep; returns
+/// their ids.
+fn prune(host: &HostProject, project: &Project, listed: &[Manifest]) -> Result<Vec<String>> {
+    let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
     let keep = retain(
         &ids,
         project.config.backup.keep_daily,
@@ -648,7 +663,7 @@ fn restore(project: &Project, id: &str, only: &[String]) -> Result<Exit> {
     {
         let there = HostProject::of(keepers.of(f)?, project);
         let loc = if host.swarm {
-            locate(&there, &[], &f.service)?
+            locate(&there, &f.service)
         } else {
             let c = ps.iter().find(|p| p.service == f.service).ok_or_else(|| {
                 coded(
