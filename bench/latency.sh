@@ -159,5 +159,5 @@ row "exec (\`true\`)" exec cexec
 row "releases" releases
 row "rollback" rollback
 row "backup ls" backup
-row "backup now (PostgreSQL and a volume)" backupnow
+row "backup now" backupnow
 row "tunnel --check" tunnelcheck
