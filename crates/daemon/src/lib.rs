@@ -261,12 +261,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     });
     let engine = Engine::connect(&endpoint).await?;
     let (mem_total, _) = engine.info().await?;
-    let host = std::process::Command::new("hostname")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let host = homebase_proto::sys::hostname("host");
     let (tx, _) = broadcast::channel(256);
     let shared = Arc::new(Shared {
         home: opts.home.clone(),

@@ -9,8 +9,7 @@ use crate::{Engine, EngineError};
 
 /// The label Swarm's stacks carry (`docker stack deploy`).
 pub const STACK_LABEL: &str = "com.docker.stack.namespace";
-/// The label homebase puts on every node with its name in `[nodes]`.
-pub const NODE_LABEL: &str = "homebase.node";
+pub use homebase_proto::NODE_LABEL;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmNode {

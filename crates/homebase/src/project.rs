@@ -254,8 +254,14 @@ impl Project {
         }
         let mut t = SshTarget::new(ssh.to_string());
         t.port = port;
-        t.identity_file = h.identity_file.as_ref().map(|p| expand_home(p));
-        t.known_hosts_file = h.known_hosts_file.as_ref().map(|p| expand_home(p));
+        t.identity_file = h
+            .identity_file
+            .as_ref()
+            .map(|p| homebase_proto::sys::expand_home(p));
+        t.known_hosts_file = h
+            .known_hosts_file
+            .as_ref()
+            .map(|p| homebase_proto::sys::expand_home(p));
         t.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
         t.persist = std::time::Duration::from_secs(h.persist_secs);
         t.into()
@@ -359,13 +365,5 @@ impl Project {
 
     pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {
         Ok(Plan::new(&self.config, &self.compose, host_memory)?)
-    }
-}
-
-/// `~/x` → `$HOME/x` (ssh does this itself for its own config, not for our flags).
-fn expand_home(p: &Path) -> PathBuf {
-    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => p.to_path_buf(),
     }
 }

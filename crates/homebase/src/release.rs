@@ -78,7 +78,7 @@ impl<'a> Lock<'a> {
         with_log: bool,
     ) -> Result<(Lock<'a>, Prepared)> {
         let token = format!("{}-{}-{}", whoami(), std::process::id(), now_secs());
-        let holder = format!("{}@{}", whoami(), hostname());
+        let holder = format!("{}@{}", whoami(), homebase_proto::sys::hostname("laptop"));
         let check = up_to_date.map(|u| u.script()).transpose()?;
         let mut prepared = host.prepare(&holder, &token, check.as_deref(), with_log)?;
         if prepared.up_to_date.is_some() {
@@ -884,15 +884,6 @@ pub fn whoami() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn hostname() -> String {
-    std::process::Command::new("hostname")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "laptop".into())
 }
 
 pub fn human_duration(d: Duration) -> String {

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod layout;
+pub mod sys;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -322,6 +323,10 @@ pub fn is_safe_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
+
+/// The Swarm node label homebase puts on every node with its name from `[nodes]`: what
+/// placement constraints pin to and what the daemon names a node by.
+pub const NODE_LABEL: &str = "homebase.node";
 
 /// The daemon's view of the host (`/api/status`, and each `snapshot` message of its event
 /// stream): what it sampled in its last round, every watched project and its services, the

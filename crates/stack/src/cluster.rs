@@ -13,8 +13,7 @@ use crate::config::Config;
 use crate::plan::Plan;
 use crate::units::Bytes;
 
-/// The label homebase puts on every node with its name from `[nodes]`, for pinning.
-pub const NODE_LABEL: &str = "homebase.node";
+pub use homebase_proto::NODE_LABEL;
 
 /// A placement constraint, as Swarm writes it: `node.labels.role == db`, `node.role != manager`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -72,11 +72,11 @@ impl LoopConfig {
     }
 }
 
+/// `~/x` in a loop's configuration, against the daemon's `HOME`.
 pub(crate) fn expand_home(p: &str) -> String {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => Path::new(&home).join(rest).to_string_lossy().to_string(),
-        _ => p.to_string(),
-    }
+    homebase_proto::sys::expand_home(Path::new(p))
+        .to_string_lossy()
+        .to_string()
 }
 
 /// A command from the API.
