@@ -1,4 +1,5 @@
-//! One module per subcommand (`ops` holds the small ones about the running stack).
+//! One module per subcommand (`ops` holds the small ones about the running stack: logs,
+//! exec, restart).
 
 pub mod backup;
 pub mod daemon;
@@ -10,6 +11,8 @@ pub mod mcp;
 pub mod ops;
 pub mod plan;
 pub mod render;
+pub mod rollback;
 pub mod setup;
+pub mod status;
 pub mod swarm;
 pub mod tunnel;

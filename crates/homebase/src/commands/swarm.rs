@@ -512,7 +512,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
                     Some(l.split_whitespace().next().unwrap_or("")) == cname.strip_prefix('/')
                 })
                 .and_then(|l| l.split_once(' '))
-                .and_then(|(_, u)| crate::commands::ops::mem_used(u))
+                .and_then(|(_, u)| crate::commands::status::mem_used(u))
                 .unwrap_or(0);
             let u = out.entry(service.to_string()).or_default();
             u.memory += used;
