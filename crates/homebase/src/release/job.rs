@@ -1,0 +1,216 @@
+//! The release job: the script that runs detached on the host, starts a release, gates it
+//! on health and otherwise goes back to the previous one, logging the outcome and releasing
+//! the lock whatever the laptop does.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use homebase_proto::ReleaseEntry;
+use homebase_remote::sh_quote;
+
+use crate::host::{FIND_COMPOSE, LOCK_INFO};
+
+/// What the job does: start `new`, wait until every planned service is running and
+/// healthy, make it current; otherwise (or on abort) start `prev` again, or remove `new`'s
+/// containers when there is no previous release.
+pub struct Job {
+    pub project: String,
+    pub new: String,
+    pub prev: Option<String>,
+    /// The services that must be running and healthy; empty: those `new`'s compose file
+    /// enables.
+    pub services: Vec<String>,
+    pub wait: Duration,
+    /// The release-log lines for success and failure; the job fills in time, duration and,
+    /// on failure, the release that runs and the reason.
+    pub ok_entry: ReleaseEntry,
+    pub fail_entry: ReleaseEntry,
+    /// Time the laptop spent before the job started.
+    pub pre: Duration,
+}
+
+impl Job {
+    pub(super) fn start_script(&self, dir: &str, token: &str, holder: &str) -> Result<String> {
+        crate::host::check_id(&self.new)?;
+        if let Some(p) = &self.prev {
+            crate::host::check_id(p)?;
+        }
+        for s in &self.services {
+            if !homebase_proto::is_safe_name(s) {
+                anyhow::bail!(
+                    "service name `{}` cannot go into a script",
+                    s.escape_debug()
+                );
+            }
+        }
+        let template = |e: &ReleaseEntry, fail: bool| -> Result<String> {
+            let mut v = serde_json::to_value(e)?;
+            v["time"] = "@TIME@".into();
+            v["duration_ms"] = "@MS@".into();
+            if fail {
+                v["target"] = "@TARGET@".into();
+                v["error"] = "@ERROR@".into();
+            }
+            Ok(serde_json::to_string(&v)?)
+        };
+        let header = format!(
+            "d={dir}\np={p}\nnew={new}\nprev={prev}\nsvcs={svcs}\nwait={wait}\nlimit={limit}\ntok={tok}\npre_ms={pre}\ncompose={FIND_COMPOSE}\n",
+            p = sh_quote(&self.project),
+            new = sh_quote(&self.new),
+            prev = sh_quote(self.prev.as_deref().unwrap_or("")),
+            svcs = sh_quote(&self.services.join(" ")),
+            wait = self.wait.as_secs().max(1),
+            // Compose's own wait, plus time for pulls and the stop of the old containers
+            limit = (self.wait + Duration::from_secs(300)).as_secs(),
+            tok = sh_quote(token),
+            pre = self.pre.as_millis(),
+        );
+        let prefix = crate::host::lock_line_prefix(holder, token, true);
+        Ok(format!(
+            "d={dir}; j=\"$d/job\"; {{ {LOCK_INFO}; }} | grep -qF {tok} || {{ echo notours; exit 0; }}; \
+             rm -rf \"$j\"; mkdir -p \"$j\" && chmod 700 \"$j\" && cd \"$j\" || exit 1; \
+             printf '%s\\n' {ok} > entry.ok; printf '%s\\n' {fail} > entry.fail; printf '%s\\n' {new} > new; \
+             printf '%s' {script} > run.sh; \
+             nohup sh \"$j/run.sh\" </dev/null >\"$j/log\" 2>&1 & jp=$!; echo \"$jp\" > \"$j/pid\"; \
+             ln -s {prefix}\"$jp}}\" \"$d/lock.new.$jp\" && mv -f \"$d/lock.new.$jp\" \"$d/lock\" && : > \"$j/go\" && echo \"started $jp\"",
+            tok = sh_quote(token),
+            ok = sh_quote(&template(&self.ok_entry, false)?),
+            fail = sh_quote(&template(&self.fail_entry, true)?),
+            new = sh_quote(&self.new),
+            script = sh_quote(&format!(
+                "{header}{HEALTHY_FN}{JOB}{}\nreadlink \"$d/lock\" 2>/dev/null | grep -qF \"$tok\" && rm -f \"$d/lock\"\nsay end\n: > \"$j/done\"\n",
+                crate::host::PRUNE
+            )),
+            prefix = sh_quote(&prefix),
+        ))
+    }
+}
+
+/// `healthy SERVICES`: every one of them has a running container of project `$p` that is
+/// healthy or has no healthcheck; else it returns 1 with the others in `$unhealthy`. (It
+/// never calls a `say` of its own: on macOS `/usr/bin/say` speaks aloud.)
+pub const HEALTHY_FN: &str = r#"healthy() {
+  ps=$(docker ps --filter "label=com.docker.compose.project=$p" --filter status=running --format '{{.Label "com.docker.compose.service"}} {{.Status}}') || return 1
+  bad=
+  for s in $1; do
+    printf '%s\n' "$ps" | awk -v s="$s" '$1 == s && $2 == "Up" && !/\(unhealthy\)/ && !/\(health: starting\)/ { f = 1 } END { exit !f }' || bad="$bad $s"
+  done
+  unhealthy=$bad
+  [ -z "$bad" ]
+}
+"#;
+
+/// The job, after its variables (`d p new prev svcs wait limit tok pre_ms compose`).
+/// `start_script` appends `PRUNE` (under the lock), the lock's release, `say end` and the
+/// `done` file.
+const JOB: &str = r#"j="$d/job"
+say() { printf '@@ %s\n' "$*"; }
+quote() { sed 's/^/| /'; }
+n=0
+while [ ! -f "$j/go" ]; do
+  n=$((n + 1))
+  if [ "$n" -gt 100 ]; then say outcome nogo the lock could not be handed to the job; say end; : > "$j/done"; exit 1; fi
+  sleep 0.1
+done
+t0=$(date +%s)
+up=; aborted=
+trap '' HUP
+trap 'aborted=1; [ -n "$up" ] && kill -TERM "$up" 2>/dev/null' TERM INT
+# `docker info` within 10 s (a hung engine does not hang the job)
+ask_engine() {
+  docker info >/dev/null 2>&1 & a=$!
+  ( sleep 10; kill -0 "$$" 2>/dev/null && kill "$a" 2>/dev/null ) & w=$!
+  wait "$a"; r=$?
+  pkill -P "$w" 2>/dev/null; kill "$w" 2>/dev/null
+  return $r
+}
+engine_wait() {
+  ask_engine && return 0
+  say wait-engine
+  n=0
+  while [ "$n" -lt 24 ]; do sleep 5; ask_engine && return 0; n=$((n + 1)); done
+  return 1
+}
+# containers an interrupted `up` left: never started, dead, or renamed aside by a recreate
+cleanup() {
+  docker ps -a --filter "label=com.docker.compose.project=$p" --format '{{.ID}} {{.Names}} {{.State}}' 2>/dev/null |
+  while read -r id name state; do
+    case "$state:$name" in
+      created:*|dead:*|*:[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]_*)
+        docker rm -f "$id" >/dev/null 2>&1 && say cleaned "$name" ;;
+    esac
+  done
+}
+# the services a release starts (those its compose file enables)
+services_of() { ( cd "$d/releases/$1" && $compose -p "$p" -f compose.yml config --services 2>/dev/null ); }
+# up_release ID SERVICES
+up_release() {
+  cleanup
+  ( cd "$d/releases/$1" && exec $compose -p "$p" -f compose.yml up -d --wait --wait-timeout "$wait" --remove-orphans ) > "$j/up.out" 2>&1 &
+  up=$!
+  # the watchdog acts only while the job lives (a killed job leaves no stale pid to kill)
+  ( sleep "$limit"; kill -0 "$$" 2>/dev/null && kill -TERM "$up" 2>/dev/null && say timeout "$limit" ) & wd=$!
+  wait "$up"; rc=$?
+  while kill -0 "$up" 2>/dev/null; do wait "$up"; rc=$?; done
+  up=
+  pkill -P "$wd" 2>/dev/null; kill "$wd" 2>/dev/null
+  quote < "$j/up.out"
+  [ "$rc" -eq 0 ] || return 1
+  healthy "$2" || { say unhealthy $unhealthy; return 1; }
+}
+report() {
+  docker ps -a --filter "label=com.docker.compose.project=$p" --format '{{.Names}} {{.Label "com.docker.compose.service"}} {{.State}} {{.Status}}' 2>/dev/null |
+  while read -r name svc state status; do
+    if [ "$state" = running ]; then
+      case "$status" in *"(unhealthy)"*|*"(health: starting)"*) ;; *) continue ;; esac
+    fi
+    say report "$svc" "$name"
+    {
+      echo "state: $(docker inspect --format '{{.State.Status}} (exit {{.State.ExitCode}}, oom-killed {{.State.OOMKilled}})' "$name")"
+      docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}health: exit {{.ExitCode}}: {{.Output}}{{end}}{{end}}' "$name" | tail -n 5
+      echo 'last 50 log lines:'
+      docker logs --tail 50 "$name" 2>&1
+    } | quote
+  done
+}
+entry() {
+  now=$(date +%s)
+  ms=$(( (now - t0) * 1000 + pre_ms ))
+  line=$(sed -e "s|\"@TIME@\"|$now|" -e "s|\"@MS@\"|$ms|" -e "s|\"@TARGET@\"|$2|" -e "s|\"@ERROR@\"|$3|" "$j/entry.$1")
+  printf '%s\n' "$line" >> "$d/releases.jsonl"
+  say entry "$line"
+}
+[ -n "$svcs" ] || svcs=$(services_of "$new")
+say step up "$new"
+if [ -z "$aborted" ] && up_release "$new" "$svcs" && [ -z "$aborted" ]; then
+  printf '%s\n' "$new" > "$d/current.tmp" && mv "$d/current.tmp" "$d/current"
+  say ok
+  entry ok null null
+  say outcome ok "$new"
+else
+  trap '' TERM INT
+  if [ -n "$aborted" ]; then why="was aborted from the laptop"; say fail aborted; else why="did not become healthy"; say fail not healthy; fi
+  report
+  if [ -n "$prev" ] && [ "$prev" != "$new" ] && [ -f "$d/releases/$prev/compose.yml" ]; then
+    engine_wait
+    say step back "$prev"
+    if up_release "$prev" "$(services_of "$prev")"; then
+      say ok; out=back; msg="release $new $why; rolled back to release $prev, which is healthy again"
+    else
+      say fail not healthy; report; out=back-failed; msg="release $new $why; the rollback to release $prev did not become healthy either"
+    fi
+    tgt="\"$prev\""
+  else
+    engine_wait
+    say step remove
+    if ( cd "$d/releases/$new" && exec $compose -p "$p" -f compose.yml down --remove-orphans ) > "$j/up.out" 2>&1; then
+      say ok; out=removed; msg="release $new $why; there was no previous release, so its containers were removed (volumes kept)"
+    else
+      quote < "$j/up.out"; say fail; out=remove-failed; msg="release $new $why; there was no previous release, and removing its containers failed"
+    fi
+    tgt=null
+  fi
+  entry fail "$tgt" "\"$msg\""
+  say outcome "$out" "$msg"
+fi
+"#;
