@@ -1,0 +1,488 @@
+//! `homebase backup now|ls|restore|pull`: PostgreSQL by `pg_dump -Fc` inside its container,
+//! other named volumes as archives taken with the service paused, a manifest with SHA-256
+//! checksums, retention (newest per day for N days, per week for M weeks), and copies on the
+//! laptop verified against the manifest.
+//!
+//! Host layout: `~/.homebase/<project>/backups/<id>/{manifest.json, <files>}`, written into a
+//! temp dir and renamed into place, mode 0600.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use homebase_remote::{Session, Target, sh_quote};
+use homebase_stack::kinds::Kind;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{BackupArgs, BackupCommand, Global};
+use crate::exit::{Exit, coded};
+use crate::host::{HostProject, now_secs};
+use crate::project::{self, Project};
+use crate::ui;
+use homebase_proto::clock::days_from_civil;
+
+mod restore;
+mod take;
+
+use restore::{pull, restore};
+pub use take::take;
+use take::take_here;
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct Manifest {
+    pub id: String,
+    pub project: String,
+    pub time: u64,
+    pub files: Vec<BackupFile>,
+}
+
+impl Manifest {
+    /// A manifest read from the host is only believed when its id is its directory's name,
+    /// it is this project's, and every name in it is a plain file name: it decides paths
+    /// on the laptop and words in scripts on the host.
+    fn check(&self, dir_name: &str, project: &str) -> Result<(), String> {
+        if !homebase_proto::is_safe_name(&self.id) || self.id != dir_name {
+            return Err(format!(
+                "its manifest's id `{}` is not its directory's name",
+                self.id.escape_debug()
+            ));
+        }
+        if self.project != project {
+            return Err(format!(
+                "its manifest names another project (`{}`)",
+                self.project.escape_debug()
+            ));
+        }
+        for f in &self.files {
+            let service_ok = homebase_proto::is_safe_name(&f.service);
+            let node_ok = f.node.as_deref().is_none_or(homebase_proto::is_safe_name);
+            if !homebase_proto::is_safe_name(&f.file) || !service_ok || !node_ok {
+                return Err(format!(
+                    "its manifest lists an unsafe file name `{}`",
+                    f.file.escape_debug()
+                ));
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("`{}` has no valid SHA-256", f.file.escape_debug()));
+            }
+        }
+        Ok(())
+    }
+
+    fn new(project: &Project, id: String, files: Vec<BackupFile>) -> Self {
+        Manifest {
+            id,
+            project: project.config.project.name.clone(),
+            time: now_secs(),
+            files,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct BackupFile {
+    pub service: String,
+    /// `pg_dump` or `volume`.
+    pub kind: String,
+    /// For `volume`: the path in the container it was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Swarm mode: the node that ran the service and keeps this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    match &args.command {
+        BackupCommand::Now {
+            services,
+            this_node,
+            scheduled,
+        } => {
+            if *scheduled && this_node.is_none() && plan(&project, services)?.is_empty() {
+                // nothing worth a backup in this stack: say so, as an empty backup
+                ui::out(
+                    &(serde_json::to_string_pretty(
+                        &serde_json::json!({"backup": {"files": []}, "pruned": []}),
+                    )? + "\n"),
+                )?;
+                return Ok(Exit::Ok);
+            }
+            now(&project, services, this_node.as_deref(), args.json)
+        }
+        BackupCommand::Ls => ls(&project, args.json),
+        BackupCommand::Restore { id, services } => restore(&project, id, services),
+        BackupCommand::Pull { id, to } => pull(&project, id.as_deref(), to.clone(), args.json),
+    }
+}
+
+pub(super) fn dir(host: &HostProject) -> String {
+    format!("{}/backups", host.dir())
+}
+
+/// What to back up: PostgreSQL services by dump, every other service with named volumes by archive.
+pub(super) fn plan(project: &Project, only: &[String]) -> Result<Vec<(String, Kind, Vec<String>)>> {
+    for s in only {
+        project.require_service(s)?;
+    }
+    Ok(project
+        .compose
+        .services
+        .iter()
+        .filter(|(name, _)| only.is_empty() || only.contains(name))
+        .filter_map(|(name, svc)| {
+            let kind = Kind::of(svc.image_repo().as_deref());
+            let paths: Vec<String> = svc.named_volumes.iter().map(|(_, t)| t.clone()).collect();
+            (kind == Kind::Postgres || !paths.is_empty()).then(|| (name.clone(), kind, paths))
+        })
+        .collect())
+}
+
+pub(super) fn pg_user_db(project: &Project, service: &str) -> (String, String) {
+    let env = &project.compose.services[service].environment;
+    let get = |k: &str| env.get(k).cloned().flatten().filter(|v| !v.is_empty());
+    let user = get("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
+    let db = get("POSTGRES_DB").unwrap_or_else(|| user.clone());
+    (user, db)
+}
+
+fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) -> Result<Exit> {
+    let (session, manifest, pruned) = match this_node {
+        Some(node) => {
+            let session = Session::open(&Target::Local)?;
+            let (m, p) = take_here(project, &HostProject::of(&session, project), node, only)?;
+            (session, m, p)
+        }
+        None => {
+            let session = project.open_session()?;
+            let (m, p) = take(project, &HostProject::of(&session, project), only)?;
+            (session, m, p)
+        }
+    };
+    if json {
+        ui::out(
+            &(serde_json::to_string_pretty(
+                &serde_json::json!({"backup": manifest, "pruned": pruned}),
+            )? + "\n"),
+        )?;
+    } else {
+        for f in &manifest.files {
+            eprintln!(
+                "{} {} → {} ({} bytes, sha256 {})",
+                f.service,
+                f.kind,
+                f.file,
+                f.bytes,
+                &f.sha256[..12.min(f.sha256.len())]
+            );
+        }
+        let pruned = if pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; pruned {}", pruned.join(", "))
+        };
+        let mut nodes: Vec<&str> = manifest
+            .files
+            .iter()
+            .filter_map(|f| f.node.as_deref())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let kept = if nodes.is_empty() {
+            session.host()
+        } else {
+            format!("node {}", nodes.join(", node "))
+        };
+        eprintln!("backup {} kept on {kept}{pruned}", manifest.id);
+    }
+    Ok(Exit::Ok)
+}
+
+/// An SSH session to a node of the swarm, by its name in [nodes].
+pub(super) fn node_session(project: &Project, node: &str) -> Result<Session> {
+    project.config.nodes.get(node).ok_or_else(|| {
+        coded(
+            Exit::BadInput,
+            format!(
+                "node `{node}` is not in [nodes] of homebase.toml; add it to reach its backups"
+            ),
+        )
+    })?;
+    project
+        .node_session(node)
+        .with_context(|| format!("cannot reach node {node}, which keeps these backups"))
+}
+
+/// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
+/// cannot be reached is named, and its parts left out.
+pub(super) fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
+    let project = keepers.project;
+    if !project.swarm() {
+        return list(&HostProject::of(keepers.host, project));
+    }
+    let mut all: Vec<Manifest> = Vec::new();
+    for node in project.config.nodes.keys() {
+        let parts = match keepers.node(node) {
+            Ok(session) => list(&HostProject::of(session, project))?,
+            Err(e) => {
+                eprintln!("warning: {e:#}; its backups are not listed");
+                continue;
+            }
+        };
+        for part in parts {
+            match all.iter_mut().find(|m| m.id == part.id) {
+                Some(m) => {
+                    m.time = m.time.min(part.time);
+                    m.files.extend(part.files);
+                }
+                None => all.push(part),
+            }
+        }
+    }
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(all)
+}
+
+pub(super) fn list(host: &HostProject) -> Result<Vec<Manifest>> {
+    let out = host.session.check(&list_script(host))?;
+    Ok(parse_list(host, &out))
+}
+
+/// Shell that prints each backup on the host: its directory's name, a tab, its manifest.
+pub(super) fn list_script(host: &HostProject) -> String {
+    format!(
+        "for m in {}/*/manifest.json; do [ -f \"$m\" ] || continue; d=${{m%/manifest.json}}; printf '%s\\t' \"${{d##*/}}\"; tr -d '\\n' < \"$m\"; echo; done; true",
+        dir(host)
+    )
+}
+
+/// [`list_script`]'s output: the manifests that check out, by id (one that does not is
+/// named and skipped).
+pub(super) fn parse_list(host: &HostProject, out: &str) -> Vec<Manifest> {
+    let mut v: Vec<Manifest> = out
+        .lines()
+        .filter_map(|l| {
+            let (dir_name, json) = l.split_once('\t')?;
+            let m: Manifest = serde_json::from_str(json).ok()?;
+            match m.check(dir_name, &host.project) {
+                Ok(()) => Some(m),
+                Err(why) => {
+                    ui::warn(&format!(
+                        "skipping backup `{}` on {}: {why}",
+                        dir_name.escape_debug(),
+                        host.session.host()
+                    ));
+                    None
+                }
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort();
+    sorted.reverse();
+    let day = |id: &str| id.get(..8).unwrap_or("").to_string();
+    let week = |id: &str| -> i64 {
+        let (y, m, d) = (
+            id.get(..4).and_then(|x| x.parse().ok()),
+            id.get(4..6).and_then(|x| x.parse().ok()),
+            id.get(6..8).and_then(|x| x.parse().ok()),
+        );
+        let (Some(y), Some(m), Some(d)) = (y, m, d) else {
+            return 0;
+        };
+        days_from_civil(y, m, d).div_euclid(7)
+    };
+    let mut keep = BTreeSet::new();
+    let mut days = Vec::new();
+    let mut weeks = Vec::new();
+    // every backup of the newest day is kept: a manual backup never prunes the daily one
+    // taken a minute before, nor the other way round
+    if let Some(newest) = sorted.first().map(|id| day(id)) {
+        keep.extend(
+            sorted
+                .iter()
+                .filter(|id| day(id) == newest)
+                .map(|id| id.to_string()),
+        );
+    }
+    for id in sorted {
+        let (dk, wk) = (day(id), week(id));
+        if !days.contains(&dk) && days.len() < daily as usize {
+            days.push(dk.clone());
+            keep.insert(id.clone());
+        }
+        if !weeks.contains(&wk) && weeks.len() < weekly as usize {
+            weeks.push(wk);
+            keep.insert(id.clone());
+        }
+    }
+    keep
+}
+
+/// Removes the backups of `listed` (the host's) that retention does not keep; returns
+/// their ids.
+pub(super) fn prune(
+    host: &HostProject,
+    project: &Project,
+    listed: &[Manifest],
+) -> Result<Vec<String>> {
+    let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
+    let keep = retain(
+        &ids,
+        project.config.backup.keep_daily,
+        project.config.backup.keep_weekly,
+    );
+    let gone: Vec<String> = ids.into_iter().filter(|id| !keep.contains(id)).collect();
+    if !gone.is_empty() {
+        let paths: Vec<String> = gone
+            .iter()
+            .map(|id| format!("{}/{}", dir(host), sh_quote(id)))
+            .collect();
+        host.session.check(&format!("rm -rf {}", paths.join(" ")))?;
+    }
+    Ok(gone)
+}
+
+fn ls(project: &Project, json: bool) -> Result<Exit> {
+    let session = project.open_session()?;
+    let all = list_all(&mut Keepers::new(project, &session))?;
+    if json {
+        ui::out(&(serde_json::to_string_pretty(&all)? + "\n"))?;
+    } else {
+        let mut s = String::new();
+        for m in &all {
+            let total: u64 = m.files.iter().map(|f| f.bytes).sum();
+            let what: Vec<String> = m
+                .files
+                .iter()
+                .map(|f| match &f.node {
+                    Some(n) => format!("{} ({} on {n})", f.service, f.kind),
+                    None => format!("{} ({})", f.service, f.kind),
+                })
+                .collect();
+            let _ = writeln!(s, "{}  {:>12} bytes  {}", m.id, total, what.join(", "));
+        }
+        if all.is_empty() {
+            s.push_str("no backups yet: `homebase backup now`\n");
+        }
+        ui::out(&s)?;
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
+    if !homebase_proto::is_safe_name(id) {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`{}` is not a backup id; `homebase backup ls` lists them",
+                id.escape_debug()
+            ),
+        ));
+    }
+    let all = list_all(keepers)?;
+    all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
+        let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+        coded(
+            Exit::BadInput,
+            format!(
+                "no backup `{id}` on {}; the backups are: {}",
+                keepers.host.host(),
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    ids.join(", ")
+                }
+            ),
+        )
+    })
+}
+
+/// Sessions to the nodes that keep a backup's files, opened once each.
+pub(super) struct Keepers<'p> {
+    project: &'p Project,
+    host: &'p Session,
+    nodes: std::collections::HashMap<String, Session>,
+}
+
+impl<'p> Keepers<'p> {
+    fn new(project: &'p Project, host: &'p Session) -> Self {
+        Keepers {
+            project,
+            host,
+            nodes: Default::default(),
+        }
+    }
+
+    /// The session to where `f` is kept: its node, or the host.
+    fn of(&mut self, f: &BackupFile) -> Result<&Session> {
+        match &f.node {
+            Some(node) => self.node(node),
+            None => Ok(self.host),
+        }
+    }
+
+    /// The session to a node, opened on first use.
+    fn node(&mut self, node: &str) -> Result<&Session> {
+        if !self.nodes.contains_key(node) {
+            let s = node_session(self.project, node)?;
+            self.nodes.insert(node.to_string(), s);
+        }
+        self.nodes
+            .get(node)
+            .ok_or_else(|| anyhow::anyhow!("no session to node {node}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_newest_per_day_and_week() {
+        let ids: Vec<String> = [
+            "20261123T030000Z",
+            "20261123T120000Z", // same day: newest kept
+            "20261122T030000Z",
+            "20261121T030000Z",
+            "20261116T030000Z",
+            "20261109T030000Z",
+            "20261001T030000Z",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let keep = retain(&ids, 2, 3);
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        // the newest day whole (23rd 03:00 and 12:00); days: 23rd, 22nd; weeks: this week's
+        // newest (23rd 12:00), the 16th's week, the 9th's week
+        assert_eq!(
+            keep,
+            [
+                "20261109T030000Z",
+                "20261116T030000Z",
+                "20261122T030000Z",
+                "20261123T030000Z",
+                "20261123T120000Z"
+            ]
+        );
+        // keep_daily = 1: a manual backup beside today's daily one prunes neither; the
+        // older day goes
+        let ids: Vec<String> = ["20261123T030000Z", "20261123T030130Z", "20261122T030000Z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let keep = retain(&ids, 1, 0);
+        assert_eq!(keep.len(), 2, "{keep:?}");
+        assert!(!keep.contains("20261122T030000Z"));
+    }
+}

@@ -1,0 +1,229 @@
+//! Taking a backup: the dumps and archives on the host that runs each service, the
+//! manifest, the rename into place, retention.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use homebase_remote::sh_quote;
+use homebase_stack::kinds::Kind;
+
+use super::{
+    BackupFile, Manifest, dir, list_script, node_session, parse_list, pg_user_db, plan, prune,
+};
+use crate::commands::swarm;
+use crate::exit::{Exit, coded};
+use crate::host::{HostProject, now_secs};
+use crate::project::Project;
+use homebase_proto::clock::utc_stamp;
+
+/// A shell line that sets `c` to the service's container on the host it runs on: by name
+/// from `docker compose ps`, or in swarm mode the node's running task of the service.
+/// Shell that sets `$c` to the running container of `service` on this engine, or fails
+/// the script naming it.
+pub(super) fn locate(host: &HostProject, service: &str) -> String {
+    if host.swarm {
+        return swarm::locate_task(&host.project, service);
+    }
+    format!(
+        "c=$(docker ps --filter {p} --filter {s} --filter status=running --format '{{{{.Names}}}}' | head -n 1); [ -n \"$c\" ] || {{ echo {msg} >&2; exit 125; }}",
+        p = sh_quote(&format!(
+            "label=com.docker.compose.project={}",
+            host.project
+        )),
+        s = sh_quote(&format!("label=com.docker.compose.service={service}")),
+        msg = sh_quote(&format!(
+            "service `{service}` is not running on this host; deploy it first"
+        )),
+    )
+}
+
+pub(super) type Item = (String, Kind, Vec<String>);
+
+/// Takes a backup of `only` (or of everything worth one) on the host, then prunes by
+/// retention; returns the manifest and the ids pruned. Used by `backup now`, by deploy
+/// before it changes a database, and by the daemon's schedule. In swarm mode each
+/// service's part is taken and kept on the node that runs it, under the same id.
+pub fn take(
+    project: &Project,
+    host: &HostProject,
+    only: &[String],
+) -> Result<(Manifest, Vec<String>)> {
+    let items = plan(project, only)?;
+    if items.is_empty() {
+        return Err(coded(
+            Exit::BadInput,
+            "nothing to back up: no PostgreSQL service and no named volume in the stack",
+        ));
+    }
+    let id = new_id();
+    let mut files = Vec::new();
+    let mut pruned = Vec::new();
+    if host.swarm {
+        let mut at = swarm::placements(host.session, &host.project)?;
+        let mut by_node: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
+        for item in items {
+            let node = at.remove(&item.0).map(|p| p.node).ok_or_else(
+                || {
+                    coded(
+                        Exit::Refused,
+                        format!(
+                            "service `{}` has no running task on a ready node; `homebase status` shows why",
+                            item.0
+                        ),
+                    )
+                },
+            )?;
+            by_node.entry(node).or_default().push(item);
+        }
+        for (node, items) in by_node {
+            let session = node_session(project, &node)?;
+            let there = HostProject::of(&session, project);
+            let (part, on_node) = take_on(project, &there, &id, &items, Some(&node))?;
+            files.extend(part);
+            pruned.extend(prune(&there, project, &on_node)?);
+        }
+    } else {
+        let (part, on_host) = take_on(project, host, &id, &items, None)?;
+        files = part;
+        pruned = prune(host, project, &on_host)?;
+    }
+    pruned.sort();
+    pruned.dedup();
+    Ok((Manifest::new(project, id, files), pruned))
+}
+
+/// A backup's id: its UTC time (retention reads the day from it; ids sort by time) and four
+/// hex digits of this process and instant, so that two backups in the same second (a
+/// deploy's and the daily one) never share an id or a temp directory.
+pub(super) fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{salt:04x}", utc_stamp(now_secs()))
+}
+
+/// Swarm mode, on a node (its daemon's schedule): the part of a backup for the services
+/// whose tasks run on this engine, kept here. Nothing running here is an empty part, not
+/// an error, and writes nothing.
+pub(super) fn take_here(
+    project: &Project,
+    host: &HostProject,
+    node: &str,
+    only: &[String],
+) -> Result<(Manifest, Vec<String>)> {
+    let here = host.session.check(&format!(
+        "docker ps --filter {} --format '{{{{.Label \"com.docker.swarm.service.name\"}}}}'",
+        sh_quote(&format!(
+            "label=com.docker.stack.namespace={}",
+            host.project
+        ))
+    ))?;
+    let prefix = format!("{}_", host.project);
+    let here: Vec<&str> = here
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(&prefix))
+        .collect();
+    let items: Vec<Item> = plan(project, only)?
+        .into_iter()
+        .filter(|(s, _, _)| here.contains(&s.as_str()))
+        .collect();
+    let id = new_id();
+    let (files, pruned) = if items.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let (part, on_host) = take_on(project, host, &id, &items, Some(node))?;
+        let pruned = prune(host, project, &on_host)?;
+        (part, pruned)
+    };
+    Ok((Manifest::new(project, id, files), pruned))
+}
+
+/// One host's part of a backup: dumps and archives into a temp dir, a manifest of them,
+/// then renamed into place: two commands (the dumps; the manifest, the rename and a list
+/// of the host's backups for retention). Returns the files and that list.
+pub(super) fn take_on(
+    project: &Project,
+    host: &HostProject,
+    id: &str,
+    items: &[Item],
+    node: Option<&str>,
+) -> Result<(Vec<BackupFile>, Vec<Manifest>)> {
+    let session = host.session;
+    let tmp = format!("{}/.tmp-{id}", dir(host));
+    let mut script = format!("set -e; umask 077; mkdir -p {tmp}; cd {tmp}\n");
+    // checksum that works on Linux (sha256sum) and macOS (shasum)
+    script.push_str(
+        "sum() { (sha256sum \"$1\" 2>/dev/null || shasum -a 256 \"$1\") | cut -d' ' -f1; }\n",
+    );
+    script
+        .push_str("emit() { echo \"$1 $2 $3 $(wc -c < \"$4\" | tr -d ' ') $(sum \"$4\") $4\"; }\n");
+    for (service, kind, paths) in items {
+        let _ = writeln!(script, "{}", locate(host, service));
+        if *kind == Kind::Postgres {
+            let (user, db) = pg_user_db(project, service);
+            let _ = writeln!(
+                script,
+                "docker exec \"$c\" pg_dump -Fc -U {} {} > {service}.pgdump\nemit {service} pg_dump - {service}.pgdump",
+                sh_quote(&user),
+                sh_quote(&db)
+            );
+        } else {
+            // paused while archived, so the files are consistent; unpaused whatever happens
+            let _ = writeln!(
+                script,
+                "docker pause \"$c\" >/dev/null; trap 'docker unpause \"$c\" >/dev/null 2>&1' EXIT"
+            );
+            for (i, path) in paths.iter().enumerate() {
+                let f = format!("{service}-{i}.tar.gz");
+                // a failed copy must fail the backup: no pipefail in every sh, so the
+                // copy's status is kept in a file
+                let _ = writeln!(
+                    script,
+                    "rm -f .cp-failed; {{ docker cp \"$c\":{} - || echo $? > .cp-failed; }} | gzip > {f}\n\
+                     if [ -e .cp-failed ]; then echo \"cannot archive {} of {service}\" >&2; exit 1; fi\n\
+                     emit {service} volume {} {f}",
+                    sh_quote(path),
+                    path.escape_debug(),
+                    sh_quote(path)
+                );
+            }
+            let _ = writeln!(script, "docker unpause \"$c\" >/dev/null; trap - EXIT");
+        }
+    }
+    let out = session
+        .check(&script)
+        .with_context(|| format!("backup on {} failed; nothing was kept", session.host()));
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = session.run(&format!("rm -rf {tmp}"));
+            return Err(e);
+        }
+    };
+    let mut files = Vec::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [service, kind, path, bytes, sha, file] = f[..] {
+            files.push(BackupFile {
+                service: service.into(),
+                kind: kind.into(),
+                path: (path != "-").then(|| path.to_string()),
+                file: file.into(),
+                bytes: bytes.parse().unwrap_or(0),
+                sha256: sha.into(),
+                node: node.map(str::to_string),
+            });
+        }
+    }
+    let part = Manifest::new(project, id.to_string(), files.clone());
+    let text = serde_json::to_string_pretty(&part)?;
+    let target = format!("{}/{id}", dir(host));
+    let out = session.check(&format!(
+        "umask 077; printf '%s' {text} > {tmp}/manifest.json; if [ -e {target} ]; then rm -rf {tmp}; echo 'a backup with this id exists; try again in a second' >&2; exit 1; fi; mv {tmp} {target}; {list}",
+        text = sh_quote(&text),
+        list = list_script(host)
+    ))?;
+    Ok((files, parse_list(host, &out)))
+}
