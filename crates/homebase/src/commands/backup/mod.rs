@@ -120,12 +120,12 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
     }
 }
 
-pub(super) fn dir(host: &HostProject) -> String {
+fn dir(host: &HostProject) -> String {
     format!("{}/backups", host.dir())
 }
 
 /// What to back up: PostgreSQL services by dump, every other service with named volumes by archive.
-pub(super) fn plan(project: &Project, only: &[String]) -> Result<Vec<(String, Kind, Vec<String>)>> {
+fn plan(project: &Project, only: &[String]) -> Result<Vec<(String, Kind, Vec<String>)>> {
     for s in only {
         project.require_service(s)?;
     }
@@ -142,7 +142,7 @@ pub(super) fn plan(project: &Project, only: &[String]) -> Result<Vec<(String, Ki
         .collect())
 }
 
-pub(super) fn pg_user_db(project: &Project, service: &str) -> (String, String) {
+fn pg_user_db(project: &Project, service: &str) -> (String, String) {
     let env = &project.compose.services[service].environment;
     let get = |k: &str| env.get(k).cloned().flatten().filter(|v| !v.is_empty());
     let user = get("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
@@ -203,7 +203,7 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
 }
 
 /// An SSH session to a node of the swarm, by its name in [nodes].
-pub(super) fn node_session(project: &Project, node: &str) -> Result<Session> {
+fn node_session(project: &Project, node: &str) -> Result<Session> {
     project.config.nodes.get(node).ok_or_else(|| {
         coded(
             Exit::BadInput,
@@ -219,7 +219,7 @@ pub(super) fn node_session(project: &Project, node: &str) -> Result<Session> {
 
 /// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
 /// cannot be reached is named, and its parts left out.
-pub(super) fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
+fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
     let project = keepers.project;
     if !project.swarm() {
         return list(&HostProject::of(keepers.host, project));
@@ -247,13 +247,13 @@ pub(super) fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
     Ok(all)
 }
 
-pub(super) fn list(host: &HostProject) -> Result<Vec<Manifest>> {
+fn list(host: &HostProject) -> Result<Vec<Manifest>> {
     let out = host.session.check(&list_script(host))?;
     Ok(parse_list(host, &out))
 }
 
 /// Shell that prints each backup on the host: its directory's name, a tab, its manifest.
-pub(super) fn list_script(host: &HostProject) -> String {
+fn list_script(host: &HostProject) -> String {
     format!(
         "for m in {}/*/manifest.json; do [ -f \"$m\" ] || continue; d=${{m%/manifest.json}}; printf '%s\\t' \"${{d##*/}}\"; tr -d '\\n' < \"$m\"; echo; done; true",
         dir(host)
@@ -262,7 +262,7 @@ pub(super) fn list_script(host: &HostProject) -> String {
 
 /// [`list_script`]'s output: the manifests that check out, by id (one that does not is
 /// named and skipped).
-pub(super) fn parse_list(host: &HostProject, out: &str) -> Vec<Manifest> {
+fn parse_list(host: &HostProject, out: &str) -> Vec<Manifest> {
     let mut v: Vec<Manifest> = out
         .lines()
         .filter_map(|l| {
@@ -330,7 +330,7 @@ pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
 
 /// Removes the backups of `listed` (the host's) that retention does not keep; returns
 /// their ids.
-pub(super) fn prune(
+fn prune(
     host: &HostProject,
     project: &Project,
     listed: &[Manifest],
@@ -379,7 +379,7 @@ fn ls(project: &Project, json: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub(super) fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
+fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
     if !homebase_proto::is_safe_name(id) {
         return Err(coded(
             Exit::BadInput,
@@ -408,7 +408,7 @@ pub(super) fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
 }
 
 /// Sessions to the nodes that keep a backup's files, opened once each.
-pub(super) struct Keepers<'p> {
+struct Keepers<'p> {
     project: &'p Project,
     host: &'p Session,
     nodes: std::collections::HashMap<String, Session>,
