@@ -330,11 +330,7 @@ pub fn retain(ids: &[String], daily: u32, weekly: u32) -> BTreeSet<String> {
 
 /// Removes the backups of `listed` (the host's) that retention does not keep; returns
 /// their ids.
-fn prune(
-    host: &HostProject,
-    project: &Project,
-    listed: &[Manifest],
-) -> Result<Vec<String>> {
+fn prune(host: &HostProject, project: &Project, listed: &[Manifest]) -> Result<Vec<String>> {
     let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
     let keep = retain(
         &ids,
