@@ -59,7 +59,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     if args.force_unlock {
         host.force_unlock()?;
     }
-    let up_to_date = (!args.force && !host.swarm).then(|| release::UpToDate {
+    let up_to_date = (!args.force && !host.is_stack()).then(|| release::UpToDate {
         project: project.config.project.name.clone(),
         hash: hash.clone(),
         services: plan.services.iter().map(|s| s.name.clone()).collect(),
@@ -88,12 +88,12 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let current = prepared.current.clone();
     let laptop_part = (|| -> Result<Option<(String, Option<release::Bundle>)>> {
         // 3. No-op? (Compose mode: decided by the prepare script already.)
-        let prepared_containers = if host.swarm {
+        let prepared_containers = if host.is_stack() {
             host.ps()?
         } else {
             prepared.containers.clone()
         };
-        if host.swarm
+        if host.is_stack()
             && let Some((cur_id, cur_hash)) = &current
             && *cur_hash == hash
             && !args.force
@@ -132,7 +132,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
 
         // 5. Upload the bundle.
         let id = release_id(&hash);
-        if !host.swarm {
+        if !host.is_stack() {
             // before the step: in Compose mode the upload ends with the job's start
             check_loop_images(&project, &session, &mut progress)?;
         }
@@ -143,16 +143,16 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
             ("hash", hash.as_bytes()),
         ];
         files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
-        if host.swarm {
+        if host.is_stack() {
             crate::commands::swarm::upload_to_workers(&project, &id, &files)?;
         }
         // each node's daemon knows which node it is (for its own part of scheduled backups)
         let manager = project.config.manager().map(|(n, _)| n.clone());
-        if let Some(name) = manager.as_deref().filter(|_| host.swarm) {
+        if let Some(name) = manager.as_deref().filter(|_| host.is_stack()) {
             files.push(("node", name.as_bytes()));
         }
         // compose mode: the bundle goes with the command that starts the job
-        let bundle = if host.swarm {
+        let bundle = if host.is_stack() {
             host.upload(&id, &files)?;
             progress.done();
             check_loop_images(&project, &session, &mut progress)?;
@@ -177,7 +177,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     };
 
     // 6. Up and health gate, and back to the previous release on any failure.
-    if host.swarm {
+    if host.is_stack() {
         return swarm_release(
             &project, &host, &plan, lock, &id, &hash, current, started, args, progress,
         );

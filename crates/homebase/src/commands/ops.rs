@@ -10,7 +10,6 @@ use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::progress::Progress;
 use crate::project;
-use crate::release::{self};
 use crate::ui::{self};
 
 pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
@@ -23,34 +22,7 @@ pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
         .as_ref()
         .map(|s| format!(" --since {}", sh_quote(s)))
         .unwrap_or_default();
-    let script = if host.swarm {
-        // every task's output, on whichever node it runs, through the manager
-        format!(
-            "docker service logs --no-task-ids --tail {}{since}{} {}",
-            args.tail,
-            if args.follow { " --follow" } else { "" },
-            sh_quote(&format!("{}_{}", host.project, args.service))
-        )
-    } else if args.follow {
-        // Compose follows every container of the service, new ones too
-        format!(
-            "{} logs --no-color --tail {}{since} --follow {}",
-            host.compose(),
-            args.tail,
-            sh_quote(&args.service)
-        )
-    } else {
-        // the engine's own logs of each container, prefixed with its name as Compose
-        // does: no Compose start (~0.1 s on the host)
-        format!(
-            "p={p}; s={s}; names=$(docker ps -a --filter \"label=com.docker.compose.project=$p\" --filter \"label=com.docker.compose.service=$s\" --format '{{{{.Names}}}}') || exit 1; \
-             [ -n \"$names\" ] || {{ echo \"service $s has no container on this host; deploy it first\" >&2; exit 0; }}; \
-             for c in $names; do docker logs --tail {n}{since} \"$c\" 2>&1 | sed \"s/^/$c  | /\"; done",
-            p = sh_quote(&host.project),
-            s = sh_quote(&args.service),
-            n = args.tail,
-        )
-    };
+    let script = host.logs(&args.service, args.tail as usize, &since, args.follow);
     // bytes from the host's containers: shown as text, never as terminal escapes
     let ok = crate::ui::run_printable(
         session.command(&script, false),
@@ -71,30 +43,9 @@ pub fn restart(global: &Global, args: &RestartArgs) -> Result<Exit> {
     // progress on stderr; with --json, stdout is the report alone
     let mut progress = Progress::new(false);
     progress.step(&format!("restart {}", args.service));
-    let restart = if host.swarm {
-        format!(
-            "err=$(docker service update --force --quiet --detach=false {n} 2>&1 >/dev/null) || {{ echo failed; printf '%s\\n' \"$err\"; exit 0; }}; echo \"restarted {n}\"",
-            n = sh_quote(&format!("{}_{}", host.project, args.service))
-        )
-    } else {
-        "ids=$(docker ps -aq --filter \"label=com.docker.compose.project=$p\" --filter \"label=com.docker.compose.service=$s\"); \
-         [ -n \"$ids\" ] || { echo none; exit 0; }; \
-         err=$(docker restart $ids 2>&1 >/dev/null) || { echo failed; printf '%s\\n' \"$err\"; exit 0; }; \
-         echo \"restarted $(docker inspect --format '{{.Name}}' $ids | tr -d / | tr '\\n' ' ')\""
-            .to_string()
-    };
-    let wait = if host.swarm {
-        // the update above waited for the tasks to converge
-        "echo healthy".to_string()
-    } else {
-        format!(
-            "{HEALTHY_FN}n=0; until healthy \"$s\" >/dev/null; do n=$((n + 1)); [ $n -gt {t} ] && {{ echo unhealthy; exit 0; }}; sleep 1; done; echo healthy",
-            HEALTHY_FN = release::HEALTHY_FN,
-            t = args.timeout
-        )
-    };
     let script = format!(
-        "d={d}; p={p}; s={s}; if [ -L \"$d/lock\" ]; then echo locked; readlink \"$d/lock\"; exit 0; fi; {restart}; {wait}",
+        "d={d}; p={p}; s={s}; if [ -L \"$d/lock\" ]; then echo locked; readlink \"$d/lock\"; exit 0; fi; {}",
+        host.restart(&args.service, args.timeout),
         d = host.dir(),
         p = sh_quote(&host.project),
         s = sh_quote(&args.service),
@@ -202,7 +153,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
     // In swarm mode the command runs on the node Swarm chose, in one of the service's tasks.
     let (session, script) = if project.swarm() {
         let name = &project.config.project.name;
-        let node = crate::commands::swarm::placements(&manager, name)?
+        let node = crate::host::stack::placements(&manager, name)?
             .remove(&args.service)
             .map(|p| p.node)
             .ok_or_else(|| {
@@ -228,7 +179,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
             .with_context(|| format!("cannot reach node {node}, where `{}` runs", args.service))?;
         let script = format!(
             "{}; docker exec {}\"$c\" {}",
-            crate::commands::swarm::locate_task(name, &args.service),
+            crate::host::stack::locate_task(name, &args.service),
             if tty { "-it " } else { "-i " },
             words.join(" "),
         );

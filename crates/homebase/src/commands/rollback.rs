@@ -148,7 +148,7 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         None,
     );
     release::check_interrupt()?;
-    if host.swarm {
+    if host.is_stack() {
         progress.step(&format!("roll back to release {target}"));
         let (ok, out) = host.up(&target, Duration::from_secs(args.timeout))?;
         if !ok {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use homebase_proto::{NodeStatus, ServiceStatus};
@@ -16,7 +15,8 @@ use serde_json::Value;
 use crate::cli::{Global, NodesArgs};
 use crate::commands::setup::{Item, item};
 use crate::exit::{Exit, coded};
-use crate::host::{HostProject, PsEntry};
+use crate::host::HostProject;
+use crate::host::stack::{Task, read_cluster};
 use crate::project::{self, Project};
 use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
 
@@ -204,231 +204,6 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-/// `docker stack deploy` of a release on the manager, then waits until every service runs
-/// all its replicas (healthy, where it has a healthcheck: Swarm counts a task as running
-/// only then) and no update is in progress, two checks in a row half a second apart. A service whose update
-/// Swarm rolled back fails the gate at once.
-pub fn up(host: &HostProject, id: &str, timeout: Duration) -> Result<(bool, String)> {
-    let p = sh_quote(&host.project);
-    let script = format!(
-        r#"cd {d}/releases/{id} || exit 1
-docker stack deploy -c compose.yml --prune --resolve-image never {p} 2>&1 | grep -v 'detach' || true
-end=$(( $(date +%s) + {t} )); good=0
-while :; do
-  busy=0
-  for s in $(docker stack services -q {p}); do
-    st=$(docker service inspect -f '{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}{{{{end}}}}' $s)
-    case "$st" in
-      rollback_*|paused) echo "service $(docker service inspect -f '{{{{.Spec.Name}}}}' $s): update $st"; docker service ps --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' $s | head -5; exit 1 ;;
-      updating) busy=1 ;;
-    esac
-  done
-  short=$(docker stack services {p} --format '{{{{.Replicas}}}}' | awk '{{split($1,a,"/"); if (a[1]!=a[2]) n++}} END {{print n+0}}')
-  if [ "$short" = 0 ] && [ $busy = 0 ]; then good=$((good+1)); else good=0; fi
-  [ $good -ge 2 ] && exit 0
-  if [ $(date +%s) -ge $end ]; then
-    echo "not converged after {t} s:"; docker stack services {p}
-    docker stack ps {p} --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | head -20
-    exit 1
-  fi
-  sleep 0.5
-done"#,
-        d = host.dir(),
-        t = timeout.as_secs().max(5)
-    );
-    let out = host.session.run(&script)?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    ))
-}
-
-/// Removes the stack (volumes stay on their nodes).
-pub fn down(host: &HostProject) -> Result<()> {
-    let p = sh_quote(&host.project);
-    host.session.check(&format!(
-        "docker stack rm {p} >/dev/null 2>&1 || true; for i in $(seq 30); do docker network ls -q --filter label=com.docker.stack.namespace={p} | grep -q . || break; sleep 1; done"
-    ))?;
-    Ok(())
-}
-
-/// One entry per service: `running` when all its replicas run.
-pub fn ps(host: &HostProject) -> Result<Vec<PsEntry>> {
-    let out = host.session.check(&format!(
-        "docker stack services {} --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null || true",
-        sh_quote(&host.project)
-    ))?;
-    let prefix = format!("{}_", host.project);
-    Ok(out
-        .lines()
-        .filter_map(|l| {
-            let (name, replicas) = l.split_once(' ')?;
-            let (running, desired) = replicas.split_whitespace().next()?.split_once('/')?;
-            let ok = running == desired && desired != "0";
-            Some(PsEntry {
-                service: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
-                name: name.to_string(),
-                state: if ok { "running" } else { "starting" }.into(),
-                health: String::new(),
-                desired: desired.parse().ok(),
-            })
-        })
-        .collect())
-}
-
-/// Every node (state, role, labels, memory) and every running task, read on the manager.
-fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>, Vec<Task>)> {
-    let script = format!(
-        "docker node inspect $(docker node ls -q) --format '{{{{json .}}}}'; echo @@HB@@; \
-         ids=$(docker stack ps -q --filter desired-state=running {p} 2>/dev/null); [ -n \"$ids\" ] && docker inspect --format '{{{{json .}}}}' $ids; echo @@HB@@; \
-         docker stack services {p} --format '{{{{.ID}}}} {{{{.Name}}}}' 2>/dev/null; true",
-        p = sh_quote(project)
-    );
-    let out = session.check(&script)?;
-    let mut parts = out.split("@@HB@@\n");
-    let mut nodes: Vec<NodeStatus> = Vec::new();
-    let mut ids: Vec<(String, String)> = Vec::new();
-    for line in parts.next().unwrap_or("").lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let labels: std::collections::BTreeMap<String, String> = v["Spec"]["Labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let id = v["ID"].as_str().unwrap_or("").to_string();
-        let name = labels.get(NODE_LABEL).cloned().unwrap_or_else(|| {
-            v["Description"]["Hostname"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        });
-        ids.push((id.clone(), name.clone()));
-        nodes.push(NodeStatus {
-            name,
-            id,
-            role: v["Spec"]["Role"].as_str().unwrap_or("").to_string(),
-            leader: v["ManagerStatus"]["Leader"].as_bool().unwrap_or(false),
-            state: v["Status"]["State"].as_str().unwrap_or("").to_string(),
-            availability: v["Spec"]["Availability"].as_str().unwrap_or("").to_string(),
-            address: v["Status"]["Addr"].as_str().unwrap_or("").to_string(),
-            memory_bytes: v["Description"]["Resources"]["MemoryBytes"]
-                .as_u64()
-                .unwrap_or(0),
-            labels: labels
-                .into_iter()
-                .filter(|(k, _)| k != NODE_LABEL)
-                .collect(),
-            tasks: Vec::new(),
-        });
-    }
-    let task_lines = parts.next().unwrap_or("").to_string();
-    let services: std::collections::HashMap<String, String> = parts
-        .next()
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(id, n)| {
-            (
-                id.to_string(),
-                n.strip_prefix(&format!("{project}_"))
-                    .unwrap_or(n)
-                    .to_string(),
-            )
-        })
-        .collect();
-    let mut tasks = Vec::new();
-    for line in task_lines.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let sid = v["ServiceID"].as_str().unwrap_or("");
-        let service = services
-            .iter()
-            .find(|(id, _)| sid.starts_with(id.as_str()))
-            .map(|(_, n)| n.clone())
-            .unwrap_or_default();
-        let node_id = v["NodeID"].as_str().unwrap_or("");
-        let node = ids
-            .iter()
-            .find(|(id, _)| id == node_id)
-            .map(|(_, n)| n.clone())
-            .unwrap_or_default();
-        tasks.push(Task {
-            service,
-            node,
-            state: v["Status"]["State"].as_str().unwrap_or("").to_string(),
-            error: v["Status"]["Err"].as_str().unwrap_or("").to_string(),
-        });
-    }
-    for n in &mut nodes {
-        n.tasks = tasks
-            .iter()
-            .filter(|t| t.node == n.name && t.state == "running")
-            .map(|t| t.service.clone())
-            .collect();
-        n.tasks.sort();
-    }
-    Ok((nodes, tasks))
-}
-
-/// Where a service runs: the first ready node (by name) with a running task of it, and that
-/// node's address as the manager reaches it.
-pub struct Placement {
-    pub node: String,
-    pub address: String,
-}
-
-/// Every running service's placement, from one read of the cluster on the manager. Host-mode
-/// ports are published at `address`; a manager that reports no address of its own is the
-/// host we are on (its loopback).
-pub fn placements(session: &Session, project: &str) -> Result<BTreeMap<String, Placement>> {
-    let (nodes, tasks) = read_cluster(session, project)?;
-    let mut out = BTreeMap::new();
-    let mut running: Vec<&Task> = tasks.iter().filter(|t| t.state == "running").collect();
-    running.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
-    for t in running {
-        let Some(node) = nodes
-            .iter()
-            .find(|n| n.name == t.node && n.state == "ready")
-        else {
-            continue;
-        };
-        let address = match node.address.as_str() {
-            "" | "0.0.0.0" => "127.0.0.1".to_string(),
-            a => a.to_string(),
-        };
-        out.entry(t.service.clone()).or_insert(Placement {
-            node: t.node.clone(),
-            address,
-        });
-    }
-    Ok(out)
-}
-
-/// A shell line, run on a node, that sets `c` to a running task container of `service`
-/// there, or fails (exit 125) saying there is none.
-pub fn locate_task(project: &str, service: &str) -> String {
-    let filter = sh_quote(&format!(
-        "label=com.docker.swarm.service.name={project}_{service}"
-    ));
-    format!(
-        "c=$(docker ps -q --filter {filter} --filter status=running | head -n 1); [ -n \"$c\" ] || {{ echo {} >&2; exit 125; }}",
-        sh_quote(&format!("no running task of {service} on this node"))
-    )
-}
-
-struct Task {
-    service: String,
-    node: String,
-    state: String,
-    error: String,
-}
-
 /// Runs `f` on each node `keep` selects, all at once (a thread and, in `f`, an SSH
 /// connection each); the results in [nodes] order, named. A panic in `f` is passed on.
 pub fn per_node<'p, T: Send>(
@@ -540,7 +315,7 @@ pub fn status_services(
     let (nodes, tasks) = read_cluster(host.session, &host.project)?;
     let usage = task_usage(project, &nodes);
     let now = crate::host::now_secs();
-    let ps = ps(host)?;
+    let ps = host.ps()?;
     let mut out = Vec::new();
     for name in planned {
         let mine: Vec<&Task> = tasks.iter().filter(|t| &t.service == name).collect();

@@ -91,7 +91,7 @@ fn place(project: &Project, session: &Session, forwards: &mut [ServiceForward]) 
     if !project.swarm() {
         return Ok(());
     }
-    let at = crate::commands::swarm::placements(session, &project.config.project.name)?;
+    let at = crate::host::stack::placements(session, &project.config.project.name)?;
     for f in forwards.iter_mut() {
         if let Some(p) = at.get(&f.service) {
             f.remote_host = p.address.clone();

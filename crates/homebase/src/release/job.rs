@@ -8,7 +8,7 @@ use anyhow::Result;
 use homebase_proto::ReleaseEntry;
 use homebase_remote::sh_quote;
 
-use crate::host::{FIND_COMPOSE, LOCK_INFO};
+use crate::host::{FIND_COMPOSE, HEALTHY_FN, LOCK_INFO};
 
 /// What the job does: start `new`, wait until every planned service is running and
 /// healthy, make it current; otherwise (or on abort) start `prev` again, or remove `new`'s
@@ -85,20 +85,6 @@ impl Job {
         ))
     }
 }
-
-/// `healthy SERVICES`: every one of them has a running container of project `$p` that is
-/// healthy or has no healthcheck; else it returns 1 with the others in `$unhealthy`. (It
-/// never calls a `say` of its own: on macOS `/usr/bin/say` speaks aloud.)
-pub const HEALTHY_FN: &str = r#"healthy() {
-  ps=$(docker ps --filter "label=com.docker.compose.project=$p" --filter status=running --format '{{.Label "com.docker.compose.service"}} {{.Status}}') || return 1
-  bad=
-  for s in $1; do
-    printf '%s\n' "$ps" | awk -v s="$s" '$1 == s && $2 == "Up" && !/\(unhealthy\)/ && !/\(health: starting\)/ { f = 1 } END { exit !f }' || bad="$bad $s"
-  done
-  unhealthy=$bad
-  [ -z "$bad" ]
-}
-"#;
 
 /// The job, after its variables (`d p new prev svcs wait limit tok pre_ms compose`).
 /// `start_script` appends `PRUNE` (under the lock), the lock's release, `say end` and the

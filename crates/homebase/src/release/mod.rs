@@ -26,10 +26,10 @@ mod job;
 
 pub use follow::{Followed, Labels, follow, outcome_error};
 use follow::{follow_from, follower, read_start};
-pub use job::{HEALTHY_FN, Job};
+pub use job::Job;
 
 use crate::exit::{Exit, coded};
-use crate::host::{GO, HostProject, LockOutcome, Prepared, now_secs};
+use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, now_secs};
 use crate::progress::Progress;
 
 /// Locks without a holder process (an older homebase's) older than this are called stale.

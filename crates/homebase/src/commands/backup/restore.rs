@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use homebase_remote::sh_quote;
 use sha2::{Digest, Sha256};
 
-use super::take::locate;
 use super::{BackupFile, Keepers, dir, find, list_all, pg_user_db};
 use crate::exit::{Exit, coded};
 use crate::host::{HostProject, PsEntry};
@@ -29,8 +28,8 @@ pub(super) fn restore(project: &Project, id: &str, only: &[String]) -> Result<Ex
         .filter(|f| only.is_empty() || only.contains(&f.service))
     {
         let there = HostProject::of(keepers.of(f)?, project);
-        let loc = if host.swarm {
-            locate(&there, &f.service)
+        let loc = if host.is_stack() {
+            there.locate(&f.service)
         } else {
             let c = ps.iter().find(|p| p.service == f.service).ok_or_else(|| {
                 coded(
@@ -67,7 +66,7 @@ pub(super) fn restore(project: &Project, id: &str, only: &[String]) -> Result<Ex
                 .map(drop)
                 .map_err(anyhow::Error::from)
             }
-            _ if host.swarm => restore_task_volume(&host, &ps, &there, f, &format!("{check}; {loc}"), &file, &parent),
+            _ if host.is_stack() => restore_task_volume(&host, &ps, &there, f, &format!("{check}; {loc}"), &file, &parent),
             _ => there.session.check(&format!(
                 // the service is started again whatever happens, so that a failed restore
                 // never leaves it down (the daemon would take it as stopped by hand)

@@ -10,32 +10,10 @@ use homebase_stack::kinds::Kind;
 use super::{
     BackupFile, Manifest, dir, list_script, node_session, parse_list, pg_user_db, plan, prune,
 };
-use crate::commands::swarm;
 use crate::exit::{Exit, coded};
 use crate::host::{HostProject, now_secs};
 use crate::project::Project;
 use homebase_proto::clock::utc_stamp;
-
-/// A shell line that sets `c` to the service's container on the host it runs on: by name
-/// from `docker compose ps`, or in swarm mode the node's running task of the service.
-/// Shell that sets `$c` to the running container of `service` on this engine, or fails
-/// the script naming it.
-pub(super) fn locate(host: &HostProject, service: &str) -> String {
-    if host.swarm {
-        return swarm::locate_task(&host.project, service);
-    }
-    format!(
-        "c=$(docker ps --filter {p} --filter {s} --filter status=running --format '{{{{.Names}}}}' | head -n 1); [ -n \"$c\" ] || {{ echo {msg} >&2; exit 125; }}",
-        p = sh_quote(&format!(
-            "label=com.docker.compose.project={}",
-            host.project
-        )),
-        s = sh_quote(&format!("label=com.docker.compose.service={service}")),
-        msg = sh_quote(&format!(
-            "service `{service}` is not running on this host; deploy it first"
-        )),
-    )
-}
 
 pub(super) type Item = (String, Kind, Vec<String>);
 
@@ -58,8 +36,8 @@ pub fn take(
     let id = new_id();
     let mut files = Vec::new();
     let mut pruned = Vec::new();
-    if host.swarm {
-        let mut at = swarm::placements(host.session, &host.project)?;
+    if host.is_stack() {
+        let mut at = crate::host::stack::placements(host.session, &host.project)?;
         let mut by_node: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
         for item in items {
             let node = at.remove(&item.0).map(|p| p.node).ok_or_else(
@@ -160,7 +138,7 @@ pub(super) fn take_on(
     script
         .push_str("emit() { echo \"$1 $2 $3 $(wc -c < \"$4\" | tr -d ' ') $(sum \"$4\") $4\"; }\n");
     for (service, kind, paths) in items {
-        let _ = writeln!(script, "{}", locate(host, service));
+        let _ = writeln!(script, "{}", host.locate(service));
         if *kind == Kind::Postgres {
             let (user, db) = pg_user_db(project, service);
             let _ = writeln!(

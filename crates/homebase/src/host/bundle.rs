@@ -1,0 +1,91 @@
+//! A release's files, uploaded as one archive into `releases/<id>` atomically.
+
+use anyhow::{Context, Result};
+
+use super::{HostProject, check_id, now_secs};
+
+impl HostProject<'_> {
+    /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.
+    pub fn upload(&self, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        let bundle = self.bundle(id, files)?;
+        let (script, input) = bundle.script(bundle.small());
+        self.session.check_with_input(&script, &input)?;
+        Ok(())
+    }
+
+    /// Release `id`'s files as a bundle to upload (see [`Bundle::script`]).
+    pub fn bundle(&self, id: &str, files: &[(&str, &[u8])]) -> Result<Bundle> {
+        check_id(id)?;
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_mtime(now_secs());
+            header.set_cksum();
+            archive
+                .append_data(&mut header, name, *data)
+                .context("cannot build the release bundle")?;
+        }
+        let bytes = archive
+            .into_inner()
+            .context("cannot build the release bundle")?;
+        Ok(Bundle {
+            dir: self.dir(),
+            id: id.to_string(),
+            bytes,
+        })
+    }
+}
+
+/// Bundles up to this size (the tar) may go base64-encoded in a command's own text.
+const INLINE_BUNDLE: usize = 64 * 1024;
+
+/// A release's files as a tar, to upload into `releases/<id>` atomically.
+pub struct Bundle {
+    dir: String,
+    id: String,
+    bytes: Vec<u8>,
+}
+
+impl Bundle {
+    /// Small enough to go in a command's own text (Linux takes one argument of up to 128
+    /// KiB): a command that reads its stdin waits one more round trip for it.
+    pub fn small(&self) -> bool {
+        self.bytes.len() <= INLINE_BUNDLE
+    }
+
+    /// The script that uploads it (exit 1 on any failure, nothing left but a temp dir), for
+    /// a command that goes on after it, and what to send on that command's stdin: nothing
+    /// when `inline` (the archive, base64, is in the script), else the archive.
+    pub fn script(&self, inline: bool) -> (String, Vec<u8>) {
+        let take = if inline {
+            use base64::Engine as _;
+            format!(
+                "printf '%s' {} | {{ base64 -d 2>/dev/null || base64 -D; }} > \"$t.tar\"",
+                base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+            )
+        } else {
+            "cat > \"$t.tar\"".to_string()
+        };
+        let script = format!(
+            // every step chained with && (no `set -e`: it is off inside a list that is tested,
+            // as when a command goes on after the upload), and the archive taken whole (its
+            // size checked) before anything is unpacked: a cut link leaves only the temp dir
+            "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
+             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",
+            d = self.dir,
+            id = self.id,
+            n = self.bytes.len()
+        );
+        (
+            script,
+            if inline {
+                Vec::new()
+            } else {
+                self.bytes.clone()
+            },
+        )
+    }
+}
