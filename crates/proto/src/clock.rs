@@ -26,6 +26,16 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A span as people read it at a glance: `42s`, `3m5s`, `2h10m`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// `20261123T213000Z`: sortable, readable, safe in paths (release and backup ids).
 pub fn utc_stamp(secs: u64) -> String {
     let (days, rem) = (secs / 86400, secs % 86400);

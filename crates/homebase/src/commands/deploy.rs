@@ -16,7 +16,21 @@ use crate::host::{HostProject, now_secs};
 use crate::progress::Progress;
 use crate::project::{self, Project};
 use crate::release;
-pub use crate::release::{human_duration, whoami};
+pub use crate::release::whoami;
+
+/// What a deploy takes to the host, decided on the laptop before it connects.
+struct Deploy<'a> {
+    project: &'a Project,
+    args: &'a DeployArgs,
+    started: Instant,
+    plan: homebase_stack::Plan,
+    /// The rendered compose file.
+    yaml: String,
+    config_text: Vec<u8>,
+    env_files: Vec<(String, Vec<u8>)>,
+    /// The bundle's hash: what tells a change from a no-op.
+    hash: String,
+}
 
 pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let started = Instant::now();
@@ -26,27 +40,8 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     if args.attach {
         return attach(&project, args, &mut progress);
     }
-
     // 1. Plan: an over-budget stack is refused before the host is touched.
-    progress.step("plan");
-    let plan = match project.plan_that_fits(
-        args.host_memory.as_deref(),
-        "deploy refused, the host was not touched",
-    ) {
-        Ok(plan) => plan,
-        Err(e) => {
-            progress.fail("does not fit");
-            return Err(e);
-        }
-    };
-    let rendered = project.render(&plan)?;
-    let config_text = std::fs::read(&project.config_path)
-        .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
-    let env_files = env_files(&project)?;
-    let mut hashed: Vec<&[u8]> = vec![rendered.yaml.as_bytes(), &config_text];
-    hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
-    let hash = bundle_hash(&hashed);
-    progress.done();
+    let deploy = Deploy::plan(&project, args, started, &mut progress)?;
     release::check_interrupt()?;
 
     progress.step(&format!("connect to {}", project.target()));
@@ -54,117 +49,14 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let host = HostProject::of(&session, &project);
     progress.done();
 
-    // 2. Lock. Until the job starts, an interrupt leaves the host as it was.
-    progress.step("lock");
-    if args.force_unlock {
-        host.force_unlock()?;
-    }
-    let up_to_date = (!args.force && !host.is_stack()).then(|| release::UpToDate {
-        project: project.config.project.name.clone(),
-        hash: hash.clone(),
-        services: plan.services.iter().map(|s| s.name.clone()).collect(),
-        entry: entry(&project, "", &hash, "up-to-date", started, None, None),
-    });
-    let (mut lock, prepared) = release::Lock::take(
-        &host,
-        project.target(),
-        &project.config.project.name,
-        &mut progress,
-        up_to_date.as_ref(),
-        false,
-    )?;
-    let slow_link = release::rtt_note(prepared.rtt, &session.host());
-    match &slow_link {
-        Some(note) => progress.done_with(note),
-        None => progress.done(),
-    }
-    if let (Some(id), Some(u)) = (&prepared.up_to_date, &up_to_date) {
-        // decided and logged on the host in the one round trip
-        let mut e = u.entry.clone();
-        e.id = id.clone();
-        report_up_to_date(args, &progress, &e);
+    // 2. Lock (Compose mode: a no-op is decided on the host in the same round trip).
+    let Some((mut lock, prepared, slow_link)) = deploy.lock(&host, &mut progress)? else {
         return Ok(Exit::Ok);
-    }
-    let current = prepared.current.clone();
-    let laptop_part = (|| -> Result<Option<(String, Option<release::Bundle>)>> {
-        // 3. No-op? (Compose mode: decided by the prepare script already.)
-        let prepared_containers = if host.is_stack() {
-            host.ps()?
-        } else {
-            prepared.containers.clone()
-        };
-        if host.is_stack()
-            && let Some((cur_id, cur_hash)) = &current
-            && *cur_hash == hash
-            && !args.force
-            && all_healthy(&plan, &prepared_containers)
-        {
-            let entry = entry(&project, cur_id, &hash, "up-to-date", started, None, None);
-            lock.finish(&entry)?;
-            report_up_to_date(args, &progress, &entry);
-            return Ok(None);
-        }
-        release::check_interrupt()?;
-
-        // 4. A deploy that changes a database backs it up first.
-        if let Some(old_yaml) = &prepared.current_compose {
-            let changed = changed_databases(old_yaml, &rendered.yaml)?;
-            let running: Vec<String> = changed
-                .into_iter()
-                .filter(|s| {
-                    prepared_containers
-                        .iter()
-                        .any(|c| c.service == *s && c.state == "running")
-                })
-                .collect();
-            if !running.is_empty() {
-                progress.step(&format!(
-                    "back up {} before changing it",
-                    running.join(", ")
-                ));
-                let (m, _) = crate::commands::backup::take(&project, &host, &running)
-                    .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
-                progress.info(&format!("backup {} taken before the change", m.id));
-                progress.done();
-            }
-        }
-        release::check_interrupt()?;
-
-        // 5. Upload the bundle.
-        let id = release_id(&hash);
-        if !host.is_stack() {
-            // before the step: in Compose mode the upload ends with the job's start
-            check_loop_images(&project, &session, &mut progress)?;
-        }
-        progress.step(&format!("upload release {id}"));
-        let mut files: Vec<(&str, &[u8])> = vec![
-            ("compose.yml", rendered.yaml.as_bytes()),
-            ("homebase.toml", &config_text),
-            ("hash", hash.as_bytes()),
-        ];
-        files.extend(env_files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
-        if host.is_stack() {
-            crate::commands::swarm::upload_to_workers(&project, &id, &files)?;
-        }
-        // each node's daemon knows which node it is (for its own part of scheduled backups)
-        let manager = project.config.manager().map(|(n, _)| n.clone());
-        if let Some(name) = manager.as_deref().filter(|_| host.is_stack()) {
-            files.push(("node", name.as_bytes()));
-        }
-        // compose mode: the bundle goes with the command that starts the job
-        let bundle = if host.is_stack() {
-            host.upload(&id, &files)?;
-            progress.done();
-            check_loop_images(&project, &session, &mut progress)?;
-            None
-        } else {
-            Some(host.bundle(&id, &files)?)
-        };
-        release::check_interrupt()?;
-        Ok(Some((id, bundle)))
-    })();
-    let (id, bundle) = match laptop_part {
-        Ok(Some(found)) => found,
+    };
+    // 3-5. On the laptop: the no-op of a stack, the backup of a changed database, the
+    // upload. Until the job starts, an interrupt leaves the host as it was.
+    let (id, bundle) = match deploy.stage(&host, &mut lock, &prepared, &mut progress) {
+        Ok(Some(staged)) => staged,
         Ok(None) => return Ok(Exit::Ok),
         // a Ctrl-C on the terminal also stops the step's ssh: say what happened
         Err(_) if release::take_interrupt() => {
@@ -177,19 +69,19 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     };
 
     // 6. Up and health gate, and back to the previous release on any failure.
-    if host.is_stack() {
-        return swarm_release(
-            &project, &host, &plan, lock, &id, &hash, current, started, args, progress,
-        );
-    }
     let job = release::Job {
         project: project.config.project.name.clone(),
         new: id.clone(),
-        prev: current.as_ref().map(|c| c.0.clone()),
-        services: plan.services.iter().map(|s| s.name.clone()).collect(),
+        prev: prepared.current.as_ref().map(|c| c.0.clone()),
+        services: deploy
+            .plan
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
         wait: Duration::from_secs(args.timeout),
-        ok_entry: entry(&project, &id, &hash, "deployed", started, None, None),
-        fail_entry: entry(&project, &id, &hash, "rolled-back", started, None, None),
+        ok_entry: deploy.entry(&id, "deployed"),
+        fail_entry: deploy.entry(&id, "rolled-back"),
         pre: started.elapsed(),
     };
     let followed = lock.run(
@@ -199,16 +91,12 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         "start services and wait until healthy".into(),
     )?;
     if let Some(err) = release::outcome_error(&followed, &session.host(), "deploy") {
-        if args.json
-            && let Some(e) = &followed.entry
-        {
-            result(true, e);
+        if let Some(e) = &followed.entry {
+            result(args.json, e);
         }
         return Err(err);
     }
-    let e = followed
-        .entry
-        .unwrap_or_else(|| entry(&project, &id, &hash, "deployed", started, None, None));
+    let e = followed.entry.unwrap_or(job.ok_entry);
     result(args.json, &e);
     if !args.json {
         eprintln!(
@@ -223,6 +111,207 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+impl<'a> Deploy<'a> {
+    /// The plan that fits, the rendered compose file and the bundle's hash.
+    fn plan(
+        project: &'a Project,
+        args: &'a DeployArgs,
+        started: Instant,
+        progress: &mut Progress,
+    ) -> Result<Deploy<'a>> {
+        progress.step("plan");
+        let plan = match project.plan_that_fits(
+            args.host_memory.as_deref(),
+            "deploy refused, the host was not touched",
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                progress.fail("does not fit");
+                return Err(e);
+            }
+        };
+        let yaml = project.render(&plan)?.yaml;
+        let config_text = std::fs::read(&project.config_path)
+            .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
+        let env_files = env_files(project)?;
+        let mut hashed: Vec<&[u8]> = vec![yaml.as_bytes(), &config_text];
+        hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
+        let hash = bundle_hash(&hashed);
+        progress.done();
+        Ok(Deploy {
+            project,
+            args,
+            started,
+            plan,
+            yaml,
+            config_text,
+            env_files,
+            hash,
+        })
+    }
+
+    /// A release-log line for release `id` as of now.
+    fn entry(&self, id: &str, outcome: &str) -> ReleaseEntry {
+        entry(
+            self.project,
+            id,
+            &self.hash,
+            outcome,
+            self.started,
+            None,
+            None,
+        )
+    }
+
+    /// Takes the lock; `None` when the host already runs this bundle, healthy (reported).
+    #[allow(clippy::type_complexity)]
+    fn lock<'h>(
+        &self,
+        host: &'h HostProject<'h>,
+        progress: &mut Progress,
+    ) -> Result<Option<(release::Lock<'h>, crate::host::Prepared, Option<String>)>> {
+        progress.step("lock");
+        if self.args.force_unlock {
+            host.force_unlock()?;
+        }
+        let up_to_date = (!self.args.force && !host.is_stack()).then(|| release::UpToDate {
+            project: self.project.config.project.name.clone(),
+            hash: self.hash.clone(),
+            services: self.plan.services.iter().map(|s| s.name.clone()).collect(),
+            entry: self.entry("", "up-to-date"),
+        });
+        let (lock, prepared) = release::Lock::take(
+            host,
+            self.project.target(),
+            &self.project.config.project.name,
+            progress,
+            up_to_date.as_ref(),
+            false,
+        )?;
+        let slow_link = release::rtt_note(prepared.rtt, &host.session.host());
+        match &slow_link {
+            Some(note) => progress.done_with(note),
+            None => progress.done(),
+        }
+        if let (Some(id), Some(u)) = (&prepared.up_to_date, &up_to_date) {
+            // decided and logged on the host in the one round trip
+            let mut e = u.entry.clone();
+            e.id = id.clone();
+            report_up_to_date(self.args, progress, &e);
+            return Ok(None);
+        }
+        Ok(Some((lock, prepared, slow_link)))
+    }
+
+    /// Steps 3 to 5, before any container changes: the release id and, in Compose mode, the
+    /// bundle to send with the job's start; `None` for a stack that is up to date.
+    fn stage(
+        &self,
+        host: &HostProject,
+        lock: &mut release::Lock,
+        prepared: &crate::host::Prepared,
+        progress: &mut Progress,
+    ) -> Result<Option<(String, Option<release::Bundle>)>> {
+        // 3. No-op? (Compose mode: decided by the prepare script already.)
+        let containers = if host.is_stack() {
+            host.ps()?
+        } else {
+            prepared.containers.clone()
+        };
+        if host.is_stack()
+            && let Some((cur_id, cur_hash)) = &prepared.current
+            && *cur_hash == self.hash
+            && !self.args.force
+            && all_healthy(&self.plan, &containers)
+        {
+            let entry = self.entry(cur_id, "up-to-date");
+            lock.finish(&entry)?;
+            report_up_to_date(self.args, progress, &entry);
+            return Ok(None);
+        }
+        release::check_interrupt()?;
+        // 4. A deploy that changes a database backs it up first.
+        if let Some(old_yaml) = &prepared.current_compose {
+            self.back_up_changed(host, old_yaml, &containers, progress)?;
+        }
+        release::check_interrupt()?;
+        // 5. Upload the bundle.
+        let id = release_id(&self.hash);
+        let bundle = self.upload(host, &id, progress)?;
+        release::check_interrupt()?;
+        Ok(Some((id, bundle)))
+    }
+
+    /// Backs up the running PostgreSQL services whose definition this deploy changes.
+    fn back_up_changed(
+        &self,
+        host: &HostProject,
+        old_yaml: &str,
+        containers: &[crate::host::PsEntry],
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let running: Vec<String> = changed_databases(old_yaml, &self.yaml)?
+            .into_iter()
+            .filter(|s| {
+                containers
+                    .iter()
+                    .any(|c| c.service == *s && c.state == "running")
+            })
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        progress.step(&format!(
+            "back up {} before changing it",
+            running.join(", ")
+        ));
+        let (m, _) = crate::commands::backup::take(self.project, host, &running)
+            .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
+        progress.info(&format!("backup {} taken before the change", m.id));
+        progress.done();
+        Ok(())
+    }
+
+    /// Compose mode: the bundle, to go with the command that starts the job. Swarm mode:
+    /// uploaded to the manager and to every worker (a node's daemon reads its own copy).
+    fn upload(
+        &self,
+        host: &HostProject,
+        id: &str,
+        progress: &mut Progress,
+    ) -> Result<Option<release::Bundle>> {
+        let project = self.project;
+        if !host.is_stack() {
+            // before the step: in Compose mode the upload ends with the job's start
+            check_loop_images(project, host.session, progress)?;
+        }
+        progress.step(&format!("upload release {id}"));
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("compose.yml", self.yaml.as_bytes()),
+            ("homebase.toml", &self.config_text),
+            ("hash", self.hash.as_bytes()),
+        ];
+        files.extend(
+            self.env_files
+                .iter()
+                .map(|(n, d)| (n.as_str(), d.as_slice())),
+        );
+        if !host.is_stack() {
+            return Ok(Some(host.bundle(id, &files)?));
+        }
+        crate::commands::swarm::upload_to_workers(project, id, &files)?;
+        // each node's daemon knows which node it is (for its own part of scheduled backups)
+        let manager = project.config.manager().map(|(n, _)| n.clone());
+        if let Some(name) = manager.as_deref() {
+            files.push(("node", name.as_bytes()));
+        }
+        host.upload(id, &files)?;
+        progress.done();
+        check_loop_images(project, host.session, progress)?;
+        Ok(None)
+    }
 }
 
 /// `homebase deploy --attach`: follows the release job on the host (after a detach or a
@@ -298,114 +387,6 @@ fn check_loop_images(project: &Project, session: &Session, progress: &mut Progre
     Ok(())
 }
 
-/// Swarm mode: `docker stack deploy` hands the update to the swarm's own orchestrator, which
-/// goes on converging whatever happens to the laptop; the laptop gates on health and rolls
-/// back through the same lock.
-#[allow(clippy::too_many_arguments)]
-fn swarm_release(
-    project: &Project,
-    host: &HostProject,
-    plan: &homebase_stack::Plan,
-    mut lock: release::Lock,
-    id: &str,
-    hash: &str,
-    current: Option<(String, String)>,
-    started: Instant,
-    args: &DeployArgs,
-    mut progress: Progress,
-) -> Result<Exit> {
-    progress.step("start services and wait until healthy");
-    // From here on containers may have changed: any failure, of the gate or of a step
-    // around it, ends in the rollback below, never in an early return.
-    let gate = (|| -> Result<(bool, String)> {
-        let (ok, output) = host.up(id, Duration::from_secs(args.timeout))?;
-        let ps = host.ps()?;
-        let healthy = ok && all_healthy(plan, &ps);
-        if healthy {
-            host.set_current(id)?;
-        }
-        Ok((healthy, output))
-    })();
-    let (healthy, output) = match gate {
-        Ok(g) => g,
-        Err(e) => (false, format!("homebase: {e:#}")),
-    };
-    if healthy {
-        progress.done();
-        let e = entry(project, id, hash, "deployed", started, None, None);
-        lock.finish(&e)?;
-        result(args.json, &e);
-        if !args.json {
-            eprintln!(
-                "deployed release {id} to {} in {:.1}s",
-                host.session.host(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        return Ok(Exit::Ok);
-    }
-    progress.fail("not healthy");
-    let tail: Vec<&str> = output.trim().lines().rev().take(30).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    let report = format!("\ndocker stack said:\n{}", tail.join("\n"));
-    // a release whose presence cannot be read is tried all the same
-    let rolled = match &current {
-        Some((prev, _)) if host.release_exists(prev).unwrap_or(true) => {
-            progress.step(&format!("roll back to release {prev}"));
-            match host.up(prev, Duration::from_secs(args.timeout)) {
-                Ok((true, _)) => {
-                    progress.done();
-                    format!("rolled back to release {prev}, which is healthy again")
-                }
-                Ok((false, back_out)) => {
-                    progress.fail("rollback not healthy");
-                    format!(
-                        "rollback to release {prev} did not become healthy either:\n{}",
-                        back_out.trim()
-                    )
-                }
-                Err(e) => {
-                    progress.fail("rollback failed");
-                    format!("the rollback to release {prev} failed: {e:#}")
-                }
-            }
-        }
-        _ => {
-            progress.step("remove the failed first release (volumes kept)");
-            match host.down(id) {
-                Ok(()) => {
-                    progress.done();
-                    "there was no previous release; the failed containers were removed (volumes kept)"
-                        .into()
-                }
-                Err(e) => {
-                    progress.fail("removal failed");
-                    format!(
-                        "there was no previous release, and removing the failed containers failed: {e:#}"
-                    )
-                }
-            }
-        }
-    };
-    let e = entry(
-        project,
-        id,
-        hash,
-        "rolled-back",
-        started,
-        current.map(|c| c.0),
-        Some(rolled.clone()),
-    );
-    lock.finish(&e)?;
-    if args.json {
-        result(true, &e);
-    }
-    Err(coded(
-        Exit::Refused,
-        format!("release {id} did not become healthy; {rolled}{report}"),
-    ))
-}
-
 fn report_up_to_date(args: &DeployArgs, progress: &Progress, e: &ReleaseEntry) {
     progress.info(&format!(
         "up to date: release {} is running and healthy; no container touched",
@@ -425,13 +406,9 @@ fn result(json: bool, e: &ReleaseEntry) {
 
 /// Planned services all running, and healthy where they have a healthcheck.
 pub fn all_healthy(plan: &homebase_stack::Plan, ps: &[crate::host::PsEntry]) -> bool {
-    plan.services.iter().all(|s| {
-        ps.iter().any(|p| {
-            p.service == s.name
-                && p.state == "running"
-                && (p.health.is_empty() || p.health == "healthy")
-        })
-    })
+    plan.services
+        .iter()
+        .all(|s| release::service_healthy(&s.name, ps))
 }
 
 pub fn bundle_hash(parts: &[&[u8]]) -> String {

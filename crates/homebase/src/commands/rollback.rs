@@ -80,7 +80,7 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
     let host = HostProject::of(&session, &project);
     let mut progress = Progress::new(args.json);
     progress.step("lock");
-    let (mut lock, prepared) = release::Lock::take(
+    let (lock, prepared) = release::Lock::take(
         &host,
         project.target(),
         &project.config.project.name,
@@ -148,26 +148,6 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
         None,
     );
     release::check_interrupt()?;
-    if host.is_stack() {
-        progress.step(&format!("roll back to release {target}"));
-        let (ok, out) = host.up(&target, Duration::from_secs(args.timeout))?;
-        if !ok {
-            progress.fail("not healthy");
-            let mut e = ok_entry;
-            e.outcome = "failed".into();
-            e.error = Some(out.trim().to_string());
-            lock.finish(&e)?;
-            return Err(coded(
-                Exit::Refused,
-                format!("release {target} did not become healthy:\n{}", out.trim()),
-            ));
-        }
-        progress.done();
-        host.set_current(&target)?;
-        lock.finish(&ok_entry)?;
-        rolled_back(args.json, &ok_entry, &target)?;
-        return Ok(Exit::Ok);
-    }
     let job = release::Job {
         project: project.config.project.name.clone(),
         new: target.clone(),

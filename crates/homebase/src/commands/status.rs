@@ -16,8 +16,8 @@ use crate::cli::{Global, StatusArgs};
 use crate::exit::Exit;
 use crate::host::{HostProject, now_secs};
 use crate::project;
-use crate::release::human_duration;
 use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
+use homebase_proto::clock::human_duration;
 
 pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let project = project::load(global)?;

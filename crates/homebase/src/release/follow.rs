@@ -46,6 +46,24 @@ pub struct Followed {
     in_report: bool,
 }
 
+impl Followed {
+    /// A release that ended in this process (swarm mode), with what the engine said of each
+    /// step.
+    pub(super) fn ended(
+        outcome: Outcome,
+        entry: ReleaseEntry,
+        compose: Vec<(String, Vec<String>)>,
+    ) -> Followed {
+        Followed {
+            outcome,
+            entry: Some(entry),
+            compose,
+            reports: Vec::new(),
+            in_report: false,
+        }
+    }
+}
+
 /// How the steps of the job are named on the laptop.
 pub struct Labels {
     pub up: String,
@@ -297,13 +315,14 @@ fn decide(progress: &Progress, aborted: bool) -> Choice {
 pub fn failure_report(f: &Followed) -> String {
     let mut report = String::new();
     for (step, lines) in &f.compose {
-        let tail = &lines[lines.len().saturating_sub(5)..];
-        let when = if step == "up" {
-            ""
-        } else {
-            " (on the way back)"
+        // (a stack's step says which services did not converge and why, task by task)
+        let (who, keep, when) = match step.as_str() {
+            "up" => ("compose", 5, ""),
+            "stack" => ("docker stack", 30, ""),
+            _ => ("compose", 5, " (on the way back)"),
         };
-        report.push_str(&format!("\ncompose said{when}:\n{}", tail.join("\n")));
+        let tail = &lines[lines.len().saturating_sub(keep)..];
+        report.push_str(&format!("\n{who} said{when}:\n{}", tail.join("\n")));
     }
     for (svc, name, lines) in &f.reports {
         report.push_str(&format!(

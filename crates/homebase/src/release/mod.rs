@@ -23,14 +23,16 @@ use homebase_remote::{Session, Stream, Target, sh_quote};
 
 mod follow;
 mod job;
+mod stack;
 
 pub use follow::{Followed, Labels, follow, outcome_error};
 use follow::{follow_from, follower, read_start};
 pub use job::Job;
 
 use crate::exit::{Exit, coded};
-use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, now_secs};
+use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, PsEntry, now_secs};
 use crate::progress::Progress;
+use homebase_proto::clock::human_duration;
 
 /// Locks without a holder process (an older homebase's) older than this are called stale.
 const STALE_LOCK: Duration = Duration::from_secs(15 * 60);
@@ -177,8 +179,8 @@ impl<'a> Lock<'a> {
     /// end (see [`follow`]), all in one script: its output is the start's answer, then
     /// `@@FOLLOW` and the job's log as [`follow`] reads it. The script goes to the prepare
     /// command that holds the lock (its stdin, ending with [`GO`]), so it costs one round
-    /// trip of the link, not a new command's two; the bundle travels inside it. Without
-    /// that command (swarm mode) it is a command of its own. When the script is cut before
+    /// trip of the link, not a new command's two; the bundle travels inside it. In swarm
+    /// mode there is no job: [`stack::run`] gates from this process. When the script is cut before
     /// its answer, the host is asked whether the job started, so that a deploy that goes on
     /// there is followed, not mistaken for one that never began.
     pub fn run(
@@ -188,6 +190,13 @@ impl<'a> Lock<'a> {
         progress: &mut Progress,
         up_label: String,
     ) -> Result<Followed> {
+        if self.host.is_stack() {
+            if let Some(b) = &bundle {
+                let (script, input) = b.script(b.small());
+                self.host.session.check_with_input(&script, &input)?;
+            }
+            return stack::run(self, job, progress, &up_label);
+        }
         let uploading = bundle.is_some();
         let start = job.start_script(&self.host.dir(), &self.token, &self.holder)?;
         let keeper = self.keeper.take();
@@ -355,11 +364,11 @@ pub fn whoami() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
-    }
+/// The service runs, and is healthy where it has a healthcheck.
+pub fn service_healthy(service: &str, ps: &[PsEntry]) -> bool {
+    ps.iter().any(|p| {
+        p.service == service
+            && p.state == "running"
+            && (p.health.is_empty() || p.health == "healthy")
+    })
 }
