@@ -1,0 +1,158 @@
+//! A swarm manager's view: nodes down and services short of their tasks, as alerts.
+
+use super::*;
+
+/// On a swarm manager: every node's state and what runs there; alerts naming a node that is
+/// down and each service of a watched stack that runs fewer tasks than it wants (with the
+/// node it was on, or why it is pending).
+pub(super) async fn cluster(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    projects: &[Project],
+) -> Vec<homebase_proto::NodeStatus> {
+    if !engine.swarm_manager().await {
+        return Vec::new();
+    }
+    let (nodes, (services, tasks)) = match (engine.swarm_nodes().await, engine.stacks().await) {
+        (Ok(n), Ok(s)) => (n, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("{e:#}");
+            return Vec::new();
+        }
+    };
+    let name_of = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.chars().take(12).collect())
+    };
+    for p in projects
+        .iter()
+        .filter(|p| services.iter().any(|s| s.project == p.name))
+    {
+        for n in &nodes {
+            if n.state == "ready" {
+                shared
+                    .resolve(
+                        &p.name,
+                        "",
+                        &format!("node_down:{}", n.name),
+                        &format!("node {} is ready again", n.name),
+                    )
+                    .await;
+            } else {
+                let on: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| t.project == p.name && t.node_id == n.id)
+                    .map(|t| t.service.clone())
+                    .collect();
+                shared
+                    .alert(
+                        &p.name,
+                        "",
+                        &format!("node_down:{}", n.name),
+                        &format!(
+                            "node {} ({}) is {}{}",
+                            n.name,
+                            n.address,
+                            n.state,
+                            if on.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; it ran {}", on.join(", "))
+                            }
+                        ),
+                    )
+                    .await;
+            }
+        }
+        for s in services.iter().filter(|s| s.project == p.name) {
+            let mine: Vec<_> = tasks
+                .iter()
+                .filter(|t| t.project == p.name && t.service == s.service)
+                .collect();
+            // a task on a node that is down is not running, whatever its last report said
+            let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.state == "ready");
+            let running = mine
+                .iter()
+                .filter(|t| t.state == "running" && ready(&t.node_id))
+                .count() as u64;
+            let Some(desired) = s.desired else { continue };
+            if running >= desired {
+                shared
+                    .resolve(
+                        &p.name,
+                        &s.service,
+                        "down",
+                        &format!("{running} of {desired} tasks running"),
+                    )
+                    .await;
+                continue;
+            }
+            let why: Vec<String> = mine
+                .iter()
+                .filter(|t| t.state != "running" || !ready(&t.node_id))
+                .map(|t| {
+                    let node = if t.node_id.is_empty() {
+                        "no node".to_string()
+                    } else {
+                        let n = name_of(&t.node_id);
+                        let down = nodes
+                            .iter()
+                            .any(|x| x.id == t.node_id && x.state != "ready");
+                        if down {
+                            format!("node {n}, which is down")
+                        } else {
+                            format!("node {n}")
+                        }
+                    };
+                    format!(
+                        "{} on {node}{}",
+                        t.state,
+                        if t.error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", t.error)
+                        }
+                    )
+                })
+                .collect();
+            shared
+                .alert(
+                    &p.name,
+                    &s.service,
+                    "down",
+                    &format!(
+                        "{running} of {desired} tasks running{}",
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", why.join("; "))
+                        }
+                    ),
+                )
+                .await;
+        }
+    }
+    nodes
+        .iter()
+        .map(|n| homebase_proto::NodeStatus {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            role: if n.manager { "manager" } else { "worker" }.into(),
+            state: n.state.clone(),
+            address: n.address.clone(),
+            tasks: {
+                let mut t: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| t.node_id == n.id && t.state == "running")
+                    .map(|t| format!("{}/{}", t.project, t.service))
+                    .collect();
+                t.sort();
+                t
+            },
+            ..Default::default()
+        })
+        .collect()
+}

@@ -1,0 +1,165 @@
+//! The memory governor: pause, then stop, by priority above the high watermark; resume
+//! below the low one.
+
+use super::*;
+
+/// Above the high watermark: pause batch services first (largest first), then normal; never
+/// critical. A paused service that still holds the stack above the mark is stopped. Below
+/// the low watermark: resume in the reverse order.
+pub(super) async fn govern(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    st: &mut State,
+    p: &Project,
+    watched: &[&Container],
+    total: u64,
+    t: i64,
+) {
+    if p.budget == 0 {
+        return;
+    }
+    let d = &p.daemon;
+    let high = (p.budget as f64 * d.high_watermark) as u64;
+    let low = (p.budget as f64 * d.low_watermark) as u64;
+    let pct = 100.0 * total as f64 / p.budget as f64;
+    let before = st.governed.get(&p.name).cloned().unwrap_or_default();
+    govern_round(engine, shared, st, p, watched, total, t, high, low, pct).await;
+    let after = st.governed.get(&p.name).cloned().unwrap_or_default();
+    if after != before
+        && let Err(e) = shared.store.save_governed(&p.name, &after)
+    {
+        tracing::warn!("cannot record what the governor holds: {e:#}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn govern_round(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    st: &mut State,
+    p: &Project,
+    watched: &[&Container],
+    total: u64,
+    t: i64,
+    high: u64,
+    low: u64,
+    pct: f64,
+) {
+    let d = &p.daemon;
+    let governed = st.governed.entry(p.name.clone()).or_default();
+    if total > high {
+        shared
+            .alert(
+                &p.name,
+                "",
+                "memory",
+                &format!(
+                    "the stack uses {pct:.0}% of its budget (high watermark {:.0}%)",
+                    d.high_watermark * 100.0
+                ),
+            )
+            .await;
+        let candidates: Vec<&&Container> = watched
+            .iter()
+            .filter(|c| {
+                c.project == p.name
+                    && c.state == "running"
+                    && !c.swarm
+                    && !governed.iter().any(|(s, _, _)| *s == c.service)
+            })
+            .collect();
+        for class in [Priority::Batch, Priority::Normal] {
+            let mut of_class: Vec<&&Container> = candidates
+                .iter()
+                .copied()
+                .filter(|c| {
+                    p.priorities
+                        .get(&c.service)
+                        .copied()
+                        .unwrap_or(Priority::Normal)
+                        == class
+                })
+                .collect();
+            if of_class.is_empty() {
+                continue;
+            }
+            // the largest user first
+            of_class.sort_by_key(|c| {
+                std::cmp::Reverse(
+                    st.tracks
+                        .get(&c.id)
+                        .and_then(|t| t.last)
+                        .map(|r| r.memory)
+                        .unwrap_or(0),
+                )
+            });
+            let c = of_class[0];
+            let msg = format!(
+                "paused: the stack is at {pct:.0}% of its budget, above the {:.0}% high watermark; `{}` is {}",
+                d.high_watermark * 100.0,
+                c.service,
+                class.as_str()
+            );
+            match engine.pause(&c.id).await {
+                Ok(()) => {
+                    governed.push((c.service.clone(), c.id.clone(), "paused"));
+                    shared
+                        .event(&p.name, &c.service, "governor_pause", &msg)
+                        .await;
+                }
+                Err(e) => {
+                    shared
+                        .event(&p.name, &c.service, "governor_failed", &format!("{e:#}"))
+                        .await
+                }
+            }
+            return;
+        }
+        // Everything pausable is paused and the stack is still too big: stop the first paused.
+        if let Some(entry) = governed.iter_mut().find(|(_, _, how)| *how == "paused") {
+            let msg = format!(
+                "stopped: still at {pct:.0}% of the budget with every batch and normal service paused"
+            );
+            let _ = engine.unpause(&entry.1).await;
+            if engine.stop(&entry.1).await.is_ok() {
+                entry.2 = "stopped";
+                shared.event(&p.name, &entry.0, "governor_stop", &msg).await;
+            }
+        }
+    } else if total < low {
+        if let Some((service, id, how)) = governed.pop() {
+            let r = if how == "paused" {
+                engine.unpause(&id).await
+            } else {
+                engine.start(&id).await
+            };
+            let msg = format!(
+                "resumed: the stack is back at {pct:.0}% of its budget, under the {:.0}% low watermark",
+                d.low_watermark * 100.0
+            );
+            match r {
+                Ok(()) => {
+                    shared
+                        .event(&p.name, &service, "governor_resume", &msg)
+                        .await
+                }
+                Err(e) => {
+                    shared
+                        .event(&p.name, &service, "governor_failed", &format!("{e:#}"))
+                        .await
+                }
+            }
+        }
+        if governed.is_empty() {
+            shared
+                .resolve(
+                    &p.name,
+                    "",
+                    "memory",
+                    &format!("the stack is back at {pct:.0}% of its budget"),
+                )
+                .await;
+        }
+    }
+    let _ = t;
+}
