@@ -1,0 +1,246 @@
+//! `homebase setup [--check]`: makes a bare host ready, idempotently, over SSH: checks the OS,
+//! the Docker engine and Compose (with the install hint for that OS), on macOS Colima's memory
+//! and sleep, creates homebase's directories, installs this very binary when the host's OS and
+//! architecture match, installs the daemon as a service that starts at boot (systemd user unit
+//! on Linux, launchd agent on macOS), and verifies the daemon answers. Running it again
+//! changes nothing and says so.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use homebase_proto::layout;
+use homebase_remote::Session;
+use homebase_stack::Bytes;
+use homebase_stack::config::HostMemory;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{Global, SetupArgs};
+use crate::exit::Exit;
+use crate::host::FIND_COMPOSE;
+use crate::project;
+use crate::ui::{self, BAD, GOOD, WARN, paint};
+
+mod checks;
+mod install;
+
+use checks::*;
+use install::*;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub name: String,
+    /// `ok`, `changed`, `missing`, `warning`.
+    pub state: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+pub fn item(name: &str, state: &str, detail: impl Into<String>, fix: Option<String>) -> Item {
+    Item {
+        name: name.into(),
+        state: state.into(),
+        detail: detail.into(),
+        fix,
+    }
+}
+
+pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
+    let project = project::load(global)?;
+    let binary = Binary::for_host(args.binary.as_deref())?;
+    if !project.swarm() {
+        let session = project.open_session()?;
+        let (items, blocked) = host(&session, project.config.budget.host_memory, args, &binary)?;
+        return finish(&items, args.json, blocked);
+    }
+    // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
+    let mut items = Vec::new();
+    let mut blocked = false;
+    let results = crate::commands::swarm::per_node(
+        &project,
+        |_| true,
+        |name, n| {
+            let session = project
+                .node_session(name)
+                .with_context(|| format!("cannot reach node {name}"))?;
+            host(&session, n.memory, args, &binary)
+        },
+    );
+    for (name, result) in results {
+        let (node_items, node_blocked) = result?;
+        blocked |= node_blocked;
+        items.extend(node_items.into_iter().map(|mut i| {
+            i.name = format!("{name}: {}", i.name);
+            i
+        }));
+    }
+    if !blocked {
+        items.extend(crate::commands::swarm::form(&project, args.check)?);
+    }
+    finish(&items, args.json, blocked)
+}
+
+fn finish(items: &[Item], json: bool, blocked: bool) -> Result<Exit> {
+    let changed = items.iter().any(|i| i.state == "changed");
+    let missing = items.iter().any(|i| i.state == "missing");
+    if json {
+        ui::out(
+            &(serde_json::to_string_pretty(
+                &serde_json::json!({"items": items, "changed": changed, "ready": !missing && !blocked}),
+            )? + "\n"),
+        )?;
+    } else {
+        let mut s = String::new();
+        for i in items {
+            let mark = match i.state.as_str() {
+                "ok" => paint(GOOD, "✓"),
+                "changed" => paint(GOOD, "+"),
+                "warning" => paint(WARN, "!"),
+                _ => paint(BAD, "✗"),
+            };
+            let _ = writeln!(s, "{mark} {:<18} {}", i.name, i.detail);
+            if let Some(fix) = &i.fix {
+                let _ = writeln!(s, "  {:<18} fix: {fix}", "");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            if missing || blocked {
+                "not ready"
+            } else if changed {
+                "ready (changes made)"
+            } else {
+                "ready: nothing to change"
+            }
+        );
+        ui::out(&s)?;
+    }
+    if blocked || missing {
+        if !json {
+            ui::error("the host is not ready; each ✗ above says how to fix it");
+        }
+        return Ok(Exit::Refused);
+    }
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(os: &str, compose: Option<&str>) -> Facts {
+        Facts {
+            os: os.into(),
+            arch: "arm64".into(),
+            docker: Some("27.3.1".into()),
+            compose: compose.map(str::to_string),
+            mem_total: Some(8 << 30),
+            colima_memory_gib: (os == "Darwin").then_some(8.0),
+            sleep: (os == "Darwin").then(|| "10".to_string()),
+            colima_login: None,
+            systemctl: false,
+            binary_sha: None,
+            home: "/Users/me".into(),
+            user: "me".into(),
+            compose_registered: compose.is_some(),
+            compose_plugin: None,
+            docker_config: String::new(),
+            autorestart: None,
+            autologin: None,
+            filevault_on: os == "Darwin",
+            agent_loaded: false,
+        }
+    }
+
+    #[test]
+    fn a_missing_compose_plugin_blocks_with_the_fix() {
+        let (items, blocked) = check_host(&facts("Linux", None), HostMemory::Detect, "mini");
+        assert!(blocked);
+        let c = items.iter().find(|i| i.name == "docker compose").unwrap();
+        assert_eq!(c.state, "missing");
+        assert!(c.detail.contains("plugin is missing"), "{}", c.detail);
+        assert!(
+            c.fix.as_deref().unwrap().contains("docker-compose"),
+            "{:?}",
+            c.fix
+        );
+    }
+
+    #[test]
+    fn a_mac_gets_the_colima_memory_and_sleep_fixes() {
+        let (items, blocked) = check_host(
+            &facts("Darwin", Some("2.29.7")),
+            HostMemory::Size(Bytes(16 << 30)),
+            "mini",
+        );
+        assert!(!blocked);
+        let mem = items.iter().find(|i| i.name == "engine memory").unwrap();
+        assert_eq!(mem.state, "warning");
+        assert_eq!(
+            mem.fix.as_deref(),
+            Some("colima stop && colima start --memory 16")
+        );
+        let sleep = items.iter().find(|i| i.name == "sleep").unwrap();
+        assert_eq!(
+            sleep.fix.as_deref(),
+            Some("sudo pmset -a sleep 0 disksleep 0")
+        );
+    }
+
+    #[test]
+    fn a_mac_is_told_what_a_power_cut_needs() {
+        let mut f = facts("Darwin", Some("2.29.7"));
+        let (items, _) = check_host(&f, HostMemory::Detect, "mini");
+        let get = |items: &[Item], n: &str| items.iter().find(|i| i.name == n).cloned().unwrap();
+        assert_eq!(
+            get(&items, "power failure").fix.as_deref(),
+            Some("sudo pmset -a autorestart 1")
+        );
+        let login = get(&items, "automatic login");
+        assert_eq!(login.state, "warning");
+        assert!(login.detail.contains("FileVault is on"), "{}", login.detail);
+        assert!(login.fix.unwrap().starts_with("sudo fdesetup disable"));
+        f.filevault_on = false;
+        f.autologin = Some("me".into());
+        f.autorestart = Some("1".into());
+        f.sleep = Some("0".into());
+        let (items, _) = check_host(&f, HostMemory::Detect, "mini");
+        for n in ["power failure", "automatic login", "sleep"] {
+            assert_eq!(get(&items, n).state, "ok", "{n}");
+        }
+        // Homebrew's plugin found only by path
+        f.compose_registered = false;
+        f.compose_plugin = Some("/opt/homebrew/lib/docker/cli-plugins/docker-compose".into());
+        let (items, blocked) = check_host(&f, HostMemory::Detect, "mini");
+        assert!(!blocked);
+        assert!(
+            get(&items, "compose plugin")
+                .fix
+                .unwrap()
+                .contains("/opt/homebrew/lib/docker/cli-plugins")
+        );
+    }
+
+    #[test]
+    fn the_plugin_dir_is_added_once_and_other_settings_kept() {
+        let d = "/opt/homebrew/lib/docker/cli-plugins";
+        let t = with_plugin_dir("{\"currentContext\": \"colima\"}", d).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["currentContext"], "colima");
+        assert_eq!(v["cliPluginsExtraDirs"][0], d);
+        assert_eq!(with_plugin_dir(&t, d), None);
+        assert!(with_plugin_dir("", d).unwrap().contains(d));
+        assert_eq!(with_plugin_dir("not json", d), None);
+    }
+
+    #[test]
+    fn versions_compare() {
+        assert!(version_at_least("2.26.1-4", (2, 17)));
+        assert!(!version_at_least("2.12.0", (2, 17)));
+        assert!(version_at_least("v2.17.0", (2, 17)));
+        assert!(version_at_least("28.2.2", (20, 10)));
+        assert!(!version_at_least("19.03.1", (20, 10)));
+    }
+}
