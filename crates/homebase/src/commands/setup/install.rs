@@ -50,7 +50,6 @@ pub(super) fn host(
     binary: &Binary,
 ) -> Result<Checklist> {
     let f = facts(session)?;
-    let mac = f.os == "Darwin";
     let (mut items, blocking) = check_host(&f, memory, &session.host());
     if blocking {
         return Ok((items, true));
@@ -58,10 +57,27 @@ pub(super) fn host(
 
     let root = layout::root(std::path::Path::new(&f.home));
     let bin = root.join(layout::BIN).to_string_lossy().to_string();
-    // The binary.
+    let binary_changed = install_binary(&mut items, session, &f, args, binary, &bin)?;
+    colima_at_login(&mut items, session, args)?;
+    compose_plugin(&mut items, session, &f, args)?;
+    install_service(&mut items, session, &f, args, &root, &bin, binary_changed)?;
+    daemon_answers(&mut items, session, args, &bin)?;
+    Ok((items, false))
+}
+
+/// The homebase binary on the host: this one, or the one `--binary` names, unless the host
+/// already has it; true when it was installed now.
+fn install_binary(
+    items: &mut Vec<Item>,
+    session: &Session,
+    f: &Facts,
+    args: &SetupArgs,
+    binary: &Binary,
+    bin: &str,
+) -> Result<bool> {
     let (ours, sha) = (&binary.bytes, &binary.sha256);
     let mut binary_changed = false;
-    if !same_platform(&f) && args.binary.is_none() {
+    if !same_platform(f) && args.binary.is_none() {
         items.push(item(
             "homebase binary",
             if f.binary_sha.is_some() {
@@ -112,7 +128,11 @@ pub(super) fn host(
         ));
     }
 
-    // Colima at login, as `brew services` does it (a LaunchAgent of the user's).
+    Ok(binary_changed)
+}
+
+/// Colima at login, as `brew services` does it (a LaunchAgent of the user's).
+fn colima_at_login(items: &mut [Item], session: &Session, args: &SetupArgs) -> Result<()> {
     if let Some(i) = items.iter_mut().find(|i| i.name == "colima at login")
         && i.state == "warning"
         && !args.check
@@ -128,7 +148,16 @@ pub(super) fn host(
         );
     }
 
-    // Homebrew's Compose plugin, registered with the docker CLI (as its caveat says).
+    Ok(())
+}
+
+/// Homebrew's Compose plugin, registered with the docker CLI (as its caveat says).
+fn compose_plugin(
+    items: &mut [Item],
+    session: &Session,
+    f: &Facts,
+    args: &SetupArgs,
+) -> Result<()> {
     if let Some(i) = items.iter_mut().find(|i| i.name == "compose plugin")
         && !args.check
         && let Some(plugin) = &f.compose_plugin
@@ -155,9 +184,24 @@ pub(super) fn host(
         }
     }
 
-    // The service definition.
-    let argv = vec![bin.clone(), "daemon".to_string()];
-    let log = layout::daemon_dir(&root)
+    Ok(())
+}
+
+/// The daemon as a service that starts at boot (a launchd agent, a systemd user unit),
+/// (re)started when it or the binary changed.
+#[allow(clippy::too_many_arguments)]
+fn install_service(
+    items: &mut Vec<Item>,
+    session: &Session,
+    f: &Facts,
+    args: &SetupArgs,
+    root: &std::path::Path,
+    bin: &str,
+    binary_changed: bool,
+) -> Result<()> {
+    let mac = f.os == "Darwin";
+    let argv = vec![bin.to_string(), "daemon".to_string()];
+    let log = layout::daemon_dir(root)
         .join(layout::DAEMON_LOG)
         .to_string_lossy()
         .to_string();
@@ -277,7 +321,17 @@ pub(super) fn host(
         ));
     }
 
-    // The daemon answers.
+    Ok(())
+}
+
+/// The daemon answers on its loopback API with its token (waiting for it a little after
+/// a start).
+fn daemon_answers(
+    items: &mut Vec<Item>,
+    session: &Session,
+    args: &SetupArgs,
+    bin: &str,
+) -> Result<()> {
     let answer = session.run(&format!(
         // the token goes to curl on stdin (printf is a builtin), never on a command line
         "for i in $(seq 30); do e=$(cat {e} 2>/dev/null) && t=$(cat {t} 2>/dev/null) && printf 'header = \"Authorization: Bearer %s\"\\n' \"$t\" | curl -sf --config - \"http://$e/api/status\" >/dev/null 2>&1 && echo up && exit 0; sleep {}; done; echo down",
@@ -296,5 +350,5 @@ pub(super) fn host(
         },
         (!up).then(|| format!("start it: {bin} daemon (see the service item)")),
     ));
-    Ok((items, false))
+    Ok(())
 }
