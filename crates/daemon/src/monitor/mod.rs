@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
+use homebase_engine::run::Labelled;
 use homebase_engine::{Container, Engine, Reading};
 use homebase_stack::config::Priority;
 use tokio_util::sync::CancellationToken;
@@ -246,182 +247,56 @@ async fn round(
     projects: &[Project],
 ) -> anyhow::Result<()> {
     let (mem_total, root) = engine.info().await?;
-    let disk = match &root {
-        Some(r) => {
-            let r = r.clone();
-            tokio::task::spawn_blocking(move || disk_of(&r))
-                .await
-                .ok()
-                .flatten()
-        }
-        None => None,
-    };
-    if let Some(d) = disk {
-        let free = 100.0 * d.free_bytes as f64 / d.total_bytes.max(1) as f64;
-        for p in projects {
-            if free < p.daemon.disk_low_percent {
-                let msg = format!(
-                    "{free:.0}% free on Docker's data root ({} free); prune images with `docker image prune`",
-                    homebase_stack::units::Bytes(d.free_bytes)
-                );
-                shared.alert(&p.name, "", "disk_low", &msg).await;
-            } else {
-                shared
-                    .resolve(&p.name, "", "disk_low", &format!("{free:.0}% free again"))
-                    .await;
-            }
-        }
-    }
+    let disk = check_disk(root, shared, projects).await;
     let containers = engine.containers().await?;
     let watched: Vec<&Container> = containers
         .iter()
         .filter(|c| projects.iter().any(|p| p.name == c.project))
         .collect();
     // Agent-loop iterations count towards their project's memory.
-    let iterations: Vec<homebase_engine::run::Labelled> = engine
+    let iterations: Vec<Labelled> = engine
         .labelled(homebase_engine::run::LOOP_LABEL)
         .await
         .unwrap_or_default()
         .into_iter()
         .filter(|c| c.state == "running")
         .collect();
-    // Stats of running containers, at most 8 calls at once.
-    let ids: Vec<String> = watched
+    let running: Vec<String> = watched
         .iter()
         .filter(|c| c.state == "running")
         .map(|c| c.id.clone())
         .chain(iterations.iter().map(|c| c.id.clone()))
         .collect();
-    let results: Vec<(String, Result<Reading, homebase_engine::EngineError>)> = stream::iter(ids)
-        .map(|id| {
-            let engine = engine.clone();
-            async move {
-                let r = engine.stats(&id).await;
-                (id, r)
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    // start time and restarts of every watched container, so that `homebase status` can
-    // answer from this snapshot alone
-    let lifetimes: HashMap<String, homebase_engine::Lifetime> =
-        stream::iter(watched.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
-            .map(|id| {
-                let engine = engine.clone();
-                async move {
-                    let l = engine.lifetime(&id).await;
-                    (id, l)
-                }
-            })
-            .buffer_unordered(8)
-            .filter_map(|(id, l)| async move { l.ok().map(|l| (id, l)) })
-            .collect()
-            .await;
-    let mut readings: HashMap<String, Reading> = HashMap::new();
-    for (id, r) in results {
-        match r {
-            Ok(r) => {
-                readings.insert(id, r);
-            }
-            Err(e) => tracing::warn!("{e:#}"),
-        }
-    }
+    let read = Read {
+        readings: readings(engine, running).await,
+        // start time and restarts of every watched container, so that `homebase status`
+        // can answer from this snapshot alone
+        lifetimes: lifetimes(engine, watched.iter().map(|c| c.id.clone()).collect()).await,
+    };
     let t = now();
     let mut st = state.lock().await;
     let mut snaps = Vec::new();
     let mut rows = Vec::new();
     for p in projects {
         let mut services = Vec::new();
-        let mut total = 0u64;
         for c in watched.iter().filter(|c| c.project == p.name) {
-            let reading = readings.get(&c.id).copied().unwrap_or_default();
-            let track = st.tracks.entry(c.id.clone()).or_default();
-            let cpu = track
-                .last
-                .map(|prev| reading.cpu_percent_since(&prev))
-                .unwrap_or(0.0);
-            if c.state == "running" {
-                track.last = Some(reading);
-            }
-            total += reading.memory;
-            rows.push((p.name.clone(), c.service.clone(), reading.memory, cpu));
-            let priority = p
-                .priorities
-                .get(&c.service)
-                .copied()
-                .unwrap_or(Priority::Normal);
-            let governed = st
-                .governed
-                .get(&p.name)
-                .and_then(|g| g.iter().find(|(s, _, _)| *s == c.service))
-                .map(|(_, _, how)| how.to_string());
-            services.push(ServiceSnap {
-                name: c.service.clone(),
-                container: c.name.clone(),
-                state: c.state.clone(),
-                health: if c.health.is_empty() {
-                    "none".into()
-                } else {
-                    c.health.clone()
-                },
-                priority: priority.as_str().into(),
-                memory_bytes: reading.memory,
-                limit_bytes: reading.limit,
-                cpu_percent: cpu,
-                status_text: c.status.clone(),
-                governed,
-                gave_up: st.tracks.get(&c.id).is_some_and(|t| t.gave_up),
-                started_at: lifetimes
-                    .get(&c.id)
-                    .map(|l| l.started_at.clone())
-                    .unwrap_or_default(),
-                restarts: lifetimes.get(&c.id).map(|l| l.restarts).unwrap_or(0),
-            });
+            services.push(service_snap(&mut st, p, c, &read));
         }
         for c in &iterations {
-            let Some((project, name)) = c
-                .labels
-                .get(homebase_engine::run::LOOP_LABEL)
-                .and_then(|l| l.split_once('/'))
-            else {
-                continue;
-            };
-            if project != p.name {
-                continue;
+            if let Some(snap) = iteration_snap(&mut st, p, c, &read) {
+                services.push(snap);
             }
-            let reading = readings.get(&c.id).copied().unwrap_or_default();
-            let track = st.tracks.entry(c.id.clone()).or_default();
-            let cpu = track
-                .last
-                .map(|prev| reading.cpu_percent_since(&prev))
-                .unwrap_or(0.0);
-            track.last = Some(reading);
-            total += reading.memory;
-            let service = format!("loop:{name}");
-            rows.push((p.name.clone(), service.clone(), reading.memory, cpu));
-            services.push(ServiceSnap {
-                name: service,
-                container: c.name.clone(),
-                state: c.state.clone(),
-                health: "none".into(),
-                priority: p
-                    .loops
-                    .get(name)
-                    .map(|l| l.priority.as_str())
-                    .unwrap_or("batch")
-                    .into(),
-                memory_bytes: reading.memory,
-                limit_bytes: reading.limit,
-                cpu_percent: cpu,
-                status_text: "agent-loop iteration".into(),
-                governed: None,
-                gave_up: false,
-                started_at: String::new(),
-                restarts: 0,
-            });
         }
         services.sort_by(|a, b| a.name.cmp(&b.name));
+        rows.extend(services.iter().map(|s| {
+            (
+                p.name.clone(),
+                s.name.clone(),
+                s.memory_bytes,
+                s.cpu_percent,
+            )
+        }));
+        let total = services.iter().map(|s| s.memory_bytes).sum();
         heal(engine, shared, &mut st, p, &watched, t).await;
         govern(engine, shared, &mut st, p, &watched, total, t).await;
         snaps.push(ProjectSnap {
@@ -456,6 +331,158 @@ async fn round(
     };
     shared.publish(snapshot).await;
     Ok(())
+}
+
+/// Docker's data root's free space, alerting (or resolving) `disk_low` for each project.
+async fn check_disk(
+    root: Option<std::path::PathBuf>,
+    shared: &Arc<Shared>,
+    projects: &[Project],
+) -> Option<Disk> {
+    let root = root?;
+    let d = tokio::task::spawn_blocking(move || disk_of(&root))
+        .await
+        .ok()
+        .flatten()?;
+    let free = 100.0 * d.free_bytes as f64 / d.total_bytes.max(1) as f64;
+    for p in projects {
+        if free < p.daemon.disk_low_percent {
+            let msg = format!(
+                "{free:.0}% free on Docker's data root ({} free); prune images with `docker image prune`",
+                homebase_stack::units::Bytes(d.free_bytes)
+            );
+            shared.alert(&p.name, "", "disk_low", &msg).await;
+        } else {
+            shared
+                .resolve(&p.name, "", "disk_low", &format!("{free:.0}% free again"))
+                .await;
+        }
+    }
+    Some(d)
+}
+
+/// What one round read of the containers.
+struct Read {
+    readings: HashMap<String, Reading>,
+    lifetimes: HashMap<String, homebase_engine::Lifetime>,
+}
+
+/// Stats of these containers, at most 8 calls at once; a failed call is logged and left out.
+async fn readings(engine: &Engine, ids: Vec<String>) -> HashMap<String, Reading> {
+    stream::iter(ids)
+        .map(|id| {
+            let engine = engine.clone();
+            async move {
+                let r = engine.stats(&id).await;
+                (id, r)
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|(id, r)| async move {
+            r.map_err(|e| tracing::warn!("{e:#}")).ok().map(|r| (id, r))
+        })
+        .collect()
+        .await
+}
+
+/// Start time and restarts of these containers, at most 8 calls at once.
+async fn lifetimes(
+    engine: &Engine,
+    ids: Vec<String>,
+) -> HashMap<String, homebase_engine::Lifetime> {
+    stream::iter(ids)
+        .map(|id| {
+            let engine = engine.clone();
+            async move {
+                let l = engine.lifetime(&id).await;
+                (id, l)
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|(id, l)| async move { l.ok().map(|l| (id, l)) })
+        .collect()
+        .await
+}
+
+/// This reading of a container, and its CPU share since the last one.
+fn track(st: &mut State, id: &str, read: &Read, running: bool) -> (Reading, f64) {
+    let reading = read.readings.get(id).copied().unwrap_or_default();
+    let track = st.tracks.entry(id.to_string()).or_default();
+    let cpu = track
+        .last
+        .map(|prev| reading.cpu_percent_since(&prev))
+        .unwrap_or(0.0);
+    if running {
+        track.last = Some(reading);
+    }
+    (reading, cpu)
+}
+
+/// A service's container as the snapshot shows it.
+fn service_snap(st: &mut State, p: &Project, c: &Container, read: &Read) -> ServiceSnap {
+    let (reading, cpu) = track(st, &c.id, read, c.state == "running");
+    let priority = p
+        .priorities
+        .get(&c.service)
+        .copied()
+        .unwrap_or(Priority::Normal);
+    let governed = st
+        .governed
+        .get(&p.name)
+        .and_then(|g| g.iter().find(|(s, _, _)| *s == c.service))
+        .map(|(_, _, how)| how.to_string());
+    let lifetime = read.lifetimes.get(&c.id);
+    ServiceSnap {
+        name: c.service.clone(),
+        container: c.name.clone(),
+        state: c.state.clone(),
+        health: if c.health.is_empty() {
+            "none".into()
+        } else {
+            c.health.clone()
+        },
+        priority: priority.as_str().into(),
+        memory_bytes: reading.memory,
+        limit_bytes: reading.limit,
+        cpu_percent: cpu,
+        status_text: c.status.clone(),
+        governed,
+        gave_up: st.tracks.get(&c.id).is_some_and(|t| t.gave_up),
+        started_at: lifetime.map(|l| l.started_at.clone()).unwrap_or_default(),
+        restarts: lifetime.map(|l| l.restarts).unwrap_or(0),
+    }
+}
+
+/// A running agent-loop iteration of project `p`, as a service `loop:NAME`.
+fn iteration_snap(st: &mut State, p: &Project, c: &Labelled, read: &Read) -> Option<ServiceSnap> {
+    let (project, name) = c
+        .labels
+        .get(homebase_engine::run::LOOP_LABEL)
+        .and_then(|l| l.split_once('/'))?;
+    if project != p.name {
+        return None;
+    }
+    let (reading, cpu) = track(st, &c.id, read, true);
+    Some(ServiceSnap {
+        name: format!("loop:{name}"),
+        container: c.name.clone(),
+        state: c.state.clone(),
+        health: "none".into(),
+        priority: p
+            .loops
+            .get(name)
+            .map(|l| l.priority.as_str())
+            .unwrap_or("batch")
+            .into(),
+        memory_bytes: reading.memory,
+        limit_bytes: reading.limit,
+        cpu_percent: cpu,
+        status_text: "agent-loop iteration".into(),
+        governed: None,
+        gave_up: false,
+        started_at: String::new(),
+        restarts: 0,
+    })
 }
 
 #[cfg(test)]
