@@ -129,23 +129,7 @@ pub fn collect_status(
         "/api/events?limit=10".to_string(),
         format!("/api/loops?project={}", host.project),
     ];
-    // With the daemon's snapshot of the project at its current release (a daemon new
-    // enough to keep each container's start and restarts), the host runs no docker command
-    // at all; a snapshot from before the last deploy is not used for the services.
-    let script = format!(
-        "p={p}; c=$(cat {d}/current 2>/dev/null); {ask}case \"{fresh}:$hb_d:$hb_a0\" in \
-           0:running*\"\\\"name\\\":\\\"$p\\\",\\\"release\\\":\\\"$c\\\"\"*\"\\\"started_at\\\"\"*) echo daemon; echo '@@HB@@';; \
-           *) ids=$(docker ps -aq --filter label=com.docker.compose.project=\"$p\"); \
-         if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; \
-           case \"{fresh}:$hb_d:$hb_a0\" in 0:running*\"\\\"name\\\":\\\"$p\\\"\"*) ;; *) docker stats --no-stream --format '{{{{json .}}}}' $ids;; esac; \
-         else echo '[]'; echo '@@HB@@'; fi;; esac; \
-         echo '@@HB@@'; cat {d}/current 2>/dev/null; echo; echo '@@HB@@'; {print} true",
-        ask = on_host::ask(daemon_dir, &asks),
-        print = on_host::print(asks.len()),
-        p = sh_quote(&host.project),
-        d = host.dir(),
-        fresh = u8::from(fresh),
-    );
+    let script = status_script(host, daemon_dir, &asks, fresh);
     let out = host.session.check(&script)?;
     let mut parts = out.splitn(4, "@@HB@@");
     let first = parts.next().unwrap_or("[]").trim();
@@ -195,52 +179,7 @@ pub fn collect_status(
         ));
     }
     for name in planned.iter().filter(|_| !from_daemon) {
-        let c = inspect.iter().find(|c| {
-            c["Config"]["Labels"]["com.docker.compose.service"].as_str() == Some(name.as_str())
-        });
-        let Some(c) = c else {
-            services.push(ServiceStatus::missing(name));
-            continue;
-        };
-        let cname = c["Name"]
-            .as_str()
-            .unwrap_or("")
-            .trim_start_matches('/')
-            .to_string();
-        let state = c["State"]["Status"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string();
-        let health = c["State"]["Health"]["Status"]
-            .as_str()
-            .unwrap_or("none")
-            .to_string();
-        let uptime_secs = (state == "running")
-            .then(|| c["State"]["StartedAt"].as_str().and_then(parse_rfc3339))
-            .flatten()
-            .map(|t| now.saturating_sub(t));
-        let limit = c["HostConfig"]["Memory"].as_u64().filter(|m| *m > 0);
-        let memory = stats
-            .iter()
-            .find(|s| s["Name"].as_str() == Some(cname.as_str()))
-            .and_then(|s| s["MemUsage"].as_str())
-            .and_then(mem_used)
-            .or_else(|| {
-                (state == "running")
-                    .then(|| sampled.get(&cname).copied())
-                    .flatten()
-            });
-        services.push(ServiceStatus {
-            name: name.clone(),
-            state,
-            health,
-            uptime_secs,
-            restarts: c["RestartCount"].as_u64().unwrap_or(0),
-            memory_bytes: memory,
-            limit_bytes: limit,
-            container: Some(cname),
-            nodes: Vec::new(),
-        });
+        services.push(status_from_engine(name, &inspect, &stats, &sampled, now));
     }
     let healthy = services
         .iter()
@@ -291,6 +230,90 @@ pub fn collect_status(
         on_host::Answer::NoCurl => {}
     }
     Ok(report)
+}
+
+/// The status command: the daemon's answers to `asks`, and the engine's view unless the
+/// daemon's snapshot is of the current release (see [`collect_status`]).
+fn status_script(
+    host: &HostProject,
+    daemon_dir: Option<&str>,
+    asks: &[String],
+    fresh: bool,
+) -> String {
+    use crate::daemon_client::on_host;
+    // With the daemon's snapshot of the project at its current release (a daemon new
+    // enough to keep each container's start and restarts), the host runs no docker command
+    // at all; a snapshot from before the last deploy is not used for the services.
+    format!(
+        "p={p}; c=$(cat {d}/current 2>/dev/null); {ask}case \"{fresh}:$hb_d:$hb_a0\" in \
+           0:running*\"\\\"name\\\":\\\"$p\\\",\\\"release\\\":\\\"$c\\\"\"*\"\\\"started_at\\\"\"*) echo daemon; echo '@@HB@@';; \
+           *) ids=$(docker ps -aq --filter label=com.docker.compose.project=\"$p\"); \
+         if [ -n \"$ids\" ]; then docker inspect $ids; echo '@@HB@@'; \
+           case \"{fresh}:$hb_d:$hb_a0\" in 0:running*\"\\\"name\\\":\\\"$p\\\"\"*) ;; *) docker stats --no-stream --format '{{{{json .}}}}' $ids;; esac; \
+         else echo '[]'; echo '@@HB@@'; fi;; esac; \
+         echo '@@HB@@'; cat {d}/current 2>/dev/null; echo; echo '@@HB@@'; {print} true",
+        ask = on_host::ask(daemon_dir, asks),
+        print = on_host::print(asks.len()),
+        p = sh_quote(&host.project),
+        d = host.dir(),
+        fresh = u8::from(fresh),
+    )
+}
+
+/// A service as the engine reports it (`docker inspect`, `docker stats`); its memory the
+/// daemon's last sample (`sampled`, by container) when `docker stats` was not run.
+fn status_from_engine(
+    name: &str,
+    inspect: &[Value],
+    stats: &[Value],
+    sampled: &std::collections::HashMap<String, u64>,
+    now: u64,
+) -> ServiceStatus {
+    let c = inspect
+        .iter()
+        .find(|c| c["Config"]["Labels"]["com.docker.compose.service"].as_str() == Some(name));
+    let Some(c) = c else {
+        return ServiceStatus::missing(name);
+    };
+    let cname = c["Name"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string();
+    let state = c["State"]["Status"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
+    let health = c["State"]["Health"]["Status"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+    let uptime_secs = (state == "running")
+        .then(|| c["State"]["StartedAt"].as_str().and_then(parse_rfc3339))
+        .flatten()
+        .map(|t| now.saturating_sub(t));
+    let limit = c["HostConfig"]["Memory"].as_u64().filter(|m| *m > 0);
+    let memory = stats
+        .iter()
+        .find(|s| s["Name"].as_str() == Some(cname.as_str()))
+        .and_then(|s| s["MemUsage"].as_str())
+        .and_then(mem_used)
+        .or_else(|| {
+            (state == "running")
+                .then(|| sampled.get(&cname).copied())
+                .flatten()
+        });
+    ServiceStatus {
+        name: name.to_string(),
+        state,
+        health,
+        uptime_secs,
+        restarts: c["RestartCount"].as_u64().unwrap_or(0),
+        memory_bytes: memory,
+        limit_bytes: limit,
+        container: Some(cname),
+        nodes: Vec::new(),
+    }
 }
 
 /// The daemon's alerts and events of this project, and its loops.
