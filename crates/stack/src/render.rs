@@ -107,12 +107,6 @@ fn render_service(
     opts: &RenderSection,
     notes: &mut Vec<Note>,
 ) {
-    let note = |notes: &mut Vec<Note>, message: String| {
-        notes.push(Note {
-            service: ps.name.clone(),
-            message,
-        })
-    };
     for key in ["profiles", "mem_limit", "mem_reservation", "extends"] {
         raw.remove(key);
     }
@@ -165,7 +159,14 @@ fn render_service(
     if !opts.tune {
         return;
     }
-    let Some(limit) = ps.limit else { return };
+    if let Some(limit) = ps.limit {
+        tune(raw, ps, limit, notes);
+    }
+}
+
+/// Settings derived from the memory limit, by the kind of service (PostgreSQL, Neo4j,
+/// Node.js, the JVM), unless the compose file sets them already.
+fn tune(raw: &mut Mapping, ps: &PlannedService, limit: Bytes, notes: &mut Vec<Note>) {
     let repo = ps
         .image
         .as_deref()
@@ -188,98 +189,125 @@ fn render_service(
                 "Neo4j memory not derived: `{repo}` is not the official neo4j image, whose NEO4J_server_memory_* variables homebase sets"
             ),
         }),
-        Kind::Neo4j => {
-            let v4 = ps
-                .image
-                .as_deref()
-                .is_some_and(|i| i.contains(":4.") || i.contains(":3."));
-            let prefix = if v4 {
-                "NEO4J_dbms_memory"
-            } else {
-                "NEO4J_server_memory"
-            };
-            let env = mapping_at(raw, "environment");
-            let user_set = env
-                .keys()
-                .filter_map(Value::as_str)
-                .any(|k| k.contains("_memory_heap") || k.contains("_memory_pagecache"));
-            if user_set {
-                note(
-                    notes,
-                    "Neo4j memory set in the compose file; left as is".into(),
-                );
-            } else {
-                let heap = Bytes(limit.0 * 2 / 5);
-                let cache = Bytes(limit.0 * 3 / 10);
-                let m = |b: Bytes| format!("{}m", b.as_mib());
-                env.insert(
-                    format!("{prefix}_heap_initial__size").into(),
-                    m(heap).into(),
-                );
-                env.insert(format!("{prefix}_heap_max__size").into(), m(heap).into());
-                env.insert(format!("{prefix}_pagecache_size").into(), m(cache).into());
-                note(
-                    notes,
-                    format!(
-                        "Neo4j heap {} and page cache {} from the {limit} limit",
-                        m(heap),
-                        m(cache)
-                    ),
-                );
-            }
-        }
-        Kind::Node => {
-            let mib = limit.as_mib() * 3 / 4;
-            let flag = format!("--max-old-space-size={mib}");
-            let env = mapping_at(raw, "environment");
-            match env
-                .get("NODE_OPTIONS")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-            {
-                Some(existing) if existing.contains("max-old-space-size") => {
-                    note(
-                        notes,
-                        "NODE_OPTIONS already sets the heap; left as is".into(),
-                    );
-                }
-                Some(existing) => {
-                    env.insert("NODE_OPTIONS".into(), format!("{existing} {flag}").into());
-                    note(notes, format!("Node.js heap {mib} MiB (75% of the limit)"));
-                }
-                None => {
-                    env.insert("NODE_OPTIONS".into(), flag.into());
-                    note(notes, format!("Node.js heap {mib} MiB (75% of the limit)"));
-                }
-            }
-        }
-        Kind::Jvm => {
-            let env = mapping_at(raw, "environment");
-            let existing = env
-                .get("JAVA_TOOL_OPTIONS")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            match existing {
-                Some(e) if e.contains("MaxRAMPercentage") || e.contains("-Xmx") => {
-                    note(
-                        notes,
-                        "JAVA_TOOL_OPTIONS already sizes the heap; left as is".into(),
-                    );
-                }
-                other => {
-                    let v = match other {
-                        Some(e) => format!("{e} -XX:MaxRAMPercentage=75.0"),
-                        None => "-XX:MaxRAMPercentage=75.0".into(),
-                    };
-                    env.insert("JAVA_TOOL_OPTIONS".into(), v.into());
-                    note(
-                        notes,
-                        "JVM heap at most 75% of the limit (-XX:MaxRAMPercentage)".into(),
-                    );
-                }
-            }
-        }
+        Kind::Neo4j => tune_neo4j(raw, ps, limit, notes),
+        Kind::Node => tune_node(raw, ps, limit, notes),
+        Kind::Jvm => tune_jvm(raw, ps, notes),
         _ => {}
+    }
+}
+
+/// Neo4j's heap (40%) and page cache (30%) of the limit.
+fn tune_neo4j(raw: &mut Mapping, ps: &PlannedService, limit: Bytes, notes: &mut Vec<Note>) {
+    let note = |notes: &mut Vec<Note>, message: String| {
+        notes.push(Note {
+            service: ps.name.clone(),
+            message,
+        })
+    };
+    let v4 = ps
+        .image
+        .as_deref()
+        .is_some_and(|i| i.contains(":4.") || i.contains(":3."));
+    let prefix = if v4 {
+        "NEO4J_dbms_memory"
+    } else {
+        "NEO4J_server_memory"
+    };
+    let env = mapping_at(raw, "environment");
+    let user_set = env
+        .keys()
+        .filter_map(Value::as_str)
+        .any(|k| k.contains("_memory_heap") || k.contains("_memory_pagecache"));
+    if user_set {
+        note(
+            notes,
+            "Neo4j memory set in the compose file; left as is".into(),
+        );
+    } else {
+        let heap = Bytes(limit.0 * 2 / 5);
+        let cache = Bytes(limit.0 * 3 / 10);
+        let m = |b: Bytes| format!("{}m", b.as_mib());
+        env.insert(
+            format!("{prefix}_heap_initial__size").into(),
+            m(heap).into(),
+        );
+        env.insert(format!("{prefix}_heap_max__size").into(), m(heap).into());
+        env.insert(format!("{prefix}_pagecache_size").into(), m(cache).into());
+        note(
+            notes,
+            format!(
+                "Neo4j heap {} and page cache {} from the {limit} limit",
+                m(heap),
+                m(cache)
+            ),
+        );
+    }
+}
+
+/// Node.js's old-space heap at 75% of the limit.
+fn tune_node(raw: &mut Mapping, ps: &PlannedService, limit: Bytes, notes: &mut Vec<Note>) {
+    let note = |notes: &mut Vec<Note>, message: String| {
+        notes.push(Note {
+            service: ps.name.clone(),
+            message,
+        })
+    };
+    let mib = limit.as_mib() * 3 / 4;
+    let flag = format!("--max-old-space-size={mib}");
+    let env = mapping_at(raw, "environment");
+    match env
+        .get("NODE_OPTIONS")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        Some(existing) if existing.contains("max-old-space-size") => {
+            note(
+                notes,
+                "NODE_OPTIONS already sets the heap; left as is".into(),
+            );
+        }
+        Some(existing) => {
+            env.insert("NODE_OPTIONS".into(), format!("{existing} {flag}").into());
+            note(notes, format!("Node.js heap {mib} MiB (75% of the limit)"));
+        }
+        None => {
+            env.insert("NODE_OPTIONS".into(), flag.into());
+            note(notes, format!("Node.js heap {mib} MiB (75% of the limit)"));
+        }
+    }
+}
+
+/// The JVM's heap at most 75% of the limit.
+fn tune_jvm(raw: &mut Mapping, ps: &PlannedService, notes: &mut Vec<Note>) {
+    let note = |notes: &mut Vec<Note>, message: String| {
+        notes.push(Note {
+            service: ps.name.clone(),
+            message,
+        })
+    };
+    let env = mapping_at(raw, "environment");
+    let existing = env
+        .get("JAVA_TOOL_OPTIONS")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match existing {
+        Some(e) if e.contains("MaxRAMPercentage") || e.contains("-Xmx") => {
+            note(
+                notes,
+                "JAVA_TOOL_OPTIONS already sizes the heap; left as is".into(),
+            );
+        }
+        other => {
+            let v = match other {
+                Some(e) => format!("{e} -XX:MaxRAMPercentage=75.0"),
+                None => "-XX:MaxRAMPercentage=75.0".into(),
+            };
+            env.insert("JAVA_TOOL_OPTIONS".into(), v.into());
+            note(
+                notes,
+                "JVM heap at most 75% of the limit (-XX:MaxRAMPercentage)".into(),
+            );
+        }
     }
 }
 
