@@ -141,79 +141,11 @@ impl Service {
         )
         .map_err(|m| StackError::invalid(file, at("mem_reservation"), m))?;
 
-        let healthcheck = match raw.get("healthcheck") {
-            Some(Value::Mapping(h)) => Some(Healthcheck {
-                disabled: h.get("disable").is_some_and(|v| v.as_bool() == Some(true))
-                    || matches!(h.get("test"), Some(Value::Sequence(s)) if s.first().and_then(Value::as_str) == Some("NONE")),
-                test: match h.get("test") {
-                    Some(Value::Sequence(s)) => s.iter().filter_map(scalar).collect(),
-                    Some(v) => scalar(v)
-                        .map(|s| vec!["CMD-SHELL".to_string(), s])
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                },
-            }),
-            _ => None,
-        };
+        let healthcheck = healthcheck(&raw);
 
-        let mut ports = Vec::new();
-        let mut warnings = Vec::new();
-        if let Some(v) = raw.get("ports") {
-            let Value::Sequence(seq) = v else {
-                return Err(StackError::invalid(
-                    file,
-                    at("ports"),
-                    "`ports` must be a list",
-                ));
-            };
-            for p in seq {
-                // Kept in the raw definition for Compose to judge (often a variable the
-                // user's .env sets); homebase only loses the typed view of it.
-                match parse_port(p) {
-                    // the same port twice is one, as Compose reads it
-                    Ok(port) if ports.contains(&port) => {}
-                    Ok(port) => ports.push(port),
-                    Err(m) => warnings.push(format!("{}: {m}", at("ports"))),
-                }
-            }
-        }
+        let (ports, warnings) = ports(&raw, file, &at)?;
 
-        let mut depends_on = IndexMap::new();
-        let mut optional_deps = Vec::new();
-        match raw.get("depends_on") {
-            None | Some(Value::Null) => {}
-            Some(Value::Mapping(m)) => {
-                for (k, v) in m {
-                    let dep = scalar(k).unwrap_or_default();
-                    let cond = match v {
-                        Value::Mapping(c) => {
-                            if c.get("required").and_then(scalar).as_deref() == Some("false") {
-                                optional_deps.push(dep.clone());
-                            }
-                            c.get("condition")
-                                .and_then(scalar)
-                                .unwrap_or_else(|| "service_started".into())
-                        }
-                        _ => "service_started".into(),
-                    };
-                    depends_on.insert(dep, cond);
-                }
-            }
-            Some(_) => {
-                return Err(StackError::invalid(
-                    file,
-                    at("depends_on"),
-                    "expected a list or a mapping of services",
-                ));
-            }
-        }
-
-        // what `links`, `volumes_from` and `service:` namespaces imply, as Compose adds them
-        for dep in crate::validate::implied_dependencies(&raw) {
-            depends_on
-                .entry(dep)
-                .or_insert_with(|| "service_started".into());
-        }
+        let (depends_on, optional_deps) = depends_on(&raw, file, &at)?;
 
         let mut environment = IndexMap::new();
         if let Some(Value::Mapping(m)) = raw.get("environment") {
@@ -226,43 +158,8 @@ impl Service {
             _ => Vec::new(),
         };
         let image = raw.get("image").and_then(scalar).filter(|s| !s.is_empty());
-        let named_volumes = match raw.get("volumes") {
-            Some(Value::Sequence(vols)) => vols
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Mapping(m) => {
-                        let kind = m
-                            .get("type")
-                            .and_then(scalar)
-                            .unwrap_or_else(|| "volume".into());
-                        let source = m.get("source").and_then(scalar)?;
-                        (kind == "volume")
-                            .then(|| (source, m.get("target").and_then(scalar).unwrap_or_default()))
-                    }
-                    other => {
-                        let s = scalar(other)?;
-                        let mut parts = s.splitn(3, ':');
-                        let (source, target) = (parts.next()?, parts.next()?);
-                        let named = !source.is_empty() && !source.starts_with(['.', '/', '~', '$']);
-                        named.then(|| (source.to_string(), target.to_string()))
-                    }
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let env_files = match raw.get("env_file") {
-            Some(Value::Sequence(entries)) => entries
-                .iter()
-                .filter_map(|e| match e {
-                    Value::Mapping(m) => Some((
-                        m.get("path").and_then(scalar)?,
-                        m.get("required").and_then(Value::as_bool).unwrap_or(true),
-                    )),
-                    other => scalar(other).map(|p| (p, true)),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let named_volumes = named_volumes(&raw);
+        let env_files = env_files(&raw);
         Ok(Service {
             name: name.to_string(),
             image,
@@ -297,6 +194,146 @@ impl Service {
             Some(i) if !no_digest[i..].contains('/') => Some(no_digest[i + 1..].to_string()),
             _ => None,
         }
+    }
+}
+
+/// `healthcheck:`, as far as homebase reads it: disabled, and its test.
+fn healthcheck(raw: &Mapping) -> Option<Healthcheck> {
+    match raw.get("healthcheck") {
+        Some(Value::Mapping(h)) => Some(Healthcheck {
+            disabled: h.get("disable").is_some_and(|v| v.as_bool() == Some(true))
+                || matches!(h.get("test"), Some(Value::Sequence(s)) if s.first().and_then(Value::as_str) == Some("NONE")),
+            test: match h.get("test") {
+                Some(Value::Sequence(s)) => s.iter().filter_map(scalar).collect(),
+                Some(v) => scalar(v)
+                    .map(|s| vec!["CMD-SHELL".to_string(), s])
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// `ports:`, each a [`Port`]; one homebase cannot read is a warning (Compose judges it).
+fn ports(
+    raw: &Mapping,
+    file: &Path,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(Vec<Port>, Vec<String>), StackError> {
+    let mut ports = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(v) = raw.get("ports") {
+        let Value::Sequence(seq) = v else {
+            return Err(StackError::invalid(
+                file,
+                at("ports"),
+                "`ports` must be a list",
+            ));
+        };
+        for p in seq {
+            // Kept in the raw definition for Compose to judge (often a variable the
+            // user's .env sets); homebase only loses the typed view of it.
+            match parse_port(p) {
+                // the same port twice is one, as Compose reads it
+                Ok(port) if ports.contains(&port) => {}
+                Ok(port) => ports.push(port),
+                Err(m) => warnings.push(format!("{}: {m}", at("ports"))),
+            }
+        }
+    }
+    Ok((ports, warnings))
+}
+
+/// `depends_on:` (with what `links`, `volumes_from` and `service:` namespaces imply): each
+/// dependency's condition, and the optional ones (`required: false`).
+#[allow(clippy::type_complexity)]
+fn depends_on(
+    raw: &Mapping,
+    file: &Path,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(IndexMap<String, String>, Vec<String>), StackError> {
+    let mut depends_on = IndexMap::new();
+    let mut optional_deps = Vec::new();
+    match raw.get("depends_on") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let dep = scalar(k).unwrap_or_default();
+                let cond = match v {
+                    Value::Mapping(c) => {
+                        if c.get("required").and_then(scalar).as_deref() == Some("false") {
+                            optional_deps.push(dep.clone());
+                        }
+                        c.get("condition")
+                            .and_then(scalar)
+                            .unwrap_or_else(|| "service_started".into())
+                    }
+                    _ => "service_started".into(),
+                };
+                depends_on.insert(dep, cond);
+            }
+        }
+        Some(_) => {
+            return Err(StackError::invalid(
+                file,
+                at("depends_on"),
+                "expected a list or a mapping of services",
+            ));
+        }
+    }
+
+    // what `links`, `volumes_from` and `service:` namespaces imply, as Compose adds them
+    for dep in crate::validate::implied_dependencies(raw) {
+        depends_on
+            .entry(dep)
+            .or_insert_with(|| "service_started".into());
+    }
+    Ok((depends_on, optional_deps))
+}
+
+/// Named volumes the service mounts, with their targets.
+fn named_volumes(raw: &Mapping) -> Vec<(String, String)> {
+    match raw.get("volumes") {
+        Some(Value::Sequence(vols)) => vols
+            .iter()
+            .filter_map(|v| match v {
+                Value::Mapping(m) => {
+                    let kind = m
+                        .get("type")
+                        .and_then(scalar)
+                        .unwrap_or_else(|| "volume".into());
+                    let source = m.get("source").and_then(scalar)?;
+                    (kind == "volume")
+                        .then(|| (source, m.get("target").and_then(scalar).unwrap_or_default()))
+                }
+                other => {
+                    let s = scalar(other)?;
+                    let mut parts = s.splitn(3, ':');
+                    let (source, target) = (parts.next()?, parts.next()?);
+                    let named = !source.is_empty() && !source.starts_with(['.', '/', '~', '$']);
+                    named.then(|| (source.to_string(), target.to_string()))
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `env_file:` entries, with whether each is required.
+fn env_files(raw: &Mapping) -> Vec<(String, bool)> {
+    match raw.get("env_file") {
+        Some(Value::Sequence(entries)) => entries
+            .iter()
+            .filter_map(|e| match e {
+                Value::Mapping(m) => Some((
+                    m.get("path").and_then(scalar)?,
+                    m.get("required").and_then(Value::as_bool).unwrap_or(true),
+                )),
+                other => scalar(other).map(|p| (p, true)),
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
