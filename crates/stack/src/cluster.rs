@@ -158,46 +158,7 @@ pub fn nodes(config: &Config, memory: impl Fn(&str) -> Bytes) -> Vec<NodeCap> {
 }
 
 pub fn place(plan: &Plan, config: &Config, nodes: &[NodeCap]) -> ClusterPlan {
-    struct Task {
-        name: String,
-        service: String,
-        reserve: Bytes,
-        constraints: Vec<Constraint>,
-    }
-    let mut tasks = Vec::new();
-    for s in &plan.services {
-        let replicas = config
-            .services
-            .get(&s.name)
-            .and_then(|c| c.replicas)
-            .unwrap_or(1);
-        let reserve = s.reservation.or(s.limit).unwrap_or_default();
-        for r in 1..=replicas {
-            tasks.push(Task {
-                name: if replicas > 1 {
-                    format!("{}.{r}", s.name)
-                } else {
-                    s.name.clone()
-                },
-                service: s.name.clone(),
-                reserve,
-                constraints: constraints(config, &s.name),
-            });
-        }
-    }
-    // Loops run on the manager, one iteration at a time.
-    for l in &plan.loops {
-        tasks.push(Task {
-            name: format!("loop:{}", l.name),
-            service: format!("loop:{}", l.name),
-            reserve: l.memory,
-            constraints: vec![Constraint {
-                field: "node.role".into(),
-                equal: true,
-                value: "manager".into(),
-            }],
-        });
-    }
+    let mut tasks = tasks(plan, config);
     // Largest first; ties in config order.
     tasks.sort_by_key(|t| std::cmp::Reverse(t.reserve));
     let target = config.budget.target;
@@ -233,34 +194,7 @@ pub fn place(plan: &Plan, config: &Config, nodes: &[NodeCap]) -> ClusterPlan {
             .map(|(i, _)| i)
             .collect();
         if eligible.is_empty() {
-            let cons: Vec<String> = t.constraints.iter().map(|c| format!("`{c}`")).collect();
-            let have: Vec<String> = nodes
-                .iter()
-                .map(|n| {
-                    let labels: Vec<String> = n
-                        .labels
-                        .iter()
-                        .filter(|(k, _)| *k != NODE_LABEL)
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    format!(
-                        "{} ({}{})",
-                        n.name,
-                        if n.manager { "manager" } else { "worker" },
-                        if labels.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {}", labels.join(", "))
-                        }
-                    )
-                })
-                .collect();
-            problems.push(format!(
-                "service `{}`: no node satisfies {}; the nodes are {}; change the constraint or a node's labels in [nodes]",
-                t.service,
-                cons.join(" and "),
-                have.join("; ")
-            ));
+            problems.push(no_node(t, nodes));
             continue;
         }
         let best = eligible
@@ -274,37 +208,7 @@ pub fn place(plan: &Plan, config: &Config, nodes: &[NodeCap]) -> ClusterPlan {
                 fits[i].tasks.push(t.name.clone());
             }
             None => {
-                let room: Vec<String> = eligible
-                    .iter()
-                    .map(|i| {
-                        let f = &fits[*i];
-                        format!(
-                            "{} has {} left of {}",
-                            f.name,
-                            Bytes(f.budget.0.saturating_sub(f.reserved.0)),
-                            f.budget
-                        )
-                    })
-                    .collect();
-                let largest = eligible
-                    .iter()
-                    .map(|i| fits[*i].budget)
-                    .max()
-                    .unwrap_or_default();
-                let fix = if t.reserve > largest {
-                    format!(
-                        "it is larger than any eligible node's whole budget ({largest}): lower its `sustained`, or give it a bigger node"
-                    )
-                } else {
-                    "lower some reservations, loosen its constraints, or add a node".to_string()
-                };
-                problems.push(format!(
-                    "service `{}` (task `{}`) reserves {} and fits on no eligible node: {}; {fix}",
-                    t.service,
-                    t.name,
-                    t.reserve,
-                    room.join(", ")
-                ));
+                problems.push(no_room(t, &eligible, &fits));
             }
         }
     }
@@ -314,6 +218,120 @@ pub fn place(plan: &Plan, config: &Config, nodes: &[NodeCap]) -> ClusterPlan {
         reserved: total,
         problems,
     }
+}
+
+/// One task to place: a replica of a service, or a loop's iteration.
+struct Task {
+    name: String,
+    service: String,
+    reserve: Bytes,
+    constraints: Vec<Constraint>,
+}
+
+/// The tasks of the plan: each replica of each service, and each loop (on the manager).
+fn tasks(plan: &Plan, config: &Config) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for s in &plan.services {
+        let replicas = config
+            .services
+            .get(&s.name)
+            .and_then(|c| c.replicas)
+            .unwrap_or(1);
+        let reserve = s.reservation.or(s.limit).unwrap_or_default();
+        for r in 1..=replicas {
+            tasks.push(Task {
+                name: if replicas > 1 {
+                    format!("{}.{r}", s.name)
+                } else {
+                    s.name.clone()
+                },
+                service: s.name.clone(),
+                reserve,
+                constraints: constraints(config, &s.name),
+            });
+        }
+    }
+    // Loops run on the manager, one iteration at a time.
+    for l in &plan.loops {
+        tasks.push(Task {
+            name: format!("loop:{}", l.name),
+            service: format!("loop:{}", l.name),
+            reserve: l.memory,
+            constraints: vec![Constraint {
+                field: "node.role".into(),
+                equal: true,
+                value: "manager".into(),
+            }],
+        });
+    }
+    tasks
+}
+
+/// Why task `t` has no eligible node: its constraints, and every node's role and labels.
+fn no_node(t: &Task, nodes: &[NodeCap]) -> String {
+    let cons: Vec<String> = t.constraints.iter().map(|c| format!("`{c}`")).collect();
+    let have: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let labels: Vec<String> = n
+                .labels
+                .iter()
+                .filter(|(k, _)| *k != NODE_LABEL)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(
+                "{} ({}{})",
+                n.name,
+                if n.manager { "manager" } else { "worker" },
+                if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", labels.join(", "))
+                }
+            )
+        })
+        .collect();
+    format!(
+        "service `{}`: no node satisfies {}; the nodes are {}; change the constraint or a node's labels in [nodes]",
+        t.service,
+        cons.join(" and "),
+        have.join("; ")
+    )
+}
+
+/// Why task `t` fits on none of its eligible nodes: the room each has, and the fix.
+fn no_room(t: &Task, eligible: &[usize], fits: &[NodeFit]) -> String {
+    let room: Vec<String> = eligible
+        .iter()
+        .map(|i| {
+            let f = &fits[*i];
+            format!(
+                "{} has {} left of {}",
+                f.name,
+                Bytes(f.budget.0.saturating_sub(f.reserved.0)),
+                f.budget
+            )
+        })
+        .collect();
+    let largest = eligible
+        .iter()
+        .map(|i| fits[*i].budget)
+        .max()
+        .unwrap_or_default();
+    let fix = if t.reserve > largest {
+        format!(
+            "it is larger than any eligible node's whole budget ({largest}): lower its `sustained`, or give it a bigger node"
+        )
+    } else {
+        "lower some reservations, loosen its constraints, or add a node".to_string()
+    };
+    format!(
+        "service `{}` (task `{}`) reserves {} and fits on no eligible node: {}; {fix}",
+        t.service,
+        t.name,
+        t.reserve,
+        room.join(", ")
+    )
 }
 
 #[cfg(test)]
