@@ -424,6 +424,7 @@ mod tests {
             loops: Default::default(),
             loop_status: Default::default(),
             sessions: Default::default(),
+            watcher: Default::default(),
         };
         (Arc::new(s), dir)
     }

@@ -81,12 +81,14 @@ pub struct Shared {
     /// Neither is the token: a cookie reaches every service on 127.0.0.1 (cookies ignore
     /// ports), and a code may show in a browser's command line.
     pub sessions: api::Sessions,
+    /// The projects, read once per release (see [`projects::Watcher`]).
+    pub watcher: projects::Watcher,
 }
 
 impl Shared {
-    /// The projects to watch now (re-read every round: a deploy changes them).
+    /// The projects to watch now (a deploy or a rollback changes them).
     pub fn projects(&self, mem_total: u64) -> (Vec<projects::Project>, Vec<String>) {
-        let (mut p, e) = projects::load(&self.home, mem_total);
+        let (mut p, e) = self.watcher.load(&self.home, mem_total);
         if !self.only.is_empty() {
             p.retain(|p| self.only.contains(&p.name));
         }
@@ -280,6 +282,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         loops: Mutex::new(loops::Registry::default()),
         loop_status: RwLock::new(std::collections::BTreeMap::new()),
         sessions: api::Sessions::default(),
+        watcher: projects::Watcher::default(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -34,26 +34,54 @@ pub struct Project {
     pub node: Option<String>,
 }
 
-/// Loads every project with a current release; a project that cannot be read is reported
-/// in the second list and skipped, never fatal.
-pub fn load(home: &Path, mem_total: u64) -> (Vec<Project>, Vec<String>) {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    let Ok(entries) = std::fs::read_dir(home) else {
-        return (out, errors);
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(layout::CURRENT).is_file())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
-        match load_one(&dir, mem_total) {
-            Ok(p) => out.push(p),
-            Err(e) => errors.push(format!("{}: {e:#}", dir.display())),
+/// The one reader of the projects on this host, that every task of the daemon asks (the
+/// monitor's rounds, the loops' manager, the backup schedule, the API): a project's
+/// homebase.toml and compose file are read again only when its current release changed, or
+/// the engine's memory did (a budget of `host_memory = "detect"` follows it).
+#[derive(Default)]
+pub struct Watcher {
+    read: std::sync::Mutex<HashMap<PathBuf, Read>>,
+}
+
+/// A project directory as last read: its current release, the engine's memory then, and
+/// the project (or why it could not be read).
+type Read = (String, u64, Result<Project, String>);
+
+impl Watcher {
+    /// Every project with a current release; a project that cannot be read is reported in
+    /// the second list and skipped, never fatal.
+    pub fn load(&self, home: &Path, mem_total: u64) -> (Vec<Project>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        let Ok(entries) = std::fs::read_dir(home) else {
+            return (out, errors);
+        };
+        let mut dirs: Vec<(PathBuf, String)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let current = std::fs::read_to_string(p.join(layout::CURRENT)).ok()?;
+                Some((p, current.trim().to_string()))
+            })
+            .collect();
+        dirs.sort();
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.retain(|dir, _| dirs.iter().any(|(d, _)| d == dir));
+        for (dir, current) in dirs {
+            let fresh =
+                matches!(read.get(&dir), Some((r, m, _)) if *r == current && *m == mem_total);
+            if !fresh {
+                let project =
+                    load_one(&dir, mem_total).map_err(|e| format!("{}: {e:#}", dir.display()));
+                read.insert(dir.clone(), (current, mem_total, project));
+            }
+            match read.get(&dir).map(|(_, _, p)| p) {
+                Some(Ok(p)) => out.push(p.clone()),
+                Some(Err(e)) => errors.push(e.clone()),
+                None => {}
+            }
         }
+        (out, errors)
     }
-    (out, errors)
 }
 
 fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
@@ -115,4 +143,56 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         },
         priorities,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(dir: &Path, id: &str, memory: &str) {
+        let rel = dir.join(layout::RELEASES).join(id);
+        std::fs::create_dir_all(&rel).unwrap();
+        std::fs::write(
+            rel.join("homebase.toml"),
+            format!(
+                "[project]\nname = \"p\"\n[host]\nssh = \"local\"\n[budget]\nhost_memory = \"{memory}\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            rel.join("compose.yml"),
+            "services:\n  app:\n    image: busybox\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join(layout::CURRENT), id).unwrap();
+    }
+
+    #[test]
+    fn a_project_is_read_again_only_when_its_release_changes() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("p");
+        release(&dir, "r1", "4GiB");
+        let w = Watcher::default();
+        let (first, errors) = w.load(home.path(), 1 << 30);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(first[0].release, "r1");
+        let budget = first[0].budget;
+        // the same release, its file changed behind the watcher's back: not read again
+        let toml = dir.join(layout::RELEASES).join("r1").join("homebase.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, text.replace("4GiB", "8GiB")).unwrap();
+        assert_eq!(w.load(home.path(), 1 << 30).0[0].budget, budget);
+        // a new release is read
+        release(&dir, "r2", "8GiB");
+        let (now, _) = w.load(home.path(), 1 << 30);
+        assert_eq!(now[0].release, "r2");
+        assert!(
+            now[0].budget > budget * 3 / 2,
+            "{} after {budget}",
+            now[0].budget
+        );
+        // a project whose directory is gone is forgotten
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(w.load(home.path(), 1 << 30).0.is_empty());
+    }
 }
