@@ -5,6 +5,7 @@ use crate::compose::ComposeProject;
 use crate::config::{Config, Priority};
 use crate::error::did_you_mean;
 use crate::kinds::Kind;
+use crate::model::Service;
 use crate::units::Bytes;
 
 /// Where a number in the plan came from.
@@ -187,86 +188,7 @@ impl Plan {
         let mut services = Vec::new();
         let mut problems = Vec::new();
         for (name, svc) in &compose.services {
-            let over = config.services.get(name).cloned().unwrap_or_default();
-            let kind = Kind::of(svc.image_repo().as_deref());
-            let (limit, limit_source) = match (over.memory, svc.limit) {
-                (Some(m), _) => (Some(m), Some(Source::Config)),
-                (None, Some(l)) => (Some(l), svc.limit_key.map(Source::Compose)),
-                (None, None) => (None, None),
-            };
-            let (reservation, reservation_source) = match (over.sustained, svc.reservation, limit) {
-                (Some(s), _, _) => (Some(s), Some(Source::Config)),
-                (None, Some(r), _) => (Some(r), svc.reservation_key.map(Source::Compose)),
-                (None, None, Some(l)) => (Some(l), Some(Source::Default("equals the limit"))),
-                (None, None, None) => (None, None),
-            };
-            let (priority, priority_source) = match over.priority {
-                Some(p) => (p, Source::Config),
-                None => (
-                    kind.default_priority(),
-                    Source::Default(if kind.default_priority() == Priority::Critical {
-                        "a database"
-                    } else {
-                        "not a database"
-                    }),
-                ),
-            };
-            let where_set = || match &limit_source {
-                Some(Source::Config) => format!("homebase.toml `services.{name}.memory`"),
-                Some(Source::Compose(key)) => format!("the compose file (`services.{name}.{key}`)"),
-                _ => format!("homebase.toml `services.{name}.memory`"),
-            };
-            if let Some(l) = limit {
-                if l.0 == 0 {
-                    return Err(PlanError::ZeroLimit {
-                        what: "service",
-                        name: name.clone(),
-                        place: where_set(),
-                        suggestion: kind.suggested_limit(),
-                    });
-                }
-                if host_memory.0 > 0 && l > host_memory {
-                    return Err(PlanError::LimitAboveHost {
-                        what: "service",
-                        name: name.clone(),
-                        limit: l,
-                        host: host_memory,
-                        place: where_set(),
-                    });
-                }
-            }
-            if limit.is_none() {
-                problems.push(Problem::NoLimit {
-                    service: name.clone(),
-                    kind,
-                    suggestion: kind.suggested_limit(),
-                });
-            }
-            if let (Some(r), Some(l)) = (reservation, limit)
-                && r > l
-            {
-                problems.push(Problem::ReservationAboveLimit {
-                    service: name.clone(),
-                    reservation: r,
-                    limit: l,
-                });
-            }
-            if svc.image.is_none() && !svc.has_build {
-                problems.push(Problem::NoImage {
-                    service: name.clone(),
-                });
-            }
-            services.push(PlannedService {
-                name: name.clone(),
-                image: svc.image.clone(),
-                kind,
-                limit,
-                limit_source,
-                reservation,
-                reservation_source,
-                priority,
-                priority_source,
-            });
+            services.push(plan_service(config, name, svc, host_memory, &mut problems)?);
         }
         let sum = |f: fn(&PlannedService) -> Option<Bytes>| {
             total(services.iter().filter_map(f).map(|b| b.0))
@@ -325,4 +247,95 @@ impl Plan {
     pub fn service(&self, name: &str) -> Option<&PlannedService> {
         self.services.iter().find(|s| s.name == name)
     }
+}
+
+/// One service's limit, reservation and priority, each with where it came from; what is
+/// wrong with it but does not stop the plan goes to `problems`.
+fn plan_service(
+    config: &Config,
+    name: &String,
+    svc: &Service,
+    host_memory: Bytes,
+    problems: &mut Vec<Problem>,
+) -> Result<PlannedService, PlanError> {
+    let over = config.services.get(name).cloned().unwrap_or_default();
+    let kind = Kind::of(svc.image_repo().as_deref());
+    let (limit, limit_source) = match (over.memory, svc.limit) {
+        (Some(m), _) => (Some(m), Some(Source::Config)),
+        (None, Some(l)) => (Some(l), svc.limit_key.map(Source::Compose)),
+        (None, None) => (None, None),
+    };
+    let (reservation, reservation_source) = match (over.sustained, svc.reservation, limit) {
+        (Some(s), _, _) => (Some(s), Some(Source::Config)),
+        (None, Some(r), _) => (Some(r), svc.reservation_key.map(Source::Compose)),
+        (None, None, Some(l)) => (Some(l), Some(Source::Default("equals the limit"))),
+        (None, None, None) => (None, None),
+    };
+    let (priority, priority_source) = match over.priority {
+        Some(p) => (p, Source::Config),
+        None => (
+            kind.default_priority(),
+            Source::Default(if kind.default_priority() == Priority::Critical {
+                "a database"
+            } else {
+                "not a database"
+            }),
+        ),
+    };
+    let where_set = || match &limit_source {
+        Some(Source::Config) => format!("homebase.toml `services.{name}.memory`"),
+        Some(Source::Compose(key)) => format!("the compose file (`services.{name}.{key}`)"),
+        _ => format!("homebase.toml `services.{name}.memory`"),
+    };
+    if let Some(l) = limit {
+        if l.0 == 0 {
+            return Err(PlanError::ZeroLimit {
+                what: "service",
+                name: name.clone(),
+                place: where_set(),
+                suggestion: kind.suggested_limit(),
+            });
+        }
+        if host_memory.0 > 0 && l > host_memory {
+            return Err(PlanError::LimitAboveHost {
+                what: "service",
+                name: name.clone(),
+                limit: l,
+                host: host_memory,
+                place: where_set(),
+            });
+        }
+    }
+    if limit.is_none() {
+        problems.push(Problem::NoLimit {
+            service: name.clone(),
+            kind,
+            suggestion: kind.suggested_limit(),
+        });
+    }
+    if let (Some(r), Some(l)) = (reservation, limit)
+        && r > l
+    {
+        problems.push(Problem::ReservationAboveLimit {
+            service: name.clone(),
+            reservation: r,
+            limit: l,
+        });
+    }
+    if svc.image.is_none() && !svc.has_build {
+        problems.push(Problem::NoImage {
+            service: name.clone(),
+        });
+    }
+    Ok(PlannedService {
+        name: name.clone(),
+        image: svc.image.clone(),
+        kind,
+        limit,
+        limit_source,
+        reservation,
+        reservation_source,
+        priority,
+        priority_source,
+    })
 }
