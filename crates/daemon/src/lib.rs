@@ -297,6 +297,44 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     let _ = std::fs::remove_file(&clean_mark);
     write_private(&dir.join(layout::ENDPOINT), addr.to_string().as_bytes())?;
     // Tell every project's sinks that the daemon (re)started.
+    announce_start(&shared, mem_total, addr, ran_before && !stopped_cleanly).await;
+    tracing::info!("listening on {addr}, engine {endpoint}");
+    let agent_loops = tokio::spawn(loops::run(
+        engine.clone(),
+        Arc::clone(&shared),
+        cancel.clone(),
+    ));
+    let monitor = tokio::spawn(monitor::run(engine, Arc::clone(&shared), cancel.clone()));
+    let backups = opts
+        .exe
+        .clone()
+        .map(|exe| tokio::spawn(scheduled_backups(exe, Arc::clone(&shared), cancel.clone())));
+    let sinks_refresh = tokio::spawn(refresh_sinks(Arc::clone(&shared), cancel.clone()));
+    axum::serve(listener, api::router(Arc::clone(&shared)))
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .await
+        .context("the API server failed")?;
+    cancel.cancel();
+    let _ = monitor.await;
+    let _ = agent_loops.await;
+    if let Some(b) = backups {
+        let _ = b.await;
+    }
+    let _ = sinks_refresh.await;
+    if let Err(e) = write_private(&clean_mark, b"") {
+        tracing::warn!("cannot write `{}`: {e:#}", clean_mark.display());
+    }
+    Ok(())
+}
+
+/// Each project's sinks as its release says, and the start as an event, or an alert after
+/// an `unexpected` stop (a crash, a kill, a power loss).
+async fn announce_start(
+    shared: &Arc<Shared>,
+    mem_total: u64,
+    addr: std::net::SocketAddr,
+    unexpected: bool,
+) {
     let (projects, _) = shared.projects(mem_total);
     {
         let mut sinks = shared.sinks.lock().await;
@@ -305,7 +343,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         }
     }
     for p in &projects {
-        if ran_before && !stopped_cleanly {
+        if unexpected {
             shared
                 .alert(
                     &p.name,
@@ -330,50 +368,22 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
                 .await;
         }
     }
-    tracing::info!("listening on {addr}, engine {endpoint}");
-    let agent_loops = tokio::spawn(loops::run(
-        engine.clone(),
-        Arc::clone(&shared),
-        cancel.clone(),
-    ));
-    let monitor = tokio::spawn(monitor::run(engine, Arc::clone(&shared), cancel.clone()));
-    let backups = opts
-        .exe
-        .clone()
-        .map(|exe| tokio::spawn(scheduled_backups(exe, Arc::clone(&shared), cancel.clone())));
-    let sinks_refresh = {
-        let shared = Arc::clone(&shared);
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            loop {
-                let mem_total = shared.snapshot.read().await.mem_total;
-                let (projects, _) = shared.projects(mem_total);
-                {
-                    let mut sinks = shared.sinks.lock().await;
-                    sinks.clear();
-                    for p in projects {
-                        sinks.insert(p.name, p.alerts);
-                    }
-                }
-                tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {} }
+}
+
+/// Every 5 s, each project's alert sinks as its current release says.
+async fn refresh_sinks(shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let mem_total = shared.snapshot.read().await.mem_total;
+        let (projects, _) = shared.projects(mem_total);
+        {
+            let mut sinks = shared.sinks.lock().await;
+            sinks.clear();
+            for p in projects {
+                sinks.insert(p.name, p.alerts);
             }
-        })
-    };
-    axum::serve(listener, api::router(Arc::clone(&shared)))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .await
-        .context("the API server failed")?;
-    cancel.cancel();
-    let _ = monitor.await;
-    let _ = agent_loops.await;
-    if let Some(b) = backups {
-        let _ = b.await;
+        }
+        tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {} }
     }
-    let _ = sinks_refresh.await;
-    if let Err(e) = write_private(&clean_mark, b"") {
-        tracing::warn!("cannot write `{}`: {e:#}", clean_mark.display());
-    }
-    Ok(())
 }
 
 /// Written when the daemon stops on a signal, removed when it starts: its absence at a
