@@ -209,36 +209,17 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         let mut master = TunnelMaster::start(&t, &fw(&forwards))?;
         let up_at = Instant::now();
         if master.wait_ready(&t, &stop) {
-            // every other command of this host rides on the tunnel's connection
-            master.share(&t);
-            let state = TunnelState {
-                pid: std::process::id(),
-                host: t.destination.clone(),
-                forwards: forwards.clone(),
-            };
-            std::fs::write(&lock.state_path, serde_json::to_vec(&state)?)
-                .with_context(|| format!("cannot write `{}`", lock.state_path.display()))?;
-            let list: Vec<String> = forwards
-                .iter()
-                .map(|f| format!("{} {}", f.service, f.local_port))
-                .collect();
-            line.event(
-                json!({"event": "up", "ssh_pid": master.pid(), "reconnects": reconnects, "forwards": forwards}),
-                &format!("{} tunnel to {} up: {} · reconnects {reconnects}", paint(GOOD, "●"), t.destination, list.join(", ")),
-            );
-            let mut looked = Instant::now();
-            let mut moved_to = None;
-            while !stop.load(Ordering::Relaxed) && master.running() {
-                std::thread::sleep(Duration::from_millis(100));
-                // Swarm may move a service to another node: follow it.
-                if project.swarm() && looked.elapsed() >= FOLLOW {
-                    looked = Instant::now();
-                    moved_to = moved(project, &mut looker, &forwards);
-                    if moved_to.is_some() {
-                        break;
-                    }
-                }
-            }
+            let moved_to = hold(
+                project,
+                &t,
+                &lock,
+                &line,
+                &mut master,
+                &forwards,
+                &stop,
+                &mut looker,
+                reconnects,
+            )?;
             if let Some(now) = moved_to {
                 for (a, b) in now.iter().zip(&forwards) {
                     if a.remote_host != b.remote_host {
@@ -300,6 +281,54 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         eprintln!();
     }
     Ok(Exit::Ok)
+}
+
+/// The tunnel is up: its state written, the warm connection shared, then held while its
+/// master runs; in swarm mode, `Some` with the forwards as they are now when Swarm moved a
+/// service to another node.
+#[allow(clippy::too_many_arguments)]
+fn hold(
+    project: &Project,
+    t: &SshTarget,
+    lock: &tunnel::TunnelLock,
+    line: &Line,
+    master: &mut TunnelMaster,
+    forwards: &[ServiceForward],
+    stop: &AtomicBool,
+    looker: &mut Option<Session>,
+    reconnects: u32,
+) -> Result<Option<Vec<ServiceForward>>> {
+    // every other command of this host rides on the tunnel's connection
+    master.share(t);
+    let state = TunnelState {
+        pid: std::process::id(),
+        host: t.destination.clone(),
+        forwards: forwards.to_vec(),
+    };
+    std::fs::write(&lock.state_path, serde_json::to_vec(&state)?)
+        .with_context(|| format!("cannot write `{}`", lock.state_path.display()))?;
+    let list: Vec<String> = forwards
+        .iter()
+        .map(|f| format!("{} {}", f.service, f.local_port))
+        .collect();
+    line.event(
+        json!({"event": "up", "ssh_pid": master.pid(), "reconnects": reconnects, "forwards": forwards}),
+        &format!("{} tunnel to {} up: {} · reconnects {reconnects}", paint(GOOD, "●"), t.destination, list.join(", ")),
+    );
+    let mut looked = Instant::now();
+    let mut moved_to = None;
+    while !stop.load(Ordering::Relaxed) && master.running() {
+        std::thread::sleep(Duration::from_millis(100));
+        // Swarm may move a service to another node: follow it.
+        if project.swarm() && looked.elapsed() >= FOLLOW {
+            looked = Instant::now();
+            moved_to = moved(project, looker, forwards);
+            if moved_to.is_some() {
+                break;
+            }
+        }
+    }
+    Ok(moved_to)
 }
 
 /// Probes every forward at once: the check takes one probe's time, not their sum.
