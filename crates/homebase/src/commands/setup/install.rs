@@ -271,37 +271,8 @@ fn install_service(
         ));
     }
     let unchanged = current.stdout == content;
-    if unchanged && !args.check && mac && (!f.agent_loaded || binary_changed) {
-        // the agent is unchanged: load it when launchd does not know it, restart it on a
-        // new binary
-        let (how, script) = if f.agent_loaded {
-            (
-                "restarted with the new binary",
-                "launchctl kickstart -k \"gui/$(id -u)/dev.homebase.daemon\"".to_string(),
-            )
-        } else {
-            (
-                "loaded into launchd",
-                format!(
-                    "launchctl bootstrap \"gui/$(id -u)\" {}",
-                    homebase_remote::sh_quote(&path)
-                ),
-            )
-        };
-        session.check(&script)?;
-        if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
-            *i = item("daemon service", "changed", format!("launchd: {how}"), None);
-        }
-    } else if unchanged && !args.check && f.systemctl && binary_changed {
-        session.check("systemctl --user restart homebase-daemon.service")?;
-        if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
-            *i = item(
-                "daemon service",
-                "changed",
-                "systemd: restarted with the new binary",
-                None,
-            );
-        }
+    if unchanged && !args.check {
+        reload(items, session, f, &path, binary_changed)?;
     }
     if !mac && !f.systemctl {
         items.push(item(
@@ -321,6 +292,51 @@ fn install_service(
         ));
     }
 
+    Ok(())
+}
+
+/// An unchanged service file: its daemon loaded when launchd does not know it, restarted on
+/// a new binary.
+fn reload(
+    items: &mut [Item],
+    session: &Session,
+    f: &Facts,
+    path: &str,
+    binary_changed: bool,
+) -> Result<()> {
+    let mac = f.os == "Darwin";
+    if mac && (!f.agent_loaded || binary_changed) {
+        // the agent is unchanged: load it when launchd does not know it, restart it on a
+        // new binary
+        let (how, script) = if f.agent_loaded {
+            (
+                "restarted with the new binary",
+                "launchctl kickstart -k \"gui/$(id -u)/dev.homebase.daemon\"".to_string(),
+            )
+        } else {
+            (
+                "loaded into launchd",
+                format!(
+                    "launchctl bootstrap \"gui/$(id -u)\" {}",
+                    homebase_remote::sh_quote(path)
+                ),
+            )
+        };
+        session.check(&script)?;
+        if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
+            *i = item("daemon service", "changed", format!("launchd: {how}"), None);
+        }
+    } else if f.systemctl && binary_changed {
+        session.check("systemctl --user restart homebase-daemon.service")?;
+        if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
+            *i = item(
+                "daemon service",
+                "changed",
+                "systemd: restarted with the new binary",
+                None,
+            );
+        }
+    }
     Ok(())
 }
 
