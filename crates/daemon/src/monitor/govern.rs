@@ -46,7 +46,6 @@ pub(super) async fn govern_round(
     pct: f64,
 ) {
     let d = &p.daemon;
-    let governed = st.governed.entry(p.name.clone()).or_default();
     if total > high {
         shared
             .alert(
@@ -59,41 +58,7 @@ pub(super) async fn govern_round(
                 ),
             )
             .await;
-        let candidates: Vec<&&Container> = watched
-            .iter()
-            .filter(|c| {
-                c.project == p.name
-                    && c.state == "running"
-                    && !c.swarm
-                    && !governed.iter().any(|(s, _, _)| *s == c.service)
-            })
-            .collect();
-        for class in [Priority::Batch, Priority::Normal] {
-            let mut of_class: Vec<&&Container> = candidates
-                .iter()
-                .copied()
-                .filter(|c| {
-                    p.priorities
-                        .get(&c.service)
-                        .copied()
-                        .unwrap_or(Priority::Normal)
-                        == class
-                })
-                .collect();
-            if of_class.is_empty() {
-                continue;
-            }
-            // the largest user first
-            of_class.sort_by_key(|c| {
-                std::cmp::Reverse(
-                    st.tracks
-                        .get(&c.id)
-                        .and_then(|t| t.last)
-                        .map(|r| r.memory)
-                        .unwrap_or(0),
-                )
-            });
-            let c = of_class[0];
+        if let Some((c, class)) = next_to_pause(st, p, watched) {
             let msg = format!(
                 "paused: the stack is at {pct:.0}% of its budget, above the {:.0}% high watermark; `{}` is {}",
                 d.high_watermark * 100.0,
@@ -102,7 +67,11 @@ pub(super) async fn govern_round(
             );
             match engine.pause(&c.id).await {
                 Ok(()) => {
-                    governed.push((c.service.clone(), c.id.clone(), "paused"));
+                    st.governed.entry(p.name.clone()).or_default().push((
+                        c.service.clone(),
+                        c.id.clone(),
+                        "paused",
+                    ));
                     shared
                         .event(&p.name, &c.service, "governor_pause", &msg)
                         .await;
@@ -115,6 +84,7 @@ pub(super) async fn govern_round(
             }
             return;
         }
+        let governed = st.governed.entry(p.name.clone()).or_default();
         // Everything pausable is paused and the stack is still too big: stop the first paused.
         if let Some(entry) = governed.iter_mut().find(|(_, _, how)| *how == "paused") {
             let msg = format!(
@@ -127,6 +97,7 @@ pub(super) async fn govern_round(
             }
         }
     } else if total < low {
+        let governed = st.governed.entry(p.name.clone()).or_default();
         if let Some((service, id, how)) = governed.pop() {
             let r = if how == "paused" {
                 engine.unpause(&id).await
@@ -162,4 +133,49 @@ pub(super) async fn govern_round(
         }
     }
     let _ = t;
+}
+
+/// The running service to pause next: of the first class (batch, then normal) that has
+/// one not yet governed, the largest user of memory; never a critical one, never a swarm
+/// task (Swarm would replace it).
+fn next_to_pause<'c>(
+    st: &State,
+    p: &Project,
+    watched: &[&'c Container],
+) -> Option<(&'c Container, Priority)> {
+    let governed = st.governed.get(&p.name);
+    let candidates: Vec<&Container> = watched
+        .iter()
+        .copied()
+        .filter(|c| {
+            c.project == p.name
+                && c.state == "running"
+                && !c.swarm
+                && !governed.is_some_and(|g| g.iter().any(|(s, _, _)| *s == c.service))
+        })
+        .collect();
+    let memory = |c: &Container| {
+        st.tracks
+            .get(&c.id)
+            .and_then(|t| t.last)
+            .map(|r| r.memory)
+            .unwrap_or(0)
+    };
+    [Priority::Batch, Priority::Normal]
+        .into_iter()
+        .find_map(|class| {
+            candidates
+                .iter()
+                .copied()
+                .filter(|c| {
+                    p.priorities
+                        .get(&c.service)
+                        .copied()
+                        .unwrap_or(Priority::Normal)
+                        == class
+                })
+                // the largest user first; ties in the order the engine listed them
+                .min_by_key(|c| std::cmp::Reverse(memory(c)))
+                .map(|c| (c, class))
+        })
 }
