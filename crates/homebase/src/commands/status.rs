@@ -386,8 +386,47 @@ fn human_status(r: &StatusReport) -> String {
         r.host,
         r.release.as_deref().unwrap_or("none")
     );
-    let w = r
-        .services
+    services_table(&mut s, &r.services);
+    if !r.daemon.is_empty() {
+        let _ = writeln!(s, "daemon: {}", r.daemon);
+    }
+    alerts_and_events(&mut s, r);
+    s.push_str(&crate::commands::swarm::status_lines(&r.services, &r.nodes));
+    for l in &r.loops {
+        let _ = writeln!(s, "loop {}", crate::commands::loops::one_line(l));
+    }
+    for t in &r.tunnels {
+        let mark = if t.ok {
+            paint(GOOD, "✓")
+        } else {
+            paint(BAD, "✗")
+        };
+        let slow = if t.rtt_ms > 100.0 {
+            paint(WARN, " (over 100 ms)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "{mark} tunnel 127.0.0.1:{} → {}: {} {:.1} ms{slow}",
+            t.local_port, t.service, t.detail, t.rtt_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{}",
+        if r.healthy {
+            paint(GOOD, "all services healthy")
+        } else {
+            paint(BAD, "something is not healthy")
+        }
+    );
+    s
+}
+
+/// One row per service: state, health, uptime, restarts, memory against its limit.
+fn services_table(s: &mut String, services: &[ServiceStatus]) {
+    let w = services
         .iter()
         .map(|x| x.name.len())
         .max()
@@ -404,7 +443,7 @@ fn human_status(r: &StatusReport) -> String {
             )
         )
     );
-    for x in &r.services {
+    for x in services {
         let ok = x.state == "running" && (x.health == "none" || x.health == "healthy");
         let state = format!("{:<10}", x.state);
         let state = if ok {
@@ -439,9 +478,10 @@ fn human_status(r: &StatusReport) -> String {
             x.name, x.restarts
         );
     }
-    if !r.daemon.is_empty() {
-        let _ = writeln!(s, "daemon: {}", r.daemon);
-    }
+}
+
+/// The daemon's active alerts and its last five events.
+fn alerts_and_events(s: &mut String, r: &StatusReport) {
     for a in &r.alerts {
         let what = if a.service.is_empty() {
             "stack"
@@ -474,35 +514,4 @@ fn human_status(r: &StatusReport) -> String {
             )
         );
     }
-    s.push_str(&crate::commands::swarm::status_lines(&r.services, &r.nodes));
-    for l in &r.loops {
-        let _ = writeln!(s, "loop {}", crate::commands::loops::one_line(l));
-    }
-    for t in &r.tunnels {
-        let mark = if t.ok {
-            paint(GOOD, "✓")
-        } else {
-            paint(BAD, "✗")
-        };
-        let slow = if t.rtt_ms > 100.0 {
-            paint(WARN, " (over 100 ms)")
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            s,
-            "{mark} tunnel 127.0.0.1:{} → {}: {} {:.1} ms{slow}",
-            t.local_port, t.service, t.detail, t.rtt_ms
-        );
-    }
-    let _ = writeln!(
-        s,
-        "{}",
-        if r.healthy {
-            paint(GOOD, "all services healthy")
-        } else {
-            paint(BAD, "something is not healthy")
-        }
-    );
-    s
 }
