@@ -21,11 +21,14 @@ pub enum Next {
     },
     /// Not active: nothing to do until a command.
     Idle,
-    /// The next gate compares the workspace with the last iteration's: read its
-    /// fingerprint into [`Readings::workspace`] and decide again. (Reading it costs a scan
-    /// of the workspace, so it is read only when every gate before passed.)
-    ReadWorkspace,
 }
+
+/// What [`decide`] answers when the next gate compares the workspace with the last
+/// iteration's: read its fingerprint into [`Readings::workspace`] and decide again.
+/// (Reading it costs a scan of the workspace, so it is read only when every gate before
+/// passed.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedsWorkspace;
 
 /// What the supervisor read for the gates.
 #[derive(Debug, Clone, Default)]
@@ -43,42 +46,42 @@ pub struct Readings {
 
 /// The gates, in order: state, breaker, usage limit, hourly cap, pause or schedule,
 /// workspace changes, memory.
-pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
+pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Result<Next, NeedsWorkspace> {
     let l = &cfg.section;
     let t = r.now;
     if row.state != RunState::Active {
-        return Next::Idle;
+        return Ok(Next::Idle);
     }
     if let Some(until) = row.breaker.cooling(t) {
-        return Next::Wait {
+        return Ok(Next::Wait {
             kind: "breaker",
             reason: format!(
                 "circuit breaker open ({}); one trial iteration at the end of the cool-down",
                 row.reason
             ),
             until: Some(until),
-        };
+        });
     }
     if row.wait_kind.as_deref() == Some(USAGE_LIMIT)
         && let Some(until) = row.wait_until.filter(|u| *u > t)
     {
-        return Next::Wait {
+        return Ok(Next::Wait {
             kind: "usage limit",
             reason: "the agent reported a usage limit; waiting for its reset".into(),
             until: Some(until),
-        };
+        });
     }
     if let Some(max) = l.max_per_hour {
         let started = &r.started_last_hour;
         if started.len() as u32 >= max {
-            return Next::Wait {
+            return Ok(Next::Wait {
                 kind: "rate limit",
                 reason: format!(
                     "{} iterations in the last hour (max_per_hour = {max})",
                     started.len()
                 ),
                 until: started.first().map(|s| s + 3600),
-            };
+            });
         }
     }
     let first_of_run = row.iterations == 0;
@@ -89,11 +92,11 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
             {
                 let next = last + every.as_secs() as i64;
                 if next > t {
-                    return Next::Wait {
+                    return Ok(Next::Wait {
                         kind: "schedule",
                         reason: format!("one iteration every {}", humanize(every.as_secs())),
                         until: Some(next),
-                    };
+                    });
                 }
             }
         }
@@ -101,24 +104,24 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
             if let Some(ended) = row.last_ended.filter(|_| !first_of_run) {
                 let next = ended + l.pause.as_secs() as i64;
                 if next > t {
-                    return Next::Wait {
+                    return Ok(Next::Wait {
                         kind: "pause",
                         reason: format!("{} between iterations", humanize(l.pause.as_secs())),
                         until: Some(next),
-                    };
+                    });
                 }
             }
         }
     }
     if l.run == RunMode::OnChange && !first_of_run {
         match &r.workspace {
-            None => return Next::ReadWorkspace,
+            None => return Err(NeedsWorkspace),
             Some(fp) if fp.is_some() && *fp == row.fingerprint => {
-                return Next::Wait {
+                return Ok(Next::Wait {
                     kind: "changes",
                     reason: "no file in the workspace changed since the last iteration".into(),
                     until: None,
-                };
+                });
             }
             Some(_) => {}
         }
@@ -126,15 +129,15 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
     // Memory: the governor's view of the project (after its first reading).
     if cfg.budget > 0 {
         let Some(used) = r.stack_memory else {
-            return Next::Wait {
+            return Ok(Next::Wait {
                 kind: "first reading",
                 reason: "the stack's memory has not been read yet".into(),
                 until: None,
-            };
+            });
         };
         let high = (cfg.budget as f64 * cfg.high_watermark) as u64;
         if used > high {
-            return Next::Wait {
+            return Ok(Next::Wait {
                 kind: "memory",
                 reason: format!(
                     "the stack uses {:.0}% of its budget, above the {:.0}% high watermark",
@@ -142,10 +145,10 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
                     cfg.high_watermark * 100.0
                 ),
                 until: None,
-            };
+            });
         }
         if used + l.memory.0 > cfg.budget {
-            return Next::Wait {
+            return Ok(Next::Wait {
                 kind: "memory",
                 reason: format!(
                     "an iteration may use {} and the budget has {} left",
@@ -153,10 +156,10 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
                     homebase_stack::Bytes(cfg.budget.saturating_sub(used))
                 ),
                 until: None,
-            };
+            });
         }
     }
-    Next::Iterate
+    Ok(Next::Iterate)
 }
 
 /// `LoopRow::wait_kind` while the agent's usage limit holds the loop.
@@ -165,6 +168,10 @@ pub const USAGE_LIMIT: &str = "usage_limit";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decided(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Next {
+        decide(row, cfg, r).expect("decided without the workspace")
+    }
     use crate::loops::state::Breaker;
     use crate::loops::test_config;
 
@@ -209,9 +216,9 @@ mod tests {
                 state: s,
                 ..active()
             };
-            assert_eq!(decide(&row, &cfg, &reading(2000)), Next::Idle, "{s}");
+            assert_eq!(decided(&row, &cfg, &reading(2000)), Next::Idle, "{s}");
         }
-        assert_eq!(decide(&active(), &cfg, &reading(2000)), Next::Iterate);
+        assert_eq!(decided(&active(), &cfg, &reading(2000)), Next::Iterate);
     }
 
     #[test]
@@ -222,14 +229,14 @@ mod tests {
             reason: "5 iterations in a row changed no file".into(),
             ..active()
         };
-        let n = decide(&row, &cfg, &reading(2000));
+        let n = decided(&row, &cfg, &reading(2000));
         assert_eq!(kind(&n), Some("breaker"));
         assert!(
             matches!(&n, Next::Wait { until: Some(3000), reason, .. } if reason.contains("changed no file")),
             "{n:?}"
         );
         // the cool-down over: the trial iteration may run
-        assert_eq!(decide(&row, &cfg, &reading(3000)), Next::Iterate);
+        assert_eq!(decided(&row, &cfg, &reading(3000)), Next::Iterate);
     }
 
     #[test]
@@ -240,7 +247,7 @@ mod tests {
             wait_until: Some(5000),
             ..active()
         };
-        let n = decide(&row, &cfg, &reading(4000));
+        let n = decided(&row, &cfg, &reading(4000));
         assert_eq!(kind(&n), Some("usage limit"));
         assert!(matches!(
             n,
@@ -249,7 +256,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(decide(&row, &cfg, &reading(5000)), Next::Iterate);
+        assert_eq!(decided(&row, &cfg, &reading(5000)), Next::Iterate);
     }
 
     #[test]
@@ -257,7 +264,7 @@ mod tests {
         let cfg = test_config("max_per_hour = 2");
         let mut r = reading(4000);
         r.started_last_hour = vec![1000, 3000];
-        let n = decide(&active(), &cfg, &r);
+        let n = decided(&active(), &cfg, &r);
         assert_eq!(kind(&n), Some("rate limit"));
         assert!(
             matches!(
@@ -270,13 +277,13 @@ mod tests {
             "{n:?}"
         );
         r.started_last_hour = vec![3000];
-        assert_eq!(decide(&active(), &cfg, &r), Next::Iterate);
+        assert_eq!(decided(&active(), &cfg, &r), Next::Iterate);
     }
 
     #[test]
     fn the_pause_and_the_schedule_space_iterations() {
         let cfg = test_config("pause = \"60s\"");
-        let n = decide(&active(), &cfg, &reading(1000));
+        let n = decided(&active(), &cfg, &reading(1000));
         assert_eq!(kind(&n), Some("pause"));
         assert!(
             matches!(
@@ -288,16 +295,16 @@ mod tests {
             ),
             "{n:?}"
         );
-        assert_eq!(decide(&active(), &cfg, &reading(1010)), Next::Iterate);
+        assert_eq!(decided(&active(), &cfg, &reading(1010)), Next::Iterate);
         // the first iteration of a run does not wait
         let first = LoopRow {
             iterations: 0,
             ..active()
         };
-        assert_eq!(decide(&first, &cfg, &reading(1000)), Next::Iterate);
+        assert_eq!(decided(&first, &cfg, &reading(1000)), Next::Iterate);
 
         let cfg = test_config("run = \"schedule\"\nevery = \"1h\"");
-        let n = decide(&active(), &cfg, &reading(2000));
+        let n = decided(&active(), &cfg, &reading(2000));
         assert_eq!(kind(&n), Some("schedule"));
         assert!(
             matches!(
@@ -309,7 +316,7 @@ mod tests {
             ),
             "{n:?}"
         );
-        assert_eq!(decide(&active(), &cfg, &reading(4500)), Next::Iterate);
+        assert_eq!(decided(&active(), &cfg, &reading(4500)), Next::Iterate);
     }
 
     #[test]
@@ -321,20 +328,20 @@ mod tests {
         };
         let mut r = reading(2000);
         r.workspace = None;
-        assert_eq!(decide(&row, &cfg, &r), Next::ReadWorkspace);
+        assert_eq!(decide(&row, &cfg, &r), Err(NeedsWorkspace));
         // a gate before it answers without the workspace
         let held = LoopRow {
             breaker: Breaker::Open { until: 9000 },
             ..row.clone()
         };
-        assert_eq!(kind(&decide(&held, &cfg, &r)), Some("breaker"));
+        assert_eq!(kind(&decided(&held, &cfg, &r)), Some("breaker"));
         r.workspace = Some(Some("before".into()));
-        assert_eq!(kind(&decide(&row, &cfg, &r)), Some("changes"));
+        assert_eq!(kind(&decided(&row, &cfg, &r)), Some("changes"));
         r.workspace = Some(Some("after".into()));
-        assert_eq!(decide(&row, &cfg, &r), Next::Iterate);
+        assert_eq!(decided(&row, &cfg, &r), Next::Iterate);
         // a workspace the daemon cannot read does not hold the loop
         r.workspace = Some(None);
-        assert_eq!(decide(&row, &cfg, &r), Next::Iterate);
+        assert_eq!(decided(&row, &cfg, &r), Next::Iterate);
     }
 
     #[test]
@@ -344,20 +351,20 @@ mod tests {
         let gib = 1u64 << 30;
         let mut r = reading(2000);
         r.stack_memory = None;
-        assert_eq!(kind(&decide(&active(), &cfg, &r)), Some("first reading"));
+        assert_eq!(kind(&decided(&active(), &cfg, &r)), Some("first reading"));
         r.stack_memory = Some(3 * gib + gib * 3 / 4); // 93.75%: above the watermark
-        let n = decide(&active(), &cfg, &r);
+        let n = decided(&active(), &cfg, &r);
         assert!(
             matches!(&n, Next::Wait { kind: "memory", reason, .. } if reason.contains("94% of its budget")),
             "{n:?}"
         );
         r.stack_memory = Some(3 * gib + gib / 2 + 1); // under the watermark, but no room for 512 MiB
-        let n = decide(&active(), &cfg, &r);
+        let n = decided(&active(), &cfg, &r);
         assert!(
             matches!(&n, Next::Wait { kind: "memory", reason, .. } if reason.contains("may use 512 MiB")),
             "{n:?}"
         );
         r.stack_memory = Some(3 * gib);
-        assert_eq!(decide(&active(), &cfg, &r), Next::Iterate);
+        assert_eq!(decided(&active(), &cfg, &r), Next::Iterate);
     }
 }

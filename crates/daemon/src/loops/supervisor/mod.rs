@@ -167,8 +167,7 @@ impl Supervisor {
                         last_wait = Some((kind, reason.clone()));
                     }
                 }
-                // (`decide` reads the workspace itself: never returned)
-                Next::Idle | Next::ReadWorkspace => last_wait = None,
+                Next::Idle => last_wait = None,
             }
             let sleep = match &next {
                 Next::Wait {
@@ -309,11 +308,12 @@ impl Supervisor {
             workspace: None,
         };
         match gates::decide(row, &cfg, &readings) {
-            Next::ReadWorkspace => {
+            Ok(next) => next,
+            Err(gates::NeedsWorkspace) => {
                 readings.workspace = Some(fingerprint(&self.engine, &cfg.workspace()).await);
-                gates::decide(row, &cfg, &readings)
+                // (with the workspace read, no gate asks for it again)
+                gates::decide(row, &cfg, &readings).unwrap_or(Next::Idle)
             }
-            next => next,
         }
     }
 }
