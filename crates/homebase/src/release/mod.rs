@@ -179,10 +179,11 @@ impl<'a> Lock<'a> {
     /// end (see [`follow`]), all in one script: its output is the start's answer, then
     /// `@@FOLLOW` and the job's log as [`follow`] reads it. The script goes to the prepare
     /// command that holds the lock (its stdin, ending with [`GO`]), so it costs one round
-    /// trip of the link, not a new command's two; the bundle travels inside it. In swarm
-    /// mode there is no job: [`stack::run`] gates from this process. When the script is cut before
-    /// its answer, the host is asked whether the job started, so that a deploy that goes on
-    /// there is followed, not mistaken for one that never began.
+    /// trip of the link, not a new command's two; the bundle travels inside it. When the
+    /// script is cut before its answer, the host is asked whether the job started, so that
+    /// a deploy that goes on there is followed, not mistaken for one that never began.
+    /// In swarm mode there is no job and no bundle (the caller uploaded the release to
+    /// every node): [`stack::run`] gates from this process.
     pub fn run(
         mut self,
         job: &Job,
@@ -191,10 +192,6 @@ impl<'a> Lock<'a> {
         up_label: String,
     ) -> Result<Followed> {
         if self.host.is_stack() {
-            if let Some(b) = &bundle {
-                let (script, input) = b.script(b.small());
-                self.host.session.check_with_input(&script, &input)?;
-            }
             return stack::run(self, job, progress, &up_label);
         }
         let uploading = bundle.is_some();

@@ -68,9 +68,10 @@ pub(super) fn run(
     ))
 }
 
-/// Back to the previous release (a release whose presence cannot be read is tried all the
-/// same), or, without one, the failed first release removed: the way back's kind (as the
-/// job names it) and what happened.
+/// Back to the previous release (`current` still names it: the new one is made current
+/// only once healthy; a release whose presence cannot be read is tried all the same), or,
+/// without one, the failed first release removed: the way back's kind (as the job names
+/// it) and what happened.
 fn go_back(
     host: &HostProject,
     job: &Job,
@@ -83,7 +84,6 @@ fn go_back(
             match host.up(prev, wait) {
                 Ok((true, _)) => {
                     progress.done();
-                    let _ = host.set_current(prev);
                     (
                         "back".into(),
                         format!("rolled back to release {prev}, which is healthy again"),
