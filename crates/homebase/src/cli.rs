@@ -232,6 +232,10 @@ pub struct DeployArgs {
     /// Redeploy even when the host already runs this exact release
     #[arg(long)]
     pub force: bool,
+    /// Go on when files of the project were edited on the host since the last deploy: the
+    /// host's versions are moved to ~/.homebase/<project>/set-aside/<release>/
+    #[arg(long)]
+    pub set_aside: bool,
     /// Seconds to wait for every service to be running and healthy
     #[arg(
         long,

@@ -14,6 +14,7 @@ mod progress;
 pub mod project;
 mod release;
 mod service_files;
+mod source;
 mod tunnel;
 pub mod ui;
 

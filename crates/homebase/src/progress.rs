@@ -117,6 +117,21 @@ impl Progress {
         }
     }
 
+    /// What the current step is doing now (a build's step): the spinner's message on a
+    /// terminal, an indented line otherwise, a `progress` event with `--json`.
+    pub fn detail(&self, text: &str) {
+        let Some((name, _, bar)) = &self.current else {
+            return;
+        };
+        if self.json {
+            self.emit("progress", name, Some(text.into()), None);
+        } else if let Some(b) = bar {
+            b.set_message(format!("{name}: {text}"));
+        } else {
+            eprintln!("  {text}");
+        }
+    }
+
     /// A line of information between steps.
     pub fn info(&self, message: &str) {
         if self.json {

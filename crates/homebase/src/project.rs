@@ -355,12 +355,33 @@ impl Project {
     }
 
     /// The file deploy uses: a compose file, or a stack file in swarm mode.
+    /// The compose file deploy uses: [`Project::render_with`] the project's files as they
+    /// are now.
     pub fn render(&self, plan: &Plan) -> Result<homebase_stack::render::Rendered> {
+        self.render_with(plan, &self.source()?)
+    }
+
+    /// The compose file deploy uses, each built service's image tagged by its inputs.
+    pub fn render_with(
+        &self,
+        plan: &Plan,
+        source: &crate::source::Source,
+    ) -> Result<homebase_stack::render::Rendered> {
+        let compose = source.tagged(&self.compose);
         Ok(if self.swarm() {
-            homebase_stack::swarm::render_swarm(plan, &self.compose, &self.config)?
+            homebase_stack::swarm::render_swarm(plan, &compose, &self.config)?
         } else {
-            homebase_stack::render::render(plan, &self.compose, &self.config.render)?
+            homebase_stack::render::render(plan, &compose, &self.config.render)?
         })
+    }
+
+    /// The project's files the stack references, read and checked.
+    pub fn source(&self) -> Result<crate::source::Source> {
+        crate::source::Source::collect(
+            &self.compose,
+            &self.config.project.name,
+            self.config.files.max_size,
+        )
     }
 
     pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {

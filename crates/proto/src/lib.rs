@@ -32,6 +32,29 @@ pub struct PlanReport {
     /// Swarm mode: where the check placed each task (Swarm does the real placing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Vec<NodePlan>>,
+    /// The project's own files a deploy carries to the host, and the images built there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesPlan>,
+}
+
+/// The project's files in `homebase plan --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct FilesPlan {
+    /// How many files the stack references (build contexts, bind mounts, env files, …).
+    pub files: u64,
+    pub bytes: u64,
+    /// Whether the list is git's (tracked plus untracked not ignored) or a walk less
+    /// `.dockerignore`.
+    pub from_git: bool,
+    /// Services whose image the host builds, with the tag.
+    pub builds: Vec<BuildPlan>,
+}
+
+/// A service the host builds.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct BuildPlan {
+    pub service: String,
+    pub image: String,
 }
 
 /// A node of the swarm in `homebase plan --json`.

@@ -220,9 +220,27 @@ impl Drop for ProjectGuard<'_> {
                 "1",
             ],
         );
+        // the images the host built for it, and what its containers wrote (as root) into
+        // its tree, then the project's directory
+        let images = self.hosts.docker(
+            self.host,
+            &[
+                "image",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("reference=homebase/{}-*", self.project.to_ascii_lowercase()),
+            ],
+        );
+        for id in String::from_utf8_lossy(&images.stdout).split_whitespace() {
+            let _ = self.hosts.docker(self.host, &["rmi", "-f", id]);
+        }
         let _ = self.hosts.ssh(
             self.host,
-            &format!("rm -rf {}", layout::sh_project(&self.project)),
+            &format!(
+                "d={d}; [ -d \"$d/tree\" ] && docker run --rm -v \"$d\":/x hb/busybox:latest rm -rf /x/tree /x/set-aside >/dev/null 2>&1; rm -rf \"$d\"",
+                d = layout::sh_project(&self.project)
+            ),
         );
     }
 }

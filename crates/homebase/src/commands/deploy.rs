@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use crate::project::{self, Project};
 use crate::release;
 pub use crate::release::whoami;
+use crate::source::Source;
 
 /// What a deploy takes to the host, decided on the laptop before it connects.
 struct Deploy<'a> {
@@ -28,6 +29,11 @@ struct Deploy<'a> {
     yaml: String,
     config_text: Vec<u8>,
     env_files: Vec<(String, Vec<u8>)>,
+    /// The project's own files the stack references, and the images the host builds.
+    source: Source,
+    /// The release's manifest of those files and its builds (`host::tree`).
+    manifest: String,
+    builds: String,
     /// The bundle's hash: what tells a change from a no-op.
     hash: String,
 }
@@ -132,11 +138,34 @@ impl<'a> Deploy<'a> {
                 return Err(e);
             }
         };
-        let yaml = project.render(&plan)?.yaml;
+        let source = match project.source() {
+            Ok(s) => s,
+            Err(e) => {
+                progress.fail("the project's files");
+                return Err(e);
+            }
+        };
+        if project.swarm() && !source.builds.is_empty() {
+            progress.fail("builds in swarm mode");
+            return Err(coded(
+                Exit::BadInput,
+                format!(
+                    "service `{}` has a `build:`, and homebase does not build images on a swarm's nodes yet; build and load the image on every node, then name it with `image:`",
+                    source.builds[0].service
+                ),
+            ));
+        }
+        let yaml = project.render_with(&plan, &source)?.yaml;
+        let (manifest, builds) = (source.manifest(), source.builds_file());
         let config_text = std::fs::read(&project.config_path)
             .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
         let env_files = env_files(project)?;
-        let mut hashed: Vec<&[u8]> = vec![yaml.as_bytes(), &config_text];
+        let mut hashed: Vec<&[u8]> = vec![
+            yaml.as_bytes(),
+            &config_text,
+            manifest.as_bytes(),
+            builds.as_bytes(),
+        ];
         hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
         let hash = bundle_hash(&hashed);
         progress.done();
@@ -148,6 +177,9 @@ impl<'a> Deploy<'a> {
             yaml,
             config_text,
             env_files,
+            source,
+            manifest,
+            builds,
             hash,
         })
     }
@@ -232,6 +264,7 @@ impl<'a> Deploy<'a> {
             return Ok(None);
         }
         release::check_interrupt()?;
+        self.check_edits(host, prepared, progress)?;
         // 4. A deploy that changes a database backs it up first.
         if let Some(old_yaml) = &prepared.current_compose {
             self.back_up_changed(host, old_yaml, &containers, progress)?;
@@ -239,7 +272,7 @@ impl<'a> Deploy<'a> {
         release::check_interrupt()?;
         // 5. Upload the bundle.
         let id = release_id(&self.hash);
-        let bundle = self.upload(host, &id, progress)?;
+        let bundle = self.upload(host, &id, prepared, progress)?;
         release::check_interrupt()?;
         Ok(Some((id, bundle)))
     }
@@ -280,6 +313,7 @@ impl<'a> Deploy<'a> {
         &self,
         host: &HostProject,
         id: &str,
+        prepared: &crate::host::Prepared,
         progress: &mut Progress,
     ) -> Result<Option<release::Bundle>> {
         let project = self.project;
@@ -287,19 +321,42 @@ impl<'a> Deploy<'a> {
             // before the step: in Compose mode the upload ends with the job's start
             check_loop_images(project, host.session, progress)?;
         }
-        progress.step(&format!("upload release {id}"));
+        let missing = if host.is_stack() {
+            Vec::new()
+        } else {
+            self.source.missing(&prepared.objects)
+        };
+        let sent: u64 = missing.iter().map(|e| e.size).sum();
+        progress.step(&format!(
+            "upload release {id}{}",
+            if self.source.entries.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} of {} project files, {})",
+                    missing.len(),
+                    self.source.entries.len(),
+                    homebase_stack::units::Bytes(sent)
+                )
+            }
+        ));
+        let objects = read_objects(&missing)?;
         let mut files: Vec<(&str, &[u8])> = vec![
             ("compose.yml", self.yaml.as_bytes()),
             ("homebase.toml", &self.config_text),
             ("hash", self.hash.as_bytes()),
         ];
+        if !host.is_stack() {
+            files.push(("files", self.manifest.as_bytes()));
+            files.push(("builds", self.builds.as_bytes()));
+        }
         files.extend(
             self.env_files
                 .iter()
                 .map(|(n, d)| (n.as_str(), d.as_slice())),
         );
         if !host.is_stack() {
-            return Ok(Some(host.bundle(id, &files)?));
+            return Ok(Some(host.bundle(id, &files, &objects)?));
         }
         crate::commands::swarm::upload_to_workers(project, id, &files)?;
         // each node's daemon knows which node it is (for its own part of scheduled backups)
@@ -312,6 +369,83 @@ impl<'a> Deploy<'a> {
         check_loop_images(project, host.session, progress)?;
         Ok(None)
     }
+}
+
+impl Deploy<'_> {
+    /// Synced files edited on the host since a release laid them out: the deploy stops
+    /// before the host changes, unless `--set-aside` lets the job move them aside.
+    fn check_edits(
+        &self,
+        host: &HostProject,
+        prepared: &crate::host::Prepared,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        if prepared.edited.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = prepared
+            .edited
+            .iter()
+            .take(20)
+            .map(|f| format!("  {}", crate::ui::printable(f)))
+            .collect();
+        let more = prepared.edited.len().saturating_sub(20);
+        let more = if more > 0 {
+            format!("\n  … and {more} more")
+        } else {
+            String::new()
+        };
+        let tree = format!(
+            "~/{}/{}/tree",
+            homebase_proto::layout::ROOT,
+            self.project.config.project.name
+        );
+        if self.args.set_aside {
+            progress.info(&format!(
+                "{} file(s) of the project were edited on {} since the last deploy; this deploy moves the host's versions to ~/{}/{}/set-aside/<release>/:\n{}{more}",
+                prepared.edited.len(),
+                host.session.host(),
+                homebase_proto::layout::ROOT,
+                self.project.config.project.name,
+                list.join("\n")
+            ));
+            return Ok(());
+        }
+        progress.fail("edited on the host");
+        Err(coded(
+            Exit::Refused,
+            format!(
+                "{} file(s) of the project were edited on {} (in {tree}) since the last deploy, and this deploy would replace them:\n{}{more}\nnothing was changed. Copy the edits you want into the project here, then deploy with `--set-aside` (the host's versions are kept under ~/{}/{}/set-aside/<release>/). Agents that write code belong in a loop's workspace, not in the deployed tree.",
+                prepared.edited.len(),
+                host.session.host(),
+                list.join("\n"),
+                homebase_proto::layout::ROOT,
+                self.project.config.project.name,
+            ),
+        ))
+    }
+}
+
+/// The objects to send: each file's content (a symlink's target) and its mode on the host.
+fn read_objects(missing: &[&crate::source::Entry]) -> Result<Vec<(String, u32, Vec<u8>)>> {
+    use crate::source::Kind;
+    missing
+        .iter()
+        .map(|e| {
+            let data = match e.kind {
+                Kind::Link => std::fs::read_link(&e.local)
+                    .map(|t| t.to_string_lossy().into_owned().into_bytes()),
+                _ => std::fs::read(&e.local),
+            }
+            .with_context(|| format!("cannot read `{}`", e.local.display()))?;
+            let mode = match e.kind {
+                Kind::Exec => 0o755,
+                Kind::Secret => 0o600,
+                Kind::File | Kind::Link => 0o644,
+            };
+            Ok((e.object.clone(), mode, data))
+        })
+        .collect()
 }
 
 /// `homebase deploy --attach`: follows the release job on the host (after a detach or a

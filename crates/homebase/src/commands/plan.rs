@@ -17,8 +17,22 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<Exit> {
     let plan = project.plan(host_memory)?;
     let cluster = project.cluster_plan(&plan)?;
     let fits = plan.fits() && cluster.as_ref().is_none_or(|c| c.fits());
+    let files = project.source()?;
     if args.json {
         let mut r = report(&plan, &source);
+        r.files = (!files.entries.is_empty()).then(|| homebase_proto::FilesPlan {
+            files: files.entries.len() as u64,
+            bytes: files.bytes(),
+            from_git: files.from_git,
+            builds: files
+                .builds
+                .iter()
+                .map(|b| homebase_proto::BuildPlan {
+                    service: b.service.clone(),
+                    image: b.image.clone(),
+                })
+                .collect(),
+        });
         if let Some(c) = &cluster {
             r.fits = fits;
             r.problems.extend(c.problems.iter().cloned());
@@ -40,9 +54,36 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<Exit> {
         if let Some(c) = &cluster {
             text.push_str(&cluster_text(c));
         }
+        text.push_str(&files_text(&files));
         ui::out(&text)?;
     }
     Ok(if fits { Exit::Ok } else { Exit::Refused })
+}
+
+/// What a deploy carries of the project's own files, and what the host builds.
+fn files_text(files: &crate::source::Source) -> String {
+    if files.entries.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\nProject files: {} files, {} carried to the host ({}; only what the host lacks crosses)\n",
+        files.entries.len(),
+        Bytes(files.bytes()),
+        if files.from_git {
+            "git's tracked and unignored files"
+        } else {
+            "everything less .dockerignore"
+        }
+    );
+    for b in &files.builds {
+        let _ = writeln!(
+            s,
+            "  built on the host: {:<12} {}",
+            b.service,
+            paint(DIM, &b.image)
+        );
+    }
+    s
 }
 
 fn cluster_text(c: &homebase_stack::cluster::ClusterPlan) -> String {
@@ -122,6 +163,7 @@ pub fn report(plan: &Plan, host_memory_source: &str) -> PlanReport {
         fits: plan.fits(),
         problems: plan.problems.iter().map(|p| p.explain()).collect(),
         cluster: None,
+        files: None,
     }
 }
 

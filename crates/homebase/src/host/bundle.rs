@@ -7,16 +7,33 @@ use super::{HostProject, check_id, now_secs};
 impl HostProject<'_> {
     /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.
     pub fn upload(&self, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
-        let bundle = self.bundle(id, files)?;
+        let bundle = self.bundle(id, files, &[])?;
         let (script, input) = bundle.script(bundle.small());
         self.session.check_with_input(&script, &input)?;
         Ok(())
     }
 
-    /// Release `id`'s files as a bundle to upload (see [`Bundle::script`]).
-    pub fn bundle(&self, id: &str, files: &[(&str, &[u8])]) -> Result<Bundle> {
+    /// Release `id`'s files as a bundle to upload (see [`Bundle::script`]), with the
+    /// objects of the project's files the host lacks (name, mode, content), which go to
+    /// the project's `objects/`.
+    pub fn bundle(
+        &self,
+        id: &str,
+        files: &[(&str, &[u8])],
+        objects: &[(String, u32, Vec<u8>)],
+    ) -> Result<Bundle> {
         check_id(id)?;
         let mut archive = tar::Builder::new(Vec::new());
+        for (name, mode, data) in objects {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(*mode);
+            header.set_mtime(now_secs());
+            header.set_cksum();
+            archive
+                .append_data(&mut header, format!("objects/{name}"), data.as_slice())
+                .context("cannot build the release bundle")?;
+        }
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
@@ -74,6 +91,8 @@ impl Bundle {
             // size checked) before anything is unpacked: a cut link leaves only the temp dir
             "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
              {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             {{ [ ! -d \"$t/objects\" ] || {{ mkdir -p \"$d/objects\" && chmod 700 \"$d/objects\" && \
+               find \"$t/objects\" -type f -exec sh -c 'mv -f \"$@\" \"$0\"' \"$d/objects\" {{}} + && rm -rf \"$t/objects\"; }}; }} && \
              find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",
             d = self.dir,
             id = self.id,

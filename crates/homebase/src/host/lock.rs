@@ -136,11 +136,12 @@ impl HostProject<'_> {
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \
              echo @@HB@@; docker ps -a --filter label=com.docker.compose.project={p} --format '{{{{json .}}}}'; \
              echo @@HB@@; [ -n \"$c\" ] && sed 's/^/> /' \"$d/releases/$c/compose.yml\" 2>/dev/null; \
-             {log}echo @@HB@@END; case \"$l\" in acquired*) s=$(cat); \
+             {log}echo @@HB@@; {state}; echo @@HB@@END; case \"$l\" in acquired*) s=$(cat); \
                case \"$s\" in *{GO}) ( eval \"${{s%{GO}}}\" );; esac; \
                i=$({LOCK_INFO}); case \"$i\" in *'\"host_pid\":'\"$$\"'}}'*) rm -f \"$d/lock\";; esac;; esac",
             d = self.dir(),
-            p = sh_quote(&self.project)
+            p = sh_quote(&self.project),
+            state = super::tree::STATE,
         )
     }
 
@@ -241,7 +242,11 @@ impl HostProject<'_> {
                 })
                 .collect()
         });
+        let (objects, edited) =
+            super::tree::parse_state(out.rsplit("@@HB@@\n").next().unwrap_or(""));
         Ok(Prepared {
+            objects,
+            edited,
             current,
             current_compose,
             containers,
@@ -369,6 +374,10 @@ pub struct Prepared {
     pub log: Option<Vec<ReleaseEntry>>,
     /// With `with_log`: the releases on the host, id and hash.
     pub releases: Option<Vec<(String, String)>>,
+    /// The objects of the project's files the host has (`host::tree`).
+    pub objects: std::collections::HashSet<String>,
+    /// Synced files edited on the host since a release laid them out.
+    pub edited: Vec<String>,
 }
 
 fn held(info: &str) -> LockOutcome {

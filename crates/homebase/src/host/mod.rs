@@ -20,6 +20,7 @@ mod bundle;
 mod compose;
 mod lock;
 pub mod stack;
+pub mod tree;
 
 pub use bundle::Bundle;
 pub use compose::HEALTHY_FN;

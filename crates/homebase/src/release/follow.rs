@@ -219,6 +219,12 @@ fn handle(
 ) -> bool {
     if let Some(text) = line.strip_prefix("| ") {
         let text = crate::ui::printable(text);
+        if !f.in_report
+            && f.compose.last().is_some_and(|(s, _)| s == "build")
+            && text.starts_with('#')
+        {
+            progress.detail(&text);
+        }
         match (f.in_report, f.reports.last_mut(), f.compose.last_mut()) {
             (true, Some((_, _, lines)), _) | (false, _, Some((_, lines))) => lines.push(text),
             _ => {}
@@ -239,6 +245,10 @@ fn handle(
                 ("up", _) => progress.step(&labels.up),
                 ("back", Some(prev)) => progress.step(&format!("roll back to release {prev}")),
                 ("remove", _) => progress.step("remove the failed first release (volumes kept)"),
+                ("build", _) => progress.step(&format!(
+                    "build images on the host ({})",
+                    crate::ui::printable(arg)
+                )),
                 _ => {}
             }
         }
@@ -250,6 +260,10 @@ fn handle(
         )),
         "timeout" => progress.info(&format!(
             "`docker compose up` did not finish within {}s; it was stopped",
+            crate::ui::printable(rest)
+        )),
+        "aside" => progress.info(&format!(
+            "moved the host's edited `{}` aside (~/.homebase/<project>/set-aside/<release>/)",
             crate::ui::printable(rest)
         )),
         "cleaned" => progress.info(&format!(
@@ -318,6 +332,8 @@ pub fn failure_report(f: &Followed) -> String {
         // (a stack's step says which services did not converge and why, task by task)
         let (who, keep, when) = match step.as_str() {
             "up" => ("compose", 5, ""),
+            "build" => continue, // its progress; the log's tail is `build-log`
+            "build-log" => ("the build", 40, ""),
             "stack" => ("docker stack", 30, ""),
             _ => ("compose", 5, " (on the way back)"),
         };

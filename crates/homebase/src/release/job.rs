@@ -8,7 +8,7 @@ use anyhow::Result;
 use homebase_proto::ReleaseEntry;
 use homebase_remote::sh_quote;
 
-use crate::host::{FIND_COMPOSE, HEALTHY_FN, LOCK_INFO};
+use crate::host::{FIND_COMPOSE, HEALTHY_FN, LOCK_INFO, tree};
 
 /// What the job does: start `new`, wait until every planned service is running and
 /// healthy, make it current; otherwise (or on abort) start `prev` again, or remove `new`'s
@@ -78,8 +78,9 @@ impl Job {
             fail = sh_quote(&template(&self.fail_entry, true)?),
             new = sh_quote(&self.new),
             script = sh_quote(&format!(
-                "{header}{HEALTHY_FN}{JOB}{}\nreadlink \"$d/lock\" 2>/dev/null | grep -qF \"$tok\" && rm -f \"$d/lock\"\nsay end\n: > \"$j/done\"\n",
-                crate::host::PRUNE
+                "{header}{HEALTHY_FN}{fns}{JOB}{}\nprune_tree\nreadlink \"$d/lock\" 2>/dev/null | grep -qF \"$tok\" && rm -f \"$d/lock\"\nsay end\n: > \"$j/done\"\n",
+                crate::host::PRUNE,
+                fns = tree::JOB_FNS,
             )),
             prefix = sh_quote(&prefix),
         ))
@@ -128,11 +129,12 @@ cleanup() {
   done
 }
 # the services a release starts (those its compose file enables)
-services_of() { ( cd "$d/releases/$1" && $compose -p "$p" -f compose.yml config --services 2>/dev/null ); }
+services_of() { hbc "$1" config --services 2>/dev/null; }
 # up_release ID SERVICES
 up_release() {
   cleanup
-  ( cd "$d/releases/$1" && exec $compose -p "$p" -f compose.yml up -d --wait --wait-timeout "$wait" --remove-orphans ) > "$j/up.out" 2>&1 &
+  apply_tree "$1" || { say fail the release files could not be laid out in the tree; return 1; }
+  hbc "$1" up -d --no-build --wait --wait-timeout "$wait" --remove-orphans > "$j/up.out" 2>&1 &
   up=$!
   # the watchdog acts only while the job lives (a killed job leaves no stale pid to kill)
   ( sleep "$limit"; kill -0 "$$" 2>/dev/null && kill -TERM "$up" 2>/dev/null && say timeout "$limit" ) & wd=$!
@@ -167,8 +169,17 @@ entry() {
   say entry "$line"
 }
 [ -n "$svcs" ] || svcs=$(services_of "$new")
-say step up "$new"
-if [ -z "$aborted" ] && up_release "$new" "$svcs" && [ -z "$aborted" ]; then
+built=1
+{ [ -z "$aborted" ] && build_release "$new" && [ -z "$aborted" ]; } || built=
+[ -n "$built" ] && say step up "$new"
+if [ -z "$built" ]; then
+  trap '' TERM INT
+  if [ -n "$aborted" ]; then why="was aborted from the laptop during its build"; else why="did not build"; fi
+  if [ -n "$prev" ]; then tgt="\"$prev\""; runs="release $prev still runs"; else tgt=null; runs="no release ran before"; fi
+  msg="release $new $why; nothing on the host changed ($runs)"
+  entry fail "$tgt" "\"$msg\""
+  say outcome build-failed "$msg"
+elif [ -z "$aborted" ] && up_release "$new" "$svcs" && [ -z "$aborted" ]; then
   printf '%s\n' "$new" > "$d/current.tmp" && mv "$d/current.tmp" "$d/current"
   say ok
   entry ok null null
@@ -189,7 +200,7 @@ else
   else
     engine_wait
     say step remove
-    if ( cd "$d/releases/$new" && exec $compose -p "$p" -f compose.yml down --remove-orphans ) > "$j/up.out" 2>&1; then
+    if hbc "$new" down --remove-orphans > "$j/up.out" 2>&1; then
       say ok; out=removed; msg="release $new $why; there was no previous release, so its containers were removed (volumes kept)"
     else
       quote < "$j/up.out"; say fail; out=remove-failed; msg="release $new $why; there was no previous release, and removing its containers failed"

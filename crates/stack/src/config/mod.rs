@@ -60,6 +60,31 @@ pub struct Config {
     /// What `homebase mcp` lets a coding agent do beyond reading.
     #[serde(default)]
     pub mcp: McpSection,
+    /// The project's own files that deploy brings to the host (`[files]`).
+    #[serde(default)]
+    pub files: FilesSection,
+}
+
+/// `[files]`: how much of the project's own code a deploy may carry to the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSection {
+    /// The most the files the stack references may weigh together; a larger tree (a
+    /// `node_modules` nobody ignored) is refused before the host changes.
+    #[serde(default = "default_files_max_size", deserialize_with = "size_required")]
+    pub max_size: Bytes,
+}
+
+fn default_files_max_size() -> Bytes {
+    Bytes(256 * 1024 * 1024)
+}
+
+impl Default for FilesSection {
+    fn default() -> Self {
+        FilesSection {
+            max_size: default_files_max_size(),
+        }
+    }
 }
 
 /// `[mcp]`: the tools `homebase mcp` offers that change the host. Reading tools are always

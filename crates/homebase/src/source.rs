@@ -1,0 +1,668 @@
+//! The project's own files, as a deploy carries them to the host: the files the stack
+//! references (build contexts, relative bind-mount sources, env files, configs and secrets
+//! files), each named by its content, and the images the host builds from them.
+//!
+//! What is included: in a git checkout, the files git tracks plus the untracked ones it
+//! does not ignore; otherwise everything under the project directory less the root
+//! `.dockerignore`'s patterns. Never `.git/`, never anything outside the project directory
+//! (a path or a symlink that leaves it is refused). Env files, configs and secrets files the
+//! stack names travel even when git ignores them (they usually hold secrets), private (0600)
+//! on the host.
+//!
+//! The host keeps every file once, by content (`objects/<sha256>[.x|.s]`); a release lists
+//! its files in a manifest (`files`: one `KIND OBJECT PATH` line each) that the release job
+//! lays out in the project's live tree (`tree/`, Compose's project directory there).
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+use homebase_stack::ComposeProject;
+use homebase_stack::units::Bytes;
+use serde_norway::Value;
+use sha2::{Digest, Sha256};
+
+use crate::exit::{Exit, coded};
+
+/// How a file is laid out on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A plain file (0644).
+    File,
+    /// An executable (0755).
+    Exec,
+    /// A secret the stack names (an env file, a secrets file): 0600.
+    Secret,
+    /// A symlink that stays inside the project; its object holds the target.
+    Link,
+}
+
+impl Kind {
+    fn letter(self) -> char {
+        match self {
+            Kind::File => 'f',
+            Kind::Exec => 'x',
+            Kind::Secret => 's',
+            Kind::Link => 'l',
+        }
+    }
+}
+
+/// One file of the tree.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Relative to the project directory, `/`-separated.
+    pub path: String,
+    pub kind: Kind,
+    /// Its object's name on the host: the content's SHA-256, `.x` for an executable, `.s`
+    /// for a secret.
+    pub object: String,
+    pub size: u64,
+    /// Where it is on the laptop.
+    pub local: PathBuf,
+}
+
+/// A service whose image the host builds from the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub service: String,
+    /// `homebase/<project>-<service>:<hash of its inputs>`: the same inputs, the same tag,
+    /// so a rollback or an unchanged service needs no build.
+    pub image: String,
+}
+
+/// The files a deploy carries and the images the host builds.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub entries: Vec<Entry>,
+    pub builds: Vec<Build>,
+    /// Whether the list came from git (else from a walk less `.dockerignore`).
+    pub from_git: bool,
+}
+
+impl Source {
+    /// Reads the project's referenced files and checks them (outside the project, symlinks
+    /// that leave it, a tree over `max_size`, builds without their Dockerfile).
+    pub fn collect(compose: &ComposeProject, project: &str, max_size: Bytes) -> Result<Source> {
+        let dir = &compose.project_dir;
+        let refs = references(compose)?;
+        let (candidates, from_git) = candidates(dir)?;
+        let mut chosen: BTreeMap<String, Kind> = BTreeMap::new();
+        for path in candidates {
+            if refs.roots.iter().any(|r| under(&path, r)) {
+                chosen.insert(path, Kind::File);
+            }
+        }
+        // named files travel even when git ignores them; a missing optional one does not
+        for (path, kind, required) in &refs.files {
+            if dir.join(path).exists() || !required {
+                if dir.join(path).exists() {
+                    chosen.insert(path.clone(), *kind);
+                }
+            } else {
+                return Err(coded(
+                    Exit::BadInput,
+                    format!(
+                        "`{}` is named by the compose file but does not exist; create it or remove the reference",
+                        dir.join(path).display()
+                    ),
+                ));
+            }
+        }
+        let mut entries = Vec::with_capacity(chosen.len());
+        for (path, kind) in chosen {
+            if let Some(e) = entry(dir, &path, kind)? {
+                entries.push(e);
+            }
+        }
+        check_size(&entries, max_size)?;
+        let builds = builds(compose, project, &entries)?;
+        Ok(Source {
+            entries,
+            builds,
+            from_git,
+        })
+    }
+
+    /// The bytes of every file together.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// The release's manifest: `KIND OBJECT PATH` a line, sorted by path.
+    pub fn manifest(&self) -> String {
+        self.entries
+            .iter()
+            .map(|e| format!("{} {} {}\n", e.kind.letter(), e.object, e.path))
+            .collect()
+    }
+
+    /// The release's builds: `SERVICE IMAGE` a line.
+    pub fn builds_file(&self) -> String {
+        self.builds
+            .iter()
+            .map(|b| format!("{} {}\n", b.service, b.image))
+            .collect()
+    }
+
+    /// The entries whose object the host lacks (each object once).
+    pub fn missing<'a>(&'a self, have: &std::collections::HashSet<String>) -> Vec<&'a Entry> {
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .filter(|e| !have.contains(&e.object) && seen.insert(e.object.clone()))
+            .collect()
+    }
+
+    /// The compose project with each built service's image set to its tag (what render
+    /// writes and `up` runs).
+    pub fn tagged(&self, compose: &ComposeProject) -> ComposeProject {
+        let mut out = compose.clone();
+        for b in &self.builds {
+            if let Some(svc) = out.services.get_mut(&b.service) {
+                svc.raw
+                    .insert("image".into(), Value::String(b.image.clone()));
+                svc.image = Some(b.image.clone());
+            }
+        }
+        out
+    }
+}
+
+/// What the stack references: directories and files whose tree travels (`roots`; `""` is
+/// the whole project) and files that travel whatever git says (`files`: path, kind,
+/// required).
+struct References {
+    roots: Vec<String>,
+    files: Vec<(String, Kind, bool)>,
+}
+
+fn references(compose: &ComposeProject) -> Result<References> {
+    let mut refs = References {
+        roots: Vec::new(),
+        files: Vec::new(),
+    };
+    let dir = &compose.project_dir;
+    for (name, svc) in &compose.services {
+        if let Some(b) = svc.raw.get("build") {
+            let (ctx, extra) = build_paths(b);
+            if let Some(ctx) = ctx {
+                refs.roots.push(inside(
+                    dir,
+                    &ctx,
+                    &format!("service `{name}`: build context"),
+                )?);
+            }
+            for (what, p) in extra {
+                refs.roots
+                    .push(inside(dir, &p, &format!("service `{name}`: {what}"))?);
+            }
+        }
+        if let Some(Value::Sequence(vols)) = svc.raw.get("volumes") {
+            for v in vols {
+                if let Some(src) = bind_source(v) {
+                    refs.roots
+                        .push(inside(dir, &src, &format!("service `{name}`: bind mount"))?);
+                }
+            }
+        }
+        for (path, required) in &svc.env_files {
+            let p = inside(dir, path, &format!("service `{name}`: env_file"))?;
+            refs.files.push((p, Kind::Secret, *required));
+        }
+    }
+    for (key, kind) in [("secrets", Kind::Secret), ("configs", Kind::File)] {
+        if let Some(Value::Mapping(items)) = compose.top.get(key) {
+            for (item, def) in items {
+                if let Some(f) = def
+                    .get("file")
+                    .and_then(Value::as_str)
+                    .filter(|f| relative(f))
+                {
+                    let what = format!("{key}.{}: file", item.as_str().unwrap_or("?"));
+                    refs.files.push((inside(dir, f, &what)?, kind, true));
+                }
+            }
+        }
+    }
+    refs.roots.sort();
+    refs.roots.dedup();
+    Ok(refs)
+}
+
+/// A build's local context and its other local paths (a Dockerfile outside the context,
+/// additional contexts), as written (relative to the project directory).
+fn build_paths(b: &Value) -> (Option<String>, Vec<(&'static str, String)>) {
+    match b {
+        Value::String(s) => (relative(s).then(|| s.clone()), Vec::new()),
+        Value::Mapping(m) => {
+            let ctx = m
+                .get("context")
+                .and_then(Value::as_str)
+                .unwrap_or(".")
+                .to_string();
+            let mut extra = Vec::new();
+            if let Some(Value::Mapping(more)) = m.get("additional_contexts") {
+                for v in more.values() {
+                    if let Some(p) = v.as_str().filter(|p| relative(p) && !p.contains(':')) {
+                        extra.push(("additional context", p.to_string()));
+                    }
+                }
+            }
+            if let Some(df) = m.get("dockerfile").and_then(Value::as_str)
+                && relative(&ctx)
+            {
+                extra.push(("dockerfile", join(&ctx, df)));
+            }
+            (relative(&ctx).then_some(ctx), extra)
+        }
+        _ => (None, Vec::new()),
+    }
+}
+
+/// The source of a bind mount written relative to the project (`./x:/y`, or long syntax
+/// `type: bind`).
+fn bind_source(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if s.starts_with('.') => {
+            Some(s.split_once(':').map_or(s.as_str(), |(a, _)| a).to_string())
+        }
+        Value::Mapping(m) if m.get("type").and_then(Value::as_str) == Some("bind") => m
+            .get("source")
+            .and_then(Value::as_str)
+            .filter(|s| relative(s))
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A local relative path (not absolute, `~`, a variable, a URL or a git remote).
+fn relative(p: &str) -> bool {
+    !(p.is_empty()
+        || p.starts_with('/')
+        || p.starts_with('~')
+        || p.starts_with('$')
+        || p.contains("://")
+        || p.starts_with("git@")
+        || p.starts_with("github.com/"))
+}
+
+fn join(base: &str, p: &str) -> String {
+    if base.is_empty() || base == "." {
+        p.to_string()
+    } else {
+        format!("{base}/{p}")
+    }
+}
+
+/// `p` folded lexically (`.` dropped, `..` taken back), `/`-separated; `None` when it
+/// leaves the directory it is relative to.
+pub fn normalize(p: &str) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// `p` as a path inside the project, or the error that says it is not.
+fn inside(dir: &Path, p: &str, what: &str) -> Result<String> {
+    normalize(p).ok_or_else(|| {
+        coded(
+            Exit::BadInput,
+            format!(
+                "{what} `{p}` is outside the project directory {}: homebase carries only the project's own files to the host; move it inside the project (or make the project directory the common parent)",
+                dir.display()
+            ),
+        )
+    })
+}
+
+/// Whether `path` is `root` or inside it (`""` is the whole project).
+fn under(path: &str, root: &str) -> bool {
+    root.is_empty()
+        || path == root
+        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
+}
+
+/// The project's files: git's list in a checkout, else a walk less `.dockerignore`.
+fn candidates(dir: &Path) -> Result<(Vec<String>, bool)> {
+    let git = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            ".",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = git
+        && out.status.success()
+    {
+        let list = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        return Ok((list, true));
+    }
+    let ignore = dockerignore(dir, &dir.join(".dockerignore"))?;
+    let mut out = Vec::new();
+    walk(dir, "", &ignore, &mut out)?;
+    Ok((out, false))
+}
+
+fn walk(
+    dir: &Path,
+    rel: &str,
+    ignore: &ignore::gitignore::Gitignore,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    let here = dir.join(rel);
+    let read =
+        std::fs::read_dir(&here).with_context(|| format!("cannot read `{}`", here.display()))?;
+    for item in read {
+        let item = item.with_context(|| format!("cannot read `{}`", here.display()))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name == ".git" {
+            continue;
+        }
+        let path = join(rel, &name);
+        let ty = item
+            .file_type()
+            .with_context(|| format!("cannot read `{}`", item.path().display()))?;
+        if ignore
+            .matched_path_or_any_parents(&path, ty.is_dir())
+            .is_ignore()
+        {
+            continue;
+        }
+        if ty.is_dir() {
+            walk(dir, &path, ignore, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// A `.dockerignore` as a matcher: each pattern anchored at its directory, as Docker reads
+/// them (`foo` is `./foo`, not any `foo`), `!` exceptions kept.
+fn dockerignore(root: &Path, file: &Path) -> Result<ignore::gitignore::Gitignore> {
+    let mut b = ignore::gitignore::GitignoreBuilder::new(root);
+    if let Ok(text) = std::fs::read_to_string(file) {
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (neg, pat) = match line.strip_prefix('!') {
+                Some(p) => ("!", p.trim()),
+                None => ("", line),
+            };
+            let pat = pat.trim_start_matches("./").trim_start_matches('/');
+            b.add_line(None, &format!("{neg}/{pat}"))
+                .with_context(|| format!("`{}`: bad pattern `{line}`", file.display()))?;
+        }
+    }
+    b.build()
+        .with_context(|| format!("cannot read `{}`", file.display()))
+}
+
+/// One file's entry (`None` for what is not a file: a submodule's directory, a file git
+/// lists but that was deleted).
+fn entry(dir: &Path, path: &str, kind: Kind) -> Result<Option<Entry>> {
+    if path.contains(['\n', '\r']) {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`{}` has a line break in its name, which the host's tools cannot carry; rename it",
+                path.escape_debug()
+            ),
+        ));
+    }
+    let local = dir.join(path);
+    let meta = match std::fs::symlink_metadata(&local) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read `{}`", local.display())));
+        }
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&local)
+            .with_context(|| format!("cannot read the symlink `{}`", local.display()))?;
+        let t = target.to_string_lossy().into_owned();
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        if target.is_absolute() || normalize(&join(parent, &t)).is_none() {
+            return Err(coded(
+                Exit::BadInput,
+                format!(
+                    "the symlink `{path}` points out of the project (to `{t}`): homebase carries only the project's own files; copy what it points to into the project, or leave it out (.gitignore / .dockerignore)"
+                ),
+            ));
+        }
+        return Ok(Some(Entry {
+            path: path.to_string(),
+            kind: Kind::Link,
+            object: hex(&Sha256::digest(t.as_bytes())),
+            size: t.len() as u64,
+            local,
+        }));
+    }
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let data =
+        std::fs::read(&local).with_context(|| format!("cannot read `{}`", local.display()))?;
+    let kind = match kind {
+        Kind::Secret => Kind::Secret,
+        _ if executable(&meta) => Kind::Exec,
+        _ => Kind::File,
+    };
+    let hash = hex(&Sha256::digest(&data));
+    let object = match kind {
+        Kind::Exec => format!("{hash}.x"),
+        Kind::Secret => format!("{hash}.s"),
+        _ => hash,
+    };
+    Ok(Some(Entry {
+        path: path.to_string(),
+        kind,
+        object,
+        size: data.len() as u64,
+        local,
+    }))
+}
+
+#[cfg(unix)]
+fn executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn executable(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses a tree over `max`, naming the directory that holds most of it.
+fn check_size(entries: &[Entry], max: Bytes) -> Result<()> {
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    if total <= max.0 {
+        return Ok(());
+    }
+    let mut dirs: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in entries {
+        let mut p = e.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            *dirs.entry(parent).or_default() += e.size;
+            p = parent;
+        }
+    }
+    // the deepest directory that holds at least half of it
+    let heavy = dirs
+        .iter()
+        .filter(|(_, size)| **size * 2 >= total)
+        .max_by_key(|(d, _)| d.matches('/').count())
+        .map(|(d, size)| format!("; `{d}/` alone is {}", Bytes(*size)))
+        .unwrap_or_default();
+    Err(coded(
+        Exit::BadInput,
+        format!(
+            "the project's files the stack references weigh {} in {} files, over the limit of {}{heavy}; leave out what the build makes or downloads (add it to .gitignore, or .dockerignore outside git), or raise `[files] max_size` in homebase.toml",
+            Bytes(total),
+            entries.len(),
+            max
+        ),
+    ))
+}
+
+/// The services the host builds, each checked (its Dockerfile there and not ignored) and
+/// tagged by its inputs.
+fn builds(compose: &ComposeProject, project: &str, entries: &[Entry]) -> Result<Vec<Build>> {
+    let mut out = Vec::new();
+    for (name, svc) in &compose.services {
+        let Some(b) = svc.raw.get("build") else {
+            continue;
+        };
+        let (Some(ctx), _) = build_paths(b) else {
+            continue; // a remote context: Compose fetches it on the host
+        };
+        let ctx = normalize(&ctx).unwrap_or_default();
+        let inline = b.get("dockerfile_inline").is_some();
+        let dockerfile = b
+            .get("dockerfile")
+            .and_then(Value::as_str)
+            .unwrap_or("Dockerfile");
+        if !inline {
+            let df = normalize(&join(&ctx, dockerfile)).unwrap_or_default();
+            let local = compose.project_dir.join(&df);
+            if !entries.iter().any(|e| e.path == df) {
+                let why = if local.exists() {
+                    "it exists but is not carried to the host (git ignores it); track it in git"
+                } else {
+                    "create it, or set `build.dockerfile` to the right file"
+                };
+                return Err(coded(
+                    Exit::BadInput,
+                    format!(
+                        "service `{name}`: its Dockerfile `{}` is missing: {why}",
+                        local.display()
+                    ),
+                ));
+            }
+            let ctx_dir = compose.project_dir.join(&ctx);
+            let own = ctx_dir.join(format!("{dockerfile}.dockerignore"));
+            let ignore_file = if own.exists() {
+                own
+            } else {
+                ctx_dir.join(".dockerignore")
+            };
+            let matcher = dockerignore(&ctx_dir, &ignore_file)?;
+            let rel = normalize(dockerfile).unwrap_or_default();
+            if matcher.matched_path_or_any_parents(&rel, false).is_ignore() {
+                return Err(coded(
+                    Exit::BadInput,
+                    format!(
+                        "service `{name}`: `{}` excludes its Dockerfile `{rel}`, so the build cannot read it; remove that pattern (or add `!{rel}`)",
+                        ignore_file.display()
+                    ),
+                ));
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(serde_norway::to_string(b).unwrap_or_default().as_bytes());
+        let (_, extra) = build_paths(b);
+        let mut roots = vec![ctx.clone()];
+        roots.extend(extra.into_iter().filter_map(|(_, p)| normalize(&p)));
+        for e in entries
+            .iter()
+            .filter(|e| roots.iter().any(|r| under(&e.path, r)))
+        {
+            h.update(e.path.as_bytes());
+            h.update([0]);
+            h.update(e.object.as_bytes());
+            h.update([0]);
+        }
+        let tag = &hex(&h.finalize())[..16];
+        out.push(Build {
+            service: name.clone(),
+            image: format!(
+                "homebase/{}-{}:{tag}",
+                project.to_ascii_lowercase(),
+                name.to_ascii_lowercase()
+            ),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fold_and_never_leave() {
+        assert_eq!(normalize("./api/../web/x").as_deref(), Some("web/x"));
+        assert_eq!(normalize(".").as_deref(), Some(""));
+        assert_eq!(normalize("../x"), None);
+        assert_eq!(normalize("a/../../x"), None);
+        assert_eq!(normalize("/etc"), None);
+        assert!(under("api/x", "api"));
+        assert!(!under("apix/y", "api"));
+        assert!(under("anything", ""));
+    }
+
+    #[test]
+    fn dockerignore_patterns_are_anchored_and_take_exceptions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(".dockerignore"),
+            "node_modules\n*.log\n!keep.log\n# comment\n./build\n",
+        )
+        .expect("write");
+        let m = dockerignore(dir.path(), &dir.path().join(".dockerignore")).expect("matcher");
+        assert!(
+            m.matched_path_or_any_parents("node_modules/a/b.js", false)
+                .is_ignore()
+        );
+        assert!(
+            !m.matched_path_or_any_parents("src/node_modules/a.js", false)
+                .is_ignore()
+        );
+        assert!(m.matched_path_or_any_parents("x.log", false).is_ignore());
+        assert!(!m.matched_path_or_any_parents("keep.log", false).is_ignore());
+        assert!(m.matched_path_or_any_parents("build", true).is_ignore());
+        assert!(
+            !m.matched_path_or_any_parents("src/main.py", false)
+                .is_ignore()
+        );
+    }
+
+    #[test]
+    fn bind_sources_are_relative_paths_only() {
+        let s = |t: &str| bind_source(&Value::String(t.into()));
+        assert_eq!(s(".:/app").as_deref(), Some("."));
+        assert_eq!(s("./data:/data:rw").as_deref(), Some("./data"));
+        assert_eq!(s("pgdata:/var/lib/postgresql"), None);
+        assert_eq!(s("/var/run/docker.sock:/s"), None);
+    }
+}

@@ -1,0 +1,349 @@
+//! The user's own code on the host: the project's files synced by content, images built
+//! there from a git checkout, bind mounts that see the project (never the release record),
+//! host edits never lost, a broken build that changes nothing; on a Debian test host and a
+//! Mac-like one (Homebrew, Colima), through real sshd, dockerd, Compose and git.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::process::Command;
+
+use homebase_testkit::{Host, Hosts, TestProject, hosts, unique_port};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_homebase"))
+}
+
+const BUDGET: &str = "[services.api]\nmemory = \"64MiB\"\n[services.worker]\nmemory = \"32MiB\"\n";
+
+/// An API built from `api/` (its page copied from the source) and a worker that mounts the
+/// project read-only at /code and a data directory at /data, writing a line there at each
+/// start. `version` changes the worker's environment (a recreate).
+fn stack(port: u16, version: &str) -> String {
+    format!(
+        r#"
+services:
+  api:
+    build:
+      context: ./api
+      args:
+        GREETING: hello
+    ports: ["127.0.0.1:{port}:8080"]
+    stop_signal: SIGKILL
+    healthcheck:
+      test: ["CMD-SHELL", "wget -qO- http://127.0.0.1:8080/"]
+      interval: 1s
+      retries: 30
+  worker:
+    image: hb/busybox:latest
+    command: ["sh", "-c", "echo start $$VERSION >> /data/log; exec sleep 3600"]
+    environment:
+      VERSION: "{version}"
+    env_file: [./worker.env]
+    stop_signal: SIGKILL
+    volumes: [".:/code:ro", "./data:/data"]
+"#
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn write(dir: &Path, path: &str, text: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A git checkout of the test project: `api/` (Dockerfile, a large static file, the page),
+/// a note, the worker's env file (ignored by git, as secrets are), data ignored.
+fn checkout(p: &TestProject, port: u16) {
+    let dir = p.dir.path();
+    p.write(&stack(port, "1"), BUDGET);
+    write(
+        dir,
+        "api/Dockerfile",
+        "FROM hb/busybox:latest\nARG GREETING\nCOPY static /static\nCOPY www /www\nRUN echo $GREETING > /www/greeting\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    );
+    write(dir, "api/static/blob", &"x".repeat(200_000));
+    write(dir, "api/www/index.html", "v1");
+    write(dir, "notes.txt", "notes");
+    write(dir, "worker.env", "SECRET=s3cr3t-value\n");
+    write(dir, ".gitignore", "data/\nworker.env\nssh/\n");
+    git(dir, &["init", "-q"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "v1"]);
+}
+
+/// `deploy --json`'s events: the upload step's name (what crossed) and whether it built.
+fn deploy(p: &TestProject, extra: &[&str]) -> (String, bool, String) {
+    let mut args = vec!["deploy", "--json"];
+    args.extend_from_slice(extra);
+    let out = p.ok(&args);
+    let upload = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "step" && e["step"].as_str().unwrap_or("").starts_with("upload"))
+        .map(|e| e["step"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let built = out.contains("build images on the host");
+    (upload, built, out)
+}
+
+fn exec(p: &TestProject, service: &str, cmd: &str) -> String {
+    let o = p.exec(service, cmd);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn layers(hosts: &Hosts, host: &Host, image: &str) -> Vec<String> {
+    let o = hosts.docker(
+        host,
+        &["image", "inspect", "-f", "{{json .RootFS.Layers}}", image],
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
+}
+
+fn api_image(p: &TestProject) -> String {
+    let o = p.hosts.docker(
+        p.host,
+        &[
+            "inspect",
+            "-f",
+            "{{.Config.Image}}",
+            &format!("{}-api-1", p.name),
+        ],
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn journey(host_index: u32) {
+    let hosts = hosts();
+    let host = hosts.host(host_index);
+    let p = TestProject::new(&hosts, host, bin(), "code", "", "");
+    let port = unique_port();
+    checkout(&p, port);
+    let dir = p.dir.path();
+
+    // plan says what will travel and what the host builds
+    let plan: serde_json::Value = serde_json::from_str(&p.ok(&["plan", "--json"])).unwrap();
+    assert_eq!(plan["files"]["from_git"], true, "{plan}");
+    assert_eq!(plan["files"]["builds"][0]["service"], "api", "{plan}");
+
+    // 1. first deploy: everything crosses, the API is built from the source on the host
+    let (upload, built, _) = deploy(&p, &[]);
+    assert!(built, "the first deploy builds the API");
+    assert!(upload.contains("(8 of 8 project files"), "{upload}");
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v1");
+    assert_eq!(exec(&p, "api", "cat /www/greeting"), "hello", "build args");
+    // the worker sees the project, not homebase's release record; its secret env file
+    // came along although git ignores it, private on the host
+    let code = exec(&p, "worker", "ls -a /code");
+    for f in ["api", "notes.txt", "compose.yml", "homebase.toml", "data"] {
+        assert!(code.lines().any(|l| l == f), "{f} in /code:\n{code}");
+    }
+    for f in ["hash", "files", "builds", "current", "releases"] {
+        assert!(!code.lines().any(|l| l == f), "{f} in /code:\n{code}");
+    }
+    assert_eq!(exec(&p, "worker", "echo $SECRET"), "s3cr3t-value");
+    let mode = hosts.ssh_ok(
+        host,
+        &format!(
+            "ls -l {}/tree/worker.env | cut -c1-10",
+            homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
+    assert_eq!(mode.trim(), "-rw-------");
+    let v1_image = api_image(&p);
+    let v1_layers = layers(&hosts, host, &v1_image);
+
+    // 2. one source file changed and a file deleted: only that file crosses, only the
+    // layers after it are built again
+    write(dir, "api/www/index.html", "v2");
+    git(dir, &["rm", "-q", "notes.txt"]);
+    git(dir, &["commit", "-qam", "v2"]);
+    let (upload, built, _) = deploy(&p, &[]);
+    assert!(built);
+    assert!(upload.contains("(1 of 7 project files, 2 B)"), "{upload}");
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v2");
+    let v2_image = api_image(&p);
+    let v2_layers = layers(&hosts, host, &v2_image);
+    assert_eq!(v1_layers.len(), v2_layers.len());
+    let shared = v1_layers.len() - 2; // COPY www and the RUN after it change
+    assert_eq!(v1_layers[..shared], v2_layers[..shared], "cached layers");
+    assert_ne!(v1_layers.last(), v2_layers.last());
+    assert!(!exec(&p, "worker", "ls /code").contains("notes.txt"));
+
+    // 3. rollback: the old image again, no build, the old files back
+    let out = p.ok(&["rollback", "--json"]);
+    assert!(!out.contains("build images"), "{out}");
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v1");
+    assert_eq!(api_image(&p), v1_image);
+    assert_eq!(exec(&p, "worker", "cat /code/notes.txt"), "notes");
+
+    // 4. forward again with the worker changed: only compose.yml crosses (the page's v2 is
+    // on the host already), the v2 image is reused, and the data the worker wrote stays
+    p.write(&stack(port, "2"), BUDGET);
+    let (upload, built, out) = deploy(&p, &[]);
+    assert!(!built, "{out}");
+    assert!(upload.contains("(1 of 7 project files"), "{upload}");
+    assert_eq!(api_image(&p), v2_image);
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v2");
+    assert_eq!(exec(&p, "worker", "cat /data/log"), "start 1\nstart 2");
+
+    // 5. a broken Dockerfile: exit 1 with the build's words, the old release serving, the
+    // lock free, the tree untouched
+    write(
+        dir,
+        "api/Dockerfile",
+        "FROM hb/busybox:latest\nCOPY www /www\nRUN echo broken-step && false\n",
+    );
+    let o = p.run(&["deploy"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not build; nothing on the host changed"),
+        "{err}"
+    );
+    assert!(err.contains("broken-step"), "the build's tail: {err}");
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v2");
+    assert!(p.host_file("lock").is_none(), "the lock is free");
+    assert!(!exec(&p, "worker", "cat /code/api/Dockerfile").contains("broken"));
+    git(dir, &["checkout", "--", "api/Dockerfile"]);
+
+    // 6. a synced file edited on the host is never overwritten: refused, then set aside
+    let tree_page = format!(
+        "{}/tree/api/www/index.html",
+        homebase_proto::layout::sh_project(&p.name)
+    );
+    hosts.ssh_ok(host, &format!("echo edited-on-host > {tree_page}"));
+    write(dir, "api/www/index.html", "v3");
+    git(dir, &["commit", "-qam", "v3"]);
+    let o = p.run(&["deploy"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("api/www/index.html"), "{err}");
+    assert_eq!(
+        hosts.ssh_ok(host, &format!("cat {tree_page}")).trim(),
+        "edited-on-host"
+    );
+    let (_, _, out) = deploy(&p, &["--set-aside"]);
+    assert!(out.contains("api/www/index.html"), "{out}");
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v3");
+    let kept = hosts.ssh_ok(
+        host,
+        &format!(
+            "cat {}/set-aside/*/api/www/index.html",
+            homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
+    assert_eq!(kept.trim(), "edited-on-host");
+
+    // 7. a symlink a container could plant on the way to a synced path is moved aside,
+    // never written through
+    hosts.ssh_ok(
+        host,
+        &format!(
+            "d={d}; mkdir -p \"$d/outside\" && rm -rf \"$d/tree/api/www\" && ln -s \"$d/outside\" \"$d/tree/api/www\"",
+            d = homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
+    write(dir, "api/www/index.html", "v4");
+    git(dir, &["commit", "-qam", "v4"]);
+    let o = p.run(&["deploy", "--set-aside"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let outside = hosts.ssh_ok(
+        host,
+        &format!(
+            "ls -A {}/outside",
+            homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
+    assert_eq!(outside.trim(), "", "nothing written through the symlink");
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v4");
+
+    // 8. a no-op is one round trip and builds nothing
+    let (upload, built, out) = deploy(&p, &[]);
+    assert!(upload.is_empty() && !built, "{out}");
+    assert!(out.contains("up-to-date"), "{out}");
+}
+
+#[test]
+fn your_code_on_a_mac_like_host() {
+    journey(homebase_testkit::MAC);
+}
+
+#[test]
+fn your_code_on_a_debian_host() {
+    journey(2);
+}
+
+/// Each bad tree is refused before the host is touched, with what is wrong and the fix.
+#[test]
+fn bad_trees_are_refused_before_the_host_changes() {
+    let hosts = hosts();
+    let host = hosts.host(1);
+    let p = TestProject::new(&hosts, host, bin(), "badtree", "", "");
+    let dir = p.dir.path();
+    let port = unique_port();
+    checkout(&p, port);
+    let refused = |what: &str, needle: &str| {
+        let o = p.run(&["deploy"]);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        let there = hosts.ssh(
+            host,
+            &format!("test -e {}", homebase_proto::layout::sh_project(&p.name)),
+        );
+        assert!(!there.status.success(), "{what}: the host was touched");
+    };
+
+    // a build context outside the project
+    p.write(&stack(port, "1").replace("./api", "../elsewhere"), BUDGET);
+    refused("context outside", "is outside the project directory");
+    p.write(&stack(port, "1"), BUDGET);
+
+    // a symlink pointing out of the project
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("api/passwd")).unwrap();
+    refused("symlink out", "points out of the project");
+    std::fs::remove_file(dir.join("api/passwd")).unwrap();
+
+    // a tree over the size limit (an unignored node_modules)
+    write(dir, "api/node_modules/big/index.js", &"y".repeat(300_000));
+    p.write(
+        &stack(port, "1"),
+        &format!("{BUDGET}[files]\nmax_size = \"400KiB\"\n"),
+    );
+    refused("too large", "`api/node_modules/big/` alone is");
+    std::fs::remove_dir_all(dir.join("api/node_modules")).unwrap();
+    p.write(&stack(port, "1"), BUDGET);
+
+    // a missing Dockerfile
+    std::fs::rename(dir.join("api/Dockerfile"), dir.join("api/Dockerfile.old")).unwrap();
+    refused("no Dockerfile", "its Dockerfile");
+    std::fs::rename(dir.join("api/Dockerfile.old"), dir.join("api/Dockerfile")).unwrap();
+
+    // a .dockerignore that excludes the Dockerfile
+    write(dir, "api/.dockerignore", "Docker*\n");
+    refused("ignored Dockerfile", "excludes its Dockerfile");
+    std::fs::remove_file(dir.join("api/.dockerignore")).unwrap();
+
+    // and outside git, .dockerignore decides what travels
+    std::fs::remove_dir_all(dir.join(".git")).unwrap();
+    write(dir, ".dockerignore", "api/static\n");
+    let plan: serde_json::Value = serde_json::from_str(&p.ok(&["plan", "--json"])).unwrap();
+    assert_eq!(plan["files"]["from_git"], false, "{plan}");
+    assert!(plan["files"]["bytes"].as_u64().unwrap() < 100_000, "{plan}");
+}
