@@ -91,7 +91,21 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         .trim()
         .to_string();
     let rel = dir.join(layout::RELEASES).join(&release);
-    let config = Config::load(&rel.join("homebase.toml"), &IndexMap::new())?;
+    let mut config = Config::load(&rel.join("homebase.toml"), &IndexMap::new())?;
+    // a loop the host built runs the image the release names (`FILE SERVICE IMAGE` lines)
+    if let Ok(builds) = std::fs::read_to_string(rel.join("builds")) {
+        for line in builds.lines() {
+            let mut parts = line.split(' ');
+            if let (Some("loops.yml"), Some(svc), Some(image)) =
+                (parts.next(), parts.next(), parts.next())
+                && let Some(l) = svc
+                    .strip_prefix("loop-")
+                    .and_then(|name| config.loops.get_mut(name))
+            {
+                l.image = image.to_string();
+            }
+        }
+    }
     let compose = ComposeProject::load(&LoadOptions {
         files: vec![rel.join("compose.yml")],
         ..Default::default()

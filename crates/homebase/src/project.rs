@@ -377,11 +377,7 @@ impl Project {
 
     /// The project's files the stack references, read and checked.
     pub fn source(&self) -> Result<crate::source::Source> {
-        crate::source::Source::collect(
-            &self.compose,
-            &self.config.project.name,
-            self.config.files.max_size,
-        )
+        crate::source::Source::collect(&self.compose, &self.config, &self.root)
     }
 
     pub fn plan(&self, host_memory: Bytes) -> Result<Plan> {

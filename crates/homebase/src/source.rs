@@ -65,7 +65,13 @@ pub struct Entry {
 /// A service whose image the host builds from the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
+    /// The compose file on the host that builds it: `compose.yml`, or `loops.yml` for a
+    /// loop's image (service `loop-<name>`).
+    pub file: &'static str,
+    /// The service, or the loop's name.
     pub service: String,
+    /// The loop's name when it is a loop's image.
+    pub agent_loop: Option<String>,
     /// `homebase/<project>-<service>:<hash of its inputs>`: the same inputs, the same tag,
     /// so a rollback or an unchanged service needs no build.
     pub image: String,
@@ -83,9 +89,23 @@ pub struct Source {
 impl Source {
     /// Reads the project's referenced files and checks them (outside the project, symlinks
     /// that leave it, a tree over `max_size`, builds without their Dockerfile).
-    pub fn collect(compose: &ComposeProject, project: &str, max_size: Bytes) -> Result<Source> {
+    pub fn collect(
+        compose: &ComposeProject,
+        config: &homebase_stack::config::Config,
+        config_dir: &Path,
+    ) -> Result<Source> {
+        let project = config.project.name.as_str();
+        let max_size = config.files.max_size;
         let dir = &compose.project_dir;
-        let refs = references(compose)?;
+        let loops = loop_builds(compose, config, config_dir)?;
+        let mut refs = references(compose)?;
+        for (name, b) in &loops {
+            let (ctx, extra) = build_paths(b);
+            for p in ctx.into_iter().chain(extra.into_iter().map(|(_, p)| p)) {
+                refs.roots
+                    .push(inside(dir, &p, &format!("loops.{name}.build"))?);
+            }
+        }
         let (candidates, from_git) = candidates(dir)?;
         let mut chosen: BTreeMap<String, Kind> = BTreeMap::new();
         for path in candidates {
@@ -116,7 +136,20 @@ impl Source {
             }
         }
         check_size(&entries, max_size)?;
-        let builds = builds(compose, project, &entries)?;
+        let mut builds = builds(compose, project, &entries)?;
+        for (name, b) in &loops {
+            builds.push(build(
+                compose,
+                project,
+                &entries,
+                &format!("loop-{name}"),
+                b,
+            )?);
+            if let Some(last) = builds.last_mut() {
+                last.file = "loops.yml";
+                last.agent_loop = Some(name.clone());
+            }
+        }
         Ok(Source {
             entries,
             builds,
@@ -137,12 +170,44 @@ impl Source {
             .collect()
     }
 
-    /// The release's builds: `SERVICE IMAGE` a line.
+    /// The release's builds: `FILE SERVICE IMAGE` a line.
     pub fn builds_file(&self) -> String {
         self.builds
             .iter()
-            .map(|b| format!("{} {}\n", b.service, b.image))
+            .map(|b| format!("{} {} {}\n", b.file, b.service, b.image))
             .collect()
+    }
+
+    /// The compose file that builds the loops' images on the host (`loops.yml`; never
+    /// started), or `None` when no loop is built.
+    pub fn loops_compose(
+        &self,
+        compose: &ComposeProject,
+        config: &homebase_stack::config::Config,
+        config_dir: &Path,
+    ) -> Result<Option<String>> {
+        let loops = loop_builds(compose, config, config_dir)?;
+        if loops.is_empty() {
+            return Ok(None);
+        }
+        let mut services = serde_norway::Mapping::new();
+        for b in self.builds.iter().filter(|b| b.agent_loop.is_some()) {
+            let Some((_, build)) = loops.iter().find(|(n, _)| Some(n) == b.agent_loop.as_ref())
+            else {
+                continue;
+            };
+            let mut svc = serde_norway::Mapping::new();
+            svc.insert("build".into(), build.clone());
+            svc.insert("image".into(), Value::String(b.image.clone()));
+            services.insert(Value::String(b.service.clone()), Value::Mapping(svc));
+        }
+        let mut doc = serde_norway::Mapping::new();
+        doc.insert("name".into(), Value::String(config.project.name.clone()));
+        doc.insert("services".into(), Value::Mapping(services));
+        Ok(Some(
+            serde_norway::to_string(&Value::Mapping(doc))
+                .context("cannot write the loops' build file")?,
+        ))
     }
 
     /// The entries whose object the host lacks (each object once).
@@ -535,84 +600,157 @@ fn check_size(entries: &[Entry], max: Bytes) -> Result<()> {
     ))
 }
 
-/// The services the host builds, each checked (its Dockerfile there and not ignored) and
-/// tagged by its inputs.
+/// The services the host builds.
 fn builds(compose: &ComposeProject, project: &str, entries: &[Entry]) -> Result<Vec<Build>> {
     let mut out = Vec::new();
     for (name, svc) in &compose.services {
         let Some(b) = svc.raw.get("build") else {
             continue;
         };
-        let (Some(ctx), _) = build_paths(b) else {
+        if build_paths(b).0.is_none() {
             continue; // a remote context: Compose fetches it on the host
-        };
-        let ctx = normalize(&ctx).unwrap_or_default();
-        let inline = b.get("dockerfile_inline").is_some();
-        let dockerfile = b
-            .get("dockerfile")
-            .and_then(Value::as_str)
-            .unwrap_or("Dockerfile");
-        if !inline {
-            let df = normalize(&join(&ctx, dockerfile)).unwrap_or_default();
-            let local = compose.project_dir.join(&df);
-            if !entries.iter().any(|e| e.path == df) {
-                let why = if local.exists() {
-                    "it exists but is not carried to the host (git ignores it); track it in git"
-                } else {
-                    "create it, or set `build.dockerfile` to the right file"
-                };
-                return Err(coded(
-                    Exit::BadInput,
-                    format!(
-                        "service `{name}`: its Dockerfile `{}` is missing: {why}",
-                        local.display()
-                    ),
-                ));
-            }
-            let ctx_dir = compose.project_dir.join(&ctx);
-            let own = ctx_dir.join(format!("{dockerfile}.dockerignore"));
-            let ignore_file = if own.exists() {
-                own
-            } else {
-                ctx_dir.join(".dockerignore")
-            };
-            let matcher = dockerignore(&ctx_dir, &ignore_file)?;
-            let rel = normalize(dockerfile).unwrap_or_default();
-            if matcher.matched_path_or_any_parents(&rel, false).is_ignore() {
-                return Err(coded(
-                    Exit::BadInput,
-                    format!(
-                        "service `{name}`: `{}` excludes its Dockerfile `{rel}`, so the build cannot read it; remove that pattern (or add `!{rel}`)",
-                        ignore_file.display()
-                    ),
-                ));
-            }
         }
-        let mut h = Sha256::new();
-        h.update(serde_norway::to_string(b).unwrap_or_default().as_bytes());
-        let (_, extra) = build_paths(b);
-        let mut roots = vec![ctx.clone()];
-        roots.extend(extra.into_iter().filter_map(|(_, p)| normalize(&p)));
-        for e in entries
-            .iter()
-            .filter(|e| roots.iter().any(|r| under(&e.path, r)))
-        {
-            h.update(e.path.as_bytes());
-            h.update([0]);
-            h.update(e.object.as_bytes());
-            h.update([0]);
-        }
-        let tag = &hex(&h.finalize())[..16];
-        out.push(Build {
-            service: name.clone(),
-            image: format!(
-                "homebase/{}-{}:{tag}",
-                project.to_ascii_lowercase(),
-                name.to_ascii_lowercase()
-            ),
-        });
+        out.push(build(compose, project, entries, name, b)?);
     }
     Ok(out)
+}
+
+/// The loops whose image the host builds: their `build` as Compose's, the context made
+/// relative to the project directory.
+fn loop_builds(
+    compose: &ComposeProject,
+    config: &homebase_stack::config::Config,
+    config_dir: &Path,
+) -> Result<Vec<(String, Value)>> {
+    let mut out = Vec::new();
+    for (name, l) in &config.loops {
+        let Some(b) = &l.build else { continue };
+        let mut v = b.to_compose();
+        let ctx = v
+            .get("context")
+            .and_then(Value::as_str)
+            .unwrap_or(".")
+            .to_string();
+        let base = config_dir
+            .strip_prefix(&compose.project_dir)
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|_| {
+                coded(
+                    Exit::BadInput,
+                    format!(
+                        "loops.{name}.build: homebase.toml ({}) is outside the compose project directory {}; keep it there so the build context travels with the project",
+                        config_dir.display(),
+                        compose.project_dir.display()
+                    ),
+                )
+            })?;
+        let rel = inside(
+            &compose.project_dir,
+            &join(&base, &ctx),
+            &format!("loops.{name}.build context"),
+        )?;
+        if let Value::Mapping(m) = &mut v {
+            m.insert(
+                "context".into(),
+                Value::String(if rel.is_empty() {
+                    ".".into()
+                } else {
+                    format!("./{rel}")
+                }),
+            );
+        }
+        out.push((name.clone(), v));
+    }
+    Ok(out)
+}
+
+/// One build, checked (its Dockerfile there and not ignored) and tagged by its inputs.
+fn build(
+    compose: &ComposeProject,
+    project: &str,
+    entries: &[Entry],
+    name: &str,
+    b: &Value,
+) -> Result<Build> {
+    let ctx = normalize(&build_paths(b).0.unwrap_or_default()).unwrap_or_default();
+    let inline = b.get("dockerfile_inline").is_some();
+    let dockerfile = b
+        .get("dockerfile")
+        .and_then(Value::as_str)
+        .unwrap_or("Dockerfile");
+    if !inline {
+        check_dockerfile(compose, entries, name, &ctx, dockerfile)?;
+    }
+    let mut h = Sha256::new();
+    h.update(serde_norway::to_string(b).unwrap_or_default().as_bytes());
+    let (_, extra) = build_paths(b);
+    let mut roots = vec![ctx.clone()];
+    roots.extend(extra.into_iter().filter_map(|(_, p)| normalize(&p)));
+    for e in entries
+        .iter()
+        .filter(|e| roots.iter().any(|r| under(&e.path, r)))
+    {
+        h.update(e.path.as_bytes());
+        h.update([0]);
+        h.update(e.object.as_bytes());
+        h.update([0]);
+    }
+    let tag = &hex(&h.finalize())[..16];
+    Ok(Build {
+        file: "compose.yml",
+        service: name.to_string(),
+        agent_loop: None,
+        image: format!(
+            "homebase/{}-{}:{tag}",
+            project.to_ascii_lowercase(),
+            name.to_ascii_lowercase()
+        ),
+    })
+}
+
+/// A build's Dockerfile is carried to the host and not excluded by its `.dockerignore`.
+fn check_dockerfile(
+    compose: &ComposeProject,
+    entries: &[Entry],
+    name: &str,
+    ctx: &str,
+    dockerfile: &str,
+) -> Result<()> {
+    let df = normalize(&join(ctx, dockerfile)).unwrap_or_default();
+    let local = compose.project_dir.join(&df);
+    if !entries.iter().any(|e| e.path == df) {
+        let why = if local.exists() {
+            "it exists but is not carried to the host (git ignores it); track it in git"
+        } else {
+            "create it, or set `build.dockerfile` to the right file"
+        };
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`{name}`: its Dockerfile `{}` is missing: {why}",
+                local.display()
+            ),
+        ));
+    }
+    let ctx_dir = compose.project_dir.join(ctx);
+    let own = ctx_dir.join(format!("{dockerfile}.dockerignore"));
+    let ignore_file = if own.exists() {
+        own
+    } else {
+        ctx_dir.join(".dockerignore")
+    };
+    let matcher = dockerignore(&ctx_dir, &ignore_file)?;
+    let rel = normalize(dockerfile).unwrap_or_default();
+    if matcher.matched_path_or_any_parents(&rel, false).is_ignore() {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`{name}`: `{}` excludes its Dockerfile `{rel}`, so the build cannot read it; remove that pattern (or add `!{rel}`)",
+                ignore_file.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -347,3 +347,81 @@ fn bad_trees_are_refused_before_the_host_changes() {
     assert_eq!(plan["files"]["from_git"], false, "{plan}");
     assert!(plan["files"]["bytes"].as_u64().unwrap() < 100_000, "{plan}");
 }
+
+/// A loop's image is built on the host from the project (`build` in place of `image`), so
+/// the loop needs no `docker build` by hand; the daemon runs the image the release names.
+#[test]
+fn a_loop_image_is_built_on_the_host() {
+    let hosts = hosts();
+    let host = hosts.host(homebase_testkit::MAC);
+    let compose = "services:\n  idle:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let p = TestProject::new(&hosts, host, bin(), "loopbuild", compose, "");
+    let dir = p.dir.path();
+    let user = hosts
+        .ssh_ok(host, "echo $(id -u):$(id -g)")
+        .trim()
+        .to_string();
+    let home = hosts.ssh_ok(host, "echo $HOME").trim().to_string();
+    let ws = format!("{home}/ws-{}", p.name);
+    hosts.ssh_ok(host, &format!("mkdir -p {ws}"));
+    write(
+        dir,
+        "agent/Dockerfile",
+        "FROM hb/busybox:latest\nARG WORD\nCOPY run.sh /run.sh\nRUN echo $WORD > /word\n",
+    );
+    write(
+        dir,
+        "agent/run.sh",
+        "cat /word > /workspace/out.txt\necho '<promise>COMPLETE</promise>'\n",
+    );
+    p.write(
+        compose,
+        &format!(
+            "[services.idle]\nmemory = \"16MiB\"\n\n[loops.agent]\nbuild = {{ context = \"./agent\", args = {{ WORD = \"built-on-the-host\" }} }}\ncommand = \"sh /run.sh\"\nworkspace = \"{ws}\"\nuser = \"{user}\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\nmax_iterations = 1\n"
+        ),
+    );
+    let o = p.run(&["deploy", "--timeout", "60"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("build images on the host (loop-agent)"),
+        "{err}"
+    );
+    assert!(!err.contains("is not on"), "no image warning: {err}");
+    let d = homebase_testkit::Daemon {
+        bin: bin().to_path_buf(),
+        hosts: &hosts,
+        host,
+        state: format!("/tmp/hb-loopbuild-{}", p.name),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    hosts.ssh_ok(host, &format!("mkdir -p {}", d.state));
+    d.start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut out = String::new();
+    while std::time::Instant::now() < deadline {
+        out = String::from_utf8_lossy(&hosts.ssh(host, &format!("cat {ws}/out.txt")).stdout)
+            .trim()
+            .to_string();
+        if !out.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let log = hosts.ssh(host, &format!("tail -20 {}/log", d.state));
+    d.stop();
+    let _ = hosts.ssh(
+        host,
+        &format!(
+            "ids=$(docker ps -aq --filter name=hb-loop-{}-); [ -z \"$ids\" ] || docker rm -f $ids; rm -rf {ws} {}",
+            p.name, d.state
+        ),
+    );
+    assert_eq!(
+        out,
+        "built-on-the-host",
+        "daemon log:\n{}",
+        String::from_utf8_lossy(&log.stdout)
+    );
+}

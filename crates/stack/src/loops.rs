@@ -30,8 +30,14 @@ pub const DEFAULT_USAGE_LIMIT_PATTERN: &str =
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoopSection {
-    /// The image of one iteration (it must exist on the host or be pullable).
+    /// The image of one iteration (it must exist on the host or be pullable); empty when
+    /// `build` makes it.
+    #[serde(default)]
     pub image: String,
+    /// Build the iteration's image on the host from the project's files, as Compose's
+    /// `build:` does: a context directory (relative to homebase.toml), or a table with
+    /// `context`, `dockerfile`, `args` and `target`.
+    pub build: Option<LoopBuild>,
     /// One iteration: a string runs under `sh -c`, a list runs as it is.
     pub command: LoopCommand,
     /// A host path (absolute or `~/…`) or `volume:NAME`; mounted at `workdir`.
@@ -133,6 +139,60 @@ const REFUSED_CAPABILITIES: &[&str] = &[
 /// every permission and reads untrusted text, so by default it gets no new privileges,
 /// only [`DEFAULT_CAPABILITIES`], a pids limit, its own network namespace, and the
 /// workspace as the only writable host path.
+/// A loop's `build`: a context directory, or Compose's build keys that a loop needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LoopBuild {
+    Context(String),
+    Full(LoopBuildTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopBuildTable {
+    #[serde(default = "default_context")]
+    pub context: String,
+    pub dockerfile: Option<String>,
+    #[serde(default)]
+    pub args: IndexMap<String, String>,
+    pub target: Option<String>,
+}
+
+fn default_context() -> String {
+    ".".into()
+}
+
+impl LoopBuild {
+    /// The build as a Compose `build:` mapping (`context` as written).
+    pub fn to_compose(&self) -> serde_norway::Value {
+        use serde_norway::{Mapping, Value};
+        let mut m = Mapping::new();
+        match self {
+            LoopBuild::Context(c) => {
+                m.insert("context".into(), Value::String(c.clone()));
+            }
+            LoopBuild::Full(t) => {
+                m.insert("context".into(), Value::String(t.context.clone()));
+                if let Some(d) = &t.dockerfile {
+                    m.insert("dockerfile".into(), Value::String(d.clone()));
+                }
+                if !t.args.is_empty() {
+                    let args: Mapping = t
+                        .args
+                        .iter()
+                        .map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone())))
+                        .collect();
+                    m.insert("args".into(), Value::Mapping(args));
+                }
+                if let Some(tg) = &t.target {
+                    m.insert("target".into(), Value::String(tg.clone()));
+                }
+            }
+        }
+        Value::Mapping(m)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sandbox {
@@ -337,9 +397,14 @@ impl LoopSection {
                 "loops.{name}: a loop name may use letters, digits, `-` and `_` only"
             ));
         }
-        if self.image.trim().is_empty() {
+        if self.image.trim().is_empty() && self.build.is_none() {
             return Err(format!(
-                "loops.{name}.image is empty: name the image of one iteration"
+                "loops.{name}: name the image of one iteration (`image = \"…\"`), or have the host build it from the project (`build = \"./dir\"`)"
+            ));
+        }
+        if !self.image.trim().is_empty() && self.build.is_some() {
+            return Err(format!(
+                "loops.{name}: set `image` or `build`, not both (a built image is tagged by homebase)"
             ));
         }
         if matches!(&self.command, LoopCommand::Exec(v) if v.is_empty())

@@ -34,6 +34,8 @@ struct Deploy<'a> {
     /// The release's manifest of those files and its builds (`host::tree`).
     manifest: String,
     builds: String,
+    /// The compose file that builds the loops' images on the host, if any loop is built.
+    loops_yml: Option<String>,
     /// The bundle's hash: what tells a change from a no-op.
     hash: String,
 }
@@ -157,6 +159,7 @@ impl<'a> Deploy<'a> {
         }
         let yaml = project.render_with(&plan, &source)?.yaml;
         let (manifest, builds) = (source.manifest(), source.builds_file());
+        let loops_yml = source.loops_compose(&project.compose, &project.config, &project.root)?;
         let config_text = std::fs::read(&project.config_path)
             .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
         let env_files = env_files(project)?;
@@ -165,6 +168,7 @@ impl<'a> Deploy<'a> {
             &config_text,
             manifest.as_bytes(),
             builds.as_bytes(),
+            loops_yml.as_deref().unwrap_or("").as_bytes(),
         ];
         hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
         let hash = bundle_hash(&hashed);
@@ -180,6 +184,7 @@ impl<'a> Deploy<'a> {
             source,
             manifest,
             builds,
+            loops_yml,
             hash,
         })
     }
@@ -349,6 +354,9 @@ impl<'a> Deploy<'a> {
         if !host.is_stack() {
             files.push(("files", self.manifest.as_bytes()));
             files.push(("builds", self.builds.as_bytes()));
+            if let Some(l) = &self.loops_yml {
+                files.push(("loops.yml", l.as_bytes()));
+            }
         }
         files.extend(
             self.env_files
@@ -482,6 +490,7 @@ fn check_loop_images(project: &Project, session: &Session, progress: &mut Progre
         .config
         .loops
         .values()
+        .filter(|l| l.build.is_none())
         .map(|l| l.image.as_str())
         .collect();
     if images.is_empty() {
@@ -513,7 +522,7 @@ fn check_loop_images(project: &Project, session: &Session, progress: &mut Progre
         .filter(|l| !l.starts_with("@host ") && !l.trim().is_empty())
     {
         progress.info(&format!(
-            "loop image `{}` is not on {}: the daemon will try to pull it; if it is not in a registry, build it there (`docker -H ssh://HOST build -t {image} DIR`, see examples/agent-loop)",
+            "loop image `{}` is not on {}: the daemon will try to pull it; if it is not in a registry, or have the host build it from the project: `build = \"./dir\"` in place of `image` (see examples/agent-loop)",
             crate::ui::printable(image),
             session.host()
         ));

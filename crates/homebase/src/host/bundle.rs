@@ -44,9 +44,13 @@ impl HostProject<'_> {
                 .append_data(&mut header, name, *data)
                 .context("cannot build the release bundle")?;
         }
-        let bytes = archive
+        let tar = archive
             .into_inner()
             .context("cannot build the release bundle")?;
+        // gzip: source files shrink to a third or less, and a hotel uplink is slow
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).context("cannot compress the release bundle")?;
+        let bytes = gz.finish().context("cannot compress the release bundle")?;
         Ok(Bundle {
             dir: self.dir(),
             id: id.to_string(),
@@ -90,7 +94,7 @@ impl Bundle {
             // as when a command goes on after the upload), and the archive taken whole (its
             // size checked) before anything is unpacked: a cut link leaves only the temp dir
             "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
-             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xzf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
              {{ [ ! -d \"$t/objects\" ] || {{ mkdir -p \"$d/objects\" && chmod 700 \"$d/objects\" && \
                find \"$t/objects\" -type f -exec sh -c 'mv -f \"$@\" \"$0\"' \"$d/objects\" {{}} + && rm -rf \"$t/objects\"; }}; }} && \
              find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",

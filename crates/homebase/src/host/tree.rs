@@ -3,7 +3,8 @@
 //! ```text
 //! objects/<sha256>[.x|.s]   every file once, by content (0644, 0755, or 0600 for a secret)
 //! releases/<id>/files       the release's manifest: `KIND OBJECT PATH` a line
-//! releases/<id>/builds      the images it builds: `SERVICE IMAGE` a line
+//! releases/<id>/builds      the images it builds: `FILE SERVICE IMAGE` a line (FILE:
+//!                           compose.yml, or loops.yml for the loops' images)
 //! tree/                     the live tree: Compose's project directory, what bind mounts see
 //! tree.files, tree.paths    the manifest the tree was last laid out from, and its paths
 //! tree.stamp                touched after that: a synced file newer than it was edited here
@@ -41,7 +42,7 @@ pub fn parse_state(part: &str) -> (HashSet<String>, Vec<String>) {
 }
 
 /// Shell functions for the release job (`$d`, `$p`, `$j`, `$compose` set; `say`, `quote`
-/// defined):
+/// defined). Their own variables start with `_`: a function shares the job's variables.
 /// - `hbc ID ARGS…`: Compose on release ID: its compose file, with the live tree as the
 ///   project directory when the release carries files (and no `.env` of the tree read);
 /// - `build_release ID`: builds the images release ID names that the engine lacks, from a
@@ -50,11 +51,11 @@ pub fn parse_state(part: &str) -> (HashSet<String>, Vec<String>) {
 /// - `prune_tree`: objects and built images no release on the host names, removed (an
 ///   image a container uses stays).
 pub const JOB_FNS: &str = r#"hbc() {
-  r="$d/releases/$1"; shift
-  if [ -f "$r/files" ]; then
-    mkdir -p "$d/tree" && ( cd "$r" && exec $compose -p "$p" --project-directory "$d/tree" --env-file /dev/null -f compose.yml "$@" )
+  _r="$d/releases/$1"; shift
+  if [ -f "$_r/files" ]; then
+    mkdir -p "$d/tree" && ( cd "$_r" && exec $compose -p "$p" --project-directory "$d/tree" --env-file /dev/null -f compose.yml "$@" )
   else
-    ( cd "$r" && exec $compose -p "$p" -f compose.yml "$@" )
+    ( cd "$_r" && exec $compose -p "$p" -f compose.yml "$@" )
   fi
 }
 # paths MANIFEST: its paths; dirs_of MANIFEST…: the directories above them
@@ -63,74 +64,82 @@ dirs_of() { paths "$@" | awk '{ while (sub(/\/[^\/]*$/, "")) print }' | LC_ALL=C
 # lay_out MANIFEST DIR HOW: every entry of MANIFEST under DIR (HOW: ln to hard-link, cp to copy)
 lay_out() {
   dirs_of "$1" | tr '\n' '\0' | ( cd "$2" && xargs -0 mkdir -p . ) || return 1
-  while IFS= read -r line; do
-    k=${line%% *}; rest=${line#* }; o=${rest%% *}; f=${rest#* }
-    if [ "$k" = l ]; then ln -s "$(cat "$d/objects/$o")" "$2/$f" || return 1
-    else $3 "$d/objects/$o" "$2/$f" 2>/dev/null || cp "$d/objects/$o" "$2/$f" || return 1; fi
+  while IFS= read -r _line; do
+    _k=${_line%% *}; _rest=${_line#* }; _o=${_rest%% *}; _f=${_rest#* }
+    if [ "$_k" = l ]; then ln -s "$(cat "$d/objects/$_o")" "$2/$_f" || return 1
+    else $3 "$d/objects/$_o" "$2/$_f" 2>/dev/null || cp "$d/objects/$_o" "$2/$_f" || return 1; fi
   done < "$1"
 }
 build_release() {
-  b="$d/releases/$1/builds"; [ -s "$b" ] || return 0
-  need=
-  while read -r svc img; do docker image inspect "$img" >/dev/null 2>&1 || need="$need $svc"; done < "$b"
-  [ -n "$need" ] || return 0
-  say step build $need
-  s="$d/stage/$1"; rm -rf "$s"; mkdir -p "$s" || return 1
-  if ! lay_out "$d/releases/$1/files" "$s" ln; then rm -rf "$s"; say fail could not lay out the release files for the build; return 1; fi
-  ( cd "$d/releases/$1" && exec $compose -p "$p" --project-directory "$s" --env-file /dev/null -f compose.yml --progress plain build $need ) > "$j/build.out" 2>&1 &
-  bp=$!; up=$bp
-  n=0
-  while kill -0 "$bp" 2>/dev/null; do
-    c=$(wc -l < "$j/build.out" | tr -d ' ')
-    [ "$c" -gt "$n" ] && { sed -n "$((n + 1)),${c}p" "$j/build.out" | grep -E '^#[0-9]+ \[' | quote; n=$c; }
-    sleep 0.5
+  _b="$d/releases/$1/builds"; [ -s "$_b" ] || return 0
+  _need=; : > "$j/need"
+  while read -r _file _svc _img; do
+    docker image inspect "$_img" >/dev/null 2>&1 || { _need="$_need $_svc"; echo "$_file $_svc" >> "$j/need"; }
+  done < "$_b"
+  [ -n "$_need" ] || return 0
+  say step build $_need
+  _s="$d/stage/$1"; rm -rf "$_s"; mkdir -p "$_s" || return 1
+  if ! lay_out "$d/releases/$1/files" "$_s" ln; then rm -rf "$_s"; say fail could not lay out the release files for the build; return 1; fi
+  : > "$j/build.out"; _rc=0
+  for _file in compose.yml loops.yml; do
+    _svcs=$(awk -v f="$_file" '$1 == f { printf "%s ", $2 }' "$j/need")
+    [ -n "$_svcs" ] || continue
+    ( cd "$d/releases/$1" && exec $compose -p "$p" --project-directory "$_s" --env-file /dev/null -f "$_file" --progress plain build $_svcs ) >> "$j/build.out" 2>&1 &
+    _bp=$!; up=$_bp
+    _n=0
+    while kill -0 "$_bp" 2>/dev/null; do
+      _c=$(wc -l < "$j/build.out" | tr -d ' ')
+      [ "$_c" -gt "$_n" ] && { sed -n "$((_n + 1)),${_c}p" "$j/build.out" | grep -E '^#[0-9]+ \[' | quote; _n=$_c; }
+      sleep 0.5
+    done
+    wait "$_bp"; _rc=$?; up=
+    [ "$_rc" -eq 0 ] || break
   done
-  wait "$bp"; rc=$?; up=
-  rm -rf "$s"
-  if [ "$rc" -ne 0 ]; then say step build-log; grep -v '^$' "$j/build.out" | tail -n 40 | quote; say fail the build failed; return 1; fi
+  rm -rf "$_s"
+  if [ "$_rc" -ne 0 ]; then say step build-log; grep -v '^$' "$j/build.out" | tail -n 40 | quote; say fail the build failed; return 1; fi
   say ok
 }
 apply_tree() {
-  m="$d/releases/$1/files"; [ -f "$m" ] || return 0
-  t="$d/tree"; a="$d/set-aside/$1"
-  mkdir -p "$t" || return 1
-  old="$d/tree.files"; [ -f "$old" ] || old=/dev/null
+  _m="$d/releases/$1/files"; [ -f "$_m" ] || return 0
+  _t="$d/tree"; _a="$d/set-aside/$1"
+  mkdir -p "$_t" || return 1
+  _old="$d/tree.files"; [ -f "$_old" ] || _old=/dev/null
   # synced files edited here since they were laid out, and symlinks on the way to a synced
   # path: moved aside, never written through or over
   : > "$j/aside"
   if [ -e "$d/tree.stamp" ] && [ -f "$d/tree.paths" ]; then
-    ( cd "$t" && find . -newer "$d/tree.stamp" \( -type f -o -type l \) ) | sed 's|^\./||' | grep -Fx -f "$d/tree.paths" >> "$j/aside"
+    ( cd "$_t" && find . -newer "$d/tree.stamp" \( -type f -o -type l \) ) | sed 's|^\./||' | grep -Fx -f "$d/tree.paths" >> "$j/aside"
   fi
-  dirs_of "$m" "$old" > "$j/dirs"
-  ( cd "$t" && find . -type l ) | sed 's|^\./||' | grep -Fx -f "$j/dirs" >> "$j/aside"
-  while IFS= read -r f; do
-    [ -e "$t/$f" ] || [ -L "$t/$f" ] || continue
-    case "$f" in */*) mkdir -p "$a/${f%/*}" ;; *) mkdir -p "$a" ;; esac
-    mv "$t/$f" "$a/$f" && say aside "$f"
+  dirs_of "$_m" "$_old" > "$j/dirs"
+  ( cd "$_t" && find . -type l ) | sed 's|^\./||' | grep -Fx -f "$j/dirs" >> "$j/aside"
+  while IFS= read -r _f; do
+    [ -e "$_t/$_f" ] || [ -L "$_t/$_f" ] || continue
+    case "$_f" in */*) mkdir -p "$_a/${_f%/*}" ;; *) mkdir -p "$_a" ;; esac
+    mv "$_t/$_f" "$_a/$_f" && say aside "$_f"
   done < "$j/aside"
   # what changed (c), stayed (s) or went (d) against the tree's last manifest
   awk 'FILENAME == ARGV[1] { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); o[p] = $1 " " $2; next }
        { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); seen[p] = 1; print ((p in o && o[p] == $1 " " $2) ? "s " : "c ") $0 }
-       END { for (p in o) if (!(p in seen)) print "d " o[p] " " p }' "$old" "$m" > "$j/ops"
+       END { for (p in o) if (!(p in seen)) print "d " o[p] " " p }' "$_old" "$_m" > "$j/ops"
   grep '^c ' "$j/ops" | cut -c3- > "$j/write"
-  grep '^s ' "$j/ops" | cut -c3- | while IFS= read -r line; do
-    f=${line#* }; f=${f#* }; [ -e "$t/$f" ] || [ -L "$t/$f" ] || printf '%s\n' "$line"
+  grep '^s ' "$j/ops" | cut -c3- | while IFS= read -r _line; do
+    _f=${_line#* }; _f=${_f#* }; [ -e "$_t/$_f" ] || [ -L "$_t/$_f" ] || printf '%s\n' "$_line"
   done >> "$j/write"
-  grep '^d ' "$j/ops" | cut -c3- | while IFS= read -r line; do
-    f=${line#* }; f=${f#* }; rm -f "$t/$f"
-    case "$f" in */*) ( cd "$t" && rmdir -p "${f%/*}" 2>/dev/null ) ;; esac
+  grep '^d ' "$j/ops" | cut -c3- | while IFS= read -r _line; do
+    _f=${_line#* }; _f=${_f#* }; rm -f "$_t/$_f"
+    case "$_f" in */*) ( cd "$_t" && rmdir -p "${_f%/*}" 2>/dev/null ) ;; esac
   done
-  paths "$j/write" | tr '\n' '\0' | ( cd "$t" && xargs -0 rm -f -- )
-  lay_out "$j/write" "$t" cp || return 1
-  cp "$m" "$d/tree.files" && sed 's/^[^ ]* [^ ]* //' "$m" > "$d/tree.paths" && touch "$d/tree.stamp"
+  paths "$j/write" | tr '\n' '\0' | ( cd "$_t" && xargs -0 rm -f -- )
+  lay_out "$j/write" "$_t" cp || return 1
+  cp "$_m" "$d/tree.files" && sed 's/^[^ ]* [^ ]* //' "$_m" > "$d/tree.paths" && touch "$d/tree.stamp"
 }
 prune_tree() {
   [ -d "$d/objects" ] || return 0
   cat "$d"/releases/*/files 2>/dev/null | cut -d' ' -f2 | LC_ALL=C sort -u > "$j/used"
-  ls "$d/objects" | LC_ALL=C sort | LC_ALL=C comm -23 - "$j/used" | while IFS= read -r o; do rm -f "$d/objects/$o"; done
-  cat "$d"/releases/*/builds 2>/dev/null | cut -d' ' -f2 | LC_ALL=C sort -u > "$j/used"
+  ls "$d/objects" | LC_ALL=C sort | LC_ALL=C comm -23 - "$j/used" | while IFS= read -r _o; do rm -f "$d/objects/$_o"; done
+  cat "$d"/releases/*/builds 2>/dev/null | cut -d' ' -f3 | LC_ALL=C sort -u > "$j/used"
   docker image ls --format '{{.Repository}}:{{.Tag}}' --filter "reference=homebase/$p-*" 2>/dev/null | LC_ALL=C sort | LC_ALL=C comm -23 - "$j/used" |
-    while IFS= read -r i; do docker rmi "$i" >/dev/null 2>&1 && say removed-image "$i"; done
+    while IFS= read -r _i; do docker rmi "$_i" >/dev/null 2>&1 && say removed-image "$_i"; done
   rm -rf "$d/stage"
 }
 "#;
