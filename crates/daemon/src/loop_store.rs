@@ -45,9 +45,11 @@ pub struct Finished {
     pub diffstat: Option<String>,
     pub tail: String,
     pub note: String,
+    /// The workspace's commit after the iteration (`workspace = "git"`).
+    pub commit: Option<String>,
 }
 
-const ITERATION_COLUMNS: &str = "id, run, n, started, ended, outcome, exit_code, duration_ms, files_changed, diffstat, tail, note, container";
+const ITERATION_COLUMNS: &str = "id, run, n, started, ended, outcome, exit_code, duration_ms, files_changed, diffstat, tail, note, container, commit_id";
 
 fn iteration(r: &rusqlite::Row<'_>) -> rusqlite::Result<(IterationRecord, String)> {
     Ok((
@@ -64,6 +66,7 @@ fn iteration(r: &rusqlite::Row<'_>) -> rusqlite::Result<(IterationRecord, String
             diffstat: r.get(9)?,
             tail: r.get(10)?,
             note: r.get(11)?,
+            commit: r.get(13)?,
         },
         r.get(12)?,
     ))
@@ -164,7 +167,7 @@ impl Store {
     pub fn finish_iteration(&self, id: i64, f: &Finished) -> Result<()> {
         self.conn().execute(
             "UPDATE iterations SET ended = ?2, outcome = ?3, exit_code = ?4, duration_ms = ?5,
-                 files_changed = ?6, diffstat = ?7, tail = ?8, note = ?9 WHERE id = ?1",
+                 files_changed = ?6, diffstat = ?7, tail = ?8, note = ?9, commit_id = ?10 WHERE id = ?1",
             params![
                 id,
                 f.ended,
@@ -174,7 +177,8 @@ impl Store {
                 f.files_changed,
                 f.diffstat,
                 f.tail,
-                f.note
+                f.note,
+                f.commit
             ],
         )?;
         Ok(())

@@ -82,6 +82,15 @@ impl Store {
              CREATE INDEX IF NOT EXISTS iterations_idx ON iterations (project, name, id);",
         )
         .with_context(|| format!("cannot set up `{}`", path.display()))?;
+        // added later: the commit an iteration left (loops with `workspace = "git"`)
+        let has_commit: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('iterations') WHERE name = 'commit_id'")
+            .and_then(|mut q| q.exists([]))
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        if !has_commit {
+            conn.execute_batch("ALTER TABLE iterations ADD COLUMN commit_id TEXT")
+                .with_context(|| format!("cannot update `{}`", path.display()))?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
             retention,

@@ -200,6 +200,177 @@ pub async fn diffstat(
     parse_diffstat(&String::from_utf8_lossy(&out))
 }
 
+/// `g`: git with every program it could start from the workspace's configuration off (the
+/// helper is sealed anyway: this keeps the agent's hooks from running on our behalf).
+const GIT_FN: &str = r#"g() { git -c safe.directory='*' -c core.fsmonitor=false -c core.hooksPath=/dev/null -c diff.external= -c protocol.allow=never -c protocol.file.allow=always -c user.name=homebase -c user.email=homebase@localhost -c commit.gpgSign=false "$@"; }
+"#;
+
+/// After an iteration of a `workspace = "git"` loop: commits what the agent left
+/// uncommitted (`$1` the message), then prints HEAD.
+const COMMIT_SCRIPT: &str = r#"g add -A . && { g diff --cached --quiet || g commit -q --no-verify -m "$1"; } || exit 1
+echo "@@head $(g rev-parse HEAD)""#;
+
+/// Before an iteration: merges the deployed commit of the project's repository (mounted
+/// read-only at /hb-repo) into the loop's branch; prints `@@merged ID`, `@@uptodate`, or
+/// the conflicting files (`@@conflict PATH`) after aborting the merge.
+const MERGE_SCRIPT: &str = r#"g fetch -q --no-tags /hb-repo refs/heads/deployed || exit 3
+if g merge-base --is-ancestor FETCH_HEAD HEAD; then echo @@uptodate; exit 0; fi
+if g merge -q --no-edit --no-verify -m "homebase: merge the deployed commit $(g rev-parse --short FETCH_HEAD)" FETCH_HEAD >/dev/null 2>&1; then
+  echo "@@merged $(g rev-parse HEAD)"
+else
+  g diff --name-only --diff-filter=U | sed 's/^/@@conflict /'
+  g merge --abort
+  exit 2
+fi"#;
+
+/// What a merge of the deployed commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merged {
+    /// The branch already had it.
+    UpToDate,
+    /// Merged; the new HEAD.
+    Merged(String),
+    /// A conflict (the merge aborted): the files.
+    Conflict(Vec<String>),
+}
+
+/// Runs `script` (after [`GIT_FN`]) in a sealed helper of `image` with the workspace
+/// writable (it commits there) and `extra` mounted read-only; its exit code and output.
+async fn git_helper(
+    engine: &Engine,
+    ws: &Workspace,
+    image: &str,
+    user: Option<&str>,
+    label: &str,
+    script: &str,
+    args: &[&str],
+    extra: Vec<(String, String)>,
+) -> Option<(i64, String)> {
+    let Workspace::Path(p) = ws else { return None };
+    let mut cmd = vec!["-c".to_string(), format!("{GIT_FN}{script}"), "sh".into()];
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    let mut walls = Walls::sealed();
+    walls.read_only_mounts = extra;
+    let spec = RunSpec {
+        name: format!(
+            "hb-git-{}-{}",
+            label.replace('/', "-"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ),
+        image: image.to_string(),
+        cmd,
+        env: vec!["HOME=/tmp".into(), "GIT_CONFIG_NOSYSTEM=1".into()],
+        workdir: "/workspace".into(),
+        workspace: Source::Bind(p.clone()),
+        memory: 256 << 20,
+        oom_score_adj: 1000,
+        user: user.map(str::to_string),
+        labels: HashMap::from([(LOOP_LABEL.to_string(), label.to_string())]),
+        entrypoint: Some(vec!["sh".into()]),
+        workspace_read_only: false,
+        walls,
+    };
+    match engine
+        .run_to_end(&spec, Duration::from_secs(60), 64 * 1024)
+        .await
+    {
+        Ok((exit, out)) => Some((exit.exit_code, String::from_utf8_lossy(&out).to_string())),
+        Err(e) => {
+            tracing::warn!("git helper of {label}: {e:#}");
+            None
+        }
+    }
+}
+
+/// Commits what iteration `n` left uncommitted; the branch's HEAD after it.
+pub async fn commit(
+    engine: &Engine,
+    ws: &Workspace,
+    image: &str,
+    user: Option<&str>,
+    label: &str,
+    message: &str,
+) -> Option<String> {
+    let (code, out) = git_helper(
+        engine,
+        ws,
+        image,
+        user,
+        label,
+        COMMIT_SCRIPT,
+        &[message],
+        Vec::new(),
+    )
+    .await?;
+    if code != 0 {
+        tracing::warn!("commit in the workspace of {label} failed: {}", out.trim());
+        return None;
+    }
+    out.lines()
+        .find_map(|l| l.strip_prefix("@@head "))
+        .map(str::trim)
+        .filter(|h| is_object_id(h))
+        .map(str::to_string)
+}
+
+/// Merges the deployed commit of `repo` (homebase's own bare repository) into the loop's
+/// branch; `None` when the helper could not run.
+pub async fn merge_deployed(
+    engine: &Engine,
+    ws: &Workspace,
+    image: &str,
+    user: Option<&str>,
+    label: &str,
+    repo: &Path,
+) -> Option<Merged> {
+    let mount = vec![(repo.to_string_lossy().into_owned(), "/hb-repo".to_string())];
+    let (code, out) = git_helper(engine, ws, image, user, label, MERGE_SCRIPT, &[], mount).await?;
+    parse_merge(code, &out)
+}
+
+fn parse_merge(code: i64, out: &str) -> Option<Merged> {
+    if out.lines().any(|l| l == "@@uptodate") {
+        return Some(Merged::UpToDate);
+    }
+    if let Some(h) = out
+        .lines()
+        .find_map(|l| l.strip_prefix("@@merged "))
+        .map(str::trim)
+        .filter(|h| is_object_id(h))
+    {
+        return Some(Merged::Merged(h.to_string()));
+    }
+    if code == 2 {
+        // names the agent could have chosen: bounded, shown escaped by the CLI
+        let files: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("@@conflict "))
+            .take(20)
+            .map(|f| f.chars().take(200).collect())
+            .collect();
+        return Some(Merged::Conflict(files));
+    }
+    None
+}
+
+/// The deployed commit of homebase's repository of a project (`repo.git`), read from plain
+/// files (homebase writes them; a loop never mounts them writable).
+pub fn deployed(repo: &Path) -> Option<String> {
+    let read = |rel: &str| std::fs::read_to_string(repo.join(rel)).ok();
+    read("refs/heads/deployed")
+        .map(|s| s.trim().to_string())
+        .filter(|s| is_object_id(s))
+        .or_else(|| {
+            read("packed-refs")?.lines().find_map(|l| {
+                let (id, r) = l.split_once(' ')?;
+                (r.trim() == "refs/heads/deployed" && is_object_id(id)).then(|| id.to_string())
+            })
+        })
+}
+
 fn parse_diffstat(out: &str) -> Option<String> {
     let (stat, commits) = out.split_once("@@")?;
     let stat = stat.trim();
@@ -272,6 +443,25 @@ mod tests {
         assert_eq!(head(dir.path()), None, "a symlinked HEAD is refused");
         std::fs::write(dir.path().join("x"), "").unwrap();
         assert_eq!(head(&dir.path().join("x")), None);
+    }
+
+    #[test]
+    fn merges_are_read_from_the_helper_strictly() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(parse_merge(0, "@@uptodate\n"), Some(Merged::UpToDate));
+        assert_eq!(
+            parse_merge(0, &format!("noise\n@@merged {id}\n")),
+            Some(Merged::Merged(id.into()))
+        );
+        assert_eq!(parse_merge(0, "@@merged not-an-id\n"), None);
+        assert_eq!(
+            parse_merge(2, "@@conflict PROMPT.md\n@@conflict prd.json\n"),
+            Some(Merged::Conflict(vec![
+                "PROMPT.md".into(),
+                "prd.json".into()
+            ]))
+        );
+        assert_eq!(parse_merge(3, "fatal: x\n"), None);
     }
 
     #[test]

@@ -234,6 +234,77 @@ impl Source {
     }
 }
 
+/// The commit of the project's repository that loops with `workspace = "git"` get: HEAD,
+/// with a note when the work tree has changes that are not in it.
+pub fn repo_head(
+    root: &Path,
+    loop_name: &str,
+    progress: &crate::progress::Progress,
+) -> Result<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+    };
+    let head = git(&["rev-parse", "--verify", "HEAD"])
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .ok_or_else(|| {
+            coded(
+                Exit::BadInput,
+                format!(
+                    "loops.{loop_name}.workspace = \"git\" needs the project in a git repository with a commit ({} is not); `git init && git add -A && git commit`, or give the loop a host path",
+                    root.display()
+                ),
+            )
+        })?;
+    if git(&["status", "--porcelain", "--untracked-files=no"]).is_ok_and(|o| !o.stdout.is_empty()) {
+        progress.info(&format!(
+            "the repository has uncommitted changes: loops with `workspace = \"git\"` get commit {} without them; commit them and deploy again to hand them over",
+            &head[..head.len().min(12)]
+        ));
+    }
+    Ok(head)
+}
+
+/// A git bundle of HEAD with the commits the host lacks (all of them when it has none, or
+/// one this repository does not know).
+pub fn repo_bundle(root: &Path, host_has: Option<&str>) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+    let file = dir.path().join("repo.bundle");
+    let known = host_has.filter(|c| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(["cat-file", "-e", &format!("{c}^{{commit}}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C")
+        .arg(root)
+        .args(["bundle", "create", "-q"])
+        .arg(&file)
+        .arg("HEAD");
+    if let Some(c) = known {
+        cmd.arg(format!("^{c}"));
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run git in `{}`", root.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`git bundle create` in `{}` failed: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::read(&file).with_context(|| format!("cannot read `{}`", file.display()))
+}
+
 /// What the stack references: directories and files whose tree travels (`roots`; `""` is
 /// the whole project) and files that travel whatever git says (`files`: path, kind,
 /// required).

@@ -218,6 +218,10 @@ pub struct IterationRecord {
     /// The end of the output (at most a few KB).
     pub tail: String,
     pub note: String,
+    /// The commit on the loop's branch after the iteration (`workspace = "git"`: what the
+    /// agent left uncommitted is committed for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// A service probed through the tunnel.

@@ -5,7 +5,8 @@
 //! [loops.ralph]
 //! image = "homebase/claude-code:latest"
 //! command = 'claude -p "$(cat PROMPT.md)" --dangerously-skip-permissions'
-//! workspace = "~/work/brain"        # a host path (usually a git checkout) or "volume:NAME"
+//! workspace = "git"                 # a checkout of the project's own repository (or a host
+//!                                   # path, or "volume:NAME")
 //! memory = "2GiB"
 //! timeout = "30m"
 //! env_files = ["ralph.env"]         # secrets: uploaded with the release, mode 0600
@@ -21,6 +22,9 @@ use serde::Deserialize;
 
 use crate::config::{Priority, size_required};
 use crate::units::Bytes;
+
+/// `workspace = "git"`: the project's own repository (see [`LoopSection::git_workspace`]).
+pub const GIT_WORKSPACE: &str = "git";
 
 pub const DEFAULT_MARKER: &str = "<promise>COMPLETE</promise>";
 /// What Claude Code and similar agents print when a plan's usage limit is reached.
@@ -41,7 +45,9 @@ pub struct LoopSection {
     /// One iteration: a string runs under `sh -c`, a list runs as it is.
     pub command: LoopCommand,
     /// A host path (absolute or `~/…`) or `volume:NAME`; mounted at `workdir`.
-    /// Default: `~/.homebase/<project>/loops/<name>/workspace` on the host.
+    /// Default: `~/.homebase/<project>/loops/<name>/workspace` on the host. `git`: that
+    /// directory as a checkout of the project's own repository on branch
+    /// `homebase/<name>`, brought by each deploy (see [`LoopSection::git_workspace`]).
     pub workspace: Option<String>,
     #[serde(default = "default_workdir")]
     pub workdir: String,
@@ -377,7 +383,18 @@ pub enum Workspace {
 }
 
 impl LoopSection {
+    /// The workspace is a checkout of the project's own repository: deploy pushes the
+    /// laptop's commit to the host, the loop works on branch `homebase/<name>` (its default
+    /// workspace directory), each iteration's changes are committed, and `homebase loop
+    /// pull` brings the branch back.
+    pub fn git_workspace(&self) -> bool {
+        self.workspace.as_deref() == Some(GIT_WORKSPACE)
+    }
+
     pub fn workspace(&self, project: &str, name: &str) -> Workspace {
+        if self.git_workspace() {
+            return Workspace::Path(homebase_proto::layout::default_workspace(project, name));
+        }
         match &self.workspace {
             Some(w) => match w.strip_prefix("volume:") {
                 Some(v) => Workspace::Volume(v.to_string()),
@@ -414,13 +431,13 @@ impl LoopSection {
                 "loops.{name}.command is empty: give the command of one iteration"
             ));
         }
-        if let Some(w) = &self.workspace {
+        if let Some(w) = self.workspace.as_ref().filter(|_| !self.git_workspace()) {
             let ok = w.starts_with('/')
                 || w.starts_with("~/")
                 || w.strip_prefix("volume:").is_some_and(|v| !v.is_empty());
             if !ok {
                 return Err(format!(
-                    "loops.{name}.workspace = `{w}`: use an absolute host path, `~/…`, or `volume:NAME`"
+                    "loops.{name}.workspace = `{w}`: use `git` (a checkout of the project's repository), an absolute host path, `~/…`, or `volume:NAME`"
                 ));
             }
         }
@@ -606,7 +623,7 @@ mod tests {
         for (extra, want) in [
             ("timeout = \"soon\"", "invalid duration `soon`"),
             ("run = \"schedule\"", "needs `every`"),
-            ("workspace = \"relative/dir\"", "use an absolute host path"),
+            ("workspace = \"relative/dir\"", "an absolute host path"),
             (
                 "usage_limit_pattern = \"(unclosed\"",
                 "not a valid regular expression",

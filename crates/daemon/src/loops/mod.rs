@@ -240,6 +240,7 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                             removed: token.clone(),
                             shutdown: cancel.clone(),
                             running: None,
+                            merged: None,
                         };
                         let task = tokio::spawn(sup.run());
                         reg.handles.insert(

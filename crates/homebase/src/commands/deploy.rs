@@ -36,6 +36,10 @@ struct Deploy<'a> {
     builds: String,
     /// The compose file that builds the loops' images on the host, if any loop is built.
     loops_yml: Option<String>,
+    /// The loops whose workspace is a checkout of the project's repository, and the
+    /// repository's commit they get.
+    git_loops: Vec<String>,
+    repo_head: Option<String>,
     /// The bundle's hash: what tells a change from a no-op.
     hash: String,
 }
@@ -160,6 +164,21 @@ impl<'a> Deploy<'a> {
         let yaml = project.render_with(&plan, &source)?.yaml;
         let (manifest, builds) = (source.manifest(), source.builds_file());
         let loops_yml = source.loops_compose(&project.compose, &project.config, &project.root)?;
+        let git_loops: Vec<String> = project
+            .config
+            .loops
+            .iter()
+            .filter(|(_, l)| l.git_workspace())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let repo_head = match git_loops.first() {
+            Some(name) => Some(crate::source::repo_head(&project.root, name, progress)?),
+            None => None,
+        };
+        let git_file = git_loops
+            .iter()
+            .map(|n| format!("{n}\n"))
+            .collect::<String>();
         let config_text = std::fs::read(&project.config_path)
             .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
         let env_files = env_files(project)?;
@@ -169,6 +188,8 @@ impl<'a> Deploy<'a> {
             manifest.as_bytes(),
             builds.as_bytes(),
             loops_yml.as_deref().unwrap_or("").as_bytes(),
+            git_file.as_bytes(),
+            repo_head.as_deref().unwrap_or("").as_bytes(),
         ];
         hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
         let hash = bundle_hash(&hashed);
@@ -185,6 +206,8 @@ impl<'a> Deploy<'a> {
             manifest,
             builds,
             loops_yml,
+            git_loops,
+            repo_head,
             hash,
         })
     }
@@ -329,7 +352,7 @@ impl<'a> Deploy<'a> {
         let missing = if host.is_stack() {
             Vec::new()
         } else {
-            self.source.missing(&prepared.objects)
+            self.source.missing(&prepared.tree.objects)
         };
         let sent: u64 = missing.iter().map(|e| e.size).sum();
         progress.step(&format!(
@@ -357,6 +380,22 @@ impl<'a> Deploy<'a> {
             if let Some(l) = &self.loops_yml {
                 files.push(("loops.yml", l.as_bytes()));
             }
+        }
+        let git_file: String = self.git_loops.iter().map(|n| format!("{n}\n")).collect();
+        let repo_bundle = match &self.repo_head {
+            Some(head) if !host.is_stack() && prepared.tree.deployed.as_ref() != Some(head) => {
+                Some(crate::source::repo_bundle(
+                    &self.project.root,
+                    prepared.tree.deployed.as_deref(),
+                )?)
+            }
+            _ => None,
+        };
+        if !git_file.is_empty() && !host.is_stack() {
+            files.push(("git-loops", git_file.as_bytes()));
+        }
+        if let Some(b) = &repo_bundle {
+            files.push(("repo.bundle", b.as_slice()));
         }
         files.extend(
             self.env_files
@@ -388,16 +427,17 @@ impl Deploy<'_> {
         prepared: &crate::host::Prepared,
         progress: &mut Progress,
     ) -> Result<()> {
-        if prepared.edited.is_empty() {
+        if prepared.tree.edited.is_empty() {
             return Ok(());
         }
         let list: Vec<String> = prepared
+            .tree
             .edited
             .iter()
             .take(20)
             .map(|f| format!("  {}", crate::ui::printable(f)))
             .collect();
-        let more = prepared.edited.len().saturating_sub(20);
+        let more = prepared.tree.edited.len().saturating_sub(20);
         let more = if more > 0 {
             format!("\n  … and {more} more")
         } else {
@@ -411,7 +451,7 @@ impl Deploy<'_> {
         if self.args.set_aside {
             progress.info(&format!(
                 "{} file(s) of the project were edited on {} since the last deploy; this deploy moves the host's versions to ~/{}/{}/set-aside/<release>/:\n{}{more}",
-                prepared.edited.len(),
+                prepared.tree.edited.len(),
                 host.session.host(),
                 homebase_proto::layout::ROOT,
                 self.project.config.project.name,
@@ -424,7 +464,7 @@ impl Deploy<'_> {
             Exit::Refused,
             format!(
                 "{} file(s) of the project were edited on {} (in {tree}) since the last deploy, and this deploy would replace them:\n{}{more}\nnothing was changed. Copy the edits you want into the project here, then deploy with `--set-aside` (the host's versions are kept under ~/{}/{}/set-aside/<release>/). Agents that write code belong in a loop's workspace, not in the deployed tree.",
-                prepared.edited.len(),
+                prepared.tree.edited.len(),
                 host.session.host(),
                 list.join("\n"),
                 homebase_proto::layout::ROOT,

@@ -242,11 +242,9 @@ impl HostProject<'_> {
                 })
                 .collect()
         });
-        let (objects, edited) =
-            super::tree::parse_state(out.rsplit("@@HB@@\n").next().unwrap_or(""));
+        let tree = super::tree::parse_state(out.rsplit("@@HB@@\n").next().unwrap_or(""));
         Ok(Prepared {
-            objects,
-            edited,
+            tree,
             current,
             current_compose,
             containers,
@@ -374,10 +372,8 @@ pub struct Prepared {
     pub log: Option<Vec<ReleaseEntry>>,
     /// With `with_log`: the releases on the host, id and hash.
     pub releases: Option<Vec<(String, String)>>,
-    /// The objects of the project's files the host has (`host::tree`).
-    pub objects: std::collections::HashSet<String>,
-    /// Synced files edited on the host since a release laid them out.
-    pub edited: Vec<String>,
+    /// The project's files and repository on the host (`host::tree`).
+    pub tree: super::tree::State,
 }
 
 fn held(info: &str) -> LockOutcome {

@@ -20,25 +20,41 @@
 
 use std::collections::HashSet;
 
-/// The prepare command's part (after `@@HB@@`): the objects the host has (`o NAME`), and
-/// the synced files edited on the host since they were laid out (`m PATH`).
+/// The prepare command's part (after `@@HB@@`): the objects the host has (`o NAME`), the
+/// project repository's deployed commit (`g ID`), and the synced files edited on the host
+/// since they were laid out (`m PATH`).
 pub const STATE: &str = "ls \"$d/objects\" 2>/dev/null | sed 's/^/o /'; \
+     [ -f \"$d/repo.git/refs/heads/deployed\" ] && sed 's/^/g /' \"$d/repo.git/refs/heads/deployed\"; \
      if [ -f \"$d/tree.paths\" ] && [ -e \"$d/tree.stamp\" ]; then \
        ( cd \"$d/tree\" 2>/dev/null && find . -newer \"$d/tree.stamp\" \\( -type f -o -type l \\) 2>/dev/null ) | \
        sed 's|^\\./||' | grep -Fx -f \"$d/tree.paths\" 2>/dev/null | sed 's/^/m /'; fi";
 
-/// What [`STATE`] printed: the objects the host has and the files edited there.
-pub fn parse_state(part: &str) -> (HashSet<String>, Vec<String>) {
-    let mut objects = HashSet::new();
-    let mut edited = Vec::new();
+/// What [`STATE`] printed.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The objects the host has.
+    pub objects: HashSet<String>,
+    /// The synced files edited on the host.
+    pub edited: Vec<String>,
+    /// The commit of the project's repository the host has (`refs/heads/deployed`).
+    pub deployed: Option<String>,
+}
+
+pub fn parse_state(part: &str) -> State {
+    let mut state = State::default();
     for line in part.lines() {
         if let Some(o) = line.strip_prefix("o ") {
-            objects.insert(o.to_string());
+            state.objects.insert(o.to_string());
         } else if let Some(m) = line.strip_prefix("m ") {
-            edited.push(m.to_string());
+            state.edited.push(m.to_string());
+        } else if let Some(g) = line.strip_prefix("g ") {
+            let g = g.trim();
+            if g.len() >= 40 && g.bytes().all(|b| b.is_ascii_hexdigit()) {
+                state.deployed = Some(g.to_string());
+            }
         }
     }
-    (objects, edited)
+    state
 }
 
 /// Shell functions for the release job (`$d`, `$p`, `$j`, `$compose` set; `say`, `quote`
@@ -99,6 +115,30 @@ build_release() {
   if [ "$_rc" -ne 0 ]; then say step build-log; grep -v '^$' "$j/build.out" | tail -n 40 | quote; say fail the build failed; return 1; fi
   say ok
 }
+# sync_repo ID: the project's repository from the release's bundle into repo.git (homebase's
+# own bare repository: never a loop's), and a checkout on branch homebase/NAME for each loop
+# with `workspace = "git"` that has none yet
+sync_repo() {
+  _r="$d/releases/$1"
+  [ -f "$_r/repo.bundle" ] || [ -s "$_r/git-loops" ] || return 0
+  prep_fail="could not bring the project's repository to the host"
+  command -v git >/dev/null 2>&1 || { say fail git is not installed on the host; return 1; }
+  if [ -f "$_r/repo.bundle" ]; then
+    [ -d "$d/repo.git" ] || git init -q --bare "$d/repo.git" || return 1
+    { git -C "$d/repo.git" symbolic-ref HEAD refs/heads/deployed &&
+      git -C "$d/repo.git" fetch -q "$_r/repo.bundle" "+HEAD:refs/heads/deployed"; } > "$j/git.out" 2>&1 ||
+      { quote < "$j/git.out"; say fail the project repository could not be brought to the host; return 1; }
+    rm -f "$_r/repo.bundle"
+  fi
+  while IFS= read -r _l; do
+    _w="$d/loops/$_l/workspace"
+    { [ -e "$_w" ] || [ -L "$_w" ]; } && continue
+    { mkdir -p "$d/loops/$_l" && git clone -q "$d/repo.git" "$_w" && git -C "$_w" checkout -q -b "homebase/$_l"; } > "$j/git.out" 2>&1 ||
+      { quote < "$j/git.out"; say fail the workspace of loop $_l could not be made; return 1; }
+    say workspace "$_l"
+  done < "$_r/git-loops"
+  prep_fail=
+}
 apply_tree() {
   _m="$d/releases/$1/files"; [ -f "$_m" ] || return 0
   _t="$d/tree"; _a="$d/set-aside/$1"
@@ -150,8 +190,15 @@ mod tests {
 
     #[test]
     fn the_state_reads_objects_and_edits() {
-        let (objects, edited) = parse_state("o abc\no def.x\nm src/app.py\nm a b.txt\nnoise\n");
-        assert!(objects.contains("abc") && objects.contains("def.x"));
-        assert_eq!(edited, vec!["src/app.py", "a b.txt"]);
+        let s = parse_state(
+            "o abc\no def.x\nm src/app.py\nm a b.txt\nnoise\ng 0123456789abcdef0123456789abcdef01234567\n",
+        );
+        assert!(s.objects.contains("abc") && s.objects.contains("def.x"));
+        assert_eq!(s.edited, vec!["src/app.py", "a b.txt"]);
+        assert_eq!(
+            s.deployed.as_deref(),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(parse_state("g ref: refs/heads/x\n").deployed, None);
     }
 }

@@ -169,12 +169,12 @@ entry() {
   say entry "$line"
 }
 [ -n "$svcs" ] || svcs=$(services_of "$new")
-built=1
-{ [ -z "$aborted" ] && build_release "$new" && [ -z "$aborted" ]; } || built=
+built=1; prep_fail="did not build"
+{ [ -z "$aborted" ] && build_release "$new" && sync_repo "$new" && [ -z "$aborted" ]; } || built=
 [ -n "$built" ] && say step up "$new"
 if [ -z "$built" ]; then
   trap '' TERM INT
-  if [ -n "$aborted" ]; then why="was aborted from the laptop during its build"; else why="did not build"; fi
+  if [ -n "$aborted" ]; then why="was aborted from the laptop before it started"; else why=$prep_fail; fi
   if [ -n "$prev" ]; then tgt="\"$prev\""; runs="release $prev still runs"; else tgt=null; runs="no release ran before"; fi
   msg="release $new $why; nothing on the host changed ($runs)"
   entry fail "$tgt" "\"$msg\""

@@ -96,7 +96,92 @@ impl Supervisor {
 
     /// Runs one iteration to its end and records it. Returns false when the supervisor
     /// must end (daemon shutdown or loop removed, with the container left or removed).
+    /// `workspace = "git"`: merges a newly deployed commit into the loop's branch before the
+    /// next iteration; false when a conflict paused the loop (with an alert naming files).
+    pub(super) async fn merge_deployed(&mut self, row: &mut LoopRow) -> bool {
+        let cfg = self.cfg();
+        if !cfg.section.git_workspace() {
+            return true;
+        }
+        let repo = layout::project_dir(&cfg.home, &cfg.project).join("repo.git");
+        let Some(deployed) = crate::workspace::deployed(&repo) else {
+            return true;
+        };
+        if self.merged.as_deref() == Some(deployed.as_str()) {
+            return true;
+        }
+        let ws = cfg.workspace();
+        let l = &cfg.section;
+        match crate::workspace::merge_deployed(
+            &self.engine,
+            &ws,
+            &l.image,
+            l.user.as_deref(),
+            &cfg.label(),
+            &repo,
+        )
+        .await
+        {
+            Some(crate::workspace::Merged::UpToDate) => self.merged = Some(deployed),
+            Some(crate::workspace::Merged::Merged(head)) => {
+                self.event(
+                    "loop_merge",
+                    &format!(
+                        "merged the deployed commit {} into homebase/{} (now {})",
+                        &deployed[..12],
+                        cfg.name,
+                        &head[..12]
+                    ),
+                )
+                .await;
+                self.merged = Some(deployed);
+            }
+            Some(crate::workspace::Merged::Conflict(files)) => {
+                let files = files
+                    .iter()
+                    .map(|f| format!("`{}`", f.escape_debug()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let msg = format!(
+                    "the deployed commit {} conflicts with the loop's branch homebase/{} in {files}; the loop is paused. Bring its work to the laptop (`homebase loop pull {}`), merge it there, deploy, then `homebase loop resume {}`",
+                    &deployed[..12],
+                    cfg.name,
+                    cfg.name,
+                    cfg.name
+                );
+                row.state = RunState::Paused;
+                row.reason = msg.clone();
+                self.save(row);
+                self.shared
+                    .alert(
+                        &cfg.project,
+                        &format!("loop:{}", cfg.name),
+                        "loop_conflict",
+                        &msg,
+                    )
+                    .await;
+                return false;
+            }
+            None => {
+                // the image has no git, or the helper could not run: say so once per commit
+                self.event(
+                    "loop_merge_failed",
+                    &format!(
+                        "could not merge the deployed commit {} into the workspace (does the loop's image have git?)",
+                        &deployed[..12]
+                    ),
+                )
+                .await;
+                self.merged = Some(deployed);
+            }
+        }
+        true
+    }
+
     pub(super) async fn iterate(&mut self, row: &mut LoopRow) -> bool {
+        if !self.merge_deployed(row).await {
+            return true;
+        }
         let cfg = self.cfg();
         let n = row.iterations + 1;
         let run = row.run;
@@ -394,6 +479,19 @@ impl Supervisor {
             }
             None => None,
         };
+        let commit = if l.git_workspace() && !container.is_empty() {
+            crate::workspace::commit(
+                &self.engine,
+                &ws,
+                &l.image,
+                l.user.as_deref(),
+                &cfg.label(),
+                &format!("homebase: loop {} iteration {n} (run {run})", cfg.name),
+            )
+            .await
+        } else {
+            None
+        };
         let text = String::from_utf8_lossy(&w.tail).to_string();
         let usage = regex::Regex::new(&l.usage_limit_pattern)
             .ok()
@@ -408,6 +506,7 @@ impl Supervisor {
             diffstat,
             tail: tail_str(&w.tail, TAIL_BYTES),
             note: outcome::note(&w, l, note),
+            commit,
         };
         if let Err(e) = self.shared.store.finish_iteration(id, &f) {
             tracing::warn!("cannot record iteration {n} of {}: {e:#}", cfg.label());

@@ -38,6 +38,8 @@ pub(super) struct Supervisor {
     /// The daemon is shutting down.
     pub shutdown: CancellationToken,
     pub running: Option<RunningIteration>,
+    /// `workspace = "git"`: the deployed commit last merged into the loop's branch.
+    pub merged: Option<String>,
 }
 
 impl Supervisor {
