@@ -202,7 +202,7 @@ pub async fn diffstat(
 
 /// `g`: git with every program it could start from the workspace's configuration off (the
 /// helper is sealed anyway: this keeps the agent's hooks from running on our behalf).
-const GIT_FN: &str = r#"g() { git -c safe.directory='*' -c core.fsmonitor=false -c core.hooksPath=/dev/null -c diff.external= -c protocol.allow=never -c protocol.file.allow=always -c user.name=homebase -c user.email=homebase@localhost -c commit.gpgSign=false "$@"; }
+pub const GIT_FN: &str = r#"g() { git -c safe.directory='*' -c core.fsmonitor=false -c core.hooksPath=/dev/null -c diff.external= -c protocol.allow=never -c protocol.file.allow=always -c user.name=homebase -c user.email=homebase@localhost -c commit.gpgSign=false "$@"; }
 "#;
 
 /// After an iteration of a `workspace = "git"` loop: commits what the agent left

@@ -458,6 +458,9 @@ pub enum LoopCommand {
         #[arg(short = 'n', long, default_value_t = 100)]
         tail: u32,
     },
+    /// Bring the loop's branch (`workspace = "git"`) into this repository as
+    /// `homebase/NAME`, and show what came: commits, files, changes
+    Pull { name: String },
     /// Recorded iterations, newest first: outcome, exit code, duration, files changed
     History {
         name: String,

@@ -128,6 +128,23 @@ fn api_image(p: &TestProject) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// Stops a test's daemon and removes its iteration containers and state when dropped, so
+/// a failing test leaves nothing running.
+struct DaemonGuard<'a>(homebase_testkit::Daemon<'a>, String);
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+        let _ = self.0.hosts.ssh(
+            self.0.host,
+            &format!(
+                "ids=$(docker ps -aq --filter name=hb-loop-{}-); [ -z \"$ids\" ] || docker rm -f $ids; rm -rf {} {}",
+                self.0.project, self.0.state, self.1
+            ),
+        );
+    }
+}
+
 fn journey(host_index: u32) {
     let hosts = hosts();
     let host = hosts.host(host_index);
@@ -398,6 +415,7 @@ fn a_loop_image_is_built_on_the_host() {
     };
     hosts.ssh_ok(host, &format!("mkdir -p {}", d.state));
     d.start();
+    let d = DaemonGuard(d, ws.clone());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut out = String::new();
     while std::time::Instant::now() < deadline {
@@ -409,19 +427,172 @@ fn a_loop_image_is_built_on_the_host() {
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    let log = hosts.ssh(host, &format!("tail -20 {}/log", d.state));
-    d.stop();
-    let _ = hosts.ssh(
-        host,
-        &format!(
-            "ids=$(docker ps -aq --filter name=hb-loop-{}-); [ -z \"$ids\" ] || docker rm -f $ids; rm -rf {ws} {}",
-            p.name, d.state
-        ),
-    );
+    let log = hosts.ssh(host, &format!("tail -20 {}/log", d.0.state));
+    drop(d);
     assert_eq!(
         out,
         "built-on-the-host",
         "daemon log:\n{}",
         String::from_utf8_lossy(&log.stdout)
+    );
+}
+
+/// A loop that works in the project's own repository: deploy brings the laptop's commit
+/// (no remote, no step on the host), the loop's iterations are committed on its branch,
+/// `loop pull` brings them back; changed instructions are merged in between iterations,
+/// and a conflict pauses the loop naming the file.
+#[test]
+fn a_loop_works_in_the_projects_repository_and_its_commits_come_back() {
+    let hosts = hosts();
+    let host = hosts.host(homebase_testkit::MAC);
+    let compose = "services:\n  idle:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let p = TestProject::new(&hosts, host, bin(), "gitloop", compose, "");
+    let dir = p.dir.path();
+    let user = hosts
+        .ssh_ok(host, "echo $(id -u):$(id -g)")
+        .trim()
+        .to_string();
+    write(
+        dir,
+        "agent/Dockerfile",
+        "FROM hb/pgvector:latest\nCOPY agent.sh /agent.sh\n",
+    );
+    write(
+        dir,
+        "agent/agent.sh",
+        "cd /workspace\necho \"run $HOMEBASE_RUN iteration $HOMEBASE_ITERATION: $(cat PROMPT.md)\" >> work.txt\n[ \"$HOMEBASE_ITERATION\" -ge 2 ] && echo '<promise>COMPLETE</promise>'\nexit 0\n",
+    );
+    write(dir, "PROMPT.md", "first instructions");
+    write(dir, "work.txt", "the laptop's line\n");
+    write(dir, ".gitignore", "ssh/\n");
+    p.write(
+        compose,
+        &format!(
+            "[services.idle]\nmemory = \"16MiB\"\n\n[loops.ralph]\nbuild = \"./agent\"\ncommand = \"sh /agent.sh\"\nworkspace = \"git\"\nuser = \"{user}\"\nmemory = \"64MiB\"\ntimeout = \"60s\"\nmax_iterations = 5\n"
+        ),
+    );
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "the project"]);
+    let o = p.run(&["deploy", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = homebase_testkit::Daemon {
+        bin: bin().to_path_buf(),
+        hosts: &hosts,
+        host,
+        state: format!("/tmp/hb-gitloop-{}", p.name),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    hosts.ssh_ok(host, &format!("mkdir -p {}", d.state));
+    d.start();
+    let d = DaemonGuard(d, String::new());
+    let status = |want: &str| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let (_, body) = d.0.api(&format!("/api/loops?project={}", p.name));
+            let all: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+            let l = all
+                .into_iter()
+                .find(|l| l["name"] == "ralph")
+                .unwrap_or_default();
+            if l["state"] == want {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "loop not {want}: {l:#}\n{}",
+                String::from_utf8_lossy(
+                    &hosts
+                        .ssh(host, &format!("tail -30 {}/log", d.0.state))
+                        .stdout
+                )
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    status("completed");
+
+    // every iteration is a commit on homebase/ralph, and the history says which
+    let with_daemon = |args: &[&str]| -> String {
+        let o = p
+            .cmd(args)
+            .env("HOMEBASE_DAEMON_STATE", &d.0.state)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let history: Vec<serde_json::Value> =
+        serde_json::from_str(&with_daemon(&["loop", "history", "ralph", "--json"])).unwrap();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert!(
+        history
+            .iter()
+            .all(|i| i["commit"].as_str().is_some_and(|c| c.len() == 40)),
+        "{history:#?}"
+    );
+
+    // loop pull: the branch in the laptop's repository, and what came
+    let pulled: serde_json::Value =
+        serde_json::from_str(&p.ok(&["loop", "pull", "ralph", "--json"])).unwrap();
+    assert_eq!(pulled["branch"], "homebase/ralph");
+    let subjects: Vec<&str> = pulled["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            "homebase: loop ralph iteration 1 (run 1)",
+            "homebase: loop ralph iteration 2 (run 1)"
+        ]
+    );
+    assert_eq!(pulled["files"], serde_json::json!(["work.txt"]));
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["show", "homebase/ralph:work.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "the laptop's line\nrun 1 iteration 1: first instructions\nrun 1 iteration 2: first instructions\n"
+    );
+
+    // changed instructions reach the loop with the next deploy, merged into its branch
+    write(dir, "PROMPT.md", "second instructions");
+    git(dir, &["commit", "-qam", "new instructions"]);
+    p.ok(&["deploy", "--timeout", "60"]);
+    with_daemon(&["loop", "start", "ralph"]);
+    status("completed");
+    let work = hosts.ssh_ok(
+        host,
+        &format!(
+            "cat {}/loops/ralph/workspace/work.txt",
+            homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
+    assert!(
+        work.contains("run 2 iteration 1: second instructions"),
+        "{work}"
+    );
+
+    // a change on the laptop that conflicts with the loop's: the loop pauses, naming it
+    write(dir, "work.txt", "the laptop rewrote this line\n");
+    git(dir, &["commit", "-qam", "conflicting"]);
+    p.ok(&["deploy", "--timeout", "60"]);
+    with_daemon(&["loop", "start", "ralph"]);
+    let paused = status("paused");
+    let reason = paused["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("conflicts") && reason.contains("work.txt"),
+        "{paused:#}"
     );
 }

@@ -224,6 +224,29 @@ pub struct IterationRecord {
     pub commit: Option<String>,
 }
 
+/// `homebase loop pull NAME --json`: what came from the loop's branch.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct LoopPullReport {
+    pub name: String,
+    /// The branch in the laptop's repository (`homebase/NAME`).
+    pub branch: String,
+    /// Its tip, and the tip it had before (`None`: it is new).
+    pub head: String,
+    pub before: Option<String>,
+    /// The commits that came, oldest first: id and subject.
+    pub commits: Vec<PulledCommit>,
+    /// `git diff --shortstat` of the branch against the laptop's HEAD's merge base.
+    pub shortstat: String,
+    /// The files it changes against that base.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PulledCommit {
+    pub id: String,
+    pub subject: String,
+}
+
 /// A service probed through the tunnel.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TunnelProbe {

@@ -17,6 +17,8 @@ use crate::project::{self, Project};
 use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
 use homebase_proto::clock::human_duration;
 
+mod pull;
+
 pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
     let project = project::load(global)?;
     if let Some(name) = loop_name(&args.command) {
@@ -24,6 +26,9 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
     }
     let session = project.open_session()?;
     let p = project.config.project.name.clone();
+    if let LoopCommand::Pull { name } = &args.command {
+        return pull::run(&project, &session, name, args.json);
+    }
     if let LoopCommand::Logs { name, follow, tail } = &args.command {
         let file = format!(
             "{}/{LOOPS}/{}/{LOOP_OUTPUT}",
@@ -133,7 +138,7 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
                 )),
             }
         }
-        LoopCommand::Logs { .. } => Ok(Exit::Ok),
+        LoopCommand::Logs { .. } | LoopCommand::Pull { .. } => Ok(Exit::Ok),
     }
 }
 
@@ -145,6 +150,7 @@ fn loop_name(c: &LoopCommand) -> Option<&str> {
         | LoopCommand::Pause { name }
         | LoopCommand::Resume { name }
         | LoopCommand::Logs { name, .. }
+        | LoopCommand::Pull { name }
         | LoopCommand::History { name, .. } => Some(name),
     }
 }
@@ -282,6 +288,10 @@ fn history_table(rows: &[IterationRecord]) -> String {
             (Some(d), true) => d.clone(),
             (Some(d), false) => format!("{d}; {}", i.note),
             (None, _) => i.note.clone(),
+        };
+        let note = match &i.commit {
+            Some(c) => format!("commit {} · {note}", &c[..c.len().min(12)]),
+            None => note,
         };
         let last_line = i
             .tail
