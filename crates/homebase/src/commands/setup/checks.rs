@@ -22,6 +22,10 @@ pub(super) struct Facts {
     pub(super) compose_registered: bool,
     /// The Compose plugin's path when `docker` does not find it by itself.
     pub(super) compose_plugin: Option<String>,
+    /// `docker buildx version` (BuildKit's builder, for services with `build:`).
+    pub(super) buildx: Option<String>,
+    /// A buildx plugin sits beside the Compose plugin homebase found by path.
+    pub(super) buildx_beside: bool,
     /// `~/.docker/config.json` as it is (empty when absent).
     pub(super) docker_config: String,
     /// `pmset -g`'s `autorestart` (restart after a power failure).
@@ -38,7 +42,8 @@ pub(super) const FACTS: &str = r#"
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "home=$HOME"; echo "user=$(id -un)"; echo "uid=$(id -u)"
 echo "docker=$(docker version --format '{{.Server.Version}}' 2>/dev/null)"
 if docker compose version >/dev/null 2>&1; then echo "compose_registered=yes"; fi
-echo "compose=$($c version --short 2>/dev/null)"; case "$c" in /*) echo "compose_plugin=$c";; esac
+echo "compose=$($c version --short 2>/dev/null)"; case "$c" in /*) echo "compose_plugin=$c"; [ -x "${c%/*}/docker-buildx" ] && echo "buildx_beside=yes";; esac
+echo "buildx=$(docker buildx version 2>/dev/null | awk '{print $2}')"
 echo "mem=$(docker info --format '{{.MemTotal}}' 2>/dev/null)"
 if command -v colima >/dev/null 2>&1; then echo "colima=$(colima list -j 2>/dev/null | sed -n 's/.*"memory":\([0-9]*\).*/\1/p' | head -1)"; fi
 if command -v pmset >/dev/null 2>&1; then pmset -g | awk '$1 == "sleep" {print "sleep=" $2} $1 == "autorestart" {print "autorestart=" $2}'; fi
@@ -85,6 +90,8 @@ pub(super) fn facts(session: &Session) -> Result<Facts> {
         user: get("user").unwrap_or_default(),
         compose_registered: get("compose_registered").is_some(),
         compose_plugin: get("compose_plugin"),
+        buildx: get("buildx"),
+        buildx_beside: get("buildx_beside").is_some(),
         docker_config: get("docker_config").unwrap_or_default(),
         autorestart: get("autorestart"),
         autologin: get("autologin"),
@@ -188,6 +195,7 @@ pub(super) fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec
             )),
         ));
     }
+    items.push(buildx_item(f, mac));
     // Memory: the engine (Colima's VM on a Mac) must hold the budgeted host memory.
     if let (HostMemory::Size(want), Some(have)) = (host_memory, f.mem_total) {
         let short = have + (256 << 20) < want.0;
@@ -306,6 +314,34 @@ pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
 }
 
 /// The directory of a plugin binary (`…/cli-plugins`).
+/// BuildKit's buildx plugin, which newer Compose versions build `build:` services with.
+fn buildx_item(f: &Facts, mac: bool) -> Item {
+    match (&f.buildx, &f.compose_plugin) {
+        (Some(v), _) => item("docker buildx", "ok", format!("version {v}"), None),
+        (None, Some(plugin)) if f.buildx_beside && !f.compose_registered => item(
+            "docker buildx",
+            "warning",
+            format!(
+                "the buildx plugin beside {plugin} is not found by `docker` (images of `build:` services are built on this host)"
+            ),
+            Some(format!(
+                "homebase setup adds {} to cliPluginsExtraDirs in ~/.docker/config.json",
+                plugin_dir(plugin)
+            )),
+        ),
+        _ => item(
+            "docker buildx",
+            "warning",
+            "BuildKit's buildx plugin is missing: services with `build:` are built on this host, and newer Compose versions build only through it",
+            Some(if mac {
+                "brew install docker-buildx".into()
+            } else {
+                "sudo apt-get install docker-buildx (or docker-buildx-plugin from Docker's repository)".into()
+            }),
+        ),
+    }
+}
+
 pub(super) fn plugin_dir(plugin: &str) -> &str {
     plugin.rsplit_once('/').map(|(d, _)| d).unwrap_or(plugin)
 }

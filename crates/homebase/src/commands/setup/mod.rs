@@ -146,6 +146,8 @@ mod tests {
             user: "me".into(),
             compose_registered: compose.is_some(),
             compose_plugin: None,
+            buildx: Some("v0.13.1".into()),
+            buildx_beside: false,
             docker_config: String::new(),
             autorestart: None,
             autologin: None,
