@@ -57,7 +57,7 @@ sent() { cut -d' ' -f1 "$1" 2>/dev/null || echo 0; }
 make_project() {
   local d=$1
   mkdir -p "$d/src" "$d/vendor"
-  cp -r /usr/lib/python3.11/. "$d/vendor/"
+  cp -rL /usr/lib/python3.11/. "$d/vendor/" 2>/dev/null || true
   find "$d/vendor" -name __pycache__ -prune -exec rm -rf {} +
   echo '<h1>v1</h1>' > "$d/src/index.html"
   printf 'def handler():\n    return "v1"\n' > "$d/src/app.py"
