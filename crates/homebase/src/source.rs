@@ -178,6 +178,40 @@ impl Source {
             .collect()
     }
 
+    /// Swarm mode: the stack file keeps no `build:`, so the services' builds go in a file of
+    /// their own (`build.yml`, never started), which the builds file names instead.
+    pub fn for_swarm(
+        &self,
+        compose: &ComposeProject,
+        project: &str,
+    ) -> Result<(Self, Option<String>)> {
+        let mut out = self.clone();
+        let mut services = serde_norway::Mapping::new();
+        for b in out.builds.iter_mut().filter(|b| b.agent_loop.is_none()) {
+            let Some(build) = compose
+                .services
+                .get(&b.service)
+                .and_then(|s| s.raw.get("build"))
+            else {
+                continue;
+            };
+            b.file = "build.yml";
+            let mut svc = serde_norway::Mapping::new();
+            svc.insert("build".into(), build.clone());
+            svc.insert("image".into(), Value::String(b.image.clone()));
+            services.insert(Value::String(b.service.clone()), Value::Mapping(svc));
+        }
+        if services.is_empty() {
+            return Ok((out, None));
+        }
+        let mut doc = serde_norway::Mapping::new();
+        doc.insert("name".into(), Value::String(project.to_string()));
+        doc.insert("services".into(), Value::Mapping(services));
+        let yaml = serde_norway::to_string(&Value::Mapping(doc))
+            .context("cannot write the build file of the swarm's images")?;
+        Ok((out, Some(yaml)))
+    }
+
     /// The compose file that builds the loops' images on the host (`loops.yml`; never
     /// started), or `None` when no loop is built.
     pub fn loops_compose(
@@ -303,6 +337,27 @@ pub fn repo_bundle(root: &Path, host_has: Option<&str>) -> Result<Vec<u8>> {
         );
     }
     std::fs::read(&file).with_context(|| format!("cannot read `{}`", file.display()))
+}
+
+/// The objects to send: each file's content (a symlink's target) and its mode on the host.
+pub fn read_objects(missing: &[&Entry]) -> Result<Vec<(String, u32, Vec<u8>)>> {
+    missing
+        .iter()
+        .map(|e| {
+            let data = match e.kind {
+                Kind::Link => std::fs::read_link(&e.local)
+                    .map(|t| t.to_string_lossy().into_owned().into_bytes()),
+                _ => std::fs::read(&e.local),
+            }
+            .with_context(|| format!("cannot read `{}`", e.local.display()))?;
+            let mode = match e.kind {
+                Kind::Exec => 0o755,
+                Kind::Secret => 0o600,
+                Kind::File | Kind::Link => 0o644,
+            };
+            Ok((e.object.clone(), mode, data))
+        })
+        .collect()
 }
 
 /// What the stack references: directories and files whose tree travels (`roots`; `""` is

@@ -42,8 +42,7 @@ services:
     command: ["sleep", "3600"]
     stop_signal: SIGKILL
   notes:
-    image: hb/busybox:latest
-    command: ["sleep", "3600"]
+    build: ./notes
     volumes: [notes:/data]
     stop_signal: SIGKILL
 volumes:
@@ -292,6 +291,14 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
         api: unique_port(),
     };
     std::fs::write(dir.path().join("compose.yml"), COMPOSE).unwrap();
+    // `notes` is the user's own code: built on the nodes from this directory, no registry
+    std::fs::create_dir_all(dir.path().join("notes")).unwrap();
+    std::fs::write(
+        dir.path().join("notes/Dockerfile"),
+        "FROM hb/busybox:latest\nCOPY note.txt /note.txt\nCMD [\"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes/note.txt"), "built on the node\n").unwrap();
     std::fs::write(
         dir.path().join("homebase.toml"),
         toml(&project, &hosts, "600MiB", "n7", &ports),
@@ -378,6 +385,18 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     ok(dir.path(), &["deploy", "--timeout", "120"]);
     let s = status(dir.path());
     assert_eq!(s["healthy"], true, "{s:#}");
+    // the built service runs on worker n7 from the image built there
+    let note = hosts.ssh_ok(
+        h7,
+        &format!(
+            "c=$(docker ps -q --filter label=com.docker.swarm.service.name={project}_notes | head -1); docker inspect -f '{{{{.Config.Image}}}}' $c; docker exec $c cat /note.txt"
+        ),
+    );
+    assert!(
+        note.starts_with(&format!("homebase/{project}-notes:"))
+            && note.contains("built on the node"),
+        "{note}"
+    );
     assert_eq!(service(&s, "db")["nodes"], serde_json::json!(["n6"]));
     eprintln!(
         "[{:>6.1}s] memory is read on every node",
@@ -786,6 +805,14 @@ fn a_stack_larger_than_any_host_runs_on_a_three_node_swarm() {
     // A stack whose api fits no node's budget is refused by plan, with the reason.
     let refused = tempfile::tempdir().unwrap();
     std::fs::write(refused.path().join("compose.yml"), COMPOSE).unwrap();
+    std::fs::create_dir_all(refused.path().join("notes")).unwrap();
+    for f in ["Dockerfile", "note.txt"] {
+        std::fs::copy(
+            dir.path().join("notes").join(f),
+            refused.path().join("notes").join(f),
+        )
+        .unwrap();
+    }
     std::fs::write(
         refused.path().join("homebase.toml"),
         toml(&project, &hosts, "900MiB", "n7", &ports),

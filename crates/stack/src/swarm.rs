@@ -133,7 +133,10 @@ fn service(
         let Some(key) = k.as_str() else { continue };
         if KEEP.contains(&key) {
             out.insert(k.clone(), v.clone());
-        } else if !matches!(key, "restart" | "oom_score_adj" | "container_name") {
+        } else if !matches!(
+            key,
+            "restart" | "oom_score_adj" | "container_name" | "build"
+        ) {
             dropped.push(key.to_string());
         }
     }

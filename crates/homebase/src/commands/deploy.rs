@@ -151,16 +151,6 @@ impl<'a> Deploy<'a> {
                 return Err(e);
             }
         };
-        if project.swarm() && !source.builds.is_empty() {
-            progress.fail("builds in swarm mode");
-            return Err(coded(
-                Exit::BadInput,
-                format!(
-                    "service `{}` has a `build:`, and homebase does not build images on a swarm's nodes yet; build and load the image on every node, then name it with `image:`",
-                    source.builds[0].service
-                ),
-            ));
-        }
         let yaml = project.render_with(&plan, &source)?.yaml;
         let (manifest, builds) = (source.manifest(), source.builds_file());
         let loops_yml = source.loops_compose(&project.compose, &project.config, &project.root)?;
@@ -368,7 +358,7 @@ impl<'a> Deploy<'a> {
                 )
             }
         ));
-        let objects = read_objects(&missing)?;
+        let objects = crate::source::read_objects(&missing)?;
         let mut files: Vec<(&str, &[u8])> = vec![
             ("compose.yml", self.yaml.as_bytes()),
             ("homebase.toml", &self.config_text),
@@ -405,13 +395,26 @@ impl<'a> Deploy<'a> {
         if !host.is_stack() {
             return Ok(Some(host.bundle(id, &files, &objects)?));
         }
-        crate::commands::swarm::upload_to_workers(project, id, &files)?;
+        let (source, build_yml) = self
+            .source
+            .for_swarm(&project.compose, &project.config.project.name)?;
+        let builds = source.builds_file();
+        if !source.builds.is_empty() {
+            files.push(("files", self.manifest.as_bytes()));
+            files.push(("builds", builds.as_bytes()));
+        }
+        if let Some(y) = &build_yml {
+            files.push(("build.yml", y.as_bytes()));
+        }
+        // every node builds the release's images from the files it lacks, in parallel:
+        // only source crosses the laptop's link, never an image (there is no registry)
+        crate::commands::swarm::upload_to_workers(project, id, &files, &source)?;
         // each node's daemon knows which node it is (for its own part of scheduled backups)
         let manager = project.config.manager().map(|(n, _)| n.clone());
         if let Some(name) = manager.as_deref() {
             files.push(("node", name.as_bytes()));
         }
-        host.upload(id, &files)?;
+        host.upload_and_build(id, &files, &source)?;
         progress.done();
         check_loop_images(project, host.session, progress)?;
         Ok(None)
@@ -472,28 +475,6 @@ impl Deploy<'_> {
             ),
         ))
     }
-}
-
-/// The objects to send: each file's content (a symlink's target) and its mode on the host.
-fn read_objects(missing: &[&crate::source::Entry]) -> Result<Vec<(String, u32, Vec<u8>)>> {
-    use crate::source::Kind;
-    missing
-        .iter()
-        .map(|e| {
-            let data = match e.kind {
-                Kind::Link => std::fs::read_link(&e.local)
-                    .map(|t| t.to_string_lossy().into_owned().into_bytes()),
-                _ => std::fs::read(&e.local),
-            }
-            .with_context(|| format!("cannot read `{}`", e.local.display()))?;
-            let mode = match e.kind {
-                Kind::Exec => 0o755,
-                Kind::Secret => 0o600,
-                Kind::File | Kind::Link => 0o644,
-            };
-            Ok((e.object.clone(), mode, data))
-        })
-        .collect()
 }
 
 /// `homebase deploy --attach`: follows the release job on the host (after a detach or a

@@ -469,7 +469,12 @@ pub fn nodes(global: &Global, args: &NodesArgs) -> Result<Exit> {
 
 /// The release on every worker too, so that each node's daemon knows the project (its
 /// budget and alert sinks) and which node it is (`node`); loops run on the manager only.
-pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -> Result<()> {
+pub fn upload_to_workers(
+    project: &Project,
+    id: &str,
+    files: &[(&str, &[u8])],
+    source: &crate::source::Source,
+) -> Result<()> {
     let manager = project.config.manager().map(|(n, _)| n.clone());
     let mut with_role: Vec<(&str, &[u8])> = files.to_vec();
     with_role.push(("role", b"worker"));
@@ -483,7 +488,8 @@ pub fn upload_to_workers(project: &Project, id: &str, files: &[(&str, &[u8])]) -
         let host = HostProject::of(&session, project);
         let mut files = with_role.clone();
         files.push(("node", name.as_bytes()));
-        host.upload(id, &files)?;
+        host.upload_and_build(id, &files, source)
+            .with_context(|| format!("node {name}"))?;
         host.set_current(id)
     }) {
         done?;

@@ -13,6 +13,66 @@ impl HostProject<'_> {
         Ok(())
     }
 
+    /// Swarm mode: uploads release `id` with the objects of the project's files this node
+    /// lacks (one round trip to learn them), then builds the release's images here, as the
+    /// release job does in Compose mode; a failed build is an error with its log's tail.
+    pub fn upload_and_build(
+        &self,
+        id: &str,
+        files: &[(&str, &[u8])],
+        source: &crate::source::Source,
+    ) -> Result<()> {
+        if source.builds.is_empty() {
+            return self.upload(id, files);
+        }
+        let have: std::collections::HashSet<String> = self
+            .session
+            .check(&format!("ls {}/objects 2>/dev/null; true", self.dir()))?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let objects = crate::source::read_objects(&source.missing(&have))?;
+        let bundle = self.bundle(id, files, &objects)?;
+        let (upload, input) = bundle.script(bundle.small());
+        let script = format!(
+            "( {upload} ) || exit 1\n{prelude}{fns}j=\"$d/build.$$\"; mkdir -p \"$j\"; build_release {id}; rc=$?; rm -rf \"$j\"; exit $rc\n",
+            prelude = format_args!(
+                "d={}; p={}; compose={}; say() {{ printf '@@ %s\\n' \"$*\"; }}; quote() {{ sed 's/^/| /'; }}\n",
+                self.dir(),
+                homebase_remote::sh_quote(&self.project),
+                super::FIND_COMPOSE
+            ),
+            fns = super::tree::JOB_FNS,
+        );
+        let out = self.session.run_with_deadline(
+            &script,
+            &input,
+            homebase_remote::STEP_DEADLINE.max(std::time::Duration::from_secs(1800)),
+        )?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let log: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .map(crate::ui::printable)
+            .collect();
+        Err(crate::exit::coded(
+            crate::exit::Exit::Refused,
+            format!(
+                "release {id} did not build on {}; nothing was changed{}\nthe build said:\n{}",
+                self.session.host(),
+                if log.is_empty() {
+                    format!(" ({})", String::from_utf8_lossy(&out.stderr).trim())
+                } else {
+                    String::new()
+                },
+                log[log.len().saturating_sub(40)..].join("\n")
+            ),
+        ))
+    }
+
     /// Release `id`'s files as a bundle to upload (see [`Bundle::script`]), with the
     /// objects of the project's files the host lacks (name, mode, content), which go to
     /// the project's `objects/`.

@@ -97,7 +97,7 @@ build_release() {
   _s="$d/stage/$1"; rm -rf "$_s"; mkdir -p "$_s" || return 1
   if ! lay_out "$d/releases/$1/files" "$_s" ln; then rm -rf "$_s"; say fail could not lay out the release files for the build; return 1; fi
   : > "$j/build.out"; _rc=0
-  for _file in compose.yml loops.yml; do
+  for _file in compose.yml loops.yml build.yml; do
     _svcs=$(awk -v f="$_file" '$1 == f { printf "%s ", $2 }' "$j/need")
     [ -n "$_svcs" ] || continue
     ( cd "$d/releases/$1" && exec $compose -p "$p" --project-directory "$_s" --env-file /dev/null -f "$_file" --progress plain build $_svcs ) >> "$j/build.out" 2>&1 &
