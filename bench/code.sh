@@ -26,6 +26,7 @@ engine=unix:///run/homebase-testhost/hbhost2/docker.sock
 work=$(mktemp -d)
 proxies=()
 cleanup() {
+  set +e
   for p in "${proxies[@]}"; do kill "$p" 2>/dev/null || true; done
   for d in "$work"/ssh/*; do [ -S "$d" ] && ssh -S "$d" -O exit x >/dev/null 2>&1; done
   for p in benchcode-hb benchcode-compose benchcode-rsync; do
@@ -95,10 +96,21 @@ measure() {
 
 base=$work/project; make_project "$base" 0 >/dev/null
 size=$(du -sb --exclude=.git "$base" | cut -f1)
+# forget_host: nothing of the three projects left on the host (files, releases, images,
+# build cache), so that each link's first deploy is a first one
+forget_host() {
+  for p in benchcode-hb benchcode-compose benchcode-rsync; do
+    DOCKER_HOST=$engine docker compose -p $p down -v -t 1 >/dev/null 2>&1 || true
+  done
+  DOCKER_HOST=$engine docker image ls -q --filter 'reference=homebase/benchcode-*' --filter 'reference=benchcode-*' | sort -u | xargs -r env DOCKER_HOST=$engine docker rmi -f >/dev/null 2>&1 || true
+  DOCKER_HOST=$engine docker builder prune -af >/dev/null 2>&1 || true
+  /usr/bin/ssh -i "$K" -o UserKnownHostsFile="$KH" "$user@$addr" 'rm -rf ~/.homebase/benchcode-hb ~/benchcode-rsync' >/dev/null 2>&1 || true
+}
 for delay in 0 125; do
   link "$delay"
   n=$((delay / 125 + 1))
   # homebase
+  forget_host
   d=$work/hb-$delay; cp -r "$base" "$d"; sed -i "s/127.0.0.1:0:/127.0.0.1:3${n}701:/" "$d/compose.yml"
   git -C "$d" -c user.email=b@x -c user.name=b commit -qam port
   printf '[project]\nname = "benchcode-hb"\n[host]\nssh = "%s@127.0.0.1"\nport = %s\nidentity_file = "%s"\nknown_hosts_file = "%s/known_hosts"\n[budget]\nhost_memory = "4GiB"\n[services.api]\nmemory = "64MiB"\n' \
@@ -109,6 +121,7 @@ for delay in 0 125; do
   measure "hb-rollback-$delay" "$lstats" "$hb" -C "$d" rollback
   DOCKER_HOST=$engine docker compose -p benchcode-hb down -t 1 >/dev/null 2>&1 || true
   # compose over ssh://
+  forget_host
   d=$work/c-$delay; cp -r "$base" "$d"; sed -i "s/127.0.0.1:0:/127.0.0.1:3${n}702:/" "$d/compose.yml"
   git -C "$d" -c user.email=b@x -c user.name=b commit -qam port
   pc() { DOCKER_HOST=ssh://$user@127.0.0.1:$lport docker compose -p benchcode-compose -f "$d/compose.yml" up -d --build --wait; }
@@ -119,6 +132,7 @@ for delay in 0 125; do
   measure "c-rollback-$delay" "$lstats" pc
   DOCKER_HOST=$engine docker compose -p benchcode-compose down -t 1 >/dev/null 2>&1 || true
   # rsync, then compose on the host
+  forget_host
   d=$work/r-$delay; cp -r "$base" "$d"; sed -i "s/127.0.0.1:0:/127.0.0.1:3${n}703:/" "$d/compose.yml"
   git -C "$d" -c user.email=b@x -c user.name=b commit -qam port
   rs() {

@@ -234,101 +234,92 @@ pub enum Merged {
     Conflict(Vec<String>),
 }
 
-/// Runs `script` (after [`GIT_FN`]) in a sealed helper of `image` with the workspace
-/// writable (it commits there) and `extra` mounted read-only; its exit code and output.
-async fn git_helper(
-    engine: &Engine,
-    ws: &Workspace,
-    image: &str,
-    user: Option<&str>,
-    label: &str,
-    script: &str,
-    args: &[&str],
-    extra: Vec<(String, String)>,
-) -> Option<(i64, String)> {
-    let Workspace::Path(p) = ws else { return None };
-    let mut cmd = vec!["-c".to_string(), format!("{GIT_FN}{script}"), "sh".into()];
-    cmd.extend(args.iter().map(|a| a.to_string()));
-    let mut walls = Walls::sealed();
-    walls.read_only_mounts = extra;
-    let spec = RunSpec {
-        name: format!(
-            "hb-git-{}-{}",
-            label.replace('/', "-"),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ),
-        image: image.to_string(),
-        cmd,
-        env: vec!["HOME=/tmp".into(), "GIT_CONFIG_NOSYSTEM=1".into()],
-        workdir: "/workspace".into(),
-        workspace: Source::Bind(p.clone()),
-        memory: 256 << 20,
-        oom_score_adj: 1000,
-        user: user.map(str::to_string),
-        labels: HashMap::from([(LOOP_LABEL.to_string(), label.to_string())]),
-        entrypoint: Some(vec!["sh".into()]),
-        workspace_read_only: false,
-        walls,
-    };
-    match engine
-        .run_to_end(&spec, Duration::from_secs(60), 64 * 1024)
-        .await
-    {
-        Ok((exit, out)) => Some((exit.exit_code, String::from_utf8_lossy(&out).to_string())),
-        Err(e) => {
-            tracing::warn!("git helper of {label}: {e:#}");
-            None
+/// Whose git helper runs: the loop's workspace, image, user and label.
+pub struct Helper<'a> {
+    pub engine: &'a Engine,
+    pub ws: &'a Workspace,
+    pub image: &'a str,
+    pub user: Option<&'a str>,
+    pub label: &'a str,
+}
+
+impl Helper<'_> {
+    /// Runs `script` (after [`GIT_FN`]) in a sealed helper of the loop's image with the
+    /// workspace writable (it commits there) and `extra` mounted read-only; its exit code
+    /// and output.
+    async fn run(
+        &self,
+        script: &str,
+        args: &[&str],
+        extra: Vec<(String, String)>,
+    ) -> Option<(i64, String)> {
+        let Workspace::Path(p) = self.ws else {
+            return None;
+        };
+        let mut cmd = vec!["-c".to_string(), format!("{GIT_FN}{script}"), "sh".into()];
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        let mut walls = Walls::sealed();
+        walls.read_only_mounts = extra;
+        let spec = RunSpec {
+            name: format!(
+                "hb-git-{}-{}",
+                self.label.replace('/', "-"),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
+            image: self.image.to_string(),
+            cmd,
+            env: vec!["HOME=/tmp".into(), "GIT_CONFIG_NOSYSTEM=1".into()],
+            workdir: "/workspace".into(),
+            workspace: Source::Bind(p.clone()),
+            memory: 256 << 20,
+            oom_score_adj: 1000,
+            user: self.user.map(str::to_string),
+            labels: HashMap::from([(LOOP_LABEL.to_string(), self.label.to_string())]),
+            entrypoint: Some(vec!["sh".into()]),
+            workspace_read_only: false,
+            walls,
+        };
+        match self
+            .engine
+            .run_to_end(&spec, Duration::from_secs(60), 64 * 1024)
+            .await
+        {
+            Ok((exit, out)) => Some((exit.exit_code, String::from_utf8_lossy(&out).to_string())),
+            Err(e) => {
+                tracing::warn!("git helper of {}: {e:#}", self.label);
+                None
+            }
         }
     }
-}
 
-/// Commits what iteration `n` left uncommitted; the branch's HEAD after it.
-pub async fn commit(
-    engine: &Engine,
-    ws: &Workspace,
-    image: &str,
-    user: Option<&str>,
-    label: &str,
-    message: &str,
-) -> Option<String> {
-    let (code, out) = git_helper(
-        engine,
-        ws,
-        image,
-        user,
-        label,
-        COMMIT_SCRIPT,
-        &[message],
-        Vec::new(),
-    )
-    .await?;
-    if code != 0 {
-        tracing::warn!("commit in the workspace of {label} failed: {}", out.trim());
-        return None;
+    /// Commits what an iteration left uncommitted; the branch's HEAD after it.
+    pub async fn commit(&self, message: &str) -> Option<String> {
+        let (code, out) = self.run(COMMIT_SCRIPT, &[message], Vec::new()).await?;
+        if code != 0 {
+            tracing::warn!(
+                "commit in the workspace of {} failed: {}",
+                self.label,
+                out.trim()
+            );
+            return None;
+        }
+        out.lines()
+            .find_map(|l| l.strip_prefix("@@head "))
+            .map(str::trim)
+            .filter(|h| is_object_id(h))
+            .map(str::to_string)
     }
-    out.lines()
-        .find_map(|l| l.strip_prefix("@@head "))
-        .map(str::trim)
-        .filter(|h| is_object_id(h))
-        .map(str::to_string)
-}
 
-/// Merges the deployed commit of `repo` (homebase's own bare repository) into the loop's
-/// branch; `None` when the helper could not run.
-pub async fn merge_deployed(
-    engine: &Engine,
-    ws: &Workspace,
-    image: &str,
-    user: Option<&str>,
-    label: &str,
-    repo: &Path,
-) -> Option<Merged> {
-    let mount = vec![(repo.to_string_lossy().into_owned(), "/hb-repo".to_string())];
-    let (code, out) = git_helper(engine, ws, image, user, label, MERGE_SCRIPT, &[], mount).await?;
-    parse_merge(code, &out)
+    /// Merges the deployed commit of `repo` (homebase's own bare repository) into the
+    /// loop's branch; `None` when the helper could not run.
+    pub async fn merge_deployed(&self, repo: &Path) -> Option<Merged> {
+        let mount = vec![(repo.to_string_lossy().into_owned(), "/hb-repo".to_string())];
+        let (code, out) = self.run(MERGE_SCRIPT, &[], mount).await?;
+        parse_merge(code, &out)
+    }
 }
 
 fn parse_merge(code: i64, out: &str) -> Option<Merged> {

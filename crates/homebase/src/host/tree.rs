@@ -8,11 +8,12 @@
 //! tree/                     the live tree: Compose's project directory, what bind mounts see
 //! tree.files, tree.paths    the manifest the tree was last laid out from, and its paths
 //! tree.stamp                touched after that: a synced file newer than it was edited here
+//! stage/, stage.files       what builds read: hard links to the objects, as of the last build
 //! set-aside/<id>/           the host's edits a release moved aside before replacing them
 //! ```
 //!
 //! A release's images are built from a staging copy of its files (hard links to the
-//! objects) before anything running is touched; the tree changes only after the build, and
+//! objects, changed only where the release differs) before anything running is touched; the tree changes only after the build, and
 //! only the files that differ: a file a container created there is never touched, a file
 //! the laptop deleted goes, and a synced file edited on the host is moved aside (never
 //! overwritten). A symlink a container planted on the way to a synced path is moved aside
@@ -86,6 +87,23 @@ lay_out() {
     else $3 "$d/objects/$_o" "$2/$_f" 2>/dev/null || cp "$d/objects/$_o" "$2/$_f" || return 1; fi
   done < "$1"
 }
+# sync_dir MANIFEST DIR OLD HOW: DIR, laid out from manifest OLD before, to MANIFEST: what
+# changed or is missing is written (HOW: cp or ln), what went is removed, the rest untouched
+sync_dir() {
+  awk 'FILENAME == ARGV[1] { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); o[p] = $1 " " $2; next }
+       { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); seen[p] = 1; print ((p in o && o[p] == $1 " " $2) ? "s " : "c ") $0 }
+       END { for (p in o) if (!(p in seen)) print "d " o[p] " " p }' "$3" "$1" > "$j/ops"
+  grep '^c ' "$j/ops" | cut -c3- > "$j/write"
+  grep '^s ' "$j/ops" | cut -c3- | while IFS= read -r _line; do
+    _f=${_line#* }; _f=${_f#* }; [ -e "$2/$_f" ] || [ -L "$2/$_f" ] || printf '%s\n' "$_line"
+  done >> "$j/write"
+  grep '^d ' "$j/ops" | cut -c3- | while IFS= read -r _line; do
+    _f=${_line#* }; _f=${_f#* }; rm -f "$2/$_f"
+    case "$_f" in */*) ( cd "$2" && rmdir -p "${_f%/*}" 2>/dev/null ) ;; esac
+  done
+  paths "$j/write" | tr '\n' '\0' | ( cd "$2" && xargs -0 rm -f -- )
+  lay_out "$j/write" "$2" "$4"
+}
 build_release() {
   _b="$d/releases/$1/builds"; [ -s "$_b" ] || return 0
   _need=; : > "$j/need"
@@ -94,8 +112,14 @@ build_release() {
   done < "$_b"
   [ -n "$_need" ] || return 0
   say step build $_need
-  _s="$d/stage/$1"; rm -rf "$_s"; mkdir -p "$_s" || return 1
-  if ! lay_out "$d/releases/$1/files" "$_s" ln; then rm -rf "$_s"; say fail could not lay out the release files for the build; return 1; fi
+  # the staging copy (hard links to the objects) follows the release's files: only what
+  # changed since the last build is linked anew
+  _s="$d/stage"; _so="$d/stage.files"; [ -f "$_so" ] || rm -rf "$_s"; mkdir -p "$_s" || return 1
+  [ -f "$_so" ] || : > "$_so"
+  if ! sync_dir "$d/releases/$1/files" "$_s" "$_so" ln; then
+    rm -rf "$_s" "$_so"; say fail could not lay out the release files for the build; return 1
+  fi
+  cp "$d/releases/$1/files" "$_so"
   : > "$j/build.out"; _rc=0
   for _file in compose.yml loops.yml build.yml; do
     _svcs=$(awk -v f="$_file" '$1 == f { printf "%s ", $2 }' "$j/need")
@@ -111,7 +135,6 @@ build_release() {
     wait "$_bp"; _rc=$?; up=
     [ "$_rc" -eq 0 ] || break
   done
-  rm -rf "$_s"
   if [ "$_rc" -ne 0 ]; then say step build-log; grep -v '^$' "$j/build.out" | tail -n 40 | quote; say fail the build failed; return 1; fi
   say ok
 }
@@ -157,20 +180,7 @@ apply_tree() {
     case "$_f" in */*) mkdir -p "$_a/${_f%/*}" ;; *) mkdir -p "$_a" ;; esac
     mv "$_t/$_f" "$_a/$_f" && say aside "$_f"
   done < "$j/aside"
-  # what changed (c), stayed (s) or went (d) against the tree's last manifest
-  awk 'FILENAME == ARGV[1] { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); o[p] = $1 " " $2; next }
-       { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); seen[p] = 1; print ((p in o && o[p] == $1 " " $2) ? "s " : "c ") $0 }
-       END { for (p in o) if (!(p in seen)) print "d " o[p] " " p }' "$_old" "$_m" > "$j/ops"
-  grep '^c ' "$j/ops" | cut -c3- > "$j/write"
-  grep '^s ' "$j/ops" | cut -c3- | while IFS= read -r _line; do
-    _f=${_line#* }; _f=${_f#* }; [ -e "$_t/$_f" ] || [ -L "$_t/$_f" ] || printf '%s\n' "$_line"
-  done >> "$j/write"
-  grep '^d ' "$j/ops" | cut -c3- | while IFS= read -r _line; do
-    _f=${_line#* }; _f=${_f#* }; rm -f "$_t/$_f"
-    case "$_f" in */*) ( cd "$_t" && rmdir -p "${_f%/*}" 2>/dev/null ) ;; esac
-  done
-  paths "$j/write" | tr '\n' '\0' | ( cd "$_t" && xargs -0 rm -f -- )
-  lay_out "$j/write" "$_t" cp || return 1
+  sync_dir "$_m" "$_t" "$_old" cp || return 1
   cp "$_m" "$d/tree.files" && sed 's/^[^ ]* [^ ]* //' "$_m" > "$d/tree.paths" && touch "$d/tree.stamp"
 }
 prune_tree() {
@@ -180,7 +190,6 @@ prune_tree() {
   cat "$d"/releases/*/builds 2>/dev/null | cut -d' ' -f3 | LC_ALL=C sort -u > "$j/used"
   docker image ls --format '{{.Repository}}:{{.Tag}}' --filter "reference=homebase/$p-*" 2>/dev/null | LC_ALL=C sort | LC_ALL=C comm -23 - "$j/used" |
     while IFS= read -r _i; do docker rmi "$_i" >/dev/null 2>&1 && say removed-image "$_i"; done
-  rm -rf "$d/stage"
 }
 "#;
 

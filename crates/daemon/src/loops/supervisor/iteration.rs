@@ -112,16 +112,15 @@ impl Supervisor {
         }
         let ws = cfg.workspace();
         let l = &cfg.section;
-        match crate::workspace::merge_deployed(
-            &self.engine,
-            &ws,
-            &l.image,
-            l.user.as_deref(),
-            &cfg.label(),
-            &repo,
-        )
-        .await
-        {
+        let label = cfg.label();
+        let helper = crate::workspace::Helper {
+            engine: &self.engine,
+            ws: &ws,
+            image: &l.image,
+            user: l.user.as_deref(),
+            label: &label,
+        };
+        match helper.merge_deployed(&repo).await {
             Some(crate::workspace::Merged::UpToDate) => self.merged = Some(deployed),
             Some(crate::workspace::Merged::Merged(head)) => {
                 self.event(
@@ -480,14 +479,18 @@ impl Supervisor {
             None => None,
         };
         let commit = if l.git_workspace() && !container.is_empty() {
-            crate::workspace::commit(
-                &self.engine,
-                &ws,
-                &l.image,
-                l.user.as_deref(),
-                &cfg.label(),
-                &format!("homebase: loop {} iteration {n} (run {run})", cfg.name),
-            )
+            let label = cfg.label();
+            crate::workspace::Helper {
+                engine: &self.engine,
+                ws: &ws,
+                image: &l.image,
+                user: l.user.as_deref(),
+                label: &label,
+            }
+            .commit(&format!(
+                "homebase: loop {} iteration {n} (run {run})",
+                cfg.name
+            ))
             .await
         } else {
             None
