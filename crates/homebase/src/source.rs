@@ -84,6 +84,8 @@ pub struct Source {
     pub builds: Vec<Build>,
     /// Whether the list came from git (else from a walk less `.dockerignore`).
     pub from_git: bool,
+    /// What a user should know (a service that mounts the deployed files writable).
+    pub warnings: Vec<String>,
 }
 
 impl Source {
@@ -150,10 +152,25 @@ impl Source {
                 last.agent_loop = Some(name.clone());
             }
         }
+        // a synced directory a container can write: a place for data, not for agents
+        let warnings = refs
+            .writable
+            .iter()
+            .filter(|(_, src)| {
+                let root = normalize(src).unwrap_or_default();
+                entries.iter().any(|e| under(&e.path, &root))
+            })
+            .map(|(svc, src)| {
+                format!(
+                    "service `{svc}` mounts `{src}` of the project writable: files it changes there are set aside at the next deploy, not kept; an agent that writes code belongs in a loop with `workspace = \"git\"`"
+                )
+            })
+            .collect();
         Ok(Source {
             entries,
             builds,
             from_git,
+            warnings,
         })
     }
 
@@ -365,12 +382,15 @@ pub fn read_objects(missing: &[&Entry]) -> Result<Vec<(String, u32, Vec<u8>)>> {
 /// required).
 struct References {
     roots: Vec<String>,
+    /// Services that mount part of the project writable: (service, source).
+    writable: Vec<(String, String)>,
     files: Vec<(String, Kind, bool)>,
 }
 
 fn references(compose: &ComposeProject) -> Result<References> {
     let mut refs = References {
         roots: Vec::new(),
+        writable: Vec::new(),
         files: Vec::new(),
     };
     let dir = &compose.project_dir;
@@ -392,8 +412,11 @@ fn references(compose: &ComposeProject) -> Result<References> {
         if let Some(Value::Sequence(vols)) = svc.raw.get("volumes") {
             for v in vols {
                 if let Some(src) = bind_source(v) {
-                    refs.roots
-                        .push(inside(dir, &src, &format!("service `{name}`: bind mount"))?);
+                    let root = inside(dir, &src, &format!("service `{name}`: bind mount"))?;
+                    if !bind_read_only(v) {
+                        refs.writable.push((name.clone(), src.clone()));
+                    }
+                    refs.roots.push(root);
                 }
             }
         }
@@ -464,6 +487,17 @@ fn bind_source(v: &Value) -> Option<String> {
             .filter(|s| relative(s))
             .map(str::to_string),
         _ => None,
+    }
+}
+
+/// A bind mount's `:ro` (short syntax) or `read_only: true`.
+fn bind_read_only(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s
+            .rsplit_once(':')
+            .is_some_and(|(_, mode)| mode.split(',').any(|m| m == "ro")),
+        Value::Mapping(m) => m.get("read_only").and_then(Value::as_bool) == Some(true),
+        _ => false,
     }
 }
 
@@ -928,5 +962,8 @@ mod tests {
         assert_eq!(s("./data:/data:rw").as_deref(), Some("./data"));
         assert_eq!(s("pgdata:/var/lib/postgresql"), None);
         assert_eq!(s("/var/run/docker.sock:/s"), None);
+        assert!(bind_read_only(&Value::String(".:/code:ro".into())));
+        assert!(bind_read_only(&Value::String(".:/code:ro,z".into())));
+        assert!(!bind_read_only(&Value::String("./data:/data".into())));
     }
 }

@@ -272,7 +272,9 @@ fn journey(host_index: u32) {
     hosts.ssh_ok(
         host,
         &format!(
-            "d={d}; mkdir -p \"$d/outside\" && rm -rf \"$d/tree/api/www\" && ln -s \"$d/outside\" \"$d/tree/api/www\"",
+            "d={d}; mkdir -p \"$d/outside\" \"$d/elsewhere\" && rm -rf \"$d/tree/api/www\" && ln -s \"$d/outside\" \"$d/tree/api/www\" && \
+             echo STOLEN=1 > \"$d/elsewhere/secret\" && rm \"$d/tree/worker.env\" && ln -s \"$d/elsewhere/secret\" \"$d/tree/worker.env\" && \
+             touch -h -d 2000-01-01 \"$d/tree/worker.env\" \"$d/tree/api/www\"",
             d = homebase_proto::layout::sh_project(&p.name)
         ),
     );
@@ -288,6 +290,18 @@ fn journey(host_index: u32) {
         ),
     );
     assert_eq!(outside.trim(), "", "nothing written through the symlink");
+    // an env file a container swapped for a symlink is not read through it
+    assert_eq!(
+        exec(&p, "worker", "echo ${STOLEN:-none} $SECRET"),
+        "none s3cr3t-value"
+    );
+    hosts.ssh_ok(
+        host,
+        &format!(
+            "test ! -L {d}/tree/worker.env && test -f {d}/tree/worker.env",
+            d = homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
     assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v4");
 
     // 8. a no-op is one round trip and builds nothing

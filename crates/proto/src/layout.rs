@@ -12,7 +12,14 @@
 //!     lock                       a symlink naming the deploy or rollback that holds it
 //!     job/                       the detached release job: run.sh, log, pid, done
 //!     backups/<id>/              manifest.json and the dump files
-//!     loops/<name>/              output.log, and the default workspace/
+//!     loops/<name>/              output.log, and the default workspace/ (with
+//!                                `workspace = "git"`: a checkout on branch homebase/<name>)
+//!     objects/<sha256>[.x|.s]    the project's own files, each once by content
+//!     tree/                      those files laid out: Compose's project directory
+//!     tree.files, tree.paths, tree.stamp   what tree/ was laid out from, and when
+//!     stage/, stage.files        hard links to the objects that builds read
+//!     set-aside/<release>/       host edits of synced files a deploy moved aside
+//!     repo.git                   the project's repository as deployed (`refs/heads/deployed`)
 //! ```
 //!
 //! The `*_dir` functions give paths under a home directory (the daemon's side); the `sh_*`

@@ -151,6 +151,9 @@ impl<'a> Deploy<'a> {
                 return Err(e);
             }
         };
+        for w in &source.warnings {
+            progress.info(w);
+        }
         let yaml = project.render_with(&plan, &source)?.yaml;
         let (manifest, builds) = (source.manifest(), source.builds_file());
         let loops_yml = source.loops_compose(&project.compose, &project.config, &project.root)?;

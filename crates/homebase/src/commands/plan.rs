@@ -83,6 +83,9 @@ fn files_text(files: &crate::source::Source) -> String {
             paint(DIM, &b.image)
         );
     }
+    for w in &files.warnings {
+        let _ = writeln!(s, "  ! {w}");
+    }
     s
 }
 

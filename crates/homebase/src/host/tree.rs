@@ -173,6 +173,12 @@ apply_tree() {
   if [ -e "$d/tree.stamp" ] && [ -f "$d/tree.paths" ]; then
     ( cd "$_t" && find . -newer "$d/tree.stamp" \( -type f -o -type l \) ) | sed 's|^\./||' | grep -Fx -f "$d/tree.paths" >> "$j/aside"
   fi
+  # a synced file a container replaced with a symlink: Compose would read an env file
+  # through it on this host
+  while IFS= read -r _line; do
+    _k=${_line%% *}; _f=${_line#* }; _f=${_f#* }
+    [ "$_k" != l ] && [ -L "$_t/$_f" ] && printf '%s\n' "$_f"
+  done < "$_m" >> "$j/aside"
   dirs_of "$_m" "$_old" > "$j/dirs"
   ( cd "$_t" && find . -type l ) | sed 's|^\./||' | grep -Fx -f "$j/dirs" >> "$j/aside"
   while IFS= read -r _f; do

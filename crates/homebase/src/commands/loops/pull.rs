@@ -78,7 +78,13 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(root)
-        .args(["fetch", "-q", "--no-tags"])
+        .args([
+            "-c",
+            "transfer.fsckObjects=true",
+            "fetch",
+            "-q",
+            "--no-tags",
+        ])
         .arg(&file)
         .arg(format!("+refs/heads/{branch}:refs/heads/{branch}"))
         .output()
