@@ -285,6 +285,31 @@ impl Source {
     }
 }
 
+/// The change from manifest `base` to `new`: `+ KIND OBJECT PATH` for what is new or
+/// changed, `- PATH` for what went (`host::tree`'s `patch_manifest` applies it).
+pub fn manifest_delta(base: &str, new: &str) -> String {
+    fn parse(m: &str) -> BTreeMap<&str, &str> {
+        m.lines()
+            .filter_map(|l| {
+                let mut it = l.splitn(3, ' ');
+                let (k, o, p) = (it.next()?, it.next()?, it.next()?);
+                Some((p, &l[..k.len() + 1 + o.len()]))
+            })
+            .collect()
+    }
+    let (a, b) = (parse(base), parse(new));
+    let mut out = String::new();
+    for (p, ko) in &b {
+        if a.get(p) != Some(ko) {
+            out.push_str(&format!("+ {ko} {p}\n"));
+        }
+    }
+    for p in a.keys().filter(|p| !b.contains_key(*p)) {
+        out.push_str(&format!("- {p}\n"));
+    }
+    out
+}
+
 /// The commit of the project's repository that loops with `workspace = "git"` get: HEAD,
 /// with a note when the work tree has changes that are not in it.
 pub fn repo_head(
@@ -953,6 +978,17 @@ mod tests {
             !m.matched_path_or_any_parents("src/main.py", false)
                 .is_ignore()
         );
+    }
+
+    #[test]
+    fn a_manifest_delta_names_what_changed_and_went() {
+        let base = "f aa a.txt\nx bb bin/run\nf cc dir with space/c\n";
+        let new = "f aa a.txt\nf bb bin/run\nf dd new file\n";
+        assert_eq!(
+            manifest_delta(base, new),
+            "+ f bb bin/run\n+ f dd new file\n- dir with space/c\n"
+        );
+        assert_eq!(manifest_delta(new, new), "");
     }
 
     #[test]

@@ -193,6 +193,14 @@ fn journey(host_index: u32) {
     let (upload, built, _) = deploy(&p, &[]);
     assert!(built);
     assert!(upload.contains("(1 of 7 project files, 2 B)"), "{upload}");
+    // the manifest went as a change to the running release's, and reads back whole
+    let current = p.host_file("current").unwrap();
+    let files = p
+        .host_file(&format!("releases/{}/files", current.trim()))
+        .unwrap();
+    assert_eq!(files.lines().count(), 7, "{files}");
+    assert!(files.lines().any(|l| l.ends_with(" api/www/index.html")));
+    assert!(p.host_file(&format!("releases/{}/files.base", current.trim())).is_some());
     assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v2");
     let v2_image = api_image(&p);
     let v2_layers = layers(&hosts, host, &v2_image);

@@ -108,6 +108,11 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
         }
         return Err(err);
     }
+    // the manifest this release runs with, for the next deploy's delta
+    session.set_note(
+        &manifest_note(&project.config.project.name),
+        &format!("{id}\n{}", deploy.manifest),
+    );
     let e = followed.entry.unwrap_or(job.ok_entry);
     result(args.json, &e);
     if !args.json {
@@ -362,13 +367,33 @@ impl<'a> Deploy<'a> {
             }
         ));
         let objects = crate::source::read_objects(&missing)?;
+        let delta = prepared.current.as_ref().and_then(|(cur, _)| {
+            let note = host
+                .session
+                .note(&manifest_note(&project.config.project.name))?;
+            let (id, base) = note.split_once('\n')?;
+            (id == cur).then(|| {
+                (
+                    cur.clone(),
+                    crate::source::manifest_delta(base, &self.manifest),
+                )
+            })
+        });
         let mut files: Vec<(&str, &[u8])> = vec![
             ("compose.yml", self.yaml.as_bytes()),
             ("homebase.toml", &self.config_text),
             ("hash", self.hash.as_bytes()),
         ];
         if !host.is_stack() {
-            files.push(("files", self.manifest.as_bytes()));
+            // the manifest as a change to the running release's when this laptop sent that
+            // one (a few lines instead of one per file)
+            match delta.as_ref() {
+                Some((base, d)) => {
+                    files.push(("files.base", base.as_bytes()));
+                    files.push(("files.delta", d.as_bytes()));
+                }
+                None => files.push(("files", self.manifest.as_bytes())),
+            }
             files.push(("builds", self.builds.as_bytes()));
             if let Some(l) = &self.loops_yml {
                 files.push(("loops.yml", l.as_bytes()));
@@ -478,6 +503,12 @@ impl Deploy<'_> {
             ),
         ))
     }
+}
+
+/// The note beside the warm connection that keeps the manifest of the release this laptop
+/// deployed last.
+fn manifest_note(project: &str) -> String {
+    format!("manifest-{project}")
 }
 
 /// `homebase deploy --attach`: follows the release job on the host (after a detach or a

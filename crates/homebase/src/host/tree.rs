@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! objects/<sha256>[.x|.s]   every file once, by content (0644, 0755, or 0600 for a secret)
-//! releases/<id>/files       the release's manifest: `KIND OBJECT PATH` a line
+//! releases/<id>/files       the release's manifest: `KIND OBJECT PATH` a line (sent as a
+//!                           change to the running release's, `files.base` naming it, when
+//!                           the laptop deployed that one: `patch_manifest`)
 //! releases/<id>/builds      the images it builds: `FILE SERVICE IMAGE` a line (FILE:
 //!                           compose.yml, or loops.yml for the loops' images)
 //! tree/                     the live tree: Compose's project directory, what bind mounts see
@@ -74,6 +76,17 @@ pub const JOB_FNS: &str = r#"hbc() {
   else
     ( cd "$_r" && exec $compose -p "$p" -f compose.yml "$@" )
   fi
+}
+# patch_manifest ID: release ID's manifest from the one of the release it names (files.base)
+# and the change the laptop sent (files.delta: `+ KIND OBJECT PATH`, `- PATH`)
+patch_manifest() {
+  _r="$d/releases/$1"; [ -f "$_r/files.delta" ] || return 0
+  _b="$d/releases/$(cat "$_r/files.base")/files"
+  [ -f "$_b" ] || { say fail the manifest of release $(cat "$_r/files.base") is not on the host; deploy again; return 1; }
+  awk 'FILENAME == ARGV[1] { p = $0; sub(/^. /, "", p); if (substr($0, 1, 1) == "-") gone[p] = 1; else { q = p; sub(/^[^ ]+ [^ ]+ /, "", q); put[q] = p } next }
+       { p = $0; sub(/^[^ ]+ [^ ]+ /, "", p); if (!(p in gone) && !(p in put)) print }
+       END { for (q in put) print put[q] }' "$_r/files.delta" "$_b" > "$_r/files.tmp" &&
+    mv "$_r/files.tmp" "$_r/files" && rm -f "$_r/files.delta"
 }
 # paths MANIFEST: its paths; dirs_of MANIFEST…: the directories above them
 paths() { sed 's/^[^ ]* [^ ]* //' "$@"; }

@@ -168,9 +168,10 @@ entry() {
   printf '%s\n' "$line" >> "$d/releases.jsonl"
   say entry "$line"
 }
-[ -n "$svcs" ] || svcs=$(services_of "$new")
 built=1; prep_fail="did not build"
-{ [ -z "$aborted" ] && build_release "$new" && sync_repo "$new" && [ -z "$aborted" ]; } || built=
+patch_manifest "$new" || { built=; prep_fail="could not read its files' manifest"; }
+[ -n "$svcs" ] || svcs=$(services_of "$new")
+[ -n "$built" ] && { { [ -z "$aborted" ] && build_release "$new" && sync_repo "$new" && [ -z "$aborted" ]; } || built=; }
 [ -n "$built" ] && say step up "$new"
 if [ -z "$built" ]; then
   trap '' TERM INT
