@@ -200,7 +200,10 @@ fn journey(host_index: u32) {
         .unwrap();
     assert_eq!(files.lines().count(), 7, "{files}");
     assert!(files.lines().any(|l| l.ends_with(" api/www/index.html")));
-    assert!(p.host_file(&format!("releases/{}/files.base", current.trim())).is_some());
+    assert!(
+        p.host_file(&format!("releases/{}/files.base", current.trim()))
+            .is_some()
+    );
     assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v2");
     let v2_image = api_image(&p);
     let v2_layers = layers(&hosts, host, &v2_image);

@@ -70,21 +70,31 @@ impl Job {
             "d={dir}; j=\"$d/job\"; {{ {LOCK_INFO}; }} | grep -qF {tok} || {{ echo notours; exit 0; }}; \
              rm -rf \"$j\"; mkdir -p \"$j\" && chmod 700 \"$j\" && cd \"$j\" || exit 1; \
              printf '%s\\n' {ok} > entry.ok; printf '%s\\n' {fail} > entry.fail; printf '%s\\n' {new} > new; \
-             printf '%s' {script} > run.sh; \
+             printf '%s' {script} | {{ base64 -d 2>/dev/null || base64 -D; }} | gzip -dc > run.sh && [ -s run.sh ] || exit 1; \
              nohup sh \"$j/run.sh\" </dev/null >\"$j/log\" 2>&1 & jp=$!; echo \"$jp\" > \"$j/pid\"; \
              ln -s {prefix}\"$jp}}\" \"$d/lock.new.$jp\" && mv -f \"$d/lock.new.$jp\" \"$d/lock\" && : > \"$j/go\" && echo \"started $jp\"",
             tok = sh_quote(token),
             ok = sh_quote(&template(&self.ok_entry, false)?),
             fail = sh_quote(&template(&self.fail_entry, true)?),
             new = sh_quote(&self.new),
-            script = sh_quote(&format!(
+            // the job's text (13 KB) gzip'd: what a deploy sends over a slow link is mostly it
+            script = sh_quote(&gzip_base64(&format!(
                 "{header}{HEALTHY_FN}{fns}{JOB}{}\nprune_tree\nreadlink \"$d/lock\" 2>/dev/null | grep -qF \"$tok\" && rm -f \"$d/lock\"\nsay end\n: > \"$j/done\"\n",
                 crate::host::PRUNE,
                 fns = tree::JOB_FNS,
-            )),
+            ))?),
             prefix = sh_quote(&prefix),
         ))
     }
+}
+
+/// `text` gzip'd and base64-encoded, for a script to unpack with `base64 -d | gzip -dc`.
+fn gzip_base64(text: &str) -> Result<String> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(text.as_bytes())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(gz.finish()?))
 }
 
 /// The job, after its variables (`d p new prev svcs wait limit tok pre_ms compose`).
