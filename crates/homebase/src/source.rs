@@ -526,16 +526,7 @@ fn bind_read_only(v: &Value) -> bool {
     }
 }
 
-/// A local relative path (not absolute, `~`, a variable, a URL or a git remote).
-fn relative(p: &str) -> bool {
-    !(p.is_empty()
-        || p.starts_with('/')
-        || p.starts_with('~')
-        || p.starts_with('$')
-        || p.contains("://")
-        || p.starts_with("git@")
-        || p.starts_with("github.com/"))
-}
+use homebase_stack::paths::relative;
 
 fn join(base: &str, p: &str) -> String {
     if base.is_empty() || base == "." {

@@ -390,19 +390,42 @@ fn bad_trees_are_refused_before_the_host_changes() {
     assert!(plan["files"]["bytes"].as_u64().unwrap() < 100_000, "{plan}");
 }
 
+const IDLE: &str = "services:\n  idle:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+
+/// The host user's `uid:gid` (what a loop's `user` is set to).
+fn host_user(hosts: &Hosts, host: &Host) -> String {
+    hosts
+        .ssh_ok(host, "echo $(id -u):$(id -g)")
+        .trim()
+        .to_string()
+}
+
+/// A daemon for `p` on its host with its own state directory and port, stopped (and
+/// `also` removed) when the guard goes.
+fn start_daemon<'a>(p: &TestProject<'a>, also: String) -> DaemonGuard<'a> {
+    let d = homebase_testkit::Daemon {
+        bin: bin().to_path_buf(),
+        hosts: p.hosts,
+        host: p.host,
+        state: format!("/tmp/hb-code-{}", p.name),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    p.hosts.ssh_ok(p.host, &format!("mkdir -p {}", d.state));
+    d.start();
+    DaemonGuard(d, also)
+}
+
 /// A loop's image is built on the host from the project (`build` in place of `image`), so
 /// the loop needs no `docker build` by hand; the daemon runs the image the release names.
 #[test]
 fn a_loop_image_is_built_on_the_host() {
     let hosts = hosts();
     let host = hosts.host(homebase_testkit::MAC);
-    let compose = "services:\n  idle:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let compose = IDLE;
     let p = TestProject::new(&hosts, host, bin(), "loopbuild", compose, "");
     let dir = p.dir.path();
-    let user = hosts
-        .ssh_ok(host, "echo $(id -u):$(id -g)")
-        .trim()
-        .to_string();
+    let user = host_user(&hosts, host);
     let home = hosts.ssh_ok(host, "echo $HOME").trim().to_string();
     let ws = format!("{home}/ws-{}", p.name);
     hosts.ssh_ok(host, &format!("mkdir -p {ws}"));
@@ -430,17 +453,7 @@ fn a_loop_image_is_built_on_the_host() {
         "{err}"
     );
     assert!(!err.contains("is not on"), "no image warning: {err}");
-    let d = homebase_testkit::Daemon {
-        bin: bin().to_path_buf(),
-        hosts: &hosts,
-        host,
-        state: format!("/tmp/hb-loopbuild-{}", p.name),
-        port: unique_port(),
-        project: p.name.clone(),
-    };
-    hosts.ssh_ok(host, &format!("mkdir -p {}", d.state));
-    d.start();
-    let d = DaemonGuard(d, ws.clone());
+    let d = start_daemon(&p, ws.clone());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut out = String::new();
     while std::time::Instant::now() < deadline {
@@ -470,13 +483,10 @@ fn a_loop_image_is_built_on_the_host() {
 fn a_loop_works_in_the_projects_repository_and_its_commits_come_back() {
     let hosts = hosts();
     let host = hosts.host(homebase_testkit::MAC);
-    let compose = "services:\n  idle:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let compose = IDLE;
     let p = TestProject::new(&hosts, host, bin(), "gitloop", compose, "");
     let dir = p.dir.path();
-    let user = hosts
-        .ssh_ok(host, "echo $(id -u):$(id -g)")
-        .trim()
-        .to_string();
+    let user = host_user(&hosts, host);
     write(
         dir,
         "agent/Dockerfile",
@@ -501,17 +511,7 @@ fn a_loop_works_in_the_projects_repository_and_its_commits_come_back() {
     git(dir, &["commit", "-qm", "the project"]);
     let o = p.run(&["deploy", "--timeout", "60"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d = homebase_testkit::Daemon {
-        bin: bin().to_path_buf(),
-        hosts: &hosts,
-        host,
-        state: format!("/tmp/hb-gitloop-{}", p.name),
-        port: unique_port(),
-        project: p.name.clone(),
-    };
-    hosts.ssh_ok(host, &format!("mkdir -p {}", d.state));
-    d.start();
-    let d = DaemonGuard(d, String::new());
+    let d = start_daemon(&p, String::new());
     let status = |want: &str| -> serde_json::Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
         loop {

@@ -34,7 +34,7 @@ fn join(prefix: &Path, p: &str) -> String {
 }
 
 /// Whether `p` is a local relative path (not absolute, not `~`, not a URL or a git remote).
-fn relative(p: &str) -> bool {
+pub fn relative(p: &str) -> bool {
     !(p.is_empty()
         || p.starts_with('/')
         || p.starts_with('~')
