@@ -32,6 +32,7 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
             ),
         ));
     }
+    // the image the running release built (read on the host); this as the fallback
     let image = match &l.build {
         Some(_) => project
             .source()?
@@ -163,8 +164,9 @@ fn fetch_bundle(
     let script = format!(
         "d={d}; ws=\"$d/{loops}/{name}/workspace\"; [ -d \"$ws/.git\" ] || {{ echo \"loop {name} has no workspace on this host yet; deploy first\" >&2; exit 6; }}; \
          base=$(cat \"$d/repo.git/refs/heads/deployed\" 2>/dev/null); \
+         img=$(awk '$1 == \"loops.yml\" && $2 == \"loop-{name}\" {{ print $3 }}' \"$d/releases/$(cat \"$d/current\" 2>/dev/null)/builds\" 2>/dev/null); img=${{img:-{image}}}; \
          exec docker run --rm --network none --cap-drop ALL --security-opt no-new-privileges --pids-limit 64 --memory 256m {user}\
-         -e HOME=/tmp -e GIT_CONFIG_NOSYSTEM=1 -v \"$ws\":/workspace:ro -w /workspace --entrypoint sh {image} -c {inner} sh \"$base\"",
+         -e HOME=/tmp -e GIT_CONFIG_NOSYSTEM=1 -v \"$ws\":/workspace:ro -w /workspace --entrypoint sh \"$img\" -c {inner} sh \"$base\"",
         loops = layout::LOOPS,
         image = sh_quote(image),
         inner = sh_quote(&inner),
