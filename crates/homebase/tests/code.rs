@@ -319,6 +319,24 @@ fn journey(host_index: u32) {
     let (upload, built, out) = deploy(&p, &[]);
     assert!(upload.is_empty() && !built, "{out}");
     assert!(out.contains("up-to-date"), "{out}");
+
+    // 9. an image no release on the host names any more (its releases gone, as retention
+    // removes them) goes with the next deploy; the running one stays
+    hosts.ssh_ok(
+        host,
+        &format!(
+            "cd {}/releases && for r in $(grep -l '{v1_image}' */builds | cut -d/ -f1); do [ \"$r\" = \"$(cat ../current)\" ] || rm -rf \"$r\"; done",
+            homebase_proto::layout::sh_project(&p.name)
+        ),
+    );
+    write(dir, "api/www/index.html", "v5");
+    git(dir, &["commit", "-qam", "v5"]);
+    deploy(&p, &[]);
+    assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v5");
+    let gone = hosts.docker(host, &["image", "inspect", &v1_image]);
+    assert!(!gone.status.success(), "{v1_image} is still on the host");
+    let running = hosts.docker(host, &["image", "inspect", &api_image(&p)]);
+    assert!(running.status.success());
 }
 
 #[test]

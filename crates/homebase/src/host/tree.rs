@@ -207,8 +207,13 @@ prune_tree() {
   cat "$d"/releases/*/files 2>/dev/null | cut -d' ' -f2 | LC_ALL=C sort -u > "$j/used"
   ls "$d/objects" | LC_ALL=C sort | LC_ALL=C comm -23 - "$j/used" | while IFS= read -r _o; do rm -f "$d/objects/$_o"; done
   cat "$d"/releases/*/builds 2>/dev/null | cut -d' ' -f3 | LC_ALL=C sort -u > "$j/used"
+  # only repositories this project's releases name: `homebase/$p-*` also matches another
+  # project called `$p-something`
+  sed 's/:[^:]*$//' "$j/used" | LC_ALL=C sort -u > "$j/repos"
   docker image ls --format '{{.Repository}}:{{.Tag}}' --filter "reference=homebase/$p-*" 2>/dev/null | LC_ALL=C sort | LC_ALL=C comm -23 - "$j/used" |
-    while IFS= read -r _i; do docker rmi "$_i" >/dev/null 2>&1 && say removed-image "$_i"; done
+    while IFS= read -r _i; do
+      grep -qFx "${_i%:*}" "$j/repos" && docker rmi "$_i" >/dev/null 2>&1 && say removed-image "$_i"
+    done
 }
 "#;
 
