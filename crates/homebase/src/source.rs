@@ -72,6 +72,8 @@ pub struct Build {
     pub service: String,
     /// The loop's name when it is a loop's image.
     pub agent_loop: Option<String>,
+    /// Its `build:` as Compose reads it (contexts relative to the project directory).
+    pub def: Value,
     /// `homebase/<project>-<service>:<hash of its inputs>`: the same inputs, the same tag,
     /// so a rollback or an unchanged service needs no build.
     pub image: String,
@@ -197,68 +199,19 @@ impl Source {
 
     /// Swarm mode: the stack file keeps no `build:`, so the services' builds go in a file of
     /// their own (`build.yml`, never started), which the builds file names instead.
-    pub fn for_swarm(
-        &self,
-        compose: &ComposeProject,
-        project: &str,
-    ) -> Result<(Self, Option<String>)> {
+    pub fn for_swarm(&self, project: &str) -> Result<(Self, Option<String>)> {
         let mut out = self.clone();
-        let mut services = serde_norway::Mapping::new();
         for b in out.builds.iter_mut().filter(|b| b.agent_loop.is_none()) {
-            let Some(build) = compose
-                .services
-                .get(&b.service)
-                .and_then(|s| s.raw.get("build"))
-            else {
-                continue;
-            };
             b.file = "build.yml";
-            let mut svc = serde_norway::Mapping::new();
-            svc.insert("build".into(), build.clone());
-            svc.insert("image".into(), Value::String(b.image.clone()));
-            services.insert(Value::String(b.service.clone()), Value::Mapping(svc));
         }
-        if services.is_empty() {
-            return Ok((out, None));
-        }
-        let mut doc = serde_norway::Mapping::new();
-        doc.insert("name".into(), Value::String(project.to_string()));
-        doc.insert("services".into(), Value::Mapping(services));
-        let yaml = serde_norway::to_string(&Value::Mapping(doc))
-            .context("cannot write the build file of the swarm's images")?;
-        Ok((out, Some(yaml)))
+        let yaml = build_file(&out.builds, "build.yml", project)?;
+        Ok((out, yaml))
     }
 
     /// The compose file that builds the loops' images on the host (`loops.yml`; never
     /// started), or `None` when no loop is built.
-    pub fn loops_compose(
-        &self,
-        compose: &ComposeProject,
-        config: &homebase_stack::config::Config,
-        config_dir: &Path,
-    ) -> Result<Option<String>> {
-        let loops = loop_builds(compose, config, config_dir)?;
-        if loops.is_empty() {
-            return Ok(None);
-        }
-        let mut services = serde_norway::Mapping::new();
-        for b in self.builds.iter().filter(|b| b.agent_loop.is_some()) {
-            let Some((_, build)) = loops.iter().find(|(n, _)| Some(n) == b.agent_loop.as_ref())
-            else {
-                continue;
-            };
-            let mut svc = serde_norway::Mapping::new();
-            svc.insert("build".into(), build.clone());
-            svc.insert("image".into(), Value::String(b.image.clone()));
-            services.insert(Value::String(b.service.clone()), Value::Mapping(svc));
-        }
-        let mut doc = serde_norway::Mapping::new();
-        doc.insert("name".into(), Value::String(config.project.name.clone()));
-        doc.insert("services".into(), Value::Mapping(services));
-        Ok(Some(
-            serde_norway::to_string(&Value::Mapping(doc))
-                .context("cannot write the loops' build file")?,
-        ))
+    pub fn loops_compose(&self, project: &str) -> Result<Option<String>> {
+        build_file(&self.builds, "loops.yml", project)
     }
 
     /// The entries whose object the host lacks (each object once).
@@ -310,6 +263,27 @@ pub fn manifest_delta(base: &str, new: &str) -> String {
     out
 }
 
+/// A compose file of the builds that `file` names (`build:` and the tag; never started),
+/// or `None` when there are none.
+fn build_file(builds: &[Build], file: &str, project: &str) -> Result<Option<String>> {
+    let mut services = serde_norway::Mapping::new();
+    for b in builds.iter().filter(|b| b.file == file) {
+        let mut svc = serde_norway::Mapping::new();
+        svc.insert("build".into(), b.def.clone());
+        svc.insert("image".into(), Value::String(b.image.clone()));
+        services.insert(Value::String(b.service.clone()), Value::Mapping(svc));
+    }
+    if services.is_empty() {
+        return Ok(None);
+    }
+    let mut doc = serde_norway::Mapping::new();
+    doc.insert("name".into(), Value::String(project.to_string()));
+    doc.insert("services".into(), Value::Mapping(services));
+    serde_norway::to_string(&Value::Mapping(doc))
+        .map(Some)
+        .with_context(|| format!("cannot write the build file `{file}`"))
+}
+
 /// The commit of the project's repository that loops with `workspace = "git"` get: HEAD,
 /// with a note when the work tree has changes that are not in it.
 pub fn repo_head(
@@ -317,17 +291,7 @@ pub fn repo_head(
     loop_name: &str,
     progress: &crate::progress::Progress,
 ) -> Result<String> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .output()
-    };
-    let head = git(&["rev-parse", "--verify", "HEAD"])
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let head = git(root, &["rev-parse", "--verify", "HEAD"])
         .ok_or_else(|| {
             coded(
                 Exit::BadInput,
@@ -337,13 +301,26 @@ pub fn repo_head(
                 ),
             )
         })?;
-    if git(&["status", "--porcelain", "--untracked-files=no"]).is_ok_and(|o| !o.stdout.is_empty()) {
+    if git(root, &["status", "--porcelain", "--untracked-files=no"]).is_some() {
         progress.info(&format!(
             "the repository has uncommitted changes: loops with `workspace = \"git\"` get commit {} without them; commit them and deploy again to hand them over",
             &head[..head.len().min(12)]
         ));
     }
     Ok(head)
+}
+
+/// `git -C root ARGS`: its output, trimmed; `None` when it fails or prints nothing.
+pub fn git(root: &Path, args: &[&str]) -> Option<String> {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// A git bundle of HEAD with the commits the host lacks (all of them when it has none, or
@@ -876,6 +853,7 @@ fn build(
         file: "compose.yml",
         service: name.to_string(),
         agent_loop: None,
+        def: b.clone(),
         image: format!(
             "homebase/{}-{}:{tag}",
             project.to_ascii_lowercase(),

@@ -102,6 +102,11 @@ fn deploy(p: &TestProject, extra: &[&str]) -> (String, bool, String) {
     (upload, built, out)
 }
 
+/// The project's directory on its host, as a shell word.
+fn pdir(p: &TestProject) -> String {
+    homebase_proto::layout::sh_project(&p.name)
+}
+
 fn exec(p: &TestProject, service: &str, cmd: &str) -> String {
     let o = p.exec(service, cmd);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
@@ -176,10 +181,7 @@ fn journey(host_index: u32) {
     assert_eq!(exec(&p, "worker", "echo $SECRET"), "s3cr3t-value");
     let mode = hosts.ssh_ok(
         host,
-        &format!(
-            "ls -l {}/tree/worker.env | cut -c1-10",
-            homebase_proto::layout::sh_project(&p.name)
-        ),
+        &format!("ls -l {}/tree/worker.env | cut -c1-10", pdir(&p)),
     );
     assert_eq!(mode.trim(), "-rw-------");
     let v1_image = api_image(&p);
@@ -251,10 +253,7 @@ fn journey(host_index: u32) {
     git(dir, &["checkout", "--", "api/Dockerfile"]);
 
     // 6. a synced file edited on the host is never overwritten: refused, then set aside
-    let tree_page = format!(
-        "{}/tree/api/www/index.html",
-        homebase_proto::layout::sh_project(&p.name)
-    );
+    let tree_page = format!("{}/tree/api/www/index.html", pdir(&p));
     hosts.ssh_ok(host, &format!("echo edited-on-host > {tree_page}"));
     write(dir, "api/www/index.html", "v3");
     git(dir, &["commit", "-qam", "v3"]);
@@ -271,10 +270,7 @@ fn journey(host_index: u32) {
     assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v3");
     let kept = hosts.ssh_ok(
         host,
-        &format!(
-            "cat {}/set-aside/*/api/www/index.html",
-            homebase_proto::layout::sh_project(&p.name)
-        ),
+        &format!("cat {}/set-aside/*/api/www/index.html", pdir(&p)),
     );
     assert_eq!(kept.trim(), "edited-on-host");
 
@@ -286,20 +282,14 @@ fn journey(host_index: u32) {
             "d={d}; mkdir -p \"$d/outside\" \"$d/elsewhere\" && rm -rf \"$d/tree/api/www\" && ln -s \"$d/outside\" \"$d/tree/api/www\" && \
              echo STOLEN=1 > \"$d/elsewhere/secret\" && rm \"$d/tree/worker.env\" && ln -s \"$d/elsewhere/secret\" \"$d/tree/worker.env\" && \
              touch -h -d 2000-01-01 \"$d/tree/worker.env\" \"$d/tree/api/www\"",
-            d = homebase_proto::layout::sh_project(&p.name)
+            d = pdir(&p)
         ),
     );
     write(dir, "api/www/index.html", "v4");
     git(dir, &["commit", "-qam", "v4"]);
     let o = p.run(&["deploy", "--set-aside"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let outside = hosts.ssh_ok(
-        host,
-        &format!(
-            "ls -A {}/outside",
-            homebase_proto::layout::sh_project(&p.name)
-        ),
-    );
+    let outside = hosts.ssh_ok(host, &format!("ls -A {}/outside", pdir(&p)));
     assert_eq!(outside.trim(), "", "nothing written through the symlink");
     // an env file a container swapped for a symlink is not read through it
     assert_eq!(
@@ -310,7 +300,7 @@ fn journey(host_index: u32) {
         host,
         &format!(
             "test ! -L {d}/tree/worker.env && test -f {d}/tree/worker.env",
-            d = homebase_proto::layout::sh_project(&p.name)
+            d = pdir(&p)
         ),
     );
     assert_eq!(exec(&p, "api", "wget -qO- http://127.0.0.1:8080/"), "v4");
@@ -326,7 +316,7 @@ fn journey(host_index: u32) {
         host,
         &format!(
             "cd {}/releases && for r in $(grep -l '{v1_image}' */builds | cut -d/ -f1); do [ \"$r\" = \"$(cat ../current)\" ] || rm -rf \"$r\"; done",
-            homebase_proto::layout::sh_project(&p.name)
+            pdir(&p)
         ),
     );
     write(dir, "api/www/index.html", "v5");
@@ -363,10 +353,7 @@ fn bad_trees_are_refused_before_the_host_changes() {
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert_eq!(o.status.code(), Some(2), "{what}: {err}");
         assert!(err.contains(needle), "{what}: {err}");
-        let there = hosts.ssh(
-            host,
-            &format!("test -e {}", homebase_proto::layout::sh_project(&p.name)),
-        );
+        let there = hosts.ssh(host, &format!("test -e {}", pdir(&p)));
         assert!(!there.status.success(), "{what}: the host was touched");
     };
 
@@ -617,10 +604,7 @@ fn a_loop_works_in_the_projects_repository_and_its_commits_come_back() {
     status("completed");
     let work = hosts.ssh_ok(
         host,
-        &format!(
-            "cat {}/loops/ralph/workspace/work.txt",
-            homebase_proto::layout::sh_project(&p.name)
-        ),
+        &format!("cat {}/loops/ralph/workspace/work.txt", pdir(&p)),
     );
     assert!(
         work.contains("run 2 iteration 1: second instructions"),

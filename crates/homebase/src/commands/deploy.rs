@@ -36,9 +36,9 @@ struct Deploy<'a> {
     builds: String,
     /// The compose file that builds the loops' images on the host, if any loop is built.
     loops_yml: Option<String>,
-    /// The loops whose workspace is a checkout of the project's repository, and the
-    /// repository's commit they get.
-    git_loops: Vec<String>,
+    /// The loops whose workspace is a checkout of the project's repository (the release's
+    /// `git-loops`: a name a line), and the repository's commit they get.
+    git_loops: String,
     repo_head: Option<String>,
     /// The bundle's hash: what tells a change from a no-op.
     hash: String,
@@ -161,22 +161,19 @@ impl<'a> Deploy<'a> {
         }
         let yaml = project.render_with(&plan, &source)?.yaml;
         let (manifest, builds) = (source.manifest(), source.builds_file());
-        let loops_yml = source.loops_compose(&project.compose, &project.config, &project.root)?;
-        let git_loops: Vec<String> = project
+        let loops_yml = source.loops_compose(&project.config.project.name)?;
+        let git_loops: Vec<&String> = project
             .config
             .loops
             .iter()
             .filter(|(_, l)| l.git_workspace())
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n)
             .collect();
         let repo_head = match git_loops.first() {
             Some(name) => Some(crate::source::repo_head(&project.root, name, progress)?),
             None => None,
         };
-        let git_file = git_loops
-            .iter()
-            .map(|n| format!("{n}\n"))
-            .collect::<String>();
+        let git_loops: String = git_loops.iter().map(|n| format!("{n}\n")).collect();
         let config_text = std::fs::read(&project.config_path)
             .with_context(|| format!("cannot read `{}`", project.config_path.display()))?;
         let env_files = env_files(project)?;
@@ -186,7 +183,7 @@ impl<'a> Deploy<'a> {
             manifest.as_bytes(),
             builds.as_bytes(),
             loops_yml.as_deref().unwrap_or("").as_bytes(),
-            git_file.as_bytes(),
+            git_loops.as_bytes(),
             repo_head.as_deref().unwrap_or("").as_bytes(),
         ];
         hashed.extend(env_files.iter().map(|(_, d)| d.as_slice()));
@@ -399,7 +396,6 @@ impl<'a> Deploy<'a> {
                 files.push(("loops.yml", l.as_bytes()));
             }
         }
-        let git_file: String = self.git_loops.iter().map(|n| format!("{n}\n")).collect();
         let repo_bundle = match &self.repo_head {
             Some(head) if !host.is_stack() && prepared.tree.deployed.as_ref() != Some(head) => {
                 Some(crate::source::repo_bundle(
@@ -409,8 +405,8 @@ impl<'a> Deploy<'a> {
             }
             _ => None,
         };
-        if !git_file.is_empty() && !host.is_stack() {
-            files.push(("git-loops", git_file.as_bytes()));
+        if !self.git_loops.is_empty() && !host.is_stack() {
+            files.push(("git-loops", self.git_loops.as_bytes()));
         }
         if let Some(b) = &repo_bundle {
             files.push(("repo.bundle", b.as_slice()));
@@ -423,9 +419,7 @@ impl<'a> Deploy<'a> {
         if !host.is_stack() {
             return Ok(Some(host.bundle(id, &files, &objects)?));
         }
-        let (source, build_yml) = self
-            .source
-            .for_swarm(&project.compose, &project.config.project.name)?;
+        let (source, build_yml) = self.source.for_swarm(&project.config.project.name)?;
         let builds = source.builds_file();
         if !source.builds.is_empty() {
             files.push(("files", self.manifest.as_bytes()));

@@ -7,14 +7,13 @@
 //! holds the commits since the deployed one (which the laptop has); the laptop's git
 //! fetches it as it would fetch from any untrusted remote.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use homebase_proto::{LoopPullReport, PulledCommit, layout};
 use homebase_remote::{Session, sh_quote};
 
 use crate::exit::{Exit, coded};
 use crate::project::Project;
+use crate::source::git;
 use crate::ui;
 
 pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Result<Exit> {
@@ -32,17 +31,8 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
             ),
         ));
     }
-    // the image the running release built (read on the host); this as the fallback
-    let image = match &l.build {
-        Some(_) => project
-            .source()?
-            .builds
-            .into_iter()
-            .find(|b| b.agent_loop.as_deref() == Some(name))
-            .map(|b| b.image)
-            .unwrap_or_default(),
-        None => l.image.clone(),
-    };
+    // a built loop's image is read from the running release's builds on the host
+    let image = l.image.clone();
     let root = &project.root;
     let branch = format!("homebase/{name}");
     if git(root, &["symbolic-ref", "-q", "HEAD"])
@@ -164,7 +154,7 @@ fn fetch_bundle(
     let script = format!(
         "d={d}; ws=\"$d/{loops}/{name}/workspace\"; [ -d \"$ws/.git\" ] || {{ echo \"loop {name} has no workspace on this host yet; deploy first\" >&2; exit 6; }}; \
          base=$(cat \"$d/repo.git/refs/heads/deployed\" 2>/dev/null); \
-         img=$(awk '$1 == \"loops.yml\" && $2 == \"loop-{name}\" {{ print $3 }}' \"$d/releases/$(cat \"$d/current\" 2>/dev/null)/builds\" 2>/dev/null); img=${{img:-{image}}}; \
+         img=$(awk '$1 == \"loops.yml\" && $2 == \"loop-{name}\" {{ print $3 }}' \"$d/releases/$(cat \"$d/current\" 2>/dev/null)/builds\" 2>/dev/null); img=${{img:-{image}}}; [ -n \"$img\" ] || {{ echo \"loop {name} has no image on this host yet; deploy first\" >&2; exit 6; }}; \
          exec docker run --rm --network none --cap-drop ALL --security-opt no-new-privileges --pids-limit 64 --memory 256m {user}\
          -e HOME=/tmp -e GIT_CONFIG_NOSYSTEM=1 -v \"$ws\":/workspace:ro -w /workspace --entrypoint sh \"$img\" -c {inner} sh \"$base\"",
         loops = layout::LOOPS,
@@ -184,18 +174,6 @@ fn fetch_bundle(
             ),
         )),
     }
-}
-
-fn git(root: &Path, args: &[&str]) -> Option<String> {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 fn human(r: &LoopPullReport, host: &str) -> String {
