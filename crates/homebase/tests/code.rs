@@ -623,3 +623,139 @@ fn a_loop_works_in_the_projects_repository_and_its_commits_come_back() {
         "{paused:#}"
     );
 }
+
+/// The second review's attack on the daemon's token, and the helper that ran the agent's
+/// transport. Loop `reader` swaps `.git/refs/tags` for a link to the daemon's directory and
+/// points HEAD at `refs/tags/token`: the daemon reads HEAD before every iteration and must
+/// not get the token through the link. Loop `fetcher` makes its checkout a partial clone
+/// whose promisor remote is reached by an `sshCommand` of its own, and leaves a commit whose
+/// parent is missing: merging the next deployed commit walks to it, and git would fetch it
+/// by running that command in the helper. Neither may happen: the token appears nowhere
+/// (history, events, the workspaces, the daemon's log) and the command never runs.
+#[test]
+fn an_agent_cannot_reach_the_daemons_token_through_its_checkout() {
+    let hosts = hosts();
+    let host = hosts.host(homebase_testkit::MAC);
+    let compose = IDLE;
+    let p = TestProject::new(&hosts, host, bin(), "thief", compose, "");
+    let dir = p.dir.path();
+    let user = host_user(&hosts, host);
+    let state = format!("/tmp/hb-code-{}", p.name);
+    write(
+        dir,
+        "agent/Dockerfile",
+        "FROM hb/pgvector:latest\nCOPY reader.sh fetcher.sh /\n",
+    );
+    write(
+        dir,
+        "agent/reader.sh",
+        &format!(
+            "cd /workspace\nexport HOME=/tmp\nif [ \"$HOMEBASE_ITERATION\" = 1 ]; then\n  rm -rf .git/refs/tags && ln -s {state} .git/refs/tags\n  printf 'ref: refs/tags/token\\n' > .git/HEAD\nfi\necho \"iteration $HOMEBASE_ITERATION\"\n"
+        ),
+    );
+    write(
+        dir,
+        "agent/fetcher.sh",
+        r#"cd /workspace
+export HOME=/tmp
+if [ "$HOMEBASE_ITERATION" = 1 ]; then
+  printf '#!/bin/sh\ncat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " " >> /workspace/leaked.txt\necho ran >> /workspace/ssh-ran.txt\nexit 1\n' > .leak.sh
+  chmod +x .leak.sh
+  t=$(git write-tree)
+  c=$(printf 'tree %s\nparent 1234567890123456789012345678901234567890\nauthor a <a@a> 1 +0000\ncommitter a <a@a> 1 +0000\n\nx\n' "$t" | git hash-object -t commit -w --literally --stdin)
+  git update-ref HEAD "$c" || exit 7
+  git config core.repositoryformatversion 1
+  git config extensions.partialClone origin
+  git config remote.origin.url ssh://example.invalid/repo
+  git config remote.origin.promisor true
+  git config core.sshCommand /workspace/.leak.sh
+fi
+echo '<promise>COMPLETE</promise>'
+"#,
+    );
+    write(dir, "PROMPT.md", "first");
+    let loop_at = |name: &str, extra: &str| {
+        format!(
+            "\n[loops.{name}]\nbuild = \"./agent\"\ncommand = \"sh /{name}.sh\"\nworkspace = \"git\"\nuser = \"{user}\"\nmemory = \"64MiB\"\ntimeout = \"60s\"\n{extra}\n"
+        )
+    };
+    p.write(
+        compose,
+        &format!(
+            "[services.idle]\nmemory = \"16MiB\"\n{}{}",
+            loop_at("reader", "max_iterations = 3\nbreaker_no_progress = 10\n"),
+            loop_at("fetcher", "max_iterations = 5\n"),
+        ),
+    );
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "the project"]);
+    p.ok(&["deploy", "--timeout", "60"]);
+    let d = start_daemon(&p, String::new());
+    let token = hosts
+        .ssh_ok(host, &format!("cat {state}/token"))
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    let loop_state = |name: &str| -> serde_json::Value {
+        let (_, body) = d.0.api(&format!("/api/loops?project={}", p.name));
+        let all: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+        all.into_iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_default()
+    };
+    let wait = |name: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let l = loop_state(name);
+            if pred(&l) {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {l:#}\n{}",
+                String::from_utf8_lossy(&hosts.ssh(host, &format!("tail -30 {state}/log")).stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    wait("reader", &|l| {
+        l["iterations"].as_i64() >= Some(3) && l["state"] != "active"
+    });
+    wait("fetcher", &|l| l["state"] == "completed");
+    // a new deployed commit: merging it walks the fetcher's history to the missing parent
+    write(dir, "PROMPT.md", "second");
+    git(dir, &["commit", "-qam", "second"]);
+    p.ok(&["deploy", "--timeout", "60"]);
+    let (code, body) = d.0.post(&format!("/api/loops/{}/fetcher/start", p.name));
+    assert_eq!(code, 200, "{body}");
+    wait("fetcher", &|l| {
+        l["iterations"].as_i64() >= Some(1) && l["state"] != "active"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    let ws = |name: &str| format!("{}/loops/{name}/workspace", pdir(&p));
+    let ran = hosts.ssh(host, &format!("cat {}/ssh-ran.txt", ws("fetcher")));
+    assert!(
+        !ran.status.success(),
+        "the agent's ssh command ran in a git helper: {}",
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    let everything = format!(
+        "{}\n{}\n{:?}\n{}",
+        d.0.api(&format!("/api/loops/{}/reader/history?limit=100", p.name)).1,
+        d.0.api(&format!("/api/loops/{}/fetcher/history?limit=100", p.name)).1,
+        d.0.events(),
+        String::from_utf8_lossy(
+            &hosts
+                .ssh(host, &format!("cat {state}/log; cat {}/leaked.txt {}/leaked.txt 2>/dev/null; grep -rl {token} {} {} 2>/dev/null", ws("reader"), ws("fetcher"), ws("reader"), ws("fetcher")))
+                .stdout
+        )
+    );
+    assert!(!everything.contains(&token), "the daemon's token leaked");
+    let log = hosts.ssh_ok(host, &format!("cat {state}/log"));
+    assert!(
+        log.contains("refused: the workspace's git configuration makes a partial clone"),
+        "{log}"
+    );
+}

@@ -791,8 +791,16 @@ fn sandbox_settings_that_open_the_host_are_refused() {
         ("network = \"host\"", "must not share the host's"),
         (
             "mounts = [\"/var/run/docker.sock:/var/run/docker.sock\"]",
-            "would let the agent reach the host",
+            "an engine's socket is the host",
         ),
+        ("mounts = [\"~/.ssh/id_ed25519:/k\"]", "a directory of keys"),
+        (
+            "mounts = [\"~/.homebase/daemon/token:/t\"]",
+            "a directory of keys",
+        ),
+        ("mounts = [\"~:/h\"]", "is a home directory"),
+        ("mounts = [\"/etc/shadow:/s\"]", "lies in `/etc`"),
+        ("mounts = [\"~/w/../.ssh:/k\"]", "a directory of keys"),
         (
             "capabilities = [\"SYS_ADMIN\"]",
             "would give the agent the host",

@@ -55,6 +55,14 @@ pub const TOKEN: &str = "token";
 /// In the daemon's directory: its log when a service manager runs it.
 pub const DAEMON_LOG: &str = "daemon.log";
 
+/// The image homebase runs git in against a loop's workspace (commits, merges, diffstats):
+/// homebase's own, never the loop's, so nothing the agent built or configured runs there.
+/// A deploy with a `workspace = "git"` loop builds it on the host when it is missing, from
+/// [`GIT_HELPER_DOCKERFILE`].
+pub const GIT_HELPER_IMAGE: &str = "homebase/git:1";
+/// How [`GIT_HELPER_IMAGE`] is built (it needs the registry once).
+pub const GIT_HELPER_DOCKERFILE: &str = "FROM alpine:3.21\nRUN apk add --no-cache git\n";
+
 /// `~/.homebase` under `home`.
 pub fn root(home: &Path) -> PathBuf {
     home.join(ROOT)

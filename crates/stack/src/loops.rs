@@ -311,25 +311,135 @@ impl Sandbox {
                      the container path absolute"
                 ));
             }
-            let s = src.trim_end_matches('/');
-            if s.is_empty()
-                || s.ends_with(".sock")
-                || s.contains("docker.sock")
-                || ["/var/run", "/run", "/proc", "/sys", "/dev", "/etc", "~"].contains(&s)
-                || s.ends_with("/.docker")
-                || s.ends_with("/.colima")
-                || s.ends_with("/.homebase")
-                || s.ends_with("/.ssh")
-            {
+            if let Some(why) = refused_mount(src, None, &[]) {
                 return Err(format!(
-                    "loops.{name}.sandbox.mounts: `{src}` would let the agent reach the host \
-                     (an engine socket, the host's system or homebase's own files); mount only \
-                     the files the agent needs"
+                    "loops.{name}.sandbox.mounts: `{src}` {why}; mount only the files the agent needs"
                 ));
             }
         }
         Ok(())
     }
+}
+
+/// `path` with `.` and `..` resolved by their names (no filesystem access), `~` kept as
+/// the first component; `None` when `..` would climb above the root.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let (lead, rest) = match path.strip_prefix('~') {
+        Some(r) if r.is_empty() || r.starts_with('/') => ("~", r),
+        _ => ("", path),
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in rest.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(format!("{lead}/{}", parts.join("/")))
+}
+
+/// Directories under home that hold the keys to the host (ssh keys, homebase's token and
+/// state, engine credentials and the VM with the engine).
+const PRIVATE_UNDER_HOME: &[&str] = &[
+    ".ssh",
+    ".homebase",
+    ".docker",
+    ".colima",
+    ".gnupg",
+    ".aws",
+    ".kube",
+    ".config/gh",
+];
+/// System paths an agent must not see any part of.
+const PRIVATE_SYSTEM: &[&str] = &[
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/var/run",
+    "/var/lib/docker",
+    "/private/etc",
+    "/private/var/run",
+];
+
+fn is_within(path: &str, dir: &str) -> bool {
+    path == dir || path.starts_with(&format!("{}/", dir.trim_end_matches('/')))
+}
+
+/// Why an extra read-only mount of `src` would hand the agent the host, or `None`.
+/// Refused: a path that is, contains or lies inside `~/.ssh`, `~/.homebase`, `~/.docker`,
+/// `~/.colima` (and the like), `/etc` and the system's virtual trees, the engine's data root
+/// or socket (`private`: the daemon passes the real ones), any `.sock`; a path that is home
+/// itself or contains it. `home`: the host's home when known (the daemon, after resolving
+/// links); on the laptop `~` and `/home/USER`, `/Users/USER`, `/root` stand for it.
+pub fn refused_mount(src: &str, home: Option<&str>, private: &[&str]) -> Option<String> {
+    let Some(p) = normalize_path(src) else {
+        return Some("climbs above the root with `..`".into());
+    };
+    let p = match (home, p.strip_prefix('~')) {
+        (Some(h), Some(rest)) => format!("{}{rest}", h.trim_end_matches('/')),
+        _ => p,
+    };
+    let p = p.trim_end_matches('/');
+    let p = if p.is_empty() { "/" } else { p };
+    let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+    // the homes this path may be: `~`, the host's, or the usual places of one
+    let mut homes: Vec<String> = vec!["~".into()];
+    if let Some(h) = home {
+        homes.push(h.trim_end_matches('/').to_string());
+    }
+    let homeish = |d: &str| {
+        homes.iter().any(|h| h == d)
+            || d == "/root"
+            || (d.split('/').filter(|c| !c.is_empty()).count() == 2
+                && (d.starts_with("/home/") || d.starts_with("/Users/")))
+    };
+    if p == "/" || p == "~" || homeish(p) || ["/home", "/Users"].contains(&p) {
+        return Some(
+            "is a home directory or contains one (its keys and homebase's token with it)".into(),
+        );
+    }
+    if let Some(h) = home
+        && is_within(h.trim_end_matches('/'), p)
+    {
+        return Some("contains the home directory (its keys and homebase's token with it)".into());
+    }
+    if p.ends_with(".sock") || p.contains("docker.sock") {
+        return Some("is a socket: an engine's socket is the host".into());
+    }
+    if comps.iter().any(|c| PRIVATE_UNDER_HOME.contains(c)) || p.contains("/.config/gh") {
+        return Some(
+            "is or lies in a directory of keys (ssh, homebase, the engine, its VM)".into(),
+        );
+    }
+    for d in PRIVATE_SYSTEM
+        .iter()
+        .copied()
+        .chain(private.iter().copied())
+    {
+        let d = d.trim_end_matches('/');
+        if d.is_empty() {
+            continue;
+        }
+        if is_within(p, d) || is_within(d, p) {
+            return Some(format!(
+                "is, contains or lies in `{d}` (the host's system or the engine)"
+            ));
+        }
+    }
+    // a directory holding a home's private directories: `/home/u/..` spelled otherwise
+    for h in &homes {
+        for d in PRIVATE_UNDER_HOME {
+            if is_within(&format!("{h}/{d}"), p) {
+                return Some(format!("contains `{h}/{d}`"));
+            }
+        }
+    }
+    None
 }
 
 fn normalize_cap(c: &str) -> String {
@@ -640,11 +750,11 @@ mod tests {
             ),
             (
                 "sandbox = { mounts = [\"/var/run/docker.sock:/var/run/docker.sock\"] }",
-                "would let the agent reach the host",
+                "an engine's socket is the host",
             ),
             (
                 "sandbox = { mounts = [\"~/.colima/default/docker.sock:/d.sock\"] }",
-                "would let the agent reach the host",
+                "an engine's socket is the host",
             ),
             (
                 "sandbox = { mounts = [\"~/.gitconfig:/root/.gitconfig:rw\"] }",
@@ -672,6 +782,62 @@ mod tests {
         }
         let e = parse("[loops.l]\nimage = \"cc\"\ncommand = \"x\"\n").unwrap_err();
         assert!(e.contains("missing field `memory`"), "{e}");
+    }
+
+    #[test]
+    fn mounts_of_keys_homes_and_the_engine_are_refused_however_spelled() {
+        use super::refused_mount;
+        for p in [
+            "~/.ssh/id_ed25519",
+            "~/.homebase/daemon/token",
+            "~",
+            "~/",
+            "~/work/../.ssh",
+            "~/.colima/default",
+            "/etc/shadow",
+            "/etc",
+            "/var/lib/docker",
+            "/var/lib",
+            "/",
+            "/home",
+            "/home/u",
+            "/home/u/.docker/config.json",
+            "/Users/u",
+            "/root",
+            "~/../../etc",
+            "/x/../../etc",
+            "/tmp/d.sock",
+        ] {
+            assert!(refused_mount(p, None, &[]).is_some(), "{p} was accepted");
+        }
+        for p in [
+            "~/.gitconfig",
+            "/opt/creds/key.json",
+            "~/work/notes",
+            "/home/u/work",
+        ] {
+            assert_eq!(refused_mount(p, None, &[]), None, "{p}");
+        }
+        // on the host: the real home and engine, after links are resolved
+        let home = Some("/srv/users/u");
+        for p in [
+            "/srv/users/u",
+            "/srv/users",
+            "/srv",
+            "/srv/users/u/.ssh",
+            "/data/docker/volumes/x",
+        ] {
+            assert!(
+                refused_mount(p, home, &["/data/docker"]).is_some(),
+                "{p} was accepted"
+            );
+        }
+        assert_eq!(
+            refused_mount("/srv/users/u/.gitconfig", home, &["/data/docker"]),
+            None
+        );
+        assert_eq!(refused_mount("~/.gitconfig", home, &[]), None);
+        assert!(refused_mount("~/.ssh", home, &[]).is_some());
     }
 
     #[test]

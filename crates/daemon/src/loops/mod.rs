@@ -241,6 +241,7 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                             shutdown: cancel.clone(),
                             running: None,
                             merged: None,
+                            owner: None,
                         };
                         let task = tokio::spawn(sup.run());
                         reg.handles.insert(

@@ -166,6 +166,13 @@ sync_repo() {
       { quote < "$j/git.out"; say fail the project repository could not be brought to the host; return 1; }
     rm -f "$_r/repo.bundle"
   fi
+  if [ -s "$_r/git-loops" ] && ! docker image inspect homebase/git:1 >/dev/null 2>&1; then
+    # homebase's own git helper (commits and merges in the loops' workspaces run there,
+    # never in a loop's image): built once, from the registry
+    say step git-helper
+    printf 'FROM alpine:3.21\nRUN apk add --no-cache git\n' | docker build -q -t homebase/git:1 - > "$j/git.out" 2>&1 ||
+      { tail -n 5 "$j/git.out" | quote; say fail "homebase's git helper image homebase/git:1 could not be built (FROM alpine:3.21, it needs the registry once); build or load it on the host, then deploy again"; return 1; }
+  fi
   while IFS= read -r _l; do
     _w="$d/loops/$_l/workspace"
     { [ -e "$_w" ] || [ -L "$_w" ]; } && continue
@@ -219,6 +226,18 @@ prune_tree() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_job_builds_the_git_helper_the_daemon_runs() {
+        let image = homebase_proto::layout::GIT_HELPER_IMAGE;
+        assert!(super::JOB_FNS.contains(&format!("docker image inspect {image} ")));
+        assert!(super::JOB_FNS.contains(&format!("docker build -q -t {image} -")));
+        let dockerfile = homebase_proto::layout::GIT_HELPER_DOCKERFILE.replace('\n', "\\n");
+        assert!(
+            super::JOB_FNS.contains(&format!("printf '{dockerfile}'")),
+            "{dockerfile}"
+        );
+    }
+
     use super::*;
 
     #[test]

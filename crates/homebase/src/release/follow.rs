@@ -245,6 +245,10 @@ fn handle(
                 ("up", _) => progress.step(&labels.up),
                 ("back", Some(prev)) => progress.step(&format!("roll back to release {prev}")),
                 ("remove", _) => progress.step("remove the failed first release (volumes kept)"),
+                ("git-helper", _) => progress.step(&format!(
+                    "build homebase's git helper image {} on the host (once)",
+                    homebase_proto::layout::GIT_HELPER_IMAGE
+                )),
                 ("build", _) => progress.step(&format!(
                     "build images on the host ({})",
                     crate::ui::printable(arg)

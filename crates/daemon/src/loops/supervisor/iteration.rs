@@ -111,13 +111,12 @@ impl Supervisor {
             return true;
         }
         let ws = cfg.workspace();
-        let l = &cfg.section;
         let label = cfg.label();
+        let user = self.user(&cfg).await.ok();
         let helper = crate::workspace::Helper {
             engine: &self.engine,
             ws: &ws,
-            image: &l.image,
-            user: l.user.as_deref(),
+            user: user.as_deref(),
             label: &label,
         };
         match helper.merge_deployed(&repo).await {
@@ -345,7 +344,7 @@ impl Supervisor {
 
     /// Creates and starts the iteration's container; returns (id, name).
     pub(super) async fn launch(
-        &self,
+        &mut self,
         cfg: &LoopConfig,
         id: i64,
         run: i64,
@@ -369,6 +368,10 @@ impl Supervisor {
                 )
             })?;
         }
+        let user = self
+            .user(cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("loops.{}: {e}", cfg.name))?;
         let mut env: Vec<String> = Vec::new();
         for f in &l.env_files {
             // read as Compose reads an env_file
@@ -397,7 +400,7 @@ impl Supervisor {
             workspace,
             memory: l.memory.0,
             oom_score_adj: l.priority.oom_score_adj(),
-            user: l.user.clone(),
+            user: Some(user),
             labels,
             entrypoint: None,
             workspace_read_only: false,
@@ -406,12 +409,7 @@ impl Supervisor {
                 no_new_privileges: l.sandbox.no_new_privileges,
                 pids_limit: l.sandbox.pids_limit,
                 network: l.sandbox.network.clone(),
-                read_only_mounts: l
-                    .sandbox
-                    .mount_pairs()
-                    .into_iter()
-                    .map(|(src, dst)| (expand_home(&src), dst))
-                    .collect(),
+                read_only_mounts: self.checked_mounts(cfg).await?,
             },
         };
         let cid = self.engine.create(&spec).await?;
@@ -420,6 +418,52 @@ impl Supervisor {
             return Err(e.into());
         }
         Ok((cid, name))
+    }
+
+    /// The loop's extra read-only mounts, each resolved on this host (links followed) and
+    /// checked again with the real home, engine data root and socket: a link from an
+    /// innocent name to `~/.ssh` is refused here even though the laptop let the name pass.
+    async fn checked_mounts(&self, cfg: &LoopConfig) -> anyhow::Result<Vec<(String, String)>> {
+        let mut private: Vec<String> = Vec::new();
+        if let Ok((_, Some(root))) = self.engine.info().await {
+            private.push(root.to_string_lossy().into_owned());
+        }
+        let sock = self
+            .engine
+            .endpoint
+            .trim_start_matches("unix://")
+            .to_string();
+        private.push(sock.clone());
+        if let Ok(real) = std::fs::canonicalize(&sock) {
+            private.push(real.to_string_lossy().into_owned());
+        }
+        let home = std::env::var("HOME").ok();
+        let real_home = home
+            .as_deref()
+            .and_then(|h| std::fs::canonicalize(h).ok())
+            .map(|h| h.to_string_lossy().into_owned());
+        let private: Vec<&str> = private.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        for (src, dst) in cfg.section.sandbox.mount_pairs() {
+            let path = expand_home(&src);
+            let real = std::fs::canonicalize(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "loops.{}.sandbox.mounts: `{src}` cannot be mounted: {path}: {e}",
+                    cfg.name
+                )
+            })?;
+            let real = real.to_string_lossy().into_owned();
+            for h in [home.as_deref(), real_home.as_deref()] {
+                if let Some(why) = homebase_stack::loops::refused_mount(&real, h, &private) {
+                    anyhow::bail!(
+                        "loops.{}.sandbox.mounts: `{src}` is `{real}` on this host, which {why}; mount only the files the agent needs",
+                        cfg.name
+                    );
+                }
+            }
+            out.push((real, dst));
+        }
+        Ok(out)
     }
 
     /// Records the iteration's end: reads the completion file from its container and the
@@ -459,6 +503,24 @@ impl Supervisor {
             tracing::warn!("cannot remove iteration container: {e:#}");
         }
         let ws = cfg.workspace();
+        if let Ok(user) = self.user(&cfg).await
+            && crate::workspace::is_root(&user)
+        {
+            let cleared =
+                crate::workspace::strip_setuid(&self.engine, &ws, &l.image, &cfg.label()).await;
+            if !cleared.is_empty() {
+                let names = cleared
+                    .iter()
+                    .map(|f| format!("`{}`", f.escape_debug()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.event(
+                    "loop_setuid_cleared",
+                    &format!("iteration {n} (run as root) left setuid or setgid files; homebase cleared the bits: {names}"),
+                )
+                .await;
+            }
+        }
         let after_files = snapshot_files(&self.engine, &ws).await;
         let files_changed = match (&before_files, &after_files) {
             (Some(a), Some(b)) => Some(count_changes(a, b)),
@@ -466,25 +528,19 @@ impl Supervisor {
         };
         let diffstat = match &before_head {
             Some(head) => {
-                crate::workspace::diffstat(
-                    &self.engine,
-                    &ws,
-                    &l.image,
-                    l.user.as_deref(),
-                    &cfg.label(),
-                    head,
-                )
-                .await
+                let user = self.user(&cfg).await.ok();
+                crate::workspace::diffstat(&self.engine, &ws, user.as_deref(), &cfg.label(), head)
+                    .await
             }
             None => None,
         };
         let commit = if l.git_workspace() && !container.is_empty() {
             let label = cfg.label();
+            let user = self.user(&cfg).await.ok();
             crate::workspace::Helper {
                 engine: &self.engine,
                 ws: &ws,
-                image: &l.image,
-                user: l.user.as_deref(),
+                user: user.as_deref(),
                 label: &label,
             }
             .commit(&format!(

@@ -40,11 +40,35 @@ pub(super) struct Supervisor {
     pub running: Option<RunningIteration>,
     /// `workspace = "git"`: the deployed commit last merged into the loop's branch.
     pub merged: Option<String>,
+    /// Who iterations and git helpers run as, for the workspace and `user` it was found for.
+    pub owner: Option<(String, String)>,
 }
 
 impl Supervisor {
     fn cfg(&self) -> LoopConfig {
         self.config.borrow().clone()
+    }
+
+    /// Who this loop's iterations and git helpers run as (see [`crate::workspace::run_as`]),
+    /// found once per workspace and `user` setting.
+    async fn user(&mut self, cfg: &LoopConfig) -> Result<String, String> {
+        let ws = cfg.workspace();
+        let key = format!("{ws:?} {:?} {}", cfg.section.user, cfg.section.image);
+        if let Some((k, u)) = &self.owner
+            && *k == key
+        {
+            return Ok(u.clone());
+        }
+        let u = crate::workspace::run_as(
+            &self.engine,
+            &ws,
+            cfg.section.user.as_deref(),
+            &cfg.section.image,
+            &cfg.label(),
+        )
+        .await?;
+        self.owner = Some((key, u.clone()));
+        Ok(u)
     }
 
     fn load(&self) -> LoopRow {
