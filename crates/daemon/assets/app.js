@@ -11,7 +11,14 @@ function size(b) {
   while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; }
   return (i ? b.toFixed(b < 10 ? 2 : 1) : b) + " " + u[i];
 }
-function esc(s) { return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
+// Every host-supplied string goes through esc before the page: HTML escaped, and the
+// characters that reorder or hide text (controls, bidi overrides) shown as \u{..}, as the CLI does.
+function esc(s) {
+  return String(s ?? "")
+    .replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g,
+      (c) => `\\u{${c.charCodeAt(0).toString(16)}}`)
+    .replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
 function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
 
 // A session from the token (typed in, or pasted as #token=) or from the one-time code

@@ -96,7 +96,7 @@ fn report(err: &anyhow::Error, json: bool) -> ExitCode {
             exit_code: code.code(),
         };
         if let Ok(text) = serde_json::to_string_pretty(&report) {
-            println!("{text}");
+            crate::say!("{text}");
         }
     }
     ui::error(&format!("{err:#}"));

@@ -32,11 +32,12 @@ impl Progress {
             ms,
         };
         if let Ok(line) = serde_json::to_string(&e) {
-            println!("{line}");
+            crate::say!("{line}");
         }
     }
 
     pub fn step(&mut self, name: &str) {
+        let name = &crate::ui::terminal_safe(name);
         self.finish_current(true, None);
         if self.json {
             self.emit("step", name, None, None);
@@ -52,7 +53,7 @@ impl Progress {
             Some(b)
         } else {
             if !self.json {
-                eprintln!("… {name}");
+                crate::esay!("… {name}");
             }
             None
         };
@@ -95,10 +96,12 @@ impl Progress {
 
     /// Ends the step with a note (`lock (0.6s): round trips of 250 ms to HOST`).
     pub fn done_with(&mut self, note: &str) {
+        let note = &crate::ui::terminal_safe(note);
         self.finish_current(true, Some(note));
     }
 
     pub fn fail(&mut self, message: &str) {
+        let message = &crate::ui::terminal_safe(message);
         self.finish_current(false, Some(message));
     }
 
@@ -120,6 +123,7 @@ impl Progress {
     /// What the current step is doing now (a build's step): the spinner's message on a
     /// terminal, an indented line otherwise, a `progress` event with `--json`.
     pub fn detail(&self, text: &str) {
+        let text = &crate::ui::terminal_safe(text);
         let Some((name, _, bar)) = &self.current else {
             return;
         };
@@ -128,16 +132,17 @@ impl Progress {
         } else if let Some(b) = bar {
             b.set_message(format!("{name}: {text}"));
         } else {
-            eprintln!("  {text}");
+            crate::esay!("  {text}");
         }
     }
 
     /// A line of information between steps.
     pub fn info(&self, message: &str) {
+        let message = &crate::ui::terminal_safe(message);
         if self.json {
             self.emit("info", "", Some(message.into()), None);
         } else {
-            eprintln!("{message}");
+            crate::esay!("{message}");
         }
     }
 }

@@ -32,33 +32,134 @@ pub fn paint(style: Style, text: impl std::fmt::Display) -> String {
 
 pub fn error(message: &str) {
     let mut err = anstream::stderr();
-    let _ = writeln!(err, "{}: {message}", paint(BAD, "error"));
+    let _ = writeln!(err, "{}: {}", paint(BAD, "error"), terminal_safe(message));
 }
 
 pub fn warn(message: &str) {
     let mut err = anstream::stderr();
-    let _ = writeln!(err, "{}: {message}", paint(WARN, "warning"));
+    let _ = writeln!(
+        err,
+        "{}: {}",
+        paint(WARN, "warning"),
+        terminal_safe(message)
+    );
 }
 
-/// Writes to stdout; a closed pipe surfaces as an error the caller returns.
+/// Writes to stdout through [`terminal_safe`]; a closed pipe surfaces as an error the
+/// caller returns.
 pub fn out(text: &str) -> std::io::Result<()> {
     let mut out = anstream::stdout();
-    out.write_all(text.as_bytes())?;
+    out.write_all(terminal_safe(text).as_bytes())?;
     out.flush()
 }
 
-/// Text from the host (container logs, names) made safe for a terminal: control characters
-/// (escape sequences among them) shown as `\u{..}` escapes, tabs kept.
+/// Writes a line to stdout through [`terminal_safe`] (a closed pipe ends quietly).
+pub fn out_line(text: &str) {
+    let mut out = anstream::stdout();
+    let _ = writeln!(out, "{}", terminal_safe(text));
+}
+
+/// `println!` through [`terminal_safe`].
+#[macro_export]
+macro_rules! say {
+    () => { $crate::ui::out_line("") };
+    ($($t:tt)*) => { $crate::ui::out_line(&format!($($t)*)) };
+}
+
+/// `eprintln!` through [`terminal_safe`].
+#[macro_export]
+macro_rules! esay {
+    () => { $crate::ui::err_line("") };
+    ($($t:tt)*) => { $crate::ui::err_line(&format!($($t)*)) };
+}
+
+/// Writes a line to stderr through [`terminal_safe`].
+pub fn err_line(text: &str) {
+    let mut err = anstream::stderr();
+    let _ = writeln!(err, "{}", terminal_safe(text));
+}
+
+/// Characters a terminal acts on instead of showing: C0 and C1 controls (escape
+/// sequences, OSC window titles and clipboard writes, bells), DEL, the bidirectional
+/// controls that reorder what is shown (Trojan Source), and the line and paragraph
+/// separators.
+fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}'
+        )
+}
+
+/// `c` as a visible escape: `\u{1b}` for the C0 controls (never raw in homebase's JSON,
+/// which escapes them itself), `\u009b` for the others (DEL, C1, bidi), which keeps JSON
+/// valid and equal.
+fn escaped(c: char, out: &mut String) {
+    use std::fmt::Write as _;
+    if c < ' ' {
+        let _ = write!(out, "{}", c.escape_unicode());
+    } else {
+        let _ = write!(out, "\\u{:04x}", c as u32);
+    }
+}
+
+/// The styles homebase itself paints with, as the sequences they render to: the only escape
+/// sequences that reach a terminal.
+fn own_sequences() -> &'static [String] {
+    static SEQ: OnceLock<Vec<String>> = OnceLock::new();
+    SEQ.get_or_init(|| {
+        let mut v: Vec<String> = [BOLD, GOOD, BAD, WARN, DIM]
+            .iter()
+            .flat_map(|s| [format!("{s}"), format!("{s:#}")])
+            .filter(|s| !s.is_empty())
+            .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v.dedup();
+        v
+    })
+}
+
+/// The one gate between text and the laptop's terminal: everything homebase prints (tables,
+/// reports, errors, progress, JSON) passes here, so a string the host supplied (an agent's
+/// output, a release log line, an alert, a container name) never reaches the terminal raw.
+/// Newlines and tabs stay, homebase's own colours stay; every other control character, the
+/// bidirectional controls among them, is shown escaped.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\u{1b}'
+            && let Some(seq) = own_sequences()
+                .iter()
+                .find(|s| rest.starts_with(s.as_str()))
+        {
+            out.push_str(seq);
+            rest = &rest[seq.len()..];
+            continue;
+        }
+        if c == '\n' || c == '\t' || !acts_on_terminal(c) {
+            out.push(c);
+        } else {
+            escaped(c, &mut out);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Text from the host (container logs, names, one line of output) made safe for a terminal
+/// and kept on one line: every character [`terminal_safe`] escapes, and newlines too; tabs
+/// kept.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c != '\t' && acts_on_terminal(c) {
+            escaped(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs `command` (ssh printing host output) with its stdout copied here line by line
@@ -99,4 +200,28 @@ pub fn run_printable(mut command: std::process::Command, what: &str) -> anyhow::
         .wait()
         .map_err(|e| anyhow::anyhow!("ssh for {what} did not end: {e}"))?;
     Ok(status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_bytes_never_reach_the_terminal_raw() {
+        let hostile = "a\u{1b}[H\u{1b}[J\u{1b}c b\u{1b}]0;title\u{7} \u{1b}]52;c;cHduZWQ=\u{7} \u{9b}31m \u{202e}txt.exe\u{2066} \u{7f}\r";
+        for out in [terminal_safe(hostile), printable(hostile)] {
+            assert!(!out.chars().any(acts_on_terminal), "{out:?}");
+            assert!(out.contains("\\u{1b}[H"), "{out}");
+            assert!(out.contains("\\u202e"), "{out}");
+        }
+        // homebase's own colours and newlines stay; JSON stays valid and equal
+        let painted = format!("{}\nnext\ttab", paint(BAD, "red"));
+        assert_eq!(terminal_safe(&painted), painted);
+        let json = serde_json::to_string(&serde_json::json!({ "x": hostile })).unwrap();
+        let safe = terminal_safe(&json);
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["x"], hostile);
+        assert!(!safe.chars().any(acts_on_terminal));
+        assert_eq!(printable("two\nlines"), "two\\u{a}lines");
+    }
 }

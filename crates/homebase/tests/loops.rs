@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use homebase_testkit::{Daemon, Host, Hosts, TestProject, hosts, unique_port};
@@ -775,7 +776,7 @@ fi
     assert_eq!(env.leftover_containers().trim(), "");
     let helpers = hosts.ssh_ok(
         h,
-        &format!("docker ps -aq --filter name=hb-gitstat-{}-", env.p.name),
+        &format!("docker ps -aq --filter name=hb-git-{}-", env.p.name),
     );
     assert_eq!(helpers.trim(), "", "git helper containers left");
     hosts.ssh_ok(h, &format!("rm -rf {pwn}"));
@@ -822,4 +823,136 @@ fn sandbox_settings_that_open_the_host_are_refused() {
         &format!("ls -d ~/.homebase/{} 2>/dev/null || true", p.name),
     );
     assert_eq!(dir.trim(), "", "the host was touched");
+}
+
+/// Bytes an agent (or anyone on the host) writes never reach the laptop's terminal raw: an
+/// agent prints a clear-screen, a full reset, window-title and clipboard OSC sequences and
+/// a bidi override, and fails, so its output lands in the iteration history, events,
+/// alerts and the breaker's reason; a host-edited `releases.jsonl` carries the same bytes
+/// and a non-ASCII commit. Every printing command, run under a PTY (colour on), shows them
+/// escaped, and none panics.
+#[test]
+fn hostile_host_bytes_are_shown_escaped_under_a_terminal() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let hostile = r"printf '\033[H\033[J\033cCLEARED \033]0;pwned-title\007 \033]52;c;cHduZWQ=\007 \342\200\256evil\302\233 \n' >&2; exit 3";
+    let toml = format!(
+        "[services.idle]\nmemory = \"16MiB\"\n[loops.hostile]\nimage = \"hb/busybox:latest\"\ncommand = \"sh /workspace/hostile.sh\"\nworkspace = \"{{ws}}/hostile\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\nbreaker_same_error = 2\nautostart = false\n"
+    );
+    let env = Env::new(
+        &hosts,
+        h,
+        "hostile",
+        COMPOSE,
+        &toml,
+        "4GiB",
+        &[("hostile", "", None)],
+    );
+    hosts.ssh_with_input(
+        h,
+        &format!("cat > {}/hostile/hostile.sh", env.ws),
+        hostile.as_bytes(),
+    );
+    let (code, body) = env
+        .d
+        .post(&format!("/api/loops/{}/hostile/start", env.p.name));
+    assert_eq!(code, 200, "{body}");
+    env.wait("hostile", "opens its breaker", 90, |s| {
+        s["state"] == "breaker_open"
+            || s["breaker"]["state"] == "open"
+            || s["iterations"].as_i64() >= Some(2)
+    });
+    // a host-edited release log: the same bytes, and a commit that is not ASCII
+    let line = serde_json::json!({
+        "id": "20300101T000000Z-evil",
+        "time": 1,
+        "user": "\u{1b}]0;pwned\u{7}\u{1b}[2J",
+        "git_commit": "é€ü\u{202e}abcdef",
+        "git_dirty": false,
+        "config_hash": "h",
+        "outcome": "deployed\u{1b}c",
+        "duration_ms": 5
+    });
+    hosts.ssh_with_input(
+        h,
+        &format!("cat >> .homebase/{}/releases.jsonl", env.p.name),
+        format!("{line}\n").as_bytes(),
+    );
+    // SGR sequences (colours) removed: `ESC [ digits;… m`
+    let strip_sgr = |s: &str| -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('\u{1b}') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i + 1..];
+            let body = tail.strip_prefix('[').map(|t| {
+                t.find(|c: char| !(c.is_ascii_digit() || c == ';'))
+                    .filter(|&j| t[j..].starts_with('m'))
+                    .map(|j| j + 2)
+            });
+            match body.flatten() {
+                Some(n) => rest = &tail[n..],
+                None => {
+                    out.push('\u{1b}');
+                    rest = tail;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    };
+    for args in [
+        vec!["status"],
+        vec!["loop", "ls"],
+        vec!["loop", "history", "hostile"],
+        vec!["releases"],
+        vec!["status", "--json"],
+        vec!["loop", "history", "hostile", "--json"],
+        vec!["releases", "--json"],
+    ] {
+        let c = env.p.cmd(&args);
+        let mut line = String::from("env HOMEBASE_COLOR=always");
+        for (k, v) in c.get_envs() {
+            if let Some(v) = v {
+                line.push_str(&format!(
+                    " {}='{}'",
+                    k.to_string_lossy(),
+                    v.to_string_lossy()
+                ));
+            }
+        }
+        line.push_str(&format!(" HOMEBASE_DAEMON_STATE='{}'", env.d.state));
+        line.push_str(&format!(" '{}'", c.get_program().to_string_lossy()));
+        for a in c.get_args() {
+            line.push_str(&format!(" '{}'", a.to_string_lossy()));
+        }
+        let o = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{args:?} under a PTY: {out}");
+        assert!(!out.contains("panicked"), "{args:?}: {out}");
+        // homebase's own colours aside, nothing a terminal acts on
+        let bare = strip_sgr(&out);
+        let bad: Vec<char> = bare
+            .chars()
+            .filter(|c| {
+                (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                    || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            })
+            .collect();
+        assert!(bad.is_empty(), "{args:?} printed {bad:?} raw:\n{out:?}");
+    }
+    // the bytes are there, escaped: the agent's output reached the history
+    let o = env
+        .p
+        .cmd(&["loop", "history", "hostile"])
+        .env("HOMEBASE_DAEMON_STATE", &env.d.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("\\u{1b}"), "{text}");
+    let releases = env.p.ok(&["releases"]);
+    assert!(releases.contains("é€ü"), "{releases}");
 }

@@ -69,21 +69,21 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
     let opened = !args.no_browser && open_browser(&with_token);
     if args.json {
         let shown = if args.print_url { &with_token } else { &url };
-        println!(
+        crate::say!(
             "{}",
             serde_json::json!({"url": shown, "local_port": local_port, "browser_opened": opened})
         );
         let _ = std::io::stdout().flush();
     } else if args.print_url {
-        println!("{with_token}");
+        crate::say!("{with_token}");
     } else if opened {
-        eprintln!("dashboard opened at {url} (ctrl-c closes the tunnel)");
+        crate::esay!("dashboard opened at {url} (ctrl-c closes the tunnel)");
     } else if needs_code {
-        eprintln!(
+        crate::esay!(
             "dashboard at {url} (no browser could be opened here)\nopen {with_token} within 2 minutes to sign in (the code works once), or sign in with the token from ~/.homebase/daemon/token on the host\n(ctrl-c closes the tunnel)"
         );
     } else {
-        eprintln!(
+        crate::esay!(
             "dashboard at {url}\nsign in with the token from ~/.homebase/daemon/token on the host, or run `homebase dash --print-url` for a one-time sign-in URL\n(ctrl-c closes the tunnel)"
         );
     }

@@ -116,7 +116,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let e = followed.entry.unwrap_or(job.ok_entry);
     result(args.json, &e);
     if !args.json {
-        eprintln!(
+        crate::esay!(
             "deployed release {id} to {} in {:.1}s{}",
             session.host(),
             started.elapsed().as_secs_f64(),
@@ -526,7 +526,7 @@ fn attach(project: &Project, args: &DeployArgs, progress: &mut Progress) -> Resu
             if !args.json
                 && let Some(e) = &followed.entry
             {
-                eprintln!("release {} is deployed on {}", e.id, session.host());
+                crate::esay!("release {} is deployed on {}", e.id, session.host());
             }
             Ok(Exit::Ok)
         }
@@ -592,7 +592,7 @@ fn result(json: bool, e: &ReleaseEntry) {
         && let Ok(line) =
             serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))
     {
-        println!("{line}");
+        crate::say!("{line}");
     }
 }
 

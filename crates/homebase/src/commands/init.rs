@@ -66,7 +66,7 @@ pub fn run(global: &Global, args: &InitArgs) -> Result<Exit> {
     let text = generate(&name, &compose_rel, host_memory, &compose);
     std::fs::write(&target, &text)
         .with_context(|| format!("cannot write `{}`", target.display()))?;
-    eprintln!(
+    crate::esay!(
         "wrote {} for {} services; check the limits, then run `homebase plan`",
         target.display(),
         compose.services.len()

@@ -15,7 +15,7 @@ pub fn run(global: &Global, args: &RenderArgs) -> Result<Exit> {
     )?;
     let rendered = project.render(&plan)?;
     for n in &rendered.notes {
-        eprintln!("{}: {}", n.service, n.message);
+        crate::esay!("{}: {}", n.service, n.message);
     }
     match &args.output {
         Some(path) => std::fs::write(path, &rendered.yaml)

@@ -53,7 +53,7 @@ pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
             .map(|c| {
                 format!(
                     "{}{}",
-                    &c[..c.len().min(8)],
+                    c.chars().take(8).collect::<String>(),
                     if e.git_dirty { "+" } else { "" }
                 )
             })
@@ -174,12 +174,12 @@ pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
 
 fn rolled_back(json: bool, e: &homebase_proto::ReleaseEntry, target: &str) -> Result<()> {
     if json {
-        println!(
+        crate::say!(
             "{}",
             serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))?
         );
     } else {
-        eprintln!("rolled back to release {target}");
+        crate::esay!("rolled back to release {target}");
     }
     Ok(())
 }

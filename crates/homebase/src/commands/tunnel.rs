@@ -151,14 +151,14 @@ struct Line {
 impl Line {
     fn event(&self, value: serde_json::Value, human: &str) {
         if self.json {
-            println!("{value}");
+            crate::say!("{value}");
             let _ = std::io::stdout().flush();
         } else if self.terminal {
             let mut err = anstream::stderr();
             let _ = write!(err, "\r\x1b[2K{human}");
             let _ = err.flush();
         } else {
-            eprintln!("{}", anstream::adapter::strip_str(human));
+            crate::esay!("{}", anstream::adapter::strip_str(human));
         }
     }
 }
@@ -278,7 +278,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
     }
     let _ = std::fs::remove_file(&lock.state_path);
     if !json && line.terminal {
-        eprintln!();
+        crate::esay!();
     }
     Ok(Exit::Ok)
 }
@@ -552,7 +552,7 @@ fn install(project: &Project) -> Result<Exit> {
             ))?,
         )
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-        eprintln!(
+        crate::esay!(
             "wrote {}\nstart it now and at every login with:\n  launchctl load -w {}",
             path.display(),
             path.display()
@@ -572,12 +572,12 @@ fn install(project: &Project) -> Result<Exit> {
             )),
         )
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-        eprintln!(
+        crate::esay!(
             "wrote {}\nstart it now and at every login with:\n  systemctl --user daemon-reload && systemctl --user enable --now {unit}",
             path.display()
         );
     }
-    eprintln!(
+    crate::esay!(
         "it forwards the stack's ports from {} to this machine's 127.0.0.1",
         t.destination
     );

@@ -171,7 +171,7 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
         )?;
     } else {
         for f in &manifest.files {
-            eprintln!(
+            crate::esay!(
                 "{} {} → {} ({} bytes, sha256 {})",
                 f.service,
                 f.kind,
@@ -197,7 +197,7 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
         } else {
             format!("node {}", nodes.join(", node "))
         };
-        eprintln!("backup {} kept on {kept}{pruned}", manifest.id);
+        crate::esay!("backup {} kept on {kept}{pruned}", manifest.id);
     }
     Ok(Exit::Ok)
 }
@@ -229,7 +229,7 @@ fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
         let parts = match keepers.node(node) {
             Ok(session) => list(&HostProject::of(session, project))?,
             Err(e) => {
-                eprintln!("warning: {e:#}; its backups are not listed");
+                crate::esay!("warning: {e:#}; its backups are not listed");
                 continue;
             }
         };

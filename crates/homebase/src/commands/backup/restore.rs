@@ -84,7 +84,7 @@ pub(super) fn restore(project: &Project, id: &str, only: &[String]) -> Result<Ex
                 f.file, f.service
             )
         })?;
-        eprintln!("restored {} of `{}` from backup {id}", f.kind, f.service);
+        crate::esay!("restored {} of `{}` from backup {id}", f.kind, f.service);
     }
     Ok(Exit::Ok)
 }
@@ -217,7 +217,7 @@ pub(super) fn pull(
             )? + "\n"),
         )?;
     } else {
-        eprintln!(
+        crate::esay!(
             "pulled backup {} ({} files, checksums verified) to {}",
             m.id,
             m.files.len(),
@@ -283,6 +283,6 @@ pub(super) fn ignore_in_git(root: &std::path::Path, pattern: &str) {
             path.display()
         ));
     } else {
-        eprintln!("added {pattern} to {}", path.display());
+        crate::esay!("added {pattern} to {}", path.display());
     }
 }
