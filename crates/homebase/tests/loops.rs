@@ -836,9 +836,7 @@ fn hostile_host_bytes_are_shown_escaped_under_a_terminal() {
     let hosts = hosts();
     let h = hosts.host(1);
     let hostile = r"printf '\033[H\033[J\033cCLEARED \033]0;pwned-title\007 \033]52;c;cHduZWQ=\007 \342\200\256evil\302\233 \n' >&2; exit 3";
-    let toml = format!(
-        "[services.idle]\nmemory = \"16MiB\"\n[loops.hostile]\nimage = \"hb/busybox:latest\"\ncommand = \"sh /workspace/hostile.sh\"\nworkspace = \"{{ws}}/hostile\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\nbreaker_same_error = 2\nautostart = false\n"
-    );
+    let toml = "[services.idle]\nmemory = \"16MiB\"\n[loops.hostile]\nimage = \"hb/busybox:latest\"\ncommand = \"sh /workspace/hostile.sh\"\nworkspace = \"{ws}/hostile\"\nmemory = \"32MiB\"\ntimeout = \"60s\"\nbreaker_same_error = 2\nautostart = false\n";
     let env = Env::new(
         &hosts,
         h,
