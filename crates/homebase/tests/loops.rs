@@ -842,7 +842,7 @@ fn hostile_host_bytes_are_shown_escaped_under_a_terminal() {
         h,
         "hostile",
         COMPOSE,
-        &toml,
+        toml,
         "4GiB",
         &[("hostile", "", None)],
     );
