@@ -1052,3 +1052,75 @@ fn a_long_link_is_named_in_the_progress() {
     );
     assert!(err.contains("(link round trip ~"), "{err}");
 }
+
+/// No file homebase writes on the host is readable by another user at any moment of a
+/// deploy: another account of the host (`nobody`) looks for readable files under the
+/// project's directory all through a deploy whose bundle carries an env file and a secret,
+/// and after it; it finds none. The services still read their files (the tree keeps the
+/// project's modes for containers running as other users).
+#[test]
+fn nothing_homebase_writes_is_readable_by_another_host_user() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let compose =
+        stack("private", HEALTHY).replace("  api:\n", "  api:\n    env_file: [api.env]\n");
+    let p = TestProject::new(&hosts, h, bin(), "umask", &compose, BUDGET);
+    std::fs::write(p.dir.path().join("api.env"), "TOKEN=s3cret-value\n").unwrap();
+    // a big file makes the upload take a moment
+    let big: String = (0..400_000).map(|i| format!("{i:x}")).collect();
+    std::fs::write(p.dir.path().join("big.txt"), big).unwrap();
+    let compose = compose.replace(
+        "  api:\n",
+        "  api:\n    volumes: [\"./big.txt:/big.txt:ro\"]\n",
+    );
+    std::fs::write(p.dir.path().join("compose.yml"), &compose).unwrap();
+    let home = hosts.ssh_ok(h, "echo $HOME").trim().to_string();
+    let root = format!("{home}/.homebase");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let watcher = {
+        let (stop, seen, root) = (stop.clone(), seen.clone(), root.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds == 0 {
+                let o = std::process::Command::new("runuser")
+                    .args([
+                        "-u",
+                        "nobody",
+                        "--",
+                        "find",
+                        &root,
+                        "-readable",
+                        "-type",
+                        "f",
+                    ])
+                    .output()
+                    .unwrap();
+                for l in String::from_utf8_lossy(&o.stdout).lines() {
+                    seen.lock().unwrap().insert(l.to_string());
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    p.ok(&["deploy"]);
+    let out = p.ok(&[
+        "exec",
+        "api",
+        "--",
+        "sh",
+        "-c",
+        "echo $TOKEN; wc -c < /big.txt",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = watcher.join().unwrap();
+    assert!(out.contains("s3cret-value"), "{out}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.is_empty(),
+        "another user could read, over {rounds} looks: {seen:#?}"
+    );
+    let mode = hosts.ssh_ok(h, "stat -c %a ~/.homebase");
+    assert_eq!(mode.trim(), "700");
+}

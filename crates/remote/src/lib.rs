@@ -199,7 +199,7 @@ pub use tunnel::*;
 /// on macOS it gets `PATH=/usr/bin:/bin:/usr/sbin:/sbin` (launchd gives its agents the
 /// same), so the places where Homebrew (Apple silicon, then Intel), Docker Desktop and Rancher
 /// Desktop install their tools are appended after the user's own PATH, when they exist.
-pub const PATH_PRELUDE: &str = "for d in /opt/homebrew/bin /usr/local/bin /Applications/Docker.app/Contents/Resources/bin \"$HOME/.docker/bin\" \"$HOME/.rd/bin\"; do case \":$PATH:\" in *\":$d:\"*) ;; *) [ -d \"$d\" ] && PATH=\"$PATH:$d\";; esac; done; export PATH\n";
+pub const PATH_PRELUDE: &str = "umask 077; for d in /opt/homebrew/bin /usr/local/bin /Applications/Docker.app/Contents/Resources/bin \"$HOME/.docker/bin\" \"$HOME/.rd/bin\"; do case \":$PATH:\" in *\":$d:\"*) ;; *) [ -d \"$d\" ] && PATH=\"$PATH:$d\";; esac; done; export PATH\n";
 
 /// Quotes a word for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {

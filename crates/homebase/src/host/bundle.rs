@@ -154,7 +154,7 @@ impl Bundle {
             // as when a command goes on after the upload), and the archive taken whole (its
             // size checked) before anything is unpacked: a cut link leaves only the temp dir
             "d={d}; t=\"$d/releases/.tmp-{id}\"; rm -rf \"$t\" && mkdir -p \"$t\" && chmod 700 \"$t\" && \
-             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xzf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
+             {take} && [ \"$(wc -c < \"$t.tar\" | tr -d ' ')\" = {n} ] && tar -xpzf \"$t.tar\" -C \"$t\" && rm -f \"$t.tar\" && \
              {{ [ ! -d \"$t/objects\" ] || {{ mkdir -p \"$d/objects\" && chmod 700 \"$d/objects\" && \
                find \"$t/objects\" -type f -exec sh -c 'mv -f \"$@\" \"$0\"' \"$d/objects\" {{}} + && rm -rf \"$t/objects\"; }}; }} && \
              find \"$t\" -type f -exec chmod 600 {{}} + && rm -rf \"$d/releases/{id}\" && mv \"$t\" \"$d/releases/{id}\" || {{ rm -rf \"$t\" \"$t.tar\"; exit 1; }}",

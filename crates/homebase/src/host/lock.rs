@@ -130,7 +130,7 @@ impl HostProject<'_> {
             // SIGHUP): it then finds stdin closed at once.
             "trap '' PIPE HUP; echo @@T; d={d}; command -v docker >/dev/null 2>&1 || {{ echo nodocker; exit 0; }}; \
              e=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1) || {{ echo noengine; echo \"$e\" | tail -1; exit 0; }}; \
-             v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\"; \
+             v=$({FIND_COMPOSE} version --short 2>&1) || {{ echo nocompose; echo \"$v\"; exit 0; }}; mkdir -p \"$d/releases\" && chmod 700 \"${{d%/*}}\" \"$d\"; \
              {up_to_date}l=$({take}); echo \"$l\"; \
              [ -f \"$d/job/pid\" ] && [ ! -f \"$d/job/done\" ] && ! kill -0 \"$(cat \"$d/job/pid\")\" 2>/dev/null && echo \"interrupted $(cat \"$d/job/new\" 2>/dev/null)\"; \
              echo @@HB@@; c=$(cat \"$d/current\" 2>/dev/null) && {{ echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null; echo; }}; \

@@ -91,13 +91,15 @@ patch_manifest() {
 # paths MANIFEST: its paths; dirs_of MANIFEST…: the directories above them
 paths() { sed 's/^[^ ]* [^ ]* //' "$@"; }
 dirs_of() { paths "$@" | awk '{ while (sub(/\/[^\/]*$/, "")) print }' | LC_ALL=C sort -u; }
-# lay_out MANIFEST DIR HOW: every entry of MANIFEST under DIR (HOW: ln to hard-link, cp to copy)
+# lay_out MANIFEST DIR HOW: every entry of MANIFEST under DIR (HOW: ln to hard-link, cp to copy).
+# The project's files keep their modes (0644, 0755; secrets 0600) and directories are 0755
+# for containers running as other users; homebase's directory above them is 0700.
 lay_out() {
-  dirs_of "$1" | tr '\n' '\0' | ( cd "$2" && xargs -0 mkdir -p . ) || return 1
+  dirs_of "$1" | tr '\n' '\0' | ( umask 022; cd "$2" && xargs -0 mkdir -p . ) || return 1
   while IFS= read -r _line; do
     _k=${_line%% *}; _rest=${_line#* }; _o=${_rest%% *}; _f=${_rest#* }
     if [ "$_k" = l ]; then ln -s "$(cat "$d/objects/$_o")" "$2/$_f" || return 1
-    else $3 "$d/objects/$_o" "$2/$_f" 2>/dev/null || cp "$d/objects/$_o" "$2/$_f" || return 1; fi
+    else $3 "$d/objects/$_o" "$2/$_f" 2>/dev/null || cp -p "$d/objects/$_o" "$2/$_f" || return 1; fi
   done < "$1"
 }
 # sync_dir MANIFEST DIR OLD HOW: DIR, laid out from manifest OLD before, to MANIFEST: what
@@ -185,7 +187,7 @@ sync_repo() {
 apply_tree() {
   _m="$d/releases/$1/files"; [ -f "$_m" ] || return 0
   _t="$d/tree"; _a="$d/set-aside/$1"
-  mkdir -p "$_t" || return 1
+  ( umask 022; mkdir -p "$_t" ) || return 1
   _old="$d/tree.files"; [ -f "$_old" ] || _old=/dev/null
   # synced files edited here since they were laid out, and symlinks on the way to a synced
   # path: moved aside, never written through or over
