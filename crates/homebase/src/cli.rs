@@ -20,6 +20,10 @@ Examples:
 Exit codes: 0 ok, 1 refused or unhealthy, 2 bad input or configuration,
             3 host or engine unreachable, 4 another deploy holds the lock.";
 
+/// The longest health-gate wait a command takes (a day): beyond it a deadline would overflow
+/// the clock, and no deploy should wait longer.
+pub const MAX_TIMEOUT: u64 = 86_400;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "homebase",
@@ -241,7 +245,8 @@ pub struct DeployArgs {
         long,
         default_value_t = 120,
         env = "HOMEBASE_DEPLOY_TIMEOUT",
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT)
     )]
     pub timeout: u64,
     /// Budget against this much host memory instead of budget.host_memory
@@ -274,7 +279,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds to wait for every service to be running and healthy
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT))]
     pub timeout: u64,
 }
 
@@ -296,7 +301,7 @@ pub struct LogsArgs {
 pub struct RestartArgs {
     pub service: String,
     /// Seconds to wait for the service to be running and healthy again
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT))]
     pub timeout: u64,
     /// Print JSON
     #[arg(long)]

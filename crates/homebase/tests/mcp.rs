@@ -332,6 +332,35 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
         assert_ne!(r["isError"], json!(true), "{r:#}");
         assert_eq!(r["structuredContent"]["healthy"], json!(true), "{r:#}");
         assert_ne!(started(&p), was, "web was not restarted");
+        // arguments are values, never flags, and bounded: a service or loop name the child
+        // would read as an option, a timeout that would overflow the clock
+        for (tool, args, want) in [
+            (
+                "restart",
+                json!({"service": "--config=/etc/other/homebase.toml"}),
+                "is not a service name",
+            ),
+            (
+                "restart",
+                json!({"service": "web", "timeout_secs": u64::MAX}),
+                "out of range",
+            ),
+            (
+                "restart",
+                json!({"service": "web", "timeout_secs": 0}),
+                "out of range",
+            ),
+            ("loop_stop", json!({"name": "-h"}), "is not a loop name"),
+            (
+                "logs",
+                json!({"service": "--follow"}),
+                "is not a service name",
+            ),
+        ] {
+            let r = call(&client, tool, args.clone()).await;
+            assert_eq!(r["isError"], json!(true), "{tool} {args}: {r:#}");
+            assert!(text_of(&r).contains(want), "{tool} {args}: {r:#}");
+        }
         // still not allowed: rollback
         let r = call(&client, "rollback", json!({})).await;
         assert_eq!(r["isError"], json!(true), "{r:#}");
@@ -370,6 +399,28 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
             "no progress: {seen:?}"
         );
         assert!(!r.to_string().contains(SECRET), "the secret leaked: {r:#}");
+
+        // a release id that would be a flag of the child rolls back nothing
+        std::fs::write(
+            &toml_path,
+            format!("{toml}\n[mcp]\nallow = [\"rollback\"]\n"),
+        )
+        .unwrap();
+        let releases_before = homebase(&p, &d.state, &["releases", "--json"]);
+        for release in ["--config=/tmp/another/homebase.toml", "-h", "../x"] {
+            let r = call(&client, "rollback", json!({"release": release})).await;
+            assert_eq!(r["isError"], json!(true), "{release}: {r:#}");
+            assert!(
+                text_of(&r).contains("is not a release id"),
+                "{release}: {r:#}"
+            );
+        }
+        let r = call(&client, "rollback", json!({"timeout_secs": u64::MAX})).await;
+        assert!(text_of(&r).contains("out of range"), "{r:#}");
+        assert_eq!(
+            homebase(&p, &d.state, &["releases", "--json"]),
+            releases_before
+        );
 
         client.cancel().await.unwrap();
     });

@@ -39,7 +39,10 @@ impl Homebase {
         name: &str,
     ) -> Result<Json<LoopStatus>, String> {
         self.allowed(McpPermission::LoopControl)?;
-        let ran = self.run(&["loop", "--json", action, name], None).await?;
+        let name = super::name_arg("loop name", name)?;
+        let ran = self
+            .run(&["loop", "--json", action, "--", &name], None)
+            .await?;
         self.document(&ran).map(Json)
     }
 

@@ -224,6 +224,30 @@ pub struct ReleaseRun {
     pub error: Option<String>,
 }
 
+/// A name the client sent (a service, a loop, a release), checked as the CLI checks it and
+/// never one the child could take for a flag.
+fn name_arg(what: &str, s: &str) -> Result<String, String> {
+    if homebase_proto::is_safe_name(s) && !s.starts_with('-') {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{}` is not a {what} (letters, digits, `.`, `_`, `-`, not starting with `-` or `.`)",
+            s.escape_debug()
+        ))
+    }
+}
+
+/// A health-gate wait the client sent: 1 s to a day, 120 s when left out.
+fn timeout_arg(secs: Option<u64>) -> Result<String, String> {
+    match secs.unwrap_or(120) {
+        s @ 1..=crate::cli::MAX_TIMEOUT => Ok(s.to_string()),
+        s => Err(format!(
+            "timeout_secs = {s} is out of range: give 1 to {} seconds",
+            crate::cli::MAX_TIMEOUT
+        )),
+    }
+}
+
 #[tool_router(router = tool_router)]
 impl Homebase {
     fn new(global: &Global, project: &Project) -> Result<Homebase> {
@@ -266,7 +290,7 @@ impl Homebase {
     async fn plan(&self, input: Parameters<PlanInput>) -> Result<Json<PlanReport>, String> {
         let mut args = vec!["plan".to_string(), "--json".to_string()];
         if let Some(m) = &input.0.host_memory {
-            args.extend(["--host-memory".to_string(), m.clone()]);
+            args.push(format!("--host-memory={m}"));
         }
         let ran = self.run_owned(args, None).await?;
         self.document(&ran).map(Json)
@@ -293,15 +317,12 @@ impl Homebase {
     async fn logs(&self, input: Parameters<LogsInput>) -> Result<Json<Lines>, String> {
         let input = input.0;
         let n = input.lines.unwrap_or(DEFAULT_LINES).clamp(1, MAX_LINES);
-        let mut args = vec![
-            "logs".to_string(),
-            input.service.clone(),
-            "-n".to_string(),
-            n.to_string(),
-        ];
+        let service = name_arg("service name", &input.service)?;
+        let mut args = vec!["logs".to_string(), "-n".to_string(), n.to_string()];
         if let Some(s) = &input.since {
-            args.extend(["--since".to_string(), s.clone()]);
+            args.push(format!("--since={s}"));
         }
+        args.extend(["--".to_string(), service]);
         let ran = self.run_owned(args, None).await?;
         self.lines(&ran, &input.service, n)
     }
@@ -330,9 +351,10 @@ impl Homebase {
                     "loop".into(),
                     "--json".into(),
                     "history".into(),
-                    input.name.clone(),
                     "--limit".into(),
                     limit.to_string(),
+                    "--".into(),
+                    name_arg("loop name", &input.name)?,
                 ],
                 None,
             )
@@ -355,9 +377,10 @@ impl Homebase {
                 vec![
                     "loop".into(),
                     "logs".into(),
-                    input.name.clone(),
                     "--tail".into(),
                     n.to_string(),
+                    "--".into(),
+                    name_arg("loop name", &input.name)?,
                 ],
                 None,
             )
@@ -415,10 +438,11 @@ impl Homebase {
             .run_owned(
                 vec![
                     "restart".into(),
-                    input.service,
                     "--json".into(),
                     "--timeout".into(),
-                    input.timeout_secs.unwrap_or(120).to_string(),
+                    timeout_arg(input.timeout_secs)?,
+                    "--".into(),
+                    name_arg("service name", &input.service)?,
                 ],
                 None,
             )
@@ -441,7 +465,7 @@ impl Homebase {
             "deploy".to_string(),
             "--json".to_string(),
             "--timeout".to_string(),
-            input.timeout_secs.unwrap_or(120).to_string(),
+            timeout_arg(input.timeout_secs)?,
         ];
         if input.force.unwrap_or(false) {
             args.push("--force".into());
@@ -465,10 +489,10 @@ impl Homebase {
             "rollback".to_string(),
             "--json".to_string(),
             "--timeout".to_string(),
-            input.timeout_secs.unwrap_or(120).to_string(),
+            timeout_arg(input.timeout_secs)?,
         ];
         if let Some(r) = input.release {
-            args.push(r);
+            args.extend(["--".to_string(), name_arg("release id", &r)?]);
         }
         let ran = self.run_owned(args, progress_to(meta, peer)).await?;
         Ok(Json(self.release_run(ran)))
