@@ -1,5 +1,6 @@
 // homebase dashboard: one page, no dependencies. Live state arrives over server-sent events;
-// the token is exchanged once for an HttpOnly session cookie and never kept in the URL.
+// the token is exchanged once for a session id, kept in sessionStorage (this origin's alone:
+// scheme, host and port) and sent as a header; never a cookie, never kept in the URL.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { snap: null, range: 900, events: [], live: false };
@@ -22,10 +23,16 @@ function esc(s) {
 function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
 
 // A session from the token (typed in, or pasted as #token=) or from the one-time code
-// `homebase dash` puts in the fragment (#login=); the cookie then holds a session id.
+// `homebase dash` puts in the fragment (#login=).
 async function session(headers) {
   const r = await fetch("/api/session", { method: "POST", headers });
-  return r.ok;
+  if (!r.ok) return false;
+  sessionStorage.setItem("hb_session", (await r.json()).session);
+  return true;
+}
+// A GET with the session.
+function get(path) {
+  return fetch(path, { headers: { Authorization: "Session " + (sessionStorage.getItem("hb_session") || "") } });
 }
 
 async function start() {
@@ -36,11 +43,11 @@ async function start() {
     await session(t ? { Authorization: "Bearer " + decodeURIComponent(t[1]) }
                     : { "X-Homebase-Login": decodeURIComponent(c[1]) });
   }
-  const r = await fetch("/api/status");
+  const r = await get("/api/status");
   if (r.status === 401) return showLogin();
   $("login").hidden = true; $("app").hidden = false;
   render(await r.json());
-  const ev = await fetch("/api/events?limit=50");
+  const ev = await get("/api/events?limit=50");
   if (ev.ok) { state.events = await ev.json(); renderEvents(); }
   loadCharts();
   if (!state.live) { state.live = true; live(); setInterval(loadCharts, 30000); }
@@ -60,18 +67,39 @@ $("login-form").addEventListener("submit", async (e) => {
   else $("login-error").textContent = "That token was refused.";
 });
 
-function live() {
-  const es = new EventSource("/api/stream");
-  es.onopen = () => { $("live").textContent = "live"; $("live").className = "badge on"; };
-  es.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "badge off"; };
-  es.onmessage = (m) => {
-    const msg = JSON.parse(m.data);
-    if (msg.type === "snapshot") render(msg.snapshot);
-    else if (msg.type === "event") {
-      state.events.unshift(msg); state.events.length = Math.min(state.events.length, 200); renderEvents();
-      if (DOWN.has(msg.kind) && state.snap) { markDown(msg.project, msg.service); }
-    }
-  };
+// The live stream: server-sent events read with fetch (an EventSource cannot send the
+// session header), reconnecting after a pause when it ends.
+async function live() {
+  for (;;) {
+    try {
+      const r = await get("/api/stream");
+      if (r.status === 401) { showLogin(); state.live = false; return; }
+      if (!r.ok || !r.body) throw new Error("stream " + r.status);
+      $("live").textContent = "live"; $("live").className = "badge on";
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i); buf = buf.slice(i + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+          if (data) onMessage(JSON.parse(data));
+        }
+      }
+    } catch (e) { /* fall through to reconnect */ }
+    $("live").textContent = "reconnecting…"; $("live").className = "badge off";
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+function onMessage(msg) {
+  if (msg.type === "snapshot") render(msg.snapshot);
+  else if (msg.type === "event") {
+    state.events.unshift(msg); state.events.length = Math.min(state.events.length, 200); renderEvents();
+    if (DOWN.has(msg.kind) && state.snap) { markDown(msg.project, msg.service); }
+  }
 }
 
 function markDown(project, service) {
@@ -138,7 +166,7 @@ async function loadCharts() {
   const to = Math.floor(Date.now() / 1000), from = to - state.range;
   const cards = [];
   for (const p of state.snap.projects) for (const s of p.services) {
-    const r = await fetch(`/api/history?project=${encodeURIComponent(p.name)}&service=${encodeURIComponent(s.name)}&from=${from}&to=${to}`);
+    const r = await get(`/api/history?project=${encodeURIComponent(p.name)}&service=${encodeURIComponent(s.name)}&from=${from}&to=${to}`);
     if (!r.ok) continue;
     const h = await r.json();
     const pts = h.points, max = Math.max(1, ...pts.map((x) => x.memory_bytes));

@@ -50,7 +50,54 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
         )
         .merge(protected)
+        .layer(middleware::from_fn(same_host))
         .with_state(shared)
+}
+
+/// Whether `host` (a `Host` header) names this machine's loopback: `127.0.0.1`, `[::1]` or
+/// `localhost` (a subdomain of it too), with any port (an SSH tunnel's on the laptop).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "127.0.0.1" || name == "::1" || name == "localhost" || name.ends_with(".localhost")
+}
+
+/// DNS rebinding and cross-origin requests: the `Host` must be a loopback name, and an
+/// `Origin`, when the browser sends one, must be this very origin (`http://` + `Host`): a
+/// page of another site, or of another server on another 127.0.0.1 port, gets 403.
+async fn same_host(req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !loopback_host(host) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this API answers only to a loopback Host (127.0.0.1, localhost, [::1])",
+        )
+            .into_response();
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !ok {
+            return (StatusCode::FORBIDDEN, "cross-origin requests are refused").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -120,8 +167,10 @@ fn bearer_ok(headers: &HeaderMap, token: &str) -> bool {
 
 /// Opens a dashboard session: with the bearer token, or with a one-time login code in the
 /// `X-Homebase-Login` header (what `homebase dash` puts in the page's URL fragment). The
-/// cookie (HttpOnly, SameSite=Strict) carries a session id, never the token, so that the
-/// page's EventSource, which cannot send headers, is authorized.
+/// answer is the session id, never the token; the page keeps it in `sessionStorage`, which
+/// belongs to this origin (scheme, host and port) alone, and sends it as
+/// `Authorization: Session ID`. No cookie: a cookie would go to every server on 127.0.0.1,
+/// whatever its port.
 async fn new_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let code_ok = headers
         .get("x-homebase-login")
@@ -133,9 +182,11 @@ async fn new_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     let Some(id) = Sessions::insert(&shared.sessions.sessions, SESSION_SECS) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let cookie =
-        format!("hb_session={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}");
-    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "session": id, "expires_in": SESSION_SECS })),
+    )
+        .into_response()
 }
 
 /// A one-time code (valid 2 minutes, for one session) for `homebase dash` to hand the
@@ -154,9 +205,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The bearer token authorizes every route; a dashboard session reads only (GET): a page
-/// on another origin can make the browser send the cookie with a form's POST, never with a
-/// bearer header.
+/// The bearer token authorizes every route; a dashboard session (`Authorization: Session
+/// ID`) reads only (GET).
 pub fn authorized(method: &axum::http::Method, headers: &HeaderMap, shared: &Shared) -> bool {
     if bearer_ok(headers, &shared.token) {
         return true;
@@ -164,12 +214,10 @@ pub fn authorized(method: &axum::http::Method, headers: &HeaderMap, shared: &Sha
     let reads = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
     reads
         && headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix("hb_session="))
-            .any(|id| shared.sessions.valid_session(id))
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Session "))
+            .is_some_and(|id| shared.sessions.valid_session(id.trim()))
 }
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -432,6 +480,9 @@ mod tests {
     /// `method path` with the given headers, through the router.
     async fn send(s: &Arc<Shared>, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
         let mut b = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header("Host", "127.0.0.1:7000");
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -441,12 +492,10 @@ mod tests {
             .unwrap()
     }
 
-    fn cookie_of(r: &Response) -> String {
-        let c = r.headers()[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .to_string();
-        c.split(';').next().unwrap().to_string()
+    async fn session_of(r: Response) -> String {
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["session"].as_str().unwrap().to_string()
     }
 
     #[tokio::test]
@@ -454,21 +503,27 @@ mod tests {
         let (s, _d) = shared();
         let bearer = format!("Bearer {}", s.token);
         let with_token = [("Authorization", bearer.as_str())];
-        // a session from the token: its cookie holds an id, not the token
+        // a session from the token: an id, not the token, and no cookie
         let r = send(&s, "POST", "/api/session", &with_token).await;
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        let cookie = cookie_of(&r);
-        assert!(!cookie.contains(&s.token), "{cookie}");
-        let with_cookie = [("Cookie", cookie.as_str())];
-        let r = send(&s, "GET", "/api/events", &with_cookie).await;
         assert_eq!(r.status(), StatusCode::OK);
-        // the cookie does not authorize a POST (a form on another site could send it)
-        let r = send(&s, "POST", "/api/loops/p/l/stop", &with_cookie).await;
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+        let id = session_of(r).await;
+        assert!(!id.contains(&s.token), "{id}");
+        let auth = format!("Session {id}");
+        let with_session = [("Authorization", auth.as_str())];
+        let r = send(&s, "GET", "/api/events", &with_session).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // a session does not authorize a POST
+        let r = send(&s, "POST", "/api/loops/p/l/stop", &with_session).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        // the old style, the token itself as the cookie, is refused
-        let old = format!("hb_session={}", s.token);
-        let r = send(&s, "GET", "/api/events", &[("Cookie", old.as_str())]).await;
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // a cookie is no way in, not even the token as one
+        for cookie in [
+            format!("hb_session={id}"),
+            format!("hb_session={}", s.token),
+        ] {
+            let r = send(&s, "GET", "/api/events", &[("Cookie", cookie.as_str())]).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
         // a one-time code: needs the token, opens one session, once
         let r = send(&s, "POST", "/api/login-code", &[]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -480,12 +535,51 @@ mod tests {
             .to_string();
         let with_code = [("X-Homebase-Login", code.as_str())];
         let r = send(&s, "POST", "/api/session", &with_code).await;
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        assert_ne!(cookie_of(&r), cookie);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_ne!(session_of(r).await, id);
         let r = send(&s, "POST", "/api/session", &with_code).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a code worked twice");
         let r = send(&s, "POST", "/api/session", &[("X-Homebase-Login", "guess")]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    /// DNS rebinding: a name that resolves to 127.0.0.1 is still not a loopback `Host`; a
+    /// page of another origin (another port of 127.0.0.1 among them) is refused.
+    #[tokio::test]
+    async fn only_loopback_hosts_and_the_same_origin_are_answered() {
+        let (s, _d) = shared();
+        let bearer = format!("Bearer {}", s.token);
+        for (host, origin, want) in [
+            ("127.0.0.1:7000", None, StatusCode::OK),
+            (
+                "localhost:7000",
+                Some("http://localhost:7000"),
+                StatusCode::OK,
+            ),
+            ("[::1]:7000", None, StatusCode::OK),
+            ("evil.example:7000", None, StatusCode::FORBIDDEN),
+            ("127.0.0.1.nip.io:7000", None, StatusCode::FORBIDDEN),
+            (
+                "127.0.0.1:7000",
+                Some("http://127.0.0.1:8000"),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                "127.0.0.1:7000",
+                Some("http://evil.example"),
+                StatusCode::FORBIDDEN,
+            ),
+            ("127.0.0.1:7000", Some("null"), StatusCode::FORBIDDEN),
+        ] {
+            let mut h = vec![("Host", host), ("Authorization", bearer.as_str())];
+            if let Some(o) = origin {
+                h.push(("Origin", o));
+            }
+            let r = send(&s, "GET", "/api/status", &h).await;
+            assert_eq!(r.status(), want, "{host} {origin:?}");
+        }
+        let r = send(&s, "GET", "/", &[("Host", "rebound.example")]).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]
@@ -499,7 +593,12 @@ mod tests {
             "/api/stream",
         ] {
             let r = router(Arc::clone(&s))
-                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .oneshot(
+                    Request::get(path)
+                        .header("Host", "127.0.0.1")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
@@ -508,6 +607,7 @@ mod tests {
             let r = router(Arc::clone(&s))
                 .oneshot(
                     Request::get(path)
+                        .header("Host", "127.0.0.1")
                         .header("Authorization", "Bearer wrong")
                         .body(Body::empty())
                         .unwrap(),
@@ -519,6 +619,7 @@ mod tests {
         let r = router(Arc::clone(&s))
             .oneshot(
                 Request::get("/api/events")
+                    .header("Host", "127.0.0.1")
                     .header("Authorization", format!("Bearer {}", s.token))
                     .body(Body::empty())
                     .unwrap(),

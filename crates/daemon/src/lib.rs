@@ -12,6 +12,7 @@ pub mod loop_store;
 pub mod loops;
 pub mod monitor;
 pub mod projects;
+pub mod serve;
 pub mod store;
 pub mod workspace;
 
@@ -77,9 +78,8 @@ pub struct Shared {
     /// The agent loops' latest state, by (project, loop).
     pub loop_status:
         RwLock<std::collections::BTreeMap<(String, String), homebase_proto::LoopStatus>>,
-    /// Dashboard sessions (cookie value → expiry) and one-time login codes (code → expiry).
-    /// Neither is the token: a cookie reaches every service on 127.0.0.1 (cookies ignore
-    /// ports), and a code may show in a browser's command line.
+    /// Dashboard sessions (id → expiry) and one-time login codes (code → expiry). Neither is
+    /// the token: a code may show in a browser's command line.
     pub sessions: api::Sessions,
     /// The projects, read once per release (see [`projects::Watcher`]).
     pub watcher: projects::Watcher,
@@ -284,6 +284,8 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         sessions: api::Sessions::default(),
         watcher: projects::Watcher::default(),
     });
+    let files = serve::raise_open_files();
+    tracing::debug!("open-file limit {files:?}");
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -310,17 +312,25 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         .clone()
         .map(|exe| tokio::spawn(scheduled_backups(exe, Arc::clone(&shared), cancel.clone())));
     let sinks_refresh = tokio::spawn(refresh_sinks(Arc::clone(&shared), cancel.clone()));
-    axum::serve(listener, api::router(Arc::clone(&shared)))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .await
-        .context("the API server failed")?;
+    serve::serve(listener, api::router(Arc::clone(&shared)), cancel.clone()).await;
     cancel.cancel();
-    let _ = monitor.await;
-    let _ = agent_loops.await;
+    // every task ends at `cancel`; none may hold the stop past two seconds (a service
+    // manager would kill the daemon, and a deploy of it waits)
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1000);
+    let mut tasks = vec![
+        ("monitor", monitor),
+        ("loops", agent_loops),
+        ("sinks", sinks_refresh),
+    ];
     if let Some(b) = backups {
-        let _ = b.await;
+        tasks.push(("backups", b));
     }
-    let _ = sinks_refresh.await;
+    for (what, mut task) in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!("the {what} task did not stop in time; left behind");
+            task.abort();
+        }
+    }
     if let Err(e) = write_private(&clean_mark, b"") {
         tracing::warn!("cannot write `{}`: {e:#}", clean_mark.display());
     }

@@ -25,11 +25,14 @@ fn quote(arg: &str) -> String {
     }
 }
 
+/// The open-file limit the service managers give homebase's processes.
+const NOFILE: u64 = homebase_proto::sys::NOFILE;
+
 /// A unit that restarts the process whenever it exits.
 pub fn systemd_unit(s: &Service) -> String {
     let exec: Vec<String> = s.args.iter().map(|a| quote(a)).collect();
     format!(
-        "[Unit]\nDescription={}\nAfter={}\nWants=network-online.target\n\n[Service]\nExecStart={}\nRestart=always\nRestartSec=2\nEnvironment=HOMEBASE_COLOR=never\n\n[Install]\nWantedBy=default.target\n",
+        "[Unit]\nDescription={}\nAfter={}\nWants=network-online.target\n\n[Service]\nExecStart={}\nRestart=always\nRestartSec=2\nLimitNOFILE={NOFILE}\nEnvironment=HOMEBASE_COLOR=never\n\n[Install]\nWantedBy=default.target\n",
         s.description,
         s.after,
         exec.join(" ")
@@ -47,6 +50,18 @@ pub fn launchd_plist(s: &Service) -> Result<Vec<u8>> {
     d.insert("RunAtLoad".into(), true.into());
     d.insert("KeepAlive".into(), true.into());
     d.insert("ThrottleInterval".into(), 5.into());
+    // launchd's default is 256 open files: a few hundred idle connections would starve the
+    // daemon's engine connection
+    let mut limits = plist::Dictionary::new();
+    limits.insert("NumberOfFiles".into(), NOFILE.into());
+    d.insert(
+        "SoftResourceLimits".into(),
+        plist::Value::Dictionary(limits.clone()),
+    );
+    d.insert(
+        "HardResourceLimits".into(),
+        plist::Value::Dictionary(limits),
+    );
     d.insert("StandardOutPath".into(), s.log.into());
     d.insert("StandardErrorPath".into(), s.log.into());
     let mut env = plist::Dictionary::new();
@@ -91,11 +106,14 @@ mod tests {
             "{unit}"
         );
         assert!(unit.contains("Restart=always"));
+        assert!(unit.contains("LimitNOFILE=8192\n"), "{unit}");
         let v: plist::Value = plist::from_bytes(&launchd_plist(&s).unwrap()).unwrap();
         let d = v.as_dictionary().unwrap();
         assert_eq!(d["Label"].as_string(), Some("dev.homebase.tunnel.x"));
         assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
         assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
+        let limits = d["SoftResourceLimits"].as_dictionary().unwrap();
+        assert_eq!(limits["NumberOfFiles"].as_unsigned_integer(), Some(8192));
         let got: Vec<&str> = d["ProgramArguments"]
             .as_array()
             .unwrap()

@@ -404,3 +404,144 @@ fn super_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Slow clients cannot starve the daemon: started with launchd's default of 256 open files,
+/// it takes 300 connections that never finish their request head, still answers an
+/// authorised request, still sees a killed container and alerts on it, and closes the
+/// half-sent connections itself. Then SIGTERM with a live stream open: it stops at once
+/// (the figure is printed), cleanly, and its store opens again.
+#[test]
+fn slow_clients_do_not_starve_the_daemon_and_it_stops_at_once() {
+    let hosts = hosts();
+    let h = hosts.host(3);
+    let compose = "services:\n  api:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let p = TestProject::new(
+        &hosts,
+        h,
+        bin(),
+        "slowloris",
+        compose,
+        "[services.api]\nmemory = \"16MiB\"\n[daemon]\ninterval_ms = 500\n",
+    );
+    p.ok(&["deploy", "--timeout", "60"]);
+    let d = Daemon {
+        bin: bin().to_path_buf(),
+        hosts: &hosts,
+        host: h,
+        state: format!("/tmp/hb-slow-{}", p.name),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    hosts.ssh_ok(h, &format!("rm -rf {0}; mkdir -p {0}", d.state));
+    // launchd's default: a soft limit of 256 (the daemon raises it)
+    d.start_with("ulimit -Sn 256; ");
+    d.wait_event("the daemon saw the service", |e| {
+        e["kind"] == "daemon_started"
+    });
+    let slow = format!(
+        r#"import socket, time
+conns = []
+for i in range(300):
+    s = socket.create_connection(("127.0.0.1", {port}))
+    s.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    conns.append(s)
+print("open", len(conns), flush=True)
+closed = 0
+deadline = time.time() + 40
+for s in conns:
+    s.settimeout(max(0.1, deadline - time.time()))
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except ConnectionResetError:
+        closed += 1
+    except OSError:
+        pass
+print("closed", closed, flush=True)
+"#,
+        port = d.port
+    );
+    hosts.ssh_with_input(h, &format!("cat > {}/slow.py", d.state), slow.as_bytes());
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "cd {0} && nohup python3 slow.py > slow.out 2>&1 < /dev/null &",
+            d.state
+        ),
+    );
+    let mut opened = String::new();
+    for _ in 0..100 {
+        opened = hosts.ssh_ok(h, &format!("cat {}/slow.out", d.state));
+        if opened.contains("open 300") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(opened.contains("open 300"), "{opened}");
+    // while they hang: an authorised request is answered, a killed container alerted on
+    let (code, body) = d.api("/api/status");
+    assert_eq!(code, 200, "{body}");
+    hosts.docker(h, &["kill", &format!("{}-api-1", p.name)]);
+    d.wait_event("the kill alerted on", |e| {
+        e["service"] == "api" && e["kind"] == "alert_firing"
+    });
+    // the daemon closed the half-sent connections itself
+    let mut out = String::new();
+    for _ in 0..450 {
+        out = hosts.ssh_ok(h, &format!("cat {}/slow.out", d.state));
+        if out.contains("closed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let closed: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("closed "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(closed, 300, "{out}");
+    let log = hosts.ssh_ok(h, &format!("cat {}/log", d.state));
+    assert!(!log.contains("Too many open files"), "{log}");
+
+    // SIGTERM with a live stream open
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "nohup curl -sN -H \"Authorization: Bearer $(cat {0}/token)\" http://127.0.0.1:{1}/api/stream > /dev/null 2>&1 < /dev/null &",
+            d.state, d.port
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = hosts.ssh_ok(
+        h,
+        &format!(
+            "pid=$(cat {}/pid); t0=$(date +%s%N); kill $pid; i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done; kill -0 $pid 2>/dev/null && {{ echo still running; kill -9 $pid; exit 0; }}; echo $(( ($(date +%s%N) - t0) / 1000000 ))",
+            d.state
+        ),
+    );
+    assert!(
+        !stopped.contains("still running"),
+        "SIGTERM did not stop the daemon in 30 s"
+    );
+    eprintln!("BENCH SIGTERM→exit {} ms", stopped.trim());
+    let left = hosts.ssh_ok(
+        h,
+        &format!("grep 'did not stop in time' {}/log || true", d.state),
+    );
+    eprintln!("tasks left at the stop: {left}");
+    let marks = hosts.ssh_ok(h, &format!("ls -A {}", d.state));
+    assert!(marks.contains("clean-stop"), "no clean stop: {marks}");
+    // its store opens again, with what it recorded
+    d.start();
+    assert!(
+        d.events()
+            .iter()
+            .any(|e| e["service"] == "api" && e["kind"] == "alert_firing"),
+        "the events were lost"
+    );
+    d.stop();
+    let _ = hosts.ssh(
+        h,
+        &format!("pkill -f {}/slow.py; rm -rf {}", d.state, d.state),
+    );
+}

@@ -227,7 +227,7 @@ services:
             .contains("login"),
         "the code stayed in the URL"
     );
-    // the code is spent; the session's cookie is not the token and cannot POST
+    // the code is spent
     let again = hosts.ssh_ok(
         h,
         &format!("curl -s -o /dev/null -w '%{{http_code}}' -X POST -H 'X-Homebase-Login: {code}' http://127.0.0.1:{port}/api/session"),

@@ -150,7 +150,7 @@ fn http_get_with(port: u16, path: &str, token: Option<&str>) -> String {
 }
 
 /// Signs in with a one-time code (as the dashboard page does) and GETs `path` with the
-/// session cookie.
+/// session it was given (the page's `Authorization: Session` header).
 fn http_get_signed_in(port: u16, path: &str, code: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -161,20 +161,20 @@ fn http_get_signed_in(port: u16, path: &str, code: &str) -> String {
     .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
-    let cookie = answer
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no session from the code: {answer}"))
-        .to_string();
+    assert!(
+        !answer.to_ascii_lowercase().contains("set-cookie"),
+        "a session cookie: {answer}"
+    );
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    let session = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["session"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no session from the code: {answer}"));
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nCookie: {cookie}\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Session {session}\r\n\r\n"
     )
     .unwrap();
     let mut body = String::new();

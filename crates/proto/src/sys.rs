@@ -26,6 +26,11 @@ fn expand_with(p: &Path, home: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The open-file limit homebase's long-running processes ask for (the daemon raises its own
+/// soft limit to it at start; the LaunchAgent and the systemd unit set it): launchd's default
+/// of 256 is a few hundred idle connections away from starving the daemon.
+pub const NOFILE: u64 = 8192;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -464,10 +464,15 @@ pub struct Daemon<'a> {
 
 impl Daemon<'_> {
     pub fn start(&self) {
+        self.start_with("")
+    }
+
+    /// Starts the daemon after `prefix` (shell commands, such as a `ulimit`).
+    pub fn start_with(&self, prefix: &str) {
         self.hosts.ssh_ok(
             self.host,
             &format!(
-                "HOMEBASE_LOG=debug nohup {} daemon --listen 127.0.0.1:{} --state-dir {} --project {} >> {}/log 2>&1 < /dev/null & echo $! > {}/pid",
+                "{prefix}HOMEBASE_LOG=debug nohup {} daemon --listen 127.0.0.1:{} --state-dir {} --project {} >> {}/log 2>&1 < /dev/null & echo $! > {}/pid",
                 self.bin.display(),
                 self.port,
                 self.state,

@@ -45,7 +45,7 @@ pub fn run(args: &DaemonArgs) -> Result<Exit> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let ran = rt.block_on(async move {
         let cancel = CancellationToken::new();
         let stopper = cancel.clone();
         tokio::spawn(async move {
@@ -69,6 +69,9 @@ pub fn run(args: &DaemonArgs) -> Result<Exit> {
             stopper.cancel();
         });
         homebase_daemon::run(opts, cancel).await
-    })?;
+    });
+    // a blocking task still running (an alert's HTTP call) does not hold the stop
+    rt.shutdown_timeout(std::time::Duration::from_millis(300));
+    ran?;
     Ok(Exit::Ok)
 }

@@ -1,7 +1,7 @@
 //! `homebase dash`: the daemon's dashboard in the browser, through an SSH forward that this
 //! command keeps open until ctrl-c. The browser gets a one-time sign-in code in the URL
-//! fragment (never sent to a server, never logged), exchanged there for a session cookie
-//! that holds a session id; the token itself stays in this process.
+//! fragment (never sent to a server, never logged), exchanged there for a session id the
+//! page keeps in its origin's `sessionStorage`; the token itself stays in this process.
 
 use std::io::Write;
 use std::sync::Arc;
