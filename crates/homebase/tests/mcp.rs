@@ -35,6 +35,10 @@ services:
     environment:
       API_TOKEN: ${API_TOKEN}
       MODE: plain
+      DATABASE_URL: postgres://app:${DB_PASS}@db:5432/app
+      CACHE_URL: redis://cache:lit3ral-pw@cache:6379/0
+      SHORT_PIN: ${PIN}
+      DOLLAR: ${DOLLAR_PW}
     healthcheck:
       test: ["CMD", "test", "-f", "/tmp/up"]
       interval: 1s
@@ -115,8 +119,20 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
         COMPOSE,
         &format!("[services.web]\nmemory = \"64MiB\"\n\n{loop_toml}"),
     );
-    std::fs::write(p.dir.path().join(".env"), format!("API_TOKEN={SECRET}\n")).unwrap();
-    p.ok(&["deploy", "--timeout", "60"]);
+    std::fs::write(
+        p.dir.path().join(".env"),
+        format!("API_TOKEN={SECRET}\nDOLLAR_PW='pa$w0rd-x'\n"),
+    )
+    .unwrap();
+    // values the redaction must catch by what they are, not by their keys' names: from the
+    // process environment, a literal in a URL, a short one, one that render rewrites
+    let hidden = [("DB_PASS", "dbp4ss-from-env"), ("PIN", "zq9")];
+    let o = p
+        .cmd(&["deploy", "--timeout", "60"])
+        .envs(hidden)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let d = Daemon {
         bin: bin().to_path_buf(),
         hosts: &hosts,
@@ -139,7 +155,8 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
                 .arg("mcp")
                 .env("HOMEBASE_COLOR", "never")
                 .env("HOMEBASE_SSH_CONTROL_DIR", p.control_dir())
-                .env("HOMEBASE_DAEMON_STATE", &d.state);
+                .env("HOMEBASE_DAEMON_STATE", &d.state)
+                .envs(hidden);
         });
         let recorder = Recorder::default();
         let client = recorder
@@ -275,6 +292,15 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
             "{res}"
         );
         assert!(!res.contains(SECRET), "the secret leaked: {res}");
+        for leak in ["dbp4ss-from-env", "lit3ral-pw", "SHORT_PIN: zq9", "w0rd-x"] {
+            assert!(!res.contains(leak), "`{leak}` leaked: {res}");
+        }
+        assert!(
+            res.contains("postgres://app:<redacted>@db:5432/app"),
+            "{res}"
+        );
+        // the type resources/list announces
+        assert!(res.contains("\"mimeType\":\"application/yaml\""), "{res}");
         let prompt = client
             .get_prompt(GetPromptRequestParams::new("diagnose"))
             .await

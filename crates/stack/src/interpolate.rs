@@ -53,6 +53,27 @@ pub fn interpolate(text: &str, vars: &Vars) -> Result<String, InterpolateError> 
     Ok(out)
 }
 
+/// The names of the variables `text` refers to (`$A`, `${B}`, `${C:-${D}}`), in order, each
+/// once; `$$` is no reference.
+pub fn referenced(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            rest = stripped;
+            continue;
+        }
+        let body = after.strip_prefix('{').unwrap_or(after);
+        let len = name_len(body);
+        if len > 0 && !out.iter().any(|n| n == &body[..len]) {
+            out.push(body[..len].to_string());
+        }
+        rest = &body[len..];
+    }
+    out
+}
+
 /// Escapes `$` so that Compose reads the text back unchanged.
 pub fn escape(text: &str) -> String {
     text.replace('$', "$$")
@@ -161,6 +182,15 @@ fn braced(inner: &str, whole: &str, vars: &Vars) -> Result<String, InterpolateEr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn references_are_listed_once_with_nesting_and_escapes() {
+        assert_eq!(
+            super::referenced("postgres://app:${DB_PASS}@db/$DB_NAME ${X:-${Y}} $$NOT ${DB_PASS}"),
+            ["DB_PASS", "DB_NAME", "X", "Y"]
+        );
+        assert!(super::referenced("costs $5").is_empty());
+    }
+
     use super::*;
 
     fn vars() -> Vars {

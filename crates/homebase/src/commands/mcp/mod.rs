@@ -548,13 +548,7 @@ impl ServerHandler for Homebase {
                 let scrub = self.scrubber();
                 ran.stdout
                     .lines()
-                    .map(|l| {
-                        let mut s = l.to_string();
-                        for secret in &scrub.secrets {
-                            s = s.replace(secret.as_str(), "<redacted>");
-                        }
-                        crate::ui::printable(&s)
-                    })
+                    .map(|l| crate::ui::printable(&scrub.redact(l)))
                     .collect::<Vec<_>>()
                     .join("\n")
             }
@@ -583,7 +577,16 @@ impl ServerHandler for Homebase {
                 ));
             }
         };
-        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri)]).into())
+        // the type `resources/list` announced
+        let mime = if uri == "homebase://compose" {
+            "application/yaml"
+        } else {
+            "application/json"
+        };
+        Ok(
+            ReadResourceResult::new(vec![ResourceContents::text(text, uri).with_mime_type(mime)])
+                .into(),
+        )
     }
 
     async fn list_prompts(

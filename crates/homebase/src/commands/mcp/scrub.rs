@@ -4,23 +4,79 @@ use super::*;
 
 /// Replaces secret values, escapes control characters and cuts long strings.
 pub(super) struct Scrubber {
+    /// Replaced wherever they occur (at least [`MIN_SECRET`] long).
     pub(super) secrets: Vec<String>,
+    /// Shorter values (`pw`, `1234`): replaced only as a whole word, so that a password
+    /// of two letters does not garble every word containing them.
+    pub(super) short: Vec<String>,
     pub(super) redacted: std::cell::Cell<usize>,
 }
 
 impl Scrubber {
-    pub(super) fn new(mut secrets: Vec<String>) -> Scrubber {
-        secrets.retain(|s| s.len() >= MIN_SECRET);
+    pub(super) fn new(values: Vec<String>) -> Scrubber {
+        let mut secrets = Vec::new();
+        let mut short = Vec::new();
+        for v in values {
+            // as `render` writes it too: Compose reads `$$` as `$`
+            let forms = if v.contains('$') {
+                vec![v.replace('$', "$$"), v]
+            } else {
+                vec![v]
+            };
+            for f in forms {
+                if f.len() >= MIN_SECRET {
+                    secrets.push(f);
+                } else if !f.trim().is_empty() {
+                    short.push(f);
+                }
+            }
+        }
         // longest first, so a secret containing another is replaced whole
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
+        for list in [&mut secrets, &mut short] {
+            list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            list.dedup();
+        }
         Scrubber {
             secrets,
+            short,
             redacted: std::cell::Cell::new(0),
         }
     }
 
+    /// `text` with each of [`Scrubber::short`] replaced where it stands as a word of its own.
+    fn short_words(&self, text: String) -> String {
+        let mut out = text;
+        for s in &self.short {
+            let mut result = String::with_capacity(out.len());
+            let mut rest = out.as_str();
+            let mut prev: Option<char> = None;
+            while let Some(i) = rest.find(s.as_str()) {
+                let before = rest[..i].chars().next_back().or(prev);
+                let after = rest[i + s.len()..].chars().next();
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                result.push_str(&rest[..i]);
+                if word(before) || word(after) {
+                    result.push_str(s);
+                } else {
+                    result.push_str("<redacted>");
+                    self.redacted.set(self.redacted.get() + 1);
+                }
+                prev = s.chars().next_back();
+                rest = &rest[i + s.len()..];
+            }
+            result.push_str(rest);
+            out = result;
+        }
+        out
+    }
+
     pub(super) fn text(&self, s: &str) -> String {
+        printable_cut(&self.redact(s))
+    }
+
+    /// `s` with every secret value replaced (the long ones anywhere, the short ones as
+    /// words), not yet escaped or cut.
+    pub(super) fn redact(&self, s: &str) -> String {
         let mut out = s.to_string();
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
@@ -28,7 +84,7 @@ impl Scrubber {
                 self.redacted.set(self.redacted.get() + 1);
             }
         }
-        printable_cut(&out)
+        self.short_words(out)
     }
 
     pub(super) fn value(&self, v: &mut Value) {
@@ -65,6 +121,15 @@ pub(super) fn printable_cut(s: &str) -> String {
         "{kept}… [{} more characters cut]",
         p.chars().count() - MAX_CHARS
     )
+}
+
+/// The password of a URL's userinfo (`scheme://user:PASSWORD@host`), if `v` holds one.
+fn url_password(v: &str) -> Option<String> {
+    let (_, rest) = v.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, pass) = userinfo.split_once(':')?;
+    (!pass.is_empty()).then(|| pass.to_string())
 }
 
 /// Environment keys whose values are secrets wherever they are set.
@@ -151,6 +216,36 @@ pub(super) fn project_secrets(config_path: &std::path::Path) -> Vec<String> {
             out.extend(vars.into_iter().map(|(_, v)| v));
         }
     }
+    // every value the compose files interpolate, from an env file or the process
+    // environment (a version or a port of under six digits aside)
+    if let Ok(p) = project::load(&global) {
+        for file in &config.project.compose {
+            let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+                continue;
+            };
+            for name in homebase_stack::interpolate::referenced(&text) {
+                if let Some(v) = p.compose.vars.get(&name)
+                    && !(v.len() < MIN_SECRET && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                {
+                    out.push(v.clone());
+                }
+            }
+        }
+        // a password in a URL's userinfo, whatever the variable is called
+        for svc in p.compose.services.values() {
+            out.extend(
+                svc.environment
+                    .values()
+                    .flatten()
+                    .filter_map(|v| url_password(v)),
+            );
+        }
+    }
+    for l in config.loops.values() {
+        out.extend(l.env.values().filter_map(|v| url_password(v)));
+    }
+    let found: Vec<String> = out.iter().filter_map(|v| url_password(v)).collect();
+    out.extend(found);
     let a = &config.alerts;
     out.extend(
         [&a.webhook, &a.ntfy, &a.slack, &a.discord]
@@ -171,13 +266,25 @@ mod tests {
         let s = Scrubber::new(vec![
             "tok-123".into(),
             "tok-123456".into(),
-            "abc".into(), // too short to be treated as a secret
+            "abc".into(), // short: only as a word
         ]);
         assert_eq!(
-            s.text("a tok-123456 and tok-123 abc"),
-            "a <redacted> and <redacted> abc"
+            s.text("a tok-123456 and tok-123 abc abcd"),
+            "a <redacted> and <redacted> <redacted> abcd"
         );
         assert_eq!(s.text("bell\u{7}\u{1b}[2J"), "bell\\u{7}\\u{1b}[2J");
+        // short values only as words; `$` as render writes it
+        let short = Scrubber::new(vec!["pw".into(), "pa$word-1".into()]);
+        assert_eq!(
+            short.text("POSTGRES_PASSWORD: pw; upwards pw2 x=pw, pa$$word-1 pa$word-1"),
+            "POSTGRES_PASSWORD: <redacted>; upwards pw2 x=<redacted>, <redacted> <redacted>"
+        );
+        assert_eq!(
+            url_password("postgres://app:s3@db:5432/app?x=1").as_deref(),
+            Some("s3")
+        );
+        assert_eq!(url_password("https://example.com/a@b"), None);
+        assert_eq!(url_password("plain"), None);
         let long = "x".repeat(MAX_CHARS + 10);
         assert!(s.text(&long).ends_with("… [10 more characters cut]"));
         let mut v = serde_json::json!({"a": ["tok-123456"], "b": {"c": "tok-123"}});
