@@ -123,6 +123,18 @@ pub async fn run_as(
     }
 }
 
+/// The user a git helper runs as: `user` when numeric (`uid` or `uid:gid`), else the owner
+/// of the workspace: the helper's image knows none of the names of the loop's image.
+pub fn helper_user(user: &str, ws: &Workspace) -> Option<String> {
+    if user.bytes().all(|b| b.is_ascii_digit() || b == b':') && !user.is_empty() {
+        return Some(user.to_string());
+    }
+    let Workspace::Path(p) = ws else { return None };
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some(format!("{}:{}", m.uid(), m.gid()))
+}
+
 /// Whether `user` (as `docker run --user` takes it) is root.
 pub fn is_root(user: &str) -> bool {
     let name = user.split(':').next().unwrap_or(user);
@@ -261,7 +273,7 @@ fi
 
 /// The environment of every git helper: no system or global configuration, no lazy fetch,
 /// no replace objects, no prompt.
-const GIT_ENV: &[&str] = &[
+pub const GIT_ENV: &[&str] = &[
     "HOME=/tmp",
     "GIT_CONFIG_NOSYSTEM=1",
     "GIT_CONFIG_GLOBAL=/dev/null",

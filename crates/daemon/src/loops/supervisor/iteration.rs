@@ -112,7 +112,11 @@ impl Supervisor {
         }
         let ws = cfg.workspace();
         let label = cfg.label();
-        let user = self.user(&cfg).await.ok();
+        let user = self
+            .user(&cfg)
+            .await
+            .ok()
+            .and_then(|u| crate::workspace::helper_user(&u, &ws));
         let helper = crate::workspace::Helper {
             engine: &self.engine,
             ws: &ws,
@@ -528,7 +532,11 @@ impl Supervisor {
         };
         let diffstat = match &before_head {
             Some(head) => {
-                let user = self.user(&cfg).await.ok();
+                let user = self
+                    .user(&cfg)
+                    .await
+                    .ok()
+                    .and_then(|u| crate::workspace::helper_user(&u, &ws));
                 crate::workspace::diffstat(&self.engine, &ws, user.as_deref(), &cfg.label(), head)
                     .await
             }
@@ -536,7 +544,11 @@ impl Supervisor {
         };
         let commit = if l.git_workspace() && !container.is_empty() {
             let label = cfg.label();
-            let user = self.user(&cfg).await.ok();
+            let user = self
+                .user(&cfg)
+                .await
+                .ok()
+                .and_then(|u| crate::workspace::helper_user(&u, &ws));
             crate::workspace::Helper {
                 engine: &self.engine,
                 ws: &ws,

@@ -31,8 +31,6 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
             ),
         ));
     }
-    // a built loop's image is read from the running release's builds on the host
-    let image = l.image.clone();
     let root = &project.root;
     let branch = format!("homebase/{name}");
     if git(root, &["symbolic-ref", "-q", "HEAD"])
@@ -45,7 +43,7 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
             ),
         ));
     }
-    let bundle = fetch_bundle(session, project, name, &image, l.user.as_deref())?;
+    let bundle = fetch_bundle(session, project, name)?;
     let Some(bundle) = bundle else {
         if !json {
             ui::out(&format!(
@@ -135,18 +133,16 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
 }
 
 /// The bundle of the loop's branch since the deployed commit, made on the host in a sealed
-/// container; `None` when the branch has nothing new.
-fn fetch_bundle(
-    session: &Session,
-    project: &Project,
-    name: &str,
-    image: &str,
-    user: Option<&str>,
-) -> Result<Option<Vec<u8>>> {
+/// container of homebase's git image (never the loop's) with the workspace read-only;
+/// `None` when the branch has nothing new.
+fn fetch_bundle(session: &Session, project: &Project, name: &str) -> Result<Option<Vec<u8>>> {
     let d = layout::sh_project(&sh_quote(&project.config.project.name));
-    let user = user
-        .map(|u| format!("--user {} ", sh_quote(u)))
-        .unwrap_or_default();
+    // as the workspace's owner (numeric: the helper image knows no user of the loop's)
+    let user = "\"$(ls -nd \"$ws\" | awk '{print $3\":\"$4}')\"";
+    let env: String = homebase_daemon::workspace::GIT_ENV
+        .iter()
+        .map(|e| format!("-e {} ", sh_quote(e)))
+        .collect();
     let inner = format!(
         "{}g bundle create - refs/heads/homebase/{name} ${{1:+^$1}} 2>/tmp/hb.err || {{ grep -q 'empty bundle' /tmp/hb.err && exit 7; cat /tmp/hb.err >&2; exit 5; }}",
         homebase_daemon::workspace::GIT_FN
@@ -154,11 +150,11 @@ fn fetch_bundle(
     let script = format!(
         "d={d}; ws=\"$d/{loops}/{name}/workspace\"; [ -d \"$ws/.git\" ] || {{ echo \"loop {name} has no workspace on this host yet; deploy first\" >&2; exit 6; }}; \
          base=$(cat \"$d/repo.git/refs/heads/deployed\" 2>/dev/null); \
-         img=$(awk '$1 == \"loops.yml\" && $2 == \"loop-{name}\" {{ print $3 }}' \"$d/releases/$(cat \"$d/current\" 2>/dev/null)/builds\" 2>/dev/null); img=${{img:-{image}}}; [ -n \"$img\" ] || {{ echo \"loop {name} has no image on this host yet; deploy first\" >&2; exit 6; }}; \
-         exec docker run --rm --network none --cap-drop ALL --security-opt no-new-privileges --pids-limit 64 --memory 256m {user}\
-         -e HOME=/tmp -e GIT_CONFIG_NOSYSTEM=1 -v \"$ws\":/workspace:ro -w /workspace --entrypoint sh \"$img\" -c {inner} sh \"$base\"",
+         docker image inspect {img} >/dev/null 2>&1 || {{ echo \"homebase's git helper image {img} is not on this host; deploy builds it\" >&2; exit 6; }}; \
+         exec docker run --rm --network none --cap-drop ALL --security-opt no-new-privileges --pids-limit 64 --memory 256m --user {user} \
+         {env}-v \"$ws\":/workspace:ro -w /workspace --entrypoint sh {img} -c {inner} sh \"$base\"",
         loops = layout::LOOPS,
-        image = sh_quote(image),
+        img = layout::GIT_HELPER_IMAGE,
         inner = sh_quote(&inner),
     );
     let out = session.run(&script)?;
