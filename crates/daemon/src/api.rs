@@ -376,77 +376,145 @@ async fn stream(
     Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
+/// A label value as the exposition format writes it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: `# HELP`, `# TYPE gauge`, then every sample of it together (what
+/// `promtool check metrics` and the OpenMetrics parsers require).
+fn gauge_family(out: &mut String, name: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Prometheus text exposition (0.0.4) of the latest snapshot.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.snapshot.read().await.clone();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP homebase_host_memory_total_bytes Memory of the Docker engine's host.\n# TYPE homebase_host_memory_total_bytes gauge\nhomebase_host_memory_total_bytes {}",
-        s.mem_total
+    let one = |v: String| vec![(String::new(), v)];
+    gauge_family(
+        &mut out,
+        "homebase_host_memory_total_bytes",
+        "Memory of the Docker engine's host (the VM's under Colima).",
+        &one(s.mem_total.to_string()),
     );
-    let _ = writeln!(
-        out,
-        "# TYPE homebase_stack_memory_bytes gauge\n# TYPE homebase_stack_budget_bytes gauge\n# TYPE homebase_service_memory_bytes gauge\n# TYPE homebase_service_cpu_percent gauge\n# TYPE homebase_service_up gauge\n# TYPE homebase_service_healthy gauge"
+    let per_project =
+        |f: &dyn Fn(&homebase_proto::ProjectSnap) -> String| -> Vec<(String, String)> {
+            s.projects
+                .iter()
+                .map(|p| (format!("project=\"{}\"", label(&p.name)), f(p)))
+                .collect()
+        };
+    gauge_family(
+        &mut out,
+        "homebase_stack_memory_bytes",
+        "Memory the project's containers use now.",
+        &per_project(&|p| p.memory_bytes.to_string()),
     );
-    for p in &s.projects {
-        let _ = writeln!(
-            out,
-            "homebase_stack_memory_bytes{{project=\"{}\"}} {}",
-            p.name, p.memory_bytes
-        );
-        let _ = writeln!(
-            out,
-            "homebase_stack_budget_bytes{{project=\"{}\"}} {}",
-            p.name, p.budget_bytes
-        );
-        for svc in &p.services {
-            let l = format!("project=\"{}\",service=\"{}\"", p.name, svc.name);
-            let _ = writeln!(
-                out,
-                "homebase_service_memory_bytes{{{l}}} {}",
-                svc.memory_bytes
-            );
-            let _ = writeln!(
-                out,
-                "homebase_service_cpu_percent{{{l}}} {:.2}",
-                svc.cpu_percent
-            );
-            let _ = writeln!(
-                out,
-                "homebase_service_up{{{l}}} {}",
-                u8::from(svc.state == "running")
-            );
-            let _ = writeln!(
-                out,
-                "homebase_service_healthy{{{l}}} {}",
-                u8::from(svc.health == "healthy" || svc.health == "none")
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE homebase_loop_iterations gauge\n# TYPE homebase_loop_active gauge\n# TYPE homebase_loop_breaker_open gauge"
+    gauge_family(
+        &mut out,
+        "homebase_stack_budget_bytes",
+        "The project's memory budget: host memory times its target share.",
+        &per_project(&|p| p.budget_bytes.to_string()),
     );
-    for l in &s.loops {
-        let labels = format!("project=\"{}\",loop=\"{}\"", l.project, l.name);
-        let _ = writeln!(out, "homebase_loop_iterations{{{labels}}} {}", l.iterations);
-        let _ = writeln!(
-            out,
-            "homebase_loop_active{{{labels}}} {}",
-            u8::from(l.state == "active")
-        );
-        let _ = writeln!(
-            out,
-            "homebase_loop_breaker_open{{{labels}}} {}",
-            u8::from(l.breaker != "closed")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE homebase_alerts_active gauge\nhomebase_alerts_active {}",
-        s.alerts.len()
+    let per_service =
+        |f: &dyn Fn(&homebase_proto::ServiceSnap) -> String| -> Vec<(String, String)> {
+            s.projects
+                .iter()
+                .flat_map(|p| {
+                    p.services.iter().map(move |svc| {
+                        (
+                            format!(
+                                "project=\"{}\",service=\"{}\"",
+                                label(&p.name),
+                                label(&svc.name)
+                            ),
+                            f(svc),
+                        )
+                    })
+                })
+                .collect()
+        };
+    gauge_family(
+        &mut out,
+        "homebase_service_memory_bytes",
+        "Memory a service's containers use now.",
+        &per_service(&|svc| svc.memory_bytes.to_string()),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    gauge_family(
+        &mut out,
+        "homebase_service_cpu_percent",
+        "CPU a service's containers use now, in percent of one core.",
+        &per_service(&|svc| format!("{:.2}", svc.cpu_percent)),
+    );
+    gauge_family(
+        &mut out,
+        "homebase_service_up",
+        "1 when the service's container is running.",
+        &per_service(&|svc| u8::from(svc.state == "running").to_string()),
+    );
+    gauge_family(
+        &mut out,
+        "homebase_service_healthy",
+        "1 when the service is healthy (or has no healthcheck).",
+        &per_service(&|svc| u8::from(svc.health == "healthy" || svc.health == "none").to_string()),
+    );
+    let per_loop = |f: &dyn Fn(&homebase_proto::LoopStatus) -> String| -> Vec<(String, String)> {
+        s.loops
+            .iter()
+            .map(|l| {
+                (
+                    format!(
+                        "project=\"{}\",loop=\"{}\"",
+                        label(&l.project),
+                        label(&l.name)
+                    ),
+                    f(l),
+                )
+            })
+            .collect()
+    };
+    gauge_family(
+        &mut out,
+        "homebase_loop_iterations",
+        "Iterations of the loop's current run.",
+        &per_loop(&|l| l.iterations.to_string()),
+    );
+    gauge_family(
+        &mut out,
+        "homebase_loop_active",
+        "1 when the loop is running iterations.",
+        &per_loop(&|l| u8::from(l.state == "active").to_string()),
+    );
+    gauge_family(
+        &mut out,
+        "homebase_loop_breaker_open",
+        "1 when the loop's circuit breaker is not closed.",
+        &per_loop(&|l| u8::from(l.breaker != "closed").to_string()),
+    );
+    gauge_family(
+        &mut out,
+        "homebase_alerts_active",
+        "Alerts firing now.",
+        &one(s.alerts.len().to_string()),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -148,8 +148,11 @@ impl Shared {
     }
 
     /// A one-shot alert: notifies for every occurrence (cooldown apart), never stays active.
+    /// A one-off notice to the channels (a run completed, a maximum reached): recorded as
+    /// `alert_notice`, never an active alert.
     pub async fn notify(&self, project: &str, service: &str, kind: &str, message: &str) {
-        let a = self.firing(project, service, kind, message);
+        let mut a = self.firing(project, service, kind, message);
+        a.status = "notice".into();
         let cooldown = self.cooldown(project).await;
         let fired = self.alerts.lock().await.fire_once(a, cooldown);
         if let Some(a) = fired {

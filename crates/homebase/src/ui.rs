@@ -164,8 +164,11 @@ pub fn printable(text: &str) -> String {
 
 /// Runs `command` (ssh printing host output) with its stdout copied here line by line
 /// through [`printable`]: container logs reach the terminal as text, never as escape
-/// sequences. Returns whether it succeeded.
-pub fn run_printable(mut command: std::process::Command, what: &str) -> anyhow::Result<bool> {
+/// sequences. Returns whether it succeeded and how many lines it printed.
+pub fn run_printable(
+    mut command: std::process::Command,
+    what: &str,
+) -> anyhow::Result<(bool, usize)> {
     use std::io::BufRead;
     let mut child = command
         .stdout(std::process::Stdio::piped())
@@ -175,6 +178,7 @@ pub fn run_printable(mut command: std::process::Command, what: &str) -> anyhow::
         let mut reader = std::io::BufReader::new(stdout);
         let mut line = Vec::new();
         let mut out = std::io::stdout().lock();
+        let mut lines = 0;
         loop {
             line.clear();
             match reader.read_until(b'\n', &mut line) {
@@ -190,16 +194,21 @@ pub fn run_printable(mut command: std::process::Command, what: &str) -> anyhow::
                         // the reader went away (a closed pipe): stop ssh and end quietly
                         let _ = child.kill();
                         let _ = child.wait();
-                        return Ok(true);
+                        return Ok((true, lines));
                     }
+                    lines += 1;
                 }
             }
         }
+        let status = child
+            .wait()
+            .map_err(|e| anyhow::anyhow!("ssh for {what} did not end: {e}"))?;
+        return Ok((status.success(), lines));
     }
     let status = child
         .wait()
         .map_err(|e| anyhow::anyhow!("ssh for {what} did not end: {e}"))?;
-    Ok(status.success())
+    Ok((status.success(), 0))
 }
 
 #[cfg(test)]

@@ -149,6 +149,64 @@ services:
         )),
         "{metrics}"
     );
+    // valid exposition for the real tools: promtool's linter, and a Prometheus scraping it
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/testhost installs it)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{metrics}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let prom_port = unique_port();
+    hosts.ssh_ok(
+        h,
+        &format!(
+            "mkdir -p {state}/prom && printf 'global:\\n  scrape_interval: 1s\\nscrape_configs:\\n- job_name: homebase\\n  authorization:\\n    credentials_file: {state}/token\\n  static_configs:\\n  - targets: [\"127.0.0.1:{}\"]\\n' > {state}/prom/prometheus.yml && \
+             (nohup prometheus --config.file={state}/prom/prometheus.yml --storage.tsdb.path={state}/prom/data --web.listen-address=127.0.0.1:{prom_port} > {state}/prom/log 2>&1 < /dev/null & echo $! > {state}/prom/pid)",
+            d.port
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut answer = String::new();
+    while Instant::now() < deadline {
+        answer = String::from_utf8_lossy(
+            &hosts
+                .ssh(
+                    h,
+                    &format!("curl -s 'http://127.0.0.1:{prom_port}/api/v1/query?query=homebase_service_up'"),
+                )
+                .stdout,
+        )
+        .to_string();
+        if answer.contains(&format!("\"project\":\"{}\"", p.name)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let targets = hosts.ssh(
+        h,
+        &format!(
+            "curl -s http://127.0.0.1:{prom_port}/api/v1/targets; kill $(cat {state}/prom/pid)"
+        ),
+    );
+    assert!(
+        answer.contains(&format!("\"project\":\"{}\"", p.name)),
+        "Prometheus did not scrape the daemon: {answer}\n{}",
+        String::from_utf8_lossy(&targets.stdout)
+    );
 
     // `homebase status` on the laptop shows what the daemon knows.
     let status: serde_json::Value = serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();

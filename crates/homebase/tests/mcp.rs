@@ -50,6 +50,8 @@ services:
 #[derive(Clone, Default)]
 struct Recorder {
     progress: Arc<Mutex<Vec<String>>>,
+    /// `notifications/tools/list_changed` received.
+    list_changed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ClientHandler for Recorder {
@@ -63,6 +65,37 @@ impl ClientHandler for Recorder {
             .unwrap()
             .push(params.message.unwrap_or_default());
     }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.list_changed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Each tool the server lists now, with its annotations: what a client shows the user.
+async fn listed(client: &Client) -> Vec<Value> {
+    client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| json!({"name": t.name, "annotations": t.annotations}))
+        .collect()
+}
+
+/// Waits for one more `tools/list_changed` than `before`.
+async fn list_changes_after(recorder: &Recorder, before: usize) {
+    for _ in 0..100 {
+        if recorder
+            .list_changed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > before
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no notifications/tools/list_changed after homebase.toml changed");
 }
 
 type Client = RunningService<RoleClient, Recorder>;
@@ -165,28 +198,30 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
             .await
             .unwrap();
 
-        // Every tool, each with an input schema; the reading ones with an output schema.
+        // Only the reading tools while nothing is allowed, each with an input schema and its
+        // annotations; the reading ones with an output schema.
         let tools = client.list_all_tools().await.unwrap();
+        insta::assert_json_snapshot!("mcp_tools_allow_nothing", listed(&client).await);
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-        for want in [
-            "status",
-            "plan",
-            "releases",
-            "logs",
-            "loop_list",
-            "loop_history",
-            "loop_logs",
-            "backup_list",
-            "loop_start",
-            "loop_stop",
-            "loop_pause",
-            "loop_resume",
-            "restart",
-            "deploy",
-            "rollback",
-        ] {
-            assert!(names.contains(&want), "no tool {want}: {names:?}");
-        }
+        assert_eq!(
+            names
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            [
+                "status",
+                "plan",
+                "releases",
+                "logs",
+                "loop_list",
+                "loop_history",
+                "loop_logs",
+                "backup_list",
+            ]
+            .into_iter()
+            .collect(),
+            "{names:?}"
+        );
         let logs = tools.iter().find(|t| t.name == "logs").unwrap();
         let schema = serde_json::to_value(&logs.input_schema).unwrap();
         assert_eq!(schema["required"], json!(["service"]), "{schema:#}");
@@ -274,6 +309,20 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
             "{r:#}"
         );
         assert!(!r.to_string().contains(SECRET), "the secret leaked: {r:#}");
+        // numbers and flags as a form-based client sends them: text
+        let r = call(&client, "logs", json!({"service": "web", "lines": "3"})).await;
+        assert_ne!(r["isError"], json!(true), "{r:#}");
+        assert!(
+            r["structuredContent"]["lines"].as_array().unwrap().len() <= 3,
+            "{r:#}"
+        );
+        let r = call(&client, "releases", json!({"limit": "1", "unused": null})).await;
+        assert_ne!(r["isError"], json!(true), "{r:#}");
+        let r = call(&client, "logs", json!({"service": "web", "lines": "three"})).await;
+        assert!(
+            text_of(&r).contains("`three` is not a whole number"),
+            "{r:#}"
+        );
         let r = call(&client, "logs", json!({"service": "wbe"})).await;
         assert_eq!(r["isError"], json!(true), "{r:#}");
         assert!(
@@ -325,11 +374,19 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
 
         let toml_path = p.dir.path().join("homebase.toml");
         let toml = std::fs::read_to_string(&toml_path).unwrap();
+        let changes = recorder
+            .list_changed
+            .load(std::sync::atomic::Ordering::SeqCst);
         std::fs::write(
             &toml_path,
             format!("{toml}\n[mcp]\nallow = [\"loop_control\", \"restart\"]\n"),
         )
         .unwrap();
+        list_changes_after(&recorder, changes).await;
+        insta::assert_json_snapshot!(
+            "mcp_tools_allow_loop_control_restart",
+            listed(&client).await
+        );
         let r = call(&client, "loop_stop", json!({"name": "agent"})).await;
         assert_ne!(r["isError"], json!(true), "{r:#}");
         assert_eq!(r["structuredContent"]["state"], json!("stopped"), "{r:#}");
@@ -427,11 +484,16 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
         assert!(!r.to_string().contains(SECRET), "the secret leaked: {r:#}");
 
         // a release id that would be a flag of the child rolls back nothing
+        let changes = recorder
+            .list_changed
+            .load(std::sync::atomic::Ordering::SeqCst);
         std::fs::write(
             &toml_path,
             format!("{toml}\n[mcp]\nallow = [\"rollback\"]\n"),
         )
         .unwrap();
+        list_changes_after(&recorder, changes).await;
+        insta::assert_json_snapshot!("mcp_tools_allow_rollback", listed(&client).await);
         let releases_before = homebase(&p, &d.state, &["releases", "--json"]);
         for release in ["--config=/tmp/another/homebase.toml", "-h", "../x"] {
             let r = call(&client, "rollback", json!({"release": release})).await;
@@ -458,4 +520,134 @@ fn a_coding_agent_reads_the_stack_and_steers_only_what_it_is_allowed() {
             p.name, d.state
         ),
     );
+}
+
+/// Where `scripts/testhost install` keeps the real MCP clients.
+fn client_cache() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var("HB_TESTHOST_CACHE")
+            .unwrap_or_else(|_| "/var/cache/homebase-testhost".into()),
+    )
+}
+
+/// The clients people use, not ours: the official Python SDK (which validates structured
+/// results against each tool's output schema) and the MCP Inspector's CLI (which sends what
+/// is typed as text). Both list the reading tools, call them with numbers (as numbers and
+/// as text), read a resource, and get no error.
+#[test]
+fn real_mcp_clients_list_and_call_the_tools() {
+    let hosts = hosts();
+    let h = hosts.host(1);
+    let p = TestProject::new(
+        &hosts,
+        h,
+        bin(),
+        "mcpreal",
+        COMPOSE,
+        "[services.web]\nmemory = \"64MiB\"\n",
+    );
+    std::fs::write(p.dir.path().join(".env"), format!("API_TOKEN={SECRET}\n")).unwrap();
+    p.ok(&["deploy", "--timeout", "60"]);
+    let python = client_cache().join("mcp-venv/bin/python");
+    let script = r#"
+import asyncio, json, sys
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+def field(o, snake, camel):
+    # the SDK's 1.x names are camelCase, 2.x snake_case
+    return getattr(o, snake, None) if hasattr(o, snake) else getattr(o, camel, None)
+
+async def main():
+    server = StdioServerParameters(command=sys.argv[1], args=["-C", sys.argv[2], "mcp"], env=json.loads(sys.argv[3]))
+    async with stdio_client(server) as (r, w):
+        async with ClientSession(r, w) as s:
+            await s.initialize()
+            tools = await s.list_tools()
+            out = {"tools": sorted(t.name for t in tools.tools)}
+            for name, args in [("status", {}), ("releases", {"limit": 2}), ("logs", {"service": "web", "lines": 3}), ("plan", {})]:
+                res = await s.call_tool(name, args)
+                out[name] = {"isError": bool(field(res, "is_error", "isError")), "structured": field(res, "structured_content", "structuredContent") is not None, "text": res.content[0].text[:300] if res.content else ""}
+            res = await s.read_resource("homebase://compose")
+            out["compose"] = {"mime": field(res.contents[0], "mime_type", "mimeType"), "text": res.contents[0].text}
+            print(json.dumps(out))
+
+asyncio.run(main())
+"#;
+    let env: std::collections::HashMap<String, String> = p
+        .cmd(&[])
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+        .chain(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .collect();
+    let o = std::process::Command::new(&python)
+        .args([
+            "-c",
+            script,
+            bin().to_str().unwrap(),
+            p.dir.path().to_str().unwrap(),
+            &serde_json::to_string(&env).unwrap(),
+        ])
+        .output()
+        .expect("the Python MCP SDK (scripts/testhost install puts it in its cache)");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "python SDK: {text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        v["tools"],
+        json!([
+            "backup_list",
+            "logs",
+            "loop_history",
+            "loop_list",
+            "loop_logs",
+            "plan",
+            "releases",
+            "status"
+        ])
+    );
+    for t in ["status", "releases", "logs", "plan"] {
+        assert_eq!(v[t]["isError"], json!(false), "{t}: {v:#}");
+        assert_eq!(v[t]["structured"], json!(true), "{t}: {v:#}");
+    }
+    assert_eq!(v["compose"]["mime"], "application/yaml");
+    assert!(!v["compose"]["text"].as_str().unwrap().contains(SECRET));
+
+    // the Inspector's CLI: arguments typed as text
+    let inspector = client_cache().join("inspector/node_modules/.bin/mcp-inspector");
+    for (tool, args) in [
+        ("logs", vec!["service=web", "lines=3"]),
+        ("releases", vec!["limit=2"]),
+    ] {
+        let mut c = std::process::Command::new(&inspector);
+        c.args([
+            "--cli",
+            bin().to_str().unwrap(),
+            "-C",
+            p.dir.path().to_str().unwrap(),
+            "mcp",
+        ])
+        .args(["--method", "tools/call", "--tool-name", tool]);
+        for a in &args {
+            c.args(["--tool-arg", a]);
+        }
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        let o = c
+            .output()
+            .expect("the MCP Inspector (scripts/testhost install)");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "inspector {tool} {args:?}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_ne!(v["isError"], json!(true), "inspector {tool}: {v:#}");
+    }
 }

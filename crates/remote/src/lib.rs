@@ -138,6 +138,10 @@ pub enum RemoteError {
     )]
     AuthFailed { host: String, destination: String },
     #[error(
+        "the host name `{host}` does not resolve ({detail}): check `[host] ssh` in homebase.toml and any `Host {host}` block in ~/.ssh/config (`ssh -G {host}` shows what OpenSSH makes of it)"
+    )]
+    Unresolved { host: String, detail: String },
+    #[error(
         "cannot reach `{host}` over SSH within {timeout_secs}s: {detail}; is the host on and its sshd running?"
     )]
     Unreachable {

@@ -405,6 +405,17 @@ pub(crate) fn classify_connect_error(t: &SshTarget, stderr: &str) -> RemoteError
             destination: t.destination.clone(),
         };
     }
+    if let Some(line) = stderr.lines().find(|l| {
+        l.contains("Could not resolve hostname")
+            || l.contains("nodename nor servname provided")
+            || l.contains("Name or service not known")
+            || l.contains("Temporary failure in name resolution")
+    }) {
+        return RemoteError::Unresolved {
+            host,
+            detail: line.trim().trim_start_matches("ssh: ").to_string(),
+        };
+    }
     if stderr.contains("not responding") {
         let window = t.keepalive_interval.as_secs() * u64::from(t.keepalive_count);
         return RemoteError::Lost {

@@ -135,7 +135,7 @@ fn load_in_time(dir: &std::path::Path, text: &[u8]) -> Result<(), String> {
 
 #[test]
 fn the_loader_never_panics_or_hangs_on_mangled_corpus_files() {
-    let corpus = corpus_dir();
+    let Some(corpus) = corpus_dir() else { return };
     let seeds: Vec<Vec<u8>> = corpus_files(&corpus)
         .iter()
         .map(|f| fs::read(corpus.join(f)).unwrap())

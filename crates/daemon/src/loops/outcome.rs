@@ -3,6 +3,8 @@
 //! maximum) with the events and alerts to raise. The supervisor gathers the facts and
 //! carries out the effects.
 
+use std::fmt::Write as _;
+
 use homebase_proto::clock::rfc3339;
 use homebase_stack::loops::LoopSection;
 
@@ -162,10 +164,20 @@ pub fn account(row: &mut LoopRow, l: &LoopSection, e: &Ended) -> Vec<Effect> {
                     l.completion_file.as_deref().unwrap_or("")
                 )
             };
+            if n == 1 && !e.marker {
+                // a new run that ends at once: the workspace still says "done"
+                let _ = write!(
+                    row.reason,
+                    "; the run ended at its first iteration because {} already marks every task done: give it new tasks (or set `passes` to false) before `homebase loop start`",
+                    l.completion_file
+                        .as_deref()
+                        .unwrap_or("the completion file")
+                );
+            }
             row.breaker = Breaker::Closed;
+            // good news: a notice to the channels, never an alert that fires
             fx.push(Effect::Event("loop_completed", row.reason.clone()));
-            fx.push(Effect::Alert("loop_completed", row.reason.clone()));
-            fx.push(Effect::Resolve("loop_completed", "done".into()));
+            fx.push(Effect::Notify("loop_completed", row.reason.clone()));
             fx.push(Effect::Resolve("loop_breaker", "the run completed".into()));
         }
         Outcome::Stopped => {}
@@ -511,9 +523,18 @@ mod tests {
                 "loop_iteration_end",
                 "loop_completed",
                 "loop_completed",
-                "loop_completed",
                 "loop_breaker"
             ]
+        );
+        // a run that completes at its first iteration says why
+        let mut at_once = active();
+        account(&mut at_once, &l, &ended(1, Outcome::Completed, Some(1), ""));
+        assert!(
+            at_once
+                .reason
+                .contains("prd.json already marks every task done"),
+            "{}",
+            at_once.reason
         );
         let mut marker = ended(3, Outcome::Completed, Some(1), "");
         marker.marker = true;

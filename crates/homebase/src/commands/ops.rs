@@ -24,10 +24,21 @@ pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
         .unwrap_or_default();
     let script = host.logs(&args.service, args.tail as usize, &since, args.follow);
     // bytes from the host's containers: shown as text, never as terminal escapes
-    let ok = crate::ui::run_printable(
+    let (ok, lines) = crate::ui::run_printable(
         session.command(&script, false),
         &format!("the logs of `{}` on {}", args.service, session.host()),
     )?;
+    if ok && lines == 0 && !args.follow {
+        // silence would read as a broken command
+        crate::ui::warn(&format!(
+            "`{}` wrote no output{}",
+            args.service,
+            args.since
+                .as_ref()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_else(|| " since its container started".into())
+        ));
+    }
     Ok(if ok { Exit::Ok } else { Exit::Unreachable })
 }
 

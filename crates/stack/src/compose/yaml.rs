@@ -65,6 +65,15 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Mapping, StackError> {
         let message = if message.contains("repetition limit exceeded") {
             "its aliases (`*name`) would expand to too many nodes; a compose file never needs              that (is it an alias bomb?)"
                 .to_string()
+        } else if let Some(tab) = text
+            .lines()
+            .position(|l| l.trim_start_matches(' ').starts_with('\t'))
+        {
+            // YAML forbids tabs in indentation; the parser's own words do not say so
+            format!(
+                "{message}; line {} is indented with a tab, and YAML allows only spaces there",
+                tab + 1
+            )
         } else {
             message
         };
@@ -159,5 +168,17 @@ pub(super) fn strip_tags(v: Value) -> Option<Value> {
             seq.into_iter().filter_map(strip_tags).collect(),
         )),
         other => Some(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tab_in_the_indentation_is_named() {
+        let text = "services:\n  api:\n\timage: x\n";
+        let e = super::parse_yaml(std::path::Path::new("compose.yml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3 is indented with a tab"), "{e}");
     }
 }

@@ -42,7 +42,7 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
                 "if [ -f {file} ]; then tail -n {tail} {file}; else echo 'loop {name} has no output yet' >&2; fi"
             )
         };
-        let ok = ui::run_printable(
+        let (ok, _) = ui::run_printable(
             session.command(&script, false),
             &format!("the output of loop `{name}` on {}", session.host()),
         )?;

@@ -16,6 +16,18 @@ pub(super) struct Progress {
 impl Homebase {
     /// Refuses a tool that changes the host unless homebase.toml allows it (read at each
     /// call, so an edit takes effect without restarting the server).
+    /// What `[mcp] allow` permits now (nothing when homebase.toml does not read).
+    pub(super) fn allow_set(&self) -> Vec<McpPermission> {
+        std::fs::read_to_string(&self.config_path)
+            .ok()
+            .and_then(|text| {
+                homebase_stack::Config::parse(&self.config_path, &text, &project::process_env())
+                    .ok()
+            })
+            .map(|c| c.mcp.allow)
+            .unwrap_or_default()
+    }
+
     pub(super) fn allowed(&self, what: McpPermission) -> Result<(), String> {
         let text = std::fs::read_to_string(&self.config_path)
             .map_err(|e| format!("cannot read `{}`: {e}", self.config_path.display()))?;

@@ -24,6 +24,7 @@ use homebase_proto::{
 use homebase_stack::config::McpPermission;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::ListToolsResult;
 use rmcp::model::{GetPromptRequestParams, GetPromptResponse, GetPromptResult};
 use rmcp::model::{Implementation, ProgressNotificationParam};
 use rmcp::model::{
@@ -31,7 +32,7 @@ use rmcp::model::{
     PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     RequestMetaObject, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, ServiceExt};
 use rmcp::{tool, tool_handler, tool_router};
 use schemars::JsonSchema;
@@ -110,6 +111,8 @@ pub struct PlanInput {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ReleasesInput {
     /// The newest this many releases (default 20, at most 200).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
 }
 
@@ -118,6 +121,8 @@ pub struct LogsInput {
     /// The compose service.
     pub service: String,
     /// How many lines from the end (default 100, at most 500).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u32")]
     pub lines: Option<u32>,
     /// Only lines newer than this: `10m`, `2h`, or an RFC 3339 time.
     pub since: Option<String>,
@@ -134,6 +139,8 @@ pub struct LoopHistoryInput {
     /// The loop's name (`[loops.NAME]` in homebase.toml).
     pub name: String,
     /// The newest this many iterations (default 20, at most 200).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
 }
 
@@ -142,6 +149,8 @@ pub struct LoopLogsInput {
     /// The loop's name (`[loops.NAME]` in homebase.toml).
     pub name: String,
     /// How many lines from the end of its output (default 100, at most 500).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u32")]
     pub lines: Option<u32>,
 }
 
@@ -150,14 +159,20 @@ pub struct RestartInput {
     /// The compose service whose containers to restart.
     pub service: String,
     /// Seconds to wait until it is running and healthy again (default 120).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u64")]
     pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DeployInput {
     /// Redeploy even when the host already runs this exact release.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "bool")]
     pub force: Option<bool>,
     /// Seconds to wait for every service to be running and healthy (default 120).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u64")]
     pub timeout_secs: Option<u64>,
 }
 
@@ -166,6 +181,8 @@ pub struct RollbackInput {
     /// The release to go back to (default: the one before the current); see `releases`.
     pub release: Option<String>,
     /// Seconds to wait for every service to be running and healthy (default 120).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    #[schemars(with = "u64")]
     pub timeout_secs: Option<u64>,
 }
 
@@ -224,6 +241,19 @@ pub struct ReleaseRun {
     pub error: Option<String>,
 }
 
+/// The permission a tool needs, `None` for the reading ones.
+fn permission_of(tool: &str) -> Option<McpPermission> {
+    match tool {
+        "loop_start" | "loop_stop" | "loop_pause" | "loop_resume" => {
+            Some(McpPermission::LoopControl)
+        }
+        "restart" => Some(McpPermission::Restart),
+        "deploy" => Some(McpPermission::Deploy),
+        "rollback" => Some(McpPermission::Rollback),
+        _ => None,
+    }
+}
+
 /// A name the client sent (a service, a loop, a release), checked as the CLI checks it and
 /// never one the child could take for a flag.
 fn name_arg(what: &str, s: &str) -> Result<String, String> {
@@ -277,7 +307,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "The stack on the host now: every service's state, health, uptime, restarts, memory against its limit, the current release, the daemon's alerts and events, the agent loops and tunnels. `healthy` is false when a planned service is down or unhealthy."
+        description = "The stack on the host now: every service's state, health, uptime, restarts, memory against its limit, the current release, the daemon's alerts and events, the agent loops and tunnels. `healthy` is false when a planned service is down or unhealthy.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn status(&self, _: Parameters<NoInput>) -> Result<Json<StatusReport>, String> {
         let ran = self.run(&["status", "--json"], None).await?;
@@ -285,7 +321,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "The memory plan, computed on the laptop: each service's limit and reservation, their sums against the host's budget, and whether the stack fits (`fits`). Nothing on the host is touched."
+        description = "The memory plan, computed on the laptop: each service's limit and reservation, their sums against the host's budget, and whether the stack fits (`fits`). Nothing on the host is touched.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn plan(&self, input: Parameters<PlanInput>) -> Result<Json<PlanReport>, String> {
         let mut args = vec!["plan".to_string(), "--json".to_string()];
@@ -297,7 +339,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "The releases recorded on the host (who deployed what, when, the outcome and any error), oldest first, and the current one."
+        description = "The releases recorded on the host (who deployed what, when, the outcome and any error), oldest first, and the current one.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn releases(&self, input: Parameters<ReleasesInput>) -> Result<Json<Releases>, String> {
         let ran = self.run(&["releases", "--json"], None).await?;
@@ -312,7 +360,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "The last lines of a service's logs on the host (default 100, at most 500), optionally only those newer than `since`."
+        description = "The last lines of a service's logs on the host (default 100, at most 500), optionally only those newer than `since`.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn logs(&self, input: Parameters<LogsInput>) -> Result<Json<Lines>, String> {
         let input = input.0;
@@ -328,7 +382,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "Every agent loop of the project as the host daemon runs it: state, iteration, circuit breaker, what it waits for, the running and the last iteration."
+        description = "Every agent loop of the project as the host daemon runs it: state, iteration, circuit breaker, what it waits for, the running and the last iteration.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_list(&self, _: Parameters<NoInput>) -> Result<Json<Loops>, String> {
         let ran = self.run(&["loop", "--json", "ls"], None).await?;
@@ -337,7 +397,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "A loop's iterations, newest first (default 20, at most 200): outcome, exit code, duration, files changed, error signature."
+        description = "A loop's iterations, newest first (default 20, at most 200): outcome, exit code, duration, files changed, error signature.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_history(
         &self,
@@ -367,7 +433,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "The last lines of an agent loop's output (default 100, at most 500): what the agent printed, iteration by iteration."
+        description = "The last lines of an agent loop's output (default 100, at most 500): what the agent printed, iteration by iteration.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_logs(&self, input: Parameters<LoopLogsInput>) -> Result<Json<Lines>, String> {
         let input = input.0;
@@ -389,7 +461,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "The backups kept on the host, oldest first: id, time, and per service the kind (pg_dump or volume), size and checksum."
+        description = "The backups kept on the host, oldest first: id, time, and per service the kind (pg_dump or volume), size and checksum.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn backup_list(&self, _: Parameters<NoInput>) -> Result<Json<Backups>, String> {
         let ran = self.run(&["backup", "--json", "ls"], None).await?;
@@ -398,35 +476,65 @@ impl Homebase {
     }
 
     #[tool(
-        description = "Start an agent loop (needs `loop_control` in [mcp] allow of homebase.toml)."
+        description = "Start an agent loop (needs `loop_control` in [mcp] allow of homebase.toml).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_start(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
         self.loop_action("start", &input.0.name).await
     }
 
     #[tool(
-        description = "Stop an agent loop after killing its running iteration (needs `loop_control` in [mcp] allow of homebase.toml)."
+        description = "Stop an agent loop after killing its running iteration (needs `loop_control` in [mcp] allow of homebase.toml).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_stop(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
         self.loop_action("stop", &input.0.name).await
     }
 
     #[tool(
-        description = "Pause an agent loop: its running iteration finishes, no new one starts (needs `loop_control` in [mcp] allow of homebase.toml)."
+        description = "Pause an agent loop: its running iteration finishes, no new one starts (needs `loop_control` in [mcp] allow of homebase.toml).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_pause(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
         self.loop_action("pause", &input.0.name).await
     }
 
     #[tool(
-        description = "Resume a paused agent loop (needs `loop_control` in [mcp] allow of homebase.toml)."
+        description = "Resume a paused agent loop (needs `loop_control` in [mcp] allow of homebase.toml).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn loop_resume(&self, input: Parameters<LoopInput>) -> Result<Json<LoopStatus>, String> {
         self.loop_action("resume", &input.0.name).await
     }
 
     #[tool(
-        description = "Restart one service's containers and wait until it is healthy again (needs `restart` in [mcp] allow of homebase.toml). Refused while a deploy runs."
+        description = "Restart one service's containers and wait until it is healthy again (needs `restart` in [mcp] allow of homebase.toml). Refused while a deploy runs.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn restart(
         &self,
@@ -451,7 +559,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "Deploy the stack as it is on the laptop: plan, lock, upload, start, health gate, automatic rollback; a no-op when the host already runs it. Reports each step as progress (needs `deploy` in [mcp] allow of homebase.toml)."
+        description = "Deploy the stack as it is on the laptop: plan, lock, upload, start, health gate, automatic rollback; a no-op when the host already runs it. Reports each step as progress (needs `deploy` in [mcp] allow of homebase.toml).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn deploy(
         &self,
@@ -475,7 +589,13 @@ impl Homebase {
     }
 
     #[tool(
-        description = "Go back to an earlier release (default: the one before the current), with the same health gate as a deploy. Reports each step as progress (needs `rollback` in [mcp] allow of homebase.toml)."
+        description = "Go back to an earlier release (default: the one before the current), with the same health gate as a deploy. Reports each step as progress (needs `rollback` in [mcp] allow of homebase.toml).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn rollback(
         &self,
@@ -505,6 +625,7 @@ impl ServerHandler for Homebase {
         let mut info = ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_resources()
                 .enable_prompts()
                 .build(),
@@ -514,6 +635,45 @@ impl ServerHandler for Homebase {
             "homebase runs this project's Docker Compose stack and agent loops on an always-on host. Read with status, plan, releases, logs, loop_list, loop_history, loop_logs and backup_list; the tools that change the host work only when [mcp] allow in homebase.toml names them.".into(),
         );
         info
+    }
+
+    /// Only the tools `[mcp] allow` permits: the reading ones always, each that changes the
+    /// host when its permission is named (read from homebase.toml at each call).
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let allow = self.allow_set();
+        let tools = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|t| permission_of(&t.name).is_none_or(|p| allow.contains(&p)))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    /// Watches homebase.toml for a change of `[mcp] allow` and tells the client that the
+    /// tool list changed (`notifications/tools/list_changed`) until it goes away.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut seen = me.allow_set();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let now = me.allow_set();
+                if now != seen {
+                    seen = now;
+                    if context.peer.notify_tool_list_changed().await.is_err() {
+                        return;
+                    }
+                }
+                if context.peer.is_transport_closed() {
+                    return;
+                }
+            }
+        });
     }
 
     async fn list_resources(
@@ -640,6 +800,7 @@ fn tool_failed(message: String) -> ErrorData {
 }
 
 mod child;
+mod lenient;
 mod prompt;
 mod scrub;
 
