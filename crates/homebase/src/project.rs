@@ -262,6 +262,10 @@ impl Project {
             .known_hosts_file
             .as_ref()
             .map(|p| homebase_proto::sys::expand_home(p));
+        t.config_file = h
+            .ssh_config
+            .as_ref()
+            .map(|p| homebase_proto::sys::expand_home(p));
         t.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
         t.persist = std::time::Duration::from_secs(h.persist_secs);
         t.into()

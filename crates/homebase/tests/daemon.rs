@@ -174,7 +174,7 @@ services:
     hosts.ssh_ok(
         h,
         &format!(
-            "mkdir -p {state}/prom && printf 'global:\\n  scrape_interval: 1s\\nscrape_configs:\\n- job_name: homebase\\n  authorization:\\n    credentials_file: {state}/token\\n  static_configs:\\n  - targets: [\"127.0.0.1:{}\"]\\n' > {state}/prom/prometheus.yml && \
+            "mkdir -p {state}/prom && s=$(cd {state} && pwd) && printf 'global:\\n  scrape_interval: 1s\\nscrape_configs:\\n- job_name: homebase\\n  authorization:\\n    credentials_file: %s/token\\n  static_configs:\\n  - targets: [\"127.0.0.1:{}\"]\\n' \"$s\" > {state}/prom/prometheus.yml && \
              (nohup prometheus --config.file={state}/prom/prometheus.yml --storage.tsdb.path={state}/prom/data --web.listen-address=127.0.0.1:{prom_port} > {state}/prom/log 2>&1 < /dev/null & echo $! > {state}/prom/pid)",
             d.port
         ),

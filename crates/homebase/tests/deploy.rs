@@ -500,6 +500,19 @@ fn unreachable_host_fails_with_a_clear_message() {
         stderr.contains("cannot reach `10.231.0.250` over SSH within 2s"),
         "{stderr}"
     );
+    // a name that does not resolve is named as such, not as a host that is off
+    let toml = std::fs::read_to_string(p.dir.path().join("homebase.toml"))
+        .unwrap()
+        .replace("10.231.0.250", "mac-mini.invalid");
+    std::fs::write(p.dir.path().join("homebase.toml"), toml).unwrap();
+    let out = p.run(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the host name `mac-mini.invalid` does not resolve")
+            && stderr.contains("~/.ssh/config"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -565,6 +578,15 @@ fn logs_and_exec_reach_the_service() {
     let logs = p.ok(&["logs", "api"]);
     assert!(logs.contains("| title\\u{1b}]0;pwned\\u{7}end"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "{logs:?}");
+    // a service that printed nothing: said, not silence
+    let quiet = p.run(&["logs", "worker", "-n", "20"]);
+    assert!(quiet.status.success());
+    assert!(
+        String::from_utf8_lossy(&quiet.stderr)
+            .contains("`worker` wrote no output since its container started"),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     let bad = p.run(&["logs", "apii"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean `api`?"));

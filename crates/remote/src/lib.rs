@@ -29,6 +29,8 @@ pub struct SshTarget {
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
     pub known_hosts_file: Option<PathBuf>,
+    /// An OpenSSH configuration file in place of ~/.ssh/config (`-F`).
+    pub config_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     /// Keep-alive: a dead link is noticed after interval × count.
     pub keepalive_interval: Duration,
@@ -45,6 +47,7 @@ impl SshTarget {
             port: None,
             identity_file: None,
             known_hosts_file: None,
+            config_file: None,
             connect_timeout: Duration::from_secs(10),
             // a dead link is noticed within about 9-12 s (measured in the tunnel test)
             keepalive_interval: Duration::from_secs(3),
@@ -61,10 +64,33 @@ impl SshTarget {
             .unwrap_or(&self.destination)
     }
 
+    /// What OpenSSH makes of this target (`ssh -G`: the user's ~/.ssh/config applied):
+    /// the real host name, port, user, identity and known-hosts files, `ProxyJump` and
+    /// `HostKeyAlias`. `None` when ssh cannot say.
+    pub fn resolve(&self) -> Option<Resolved> {
+        let out = std::process::Command::new("ssh")
+            .args(self.base_args())
+            .arg("-G")
+            .arg(&self.destination)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(Resolved::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Options shared by the master and every command: checking, timeouts, keep-alive.
     pub fn base_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "-o".into(),
+        let mut a: Vec<String> = Vec::new();
+        if let Some(f) = &self.config_file {
+            a.push("-F".into());
+            a.push(f.display().to_string());
+        }
+        a.extend([
+            "-o".to_string(),
             "BatchMode=yes".into(),
             "-o".into(),
             "StrictHostKeyChecking=yes".into(),
@@ -77,7 +103,7 @@ impl SshTarget {
             ),
             "-o".into(),
             format!("ServerAliveCountMax={}", self.keepalive_count),
-        ];
+        ]);
         if let Some(p) = self.port {
             a.push("-p".into());
             a.push(p.to_string());
@@ -111,27 +137,87 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// A target as OpenSSH resolves it (`ssh -G`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub hostname: String,
+    pub port: u16,
+    pub user: Option<String>,
+    /// Every `identityfile` ssh would try, `~` as written.
+    pub identity_files: Vec<String>,
+    /// The user's known-hosts files, the first being where a new key goes.
+    pub known_hosts: Vec<String>,
+    pub proxy_jump: Option<String>,
+    pub host_key_alias: Option<String>,
+}
+
+impl Resolved {
+    pub fn parse(text: &str) -> Resolved {
+        let mut r = Resolved {
+            port: 22,
+            ..Default::default()
+        };
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once(' ') else {
+                continue;
+            };
+            let v = v.trim().to_string();
+            match k {
+                "hostname" => r.hostname = v,
+                "port" => r.port = v.parse().unwrap_or(22),
+                "user" => r.user = Some(v),
+                "identityfile" => r.identity_files.push(v),
+                "userknownhostsfile" => {
+                    r.known_hosts = v.split_whitespace().map(str::to_string).collect()
+                }
+                "proxyjump" if v != "none" => r.proxy_jump = Some(v),
+                "hostkeyalias" if v != "none" => r.host_key_alias = Some(v),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// How the host's key is named in a known-hosts file: `HostKeyAlias`, or the host name,
+    /// bracketed with the port when it is not 22.
+    pub fn known_hosts_entry(&self) -> String {
+        match (&self.host_key_alias, self.port) {
+            (Some(a), _) => a.clone(),
+            (None, 22) => self.hostname.clone(),
+            (None, p) => format!("[{}]:{p}", self.hostname),
+        }
+    }
+
+    /// The known-hosts file a new key goes to.
+    pub fn known_hosts_file(&self) -> String {
+        self.known_hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "~/.ssh/known_hosts".into())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error(
-        "the host key of `{host}` is not known{}; homebase never accepts an unknown key. If it is your host, check the fingerprint and add it: ssh-keyscan{} {host} >> {}",
+        "the host key of `{host}` is not known{}; homebase never accepts an unknown key. If it is your host, check the fingerprint and add it: {add}",
         fingerprint.as_ref().map(|f| format!(" (it offers {f})")).unwrap_or_default(),
-        port.map(|p| format!(" -p {p}")).unwrap_or_default(),
-        known_hosts.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "~/.ssh/known_hosts".into())
     )]
     HostKeyUnknown {
         host: String,
-        port: Option<u16>,
         fingerprint: Option<String>,
-        known_hosts: Option<PathBuf>,
+        /// The command that records the key (built from `ssh -G`).
+        add: String,
     },
     #[error(
-        "the host key of `{host}` has CHANGED since it was recorded{}: this may be an attack, or a reinstalled host. If you know why, remove the old key with `ssh-keygen -R {host}` and add the new one",
+        "the host key of `{host}` has CHANGED since it was recorded{}: this may be an attack, or a reinstalled host. If you know why, remove the old key with `{remove}` and add the new one",
         fingerprint.as_ref().map(|f| format!(" (it now offers {f})")).unwrap_or_default()
     )]
     HostKeyChanged {
         host: String,
         fingerprint: Option<String>,
+        /// The command that removes the recorded key (built from `ssh -G`).
+        remove: String,
     },
     #[error(
         "`{host}` refused the SSH key for `{destination}`: check the user name and identity_file, or install the key with `ssh-copy-id {destination}`"
@@ -218,6 +304,25 @@ pub fn sh_quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_openssh_resolves_names_the_known_hosts_entry() {
+        let r = super::Resolved::parse(
+            "user hb8\nhostname 10.233.8.2\nport 2222\nidentityfile ~/.ssh/id_ed25519\nidentityfile ~/.ssh/id_rsa\nuserknownhostsfile /tmp/kh ~/.ssh/known_hosts2\nproxyjump none\nhostkeyalias none\n",
+        );
+        assert_eq!(r.hostname, "10.233.8.2");
+        assert_eq!(r.user.as_deref(), Some("hb8"));
+        assert_eq!(r.identity_files.len(), 2);
+        assert_eq!(r.proxy_jump, None);
+        assert_eq!(r.known_hosts_entry(), "[10.233.8.2]:2222");
+        assert_eq!(r.known_hosts_file(), "/tmp/kh");
+        let r = super::Resolved::parse(
+            "hostname mini.lan\nport 22\nproxyjump relay\nhostkeyalias mini\n",
+        );
+        assert_eq!(r.known_hosts_entry(), "mini");
+        assert_eq!(r.proxy_jump.as_deref(), Some("relay"));
+        assert_eq!(r.known_hosts_file(), "~/.ssh/known_hosts");
+    }
+
     use super::*;
 
     #[test]

@@ -102,10 +102,30 @@ pub(crate) fn start_master(t: &SshTarget, socket: &Path, persist: &str) -> Resul
             source,
         })?;
     if !out.status.success() {
-        return Err(classify_connect_error(
-            t,
-            &String::from_utf8_lossy(&out.stderr),
-        ));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let err = classify_connect_error(t, &stderr);
+        // a jump host's own failure (its key changed, say) reaches a master only as
+        // "Connection closed by UNKNOWN port 65535": one plain connection gets OpenSSH's
+        // own reason
+        if matches!(err, RemoteError::Unreachable { .. }) && stderr.contains("UNKNOWN port") {
+            let plain = Command::new("ssh")
+                .args(t.base_args())
+                .arg(&t.destination)
+                .arg("true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output();
+            if let Ok(plain) = plain
+                && !plain.status.success()
+            {
+                return Err(classify_connect_error(
+                    t,
+                    &String::from_utf8_lossy(&plain.stderr),
+                ));
+            }
+        }
+        return Err(err);
     }
     Ok(())
 }

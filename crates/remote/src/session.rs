@@ -389,13 +389,63 @@ pub(crate) fn classify_connect_error(t: &SshTarget, stderr: &str) -> RemoteError
             .find(|l| l.contains("SHA256:"))
             .and_then(|l| l.split_whitespace().find(|w| w.starts_with("SHA256:")))
             .map(|s| s.trim_end_matches('.').to_string());
-        return RemoteError::HostKeyChanged { host, fingerprint };
+        // the entry and the file as OpenSSH names them (an alias, a port, a custom file, a
+        // jump host's key rather than the target's): from its own words when it gives them
+        let r = t.resolve().unwrap_or_else(|| fallback(t));
+        let changed_for = stderr.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("Host key for ")
+                .and_then(|rest| rest.split_once(" has changed"))
+                .map(|(h, _)| h.to_string())
+        });
+        let file = stderr
+            .lines()
+            .find_map(|l| l.split_once("Offending ").map(|(_, rest)| rest))
+            .and_then(|rest| rest.split_once(" key in ").map(|(_, f)| f.trim()))
+            .map(|f| f.rsplit_once(':').map_or(f, |(path, _)| path).to_string())
+            .unwrap_or_else(|| r.known_hosts_file());
+        let entry = changed_for.clone().unwrap_or_else(|| r.known_hosts_entry());
+        let remove = format!("ssh-keygen -R {} -f {file}", crate::sh_quote(&entry));
+        let host = match changed_for {
+            Some(h) if h != r.known_hosts_entry() && h != r.hostname => {
+                format!("{h}` (a jump host on the way to `{host}")
+            }
+            _ => host,
+        };
+        return RemoteError::HostKeyChanged {
+            host,
+            fingerprint,
+            remove,
+        };
     }
     if stderr.contains("Host key verification failed") || stderr.contains("host key is known") {
+        let r = t.resolve().unwrap_or_else(|| fallback(t));
+        let add = match &r.proxy_jump {
+            // ssh-keyscan cannot go through a jump host: let ssh record it, once checked
+            Some(_) => format!(
+                "ssh -o StrictHostKeyChecking=accept-new {} true (it records the key in {})",
+                crate::sh_quote(&t.destination),
+                r.known_hosts_file()
+            ),
+            None => format!(
+                "ssh-keyscan{} {} >> {}",
+                if r.port == 22 {
+                    String::new()
+                } else {
+                    format!(" -p {}", r.port)
+                },
+                crate::sh_quote(&r.hostname),
+                r.known_hosts_file()
+            ),
+        };
+        let fingerprint = r
+            .proxy_jump
+            .is_none()
+            .then(|| offered_fingerprint(&r))
+            .flatten();
         return RemoteError::HostKeyUnknown {
-            fingerprint: offered_fingerprint(t),
-            port: t.port,
-            known_hosts: t.known_hosts_file.clone(),
+            fingerprint,
+            add,
             host,
         };
     }
@@ -438,18 +488,29 @@ pub(crate) fn classify_connect_error(t: &SshTarget, stderr: &str) -> RemoteError
     }
 }
 
-/// The fingerprint the host offers, read with ssh-keyscan (for the message only; never trusted).
-pub(crate) fn offered_fingerprint(t: &SshTarget) -> Option<String> {
+/// What the target is when `ssh -G` cannot say: its own settings.
+fn fallback(t: &SshTarget) -> crate::Resolved {
+    crate::Resolved {
+        hostname: t.host_name().to_string(),
+        port: t.port.unwrap_or(22),
+        known_hosts: t
+            .known_hosts_file
+            .iter()
+            .map(|k| k.display().to_string())
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The fingerprint the host offers, read with ssh-keyscan at the host name and port OpenSSH
+/// resolved (for the message only; never trusted).
+pub(crate) fn offered_fingerprint(r: &crate::Resolved) -> Option<String> {
     let mut scan = Command::new("ssh-keyscan");
     scan.args(["-T", "5", "-t", "ed25519"]);
-    if let Some(p) = t.port {
-        scan.args(["-p", &p.to_string()]);
+    if r.port != 22 {
+        scan.args(["-p", &r.port.to_string()]);
     }
-    let keys = scan
-        .arg(t.host_name())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let keys = scan.arg(&r.hostname).stderr(Stdio::null()).output().ok()?;
     if keys.stdout.is_empty() {
         return None;
     }

@@ -48,25 +48,70 @@ impl SshTarget {
 
     /// A `Host` block for `~/.ssh/config` with these forwards.
     pub fn ssh_config_block(&self, alias: &str, forwards: &[Forward]) -> String {
+        self.config_block(self.resolve().as_ref(), alias, forwards)
+    }
+
+    /// The block for `resolved` (what `ssh -G` says of this target: an alias of the user's
+    /// ~/.ssh/config is not applied to another alias's `HostName`, so the real host, port,
+    /// user, identity, known-hosts file and `ProxyJump` are written out).
+    pub fn config_block(
+        &self,
+        resolved: Option<&crate::Resolved>,
+        alias: &str,
+        forwards: &[Forward],
+    ) -> String {
         let (user, host) = match self.destination.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, self.destination.as_str()),
+            Some((u, h)) => (Some(u.to_string()), h.to_string()),
+            None => (None, self.destination.clone()),
         };
+        let host = resolved.map_or(host, |r| r.hostname.clone());
+        let user = resolved.and_then(|r| r.user.clone()).or(user);
+        let port = resolved.map(|r| r.port).or(self.port).filter(|p| *p != 22);
         let mut s = format!("Host {alias}\n  HostName {host}\n");
         if let Some(u) = user {
             s.push_str(&format!("  User {u}\n"));
         }
-        if let Some(p) = self.port {
+        if let Some(p) = port {
             s.push_str(&format!("  Port {p}\n"));
         }
-        if let Some(i) = &self.identity_file {
-            s.push_str(&format!(
-                "  IdentityFile {}\n  IdentitiesOnly yes\n",
-                i.display()
-            ));
+        let home = std::env::var("HOME").unwrap_or_default();
+        let identities: Vec<String> = match (&self.identity_file, resolved) {
+            (Some(i), _) => vec![i.display().to_string()],
+            // the files ssh would try that exist (its defaults are listed whether or not)
+            (None, Some(r)) => r
+                .identity_files
+                .iter()
+                .filter(|f| {
+                    let path = f
+                        .strip_prefix("~/")
+                        .map_or(f.to_string(), |rest| format!("{home}/{rest}"));
+                    std::path::Path::new(&path).exists()
+                })
+                .cloned()
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        for i in &identities {
+            s.push_str(&format!("  IdentityFile {i}\n"));
         }
-        if let Some(k) = &self.known_hosts_file {
-            s.push_str(&format!("  UserKnownHostsFile {}\n", k.display()));
+        if !identities.is_empty() {
+            s.push_str("  IdentitiesOnly yes\n");
+        }
+        let known = self
+            .known_hosts_file
+            .as_ref()
+            .map(|k| k.display().to_string())
+            .or_else(|| resolved.and_then(|r| r.known_hosts.first().cloned()));
+        if let Some(k) = known {
+            s.push_str(&format!("  UserKnownHostsFile {k}\n"));
+        }
+        if let Some(r) = resolved {
+            if let Some(j) = &r.proxy_jump {
+                s.push_str(&format!("  ProxyJump {j}\n"));
+            }
+            if let Some(a) = &r.host_key_alias {
+                s.push_str(&format!("  HostKeyAlias {a}\n"));
+            }
         }
         s.push_str(&format!(
             "  StrictHostKeyChecking yes\n  ServerAliveInterval {}\n  ServerAliveCountMax {}\n  ExitOnForwardFailure yes\n",

@@ -351,6 +351,8 @@ pub struct HostSection {
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
     pub known_hosts_file: Option<PathBuf>,
+    /// An OpenSSH configuration file to read instead of ~/.ssh/config (`ssh -F`).
+    pub ssh_config: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// How long the SSH connection stays open after a command, for the next one to use
@@ -376,6 +378,7 @@ impl Default for HostSection {
             port: None,
             identity_file: None,
             known_hosts_file: None,
+            ssh_config: None,
             connect_timeout_secs: default_connect_timeout(),
             persist_secs: default_persist(),
         }
