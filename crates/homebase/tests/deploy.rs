@@ -1146,3 +1146,54 @@ fn nothing_homebase_writes_is_readable_by_another_host_user() {
     let mode = hosts.ssh_ok(h, "stat -c %a ~/.homebase");
     assert_eq!(mode.trim(), "700");
 }
+
+/// `examples/local`, the README's first command for a Mac laptop: the demo stack deployed to
+/// the machine's own engine (`ssh = "local"`), as it is in the repository but for the images
+/// (no registry here) and its ports (tests run side by side).
+#[test]
+fn the_local_example_deploys_to_this_machines_engine() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let dir = tempfile::tempdir().unwrap();
+    let name = homebase_testkit::unique_name("demolocal");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
+    for f in ["compose.yml", "homebase.toml"] {
+        let text = std::fs::read_to_string(example.join(f))
+            .unwrap()
+            .replace("demo-local", &name);
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    let env = format!(
+        "DB_IMAGE=hb/pgvector:latest TOOLS_IMAGE=hb/busybox:latest DB_PORT={} API_PORT={} HOMEBASE_COLOR=never",
+        unique_port(),
+        unique_port()
+    );
+    let run = |args: &str| {
+        hosts.ssh(
+            h,
+            &format!(
+                "{env} {} -C {} {args}",
+                bin().display(),
+                dir.path().display()
+            ),
+        )
+    };
+    let out = run("deploy --timeout 90");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&run("status --json").stdout).unwrap();
+    assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(status["host"], "local");
+    let _ = hosts.ssh(
+        h,
+        &format!("docker compose -p {name} down -v >/dev/null 2>&1; rm -rf ~/.homebase/{name}"),
+    );
+}
