@@ -603,3 +603,82 @@ print("closed", closed, flush=True)
         &format!("pkill -f {}/slow.py; rm -rf {}", d.state, d.state),
     );
 }
+
+/// The engine gone is an alert at once, and the daemon brings it back with the configured
+/// command (`colima start` on a Mac by default): here the daemon reaches the real engine
+/// through a link, the link removed is the outage, and `engine_start` puts it back. Before
+/// that, a killed container (a crash: no stop was asked for) is started again at once.
+#[test]
+fn the_engine_gone_is_an_alert_and_is_started_again() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let state = format!("/tmp/hb-engine-{}", homebase_testkit::unique_name("e"));
+    let real = hosts
+        .ssh_ok(h, "echo ${DOCKER_HOST#unix://}")
+        .trim()
+        .to_string();
+    let link = format!("{state}/engine.sock");
+    let compose = "services:\n  api:\n    image: hb/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n";
+    let p = TestProject::new(
+        &hosts,
+        h,
+        bin(),
+        "engine",
+        compose,
+        &format!(
+            "[services.api]\nmemory = \"16MiB\"\n[daemon]\ninterval_ms = 2000\nengine_start = \"ln -sf {real} {link}\"\n"
+        ),
+    );
+    p.ok(&["deploy", "--timeout", "60"]);
+    let d = Daemon {
+        bin: bin().to_path_buf(),
+        hosts: &hosts,
+        host: h,
+        state: state.clone(),
+        port: unique_port(),
+        project: p.name.clone(),
+    };
+    hosts.ssh_ok(
+        h,
+        &format!("rm -rf {state}; mkdir -p {state} && ln -s {real} {link}"),
+    );
+    d.start_with(&format!("DOCKER_HOST=unix://{link} "));
+    d.wait_event("the daemon started", |e| e["kind"] == "daemon_started");
+
+    // a crash: no stop asked for; the daemon starts it again without waiting
+    let killed = Instant::now();
+    hosts.docker(h, &["kill", &format!("{}-api-1", p.name)]);
+    d.wait_event("the crash healed", |e| {
+        e["service"] == "api"
+            && e["kind"] == "heal_start"
+            && e["message"].as_str().unwrap_or("").contains("at once")
+    });
+    eprintln!(
+        "BENCH docker kill → heal_start {} ms",
+        killed.elapsed().as_millis()
+    );
+
+    // the engine gone
+    let gone = Instant::now();
+    hosts.ssh_ok(h, &format!("rm {link}"));
+    d.wait_event("the engine alert", |e| {
+        e["kind"] == "alert_firing" && e["message"].as_str().unwrap_or("").contains("engine_down")
+    });
+    eprintln!(
+        "BENCH engine gone → alert {} ms",
+        gone.elapsed().as_millis()
+    );
+    let started = d.wait_event("the start command", |e| e["kind"] == "engine_start");
+    assert!(
+        started["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ran `ln -sf {real} {link}`")),
+        "{started}"
+    );
+    d.wait_event("the engine back", |e| {
+        e["kind"] == "alert_resolved" && e["message"].as_str().unwrap_or("").contains("engine_down")
+    });
+    d.stop();
+    let _ = hosts.ssh(h, &format!("rm -rf {state}"));
+}

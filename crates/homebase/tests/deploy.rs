@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -1195,5 +1195,77 @@ fn the_local_example_deploys_to_this_machines_engine() {
     let _ = hosts.ssh(
         h,
         &format!("docker compose -p {name} down -v >/dev/null 2>&1; rm -rf ~/.homebase/{name}"),
+    );
+}
+
+/// A deploy interrupted while the engine is still stopping the old container of a service
+/// whose process ignores SIGTERM (the engine kills it 10 s later): the way back waits for
+/// that stop and starts the service again, so the host ends with every service running, not
+/// with one the engine stopped after the rollback reported success.
+#[test]
+fn an_aborted_deploy_leaves_no_service_stopped() {
+    let hosts = hosts();
+    let h = hosts.host(3);
+    let compose = |v: u32| {
+        format!(
+            "services:\n  stubborn:\n    image: hb/busybox:latest\n    command: [\"sh\", \"-c\", \"trap '' TERM; while true; do sleep 1; done\"]\n    init: false\n    environment:\n      V: \"{v}\"\n"
+        )
+    };
+    let budget = "[services.stubborn]\nmemory = \"16MiB\"\n";
+    let p = TestProject::new(&hosts, h, bin(), "abort", &compose(1), budget);
+    p.ok(&["deploy", "--timeout", "60"]);
+    p.write(&compose(2), budget);
+    let mut child = p
+        .cmd(&["deploy", "--json", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // abort once the engine is stopping the old container (its SIGTERM ignored)
+    let name = format!("{}-stubborn-1", p.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut saw_stop = false;
+    while Instant::now() < deadline {
+        let ev = hosts.ssh(
+            h,
+            &format!(
+                "docker events --since 60s --until 0s --filter container={name} --filter event=kill --format x"
+            ),
+        );
+        if String::from_utf8_lossy(&ev.stdout).contains('x') {
+            saw_stop = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_stop, "the deploy never stopped the old container");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    assert!(
+        out.contains("rolled back") || out.contains("\"back\"") || out.contains("aborted"),
+        "{out}"
+    );
+    // well past the engine's 10 s: the service runs
+    std::thread::sleep(Duration::from_secs(12));
+    let state = hosts.ssh_ok(
+        h,
+        &format!(
+            "docker ps -a --filter label=com.docker.compose.project={} --format '{{{{.Names}}}} {{{{.State}}}}'",
+            p.name
+        ),
+    );
+    assert!(
+        state.lines().any(|l| l.ends_with(" running")) && !state.contains("exited"),
+        "a service was left stopped:\n{state}\n{out}"
     );
 }

@@ -11,6 +11,7 @@ pub(super) async fn heal(
     p: &Project,
     watched: &[&Container],
     t: i64,
+    listed_at: std::time::Instant,
 ) {
     let d = &p.daemon;
     let window = (d.crash_loop_minutes * 60) as i64;
@@ -75,7 +76,8 @@ pub(super) async fn heal(
         }
         // Stopped on purpose (`docker stop` ends with a `stop` event; a crash or a kill does
         // not): left stopped, reported once, never fought over.
-        let by_hand = track.last_action == "stop";
+        // a stop a deploy or rollback asked for is homebase's, and the release says it runs
+        let by_hand = track.last_action == "stop" && !track.stopped_by_homebase;
         if matches!(c.state.as_str(), "exited" | "dead") && by_hand && !governed {
             if track.down_since.is_none() {
                 track.down_since = Some(t);
@@ -106,7 +108,10 @@ pub(super) async fn heal(
                         .await;
                 }
             }
-        } else if c.state == "running" {
+        } else if c.state == "running"
+            // a list read before the container died shows it running: no news of it
+            && track.died_at.is_none_or(|d| d < listed_at)
+        {
             track.down_since = None;
             shared
                 .resolve(&p.name, &c.service, "down", "running again")

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use homebase_engine::run::Labelled;
 use homebase_engine::{Container, Engine, Reading};
+use homebase_proto::layout;
 use homebase_stack::config::Priority;
 use tokio_util::sync::CancellationToken;
 
@@ -44,12 +45,39 @@ fn disk_of(path: &std::path::Path) -> Option<Disk> {
     })
 }
 
+/// Whether a deploy or rollback of `project` holds its lock now, or its job ended within
+/// the last 15 s (the engine finishes a stop the job asked for after the job is gone: a
+/// SIGTERM ignored for 10 s).
+fn release_job_active(home: &std::path::Path, project: &str) -> bool {
+    if !homebase_proto::is_safe_name(project) {
+        return false;
+    }
+    let dir = layout::project_dir(home, project);
+    if std::fs::symlink_metadata(dir.join("lock")).is_ok() {
+        return true;
+    }
+    std::fs::metadata(dir.join("job").join("done"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(15))
+}
+
 /// What the daemon remembers about one container between rounds.
 #[derive(Default)]
 struct Track {
     last: Option<Reading>,
     /// The last event seen for the container.
     last_action: String,
+    /// Its last `stop` came while a deploy or rollback of its project ran (or had just
+    /// ended): homebase's own, never a stop by hand.
+    stopped_by_homebase: bool,
+    /// When its last `die` event arrived: a container list read before it says nothing of
+    /// whether it runs again.
+    died_at: Option<std::time::Instant>,
+    /// When its last `kill` event arrived: a `die` after one may be a stop (`docker stop`
+    /// sends its signal as a kill), a `die` without one is a crash.
+    killed_at: Option<std::time::Instant>,
     unhealthy_since: Option<i64>,
     down_since: Option<i64>,
     next_heal: i64,
@@ -94,6 +122,7 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
         cancel.clone(),
     ));
     let mut last_compact = 0;
+    let mut outage = Outage::default();
     loop {
         let (projects, interval) = {
             let mem_total = shared.snapshot.read().await.mem_total;
@@ -108,10 +137,19 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                 .unwrap_or(2000);
             (projects, Duration::from_millis(interval))
         };
-        if let Err(e) = round(&engine, &shared, &state, &projects).await {
-            tracing::warn!("collection round failed: {e:#}");
-            shared.snapshot.write().await.errors = vec![format!("{e:#}")];
-        }
+        let answered = match round(&engine, &shared, &state, &projects).await {
+            Ok(()) => true,
+            Err(e) => {
+                // the engine gone is an alert and a restart; another failure a warning
+                let gone = engine.info().await.is_err();
+                if !gone || outage.since.is_none() {
+                    tracing::warn!("collection round failed: {e:#}");
+                }
+                shared.snapshot.write().await.errors = vec![format!("{e:#}")];
+                !gone
+            }
+        };
+        outage.step(answered, &engine, &shared, &projects).await;
         let t = now();
         if t - last_compact >= 60 {
             if let Err(e) = shared.store.compact(t) {
@@ -119,6 +157,12 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
             }
             last_compact = t;
         }
+        // while the engine is gone, look again every half second
+        let interval = if outage.since.is_some() {
+            interval.min(Duration::from_millis(500))
+        } else {
+            interval
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
@@ -126,6 +170,99 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
         }
     }
     events.abort();
+}
+
+/// The engine's outage: when it began, and when the daemon last tried to start it.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+    tried: Option<std::time::Instant>,
+}
+
+impl Outage {
+    /// After a round: alerts when the engine stops answering, runs the start command (at
+    /// most every 30 s) while it does not, and resolves when it answers again.
+    async fn step(
+        &mut self,
+        answered: bool,
+        engine: &Engine,
+        shared: &Arc<Shared>,
+        projects: &[Project],
+    ) {
+        if answered {
+            if let Some(since) = self.since.take() {
+                let msg = format!(
+                    "the Docker engine answers again after {:.1} s",
+                    since.elapsed().as_secs_f64()
+                );
+                tracing::info!("{msg}");
+                for p in projects {
+                    shared.resolve(&p.name, "", "engine_down", &msg).await;
+                }
+            }
+            self.tried = None;
+            return;
+        }
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            let msg = format!(
+                "the Docker engine at {} does not answer: no service is watched, healed or started until it is back",
+                engine.endpoint
+            );
+            for p in projects {
+                shared.alert(&p.name, "", "engine_down", &msg).await;
+            }
+        }
+        if self
+            .tried
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+        {
+            return;
+        }
+        let Some(cmd) = projects
+            .iter()
+            .find_map(|p| p.daemon.engine_start.clone())
+            .or_else(default_engine_start)
+        else {
+            return;
+        };
+        self.tried = Some(std::time::Instant::now());
+        let run = tokio::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let said = match tokio::time::timeout(Duration::from_secs(120), run).await {
+            Ok(Ok(o)) if o.status.success() => format!("ran `{cmd}` to start the Docker engine"),
+            Ok(Ok(o)) => format!(
+                "ran `{cmd}` to start the Docker engine; it failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ),
+            Ok(Err(e)) => format!("cannot run `{cmd}` to start the Docker engine: {e}"),
+            Err(_) => format!("`{cmd}` did not finish within 120 s"),
+        };
+        tracing::warn!("{said}");
+        for p in projects {
+            shared.event(&p.name, "", "engine_start", &said).await;
+        }
+    }
+}
+
+/// `colima start` where Colima is installed (the Mac's engine); nothing elsewhere.
+fn default_engine_start() -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/opt/homebrew/bin".into(), "/usr/local/bin".into()])
+        .map(|d| d.join("colima"))
+        .find(|c| c.is_file())
+        .map(|c| format!("{} start", c.display()))
 }
 
 async fn watch_events(
@@ -141,11 +278,16 @@ async fn watch_events(
                 _ = cancel.cancelled() => return,
                 n = events.next() => n,
             };
-            let Some(ev) = next else { break };
+            let Some(ev) = next else {
+                shared.wake.notify_one();
+                break;
+            };
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!("docker events: {e:#}");
+                    // the engine may be gone: a round now finds out
+                    shared.wake.notify_one();
                     break;
                 }
             };
@@ -176,8 +318,18 @@ async fn watch_events(
             let mut st = state.lock().await;
             let track = st.tracks.entry(ev.id.clone()).or_default();
             track.last_action = kind.clone();
+            if kind == "stop" {
+                track.stopped_by_homebase = release_job_active(&shared.home, &ev.project);
+            }
+            if kind == "kill" {
+                track.killed_at = Some(std::time::Instant::now());
+            }
+            let after_kill = track
+                .killed_at
+                .is_some_and(|k| k.elapsed() < Duration::from_secs(15));
             if kind == "die" {
                 track.deaths.push_back(t);
+                track.died_at = Some(std::time::Instant::now());
             }
             let governed = st
                 .governed
@@ -185,8 +337,9 @@ async fn watch_events(
                 .is_some_and(|g| g.iter().any(|(_, id, _)| *id == ev.id));
             drop(st);
             if kind == "die" && !governed {
-                // A `docker stop` or a deploy follows its `die` with `stop` or `destroy`
-                // within moments; a crash or a kill does not. Alert once that is clear.
+                // A crash has no `kill` before its `die`: alert and start it at once. After a
+                // kill it may be a `docker stop` (or a deploy), whose `stop` event follows the
+                // `die` within milliseconds: wait that long, no more.
                 let (engine, shared, state, ev) = (
                     engine.clone(),
                     Arc::clone(&shared),
@@ -194,7 +347,9 @@ async fn watch_events(
                     ev.clone(),
                 );
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    if after_kill {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                     let last = state
                         .lock()
                         .await
@@ -224,6 +379,7 @@ async fn watch_events(
                                 &format!("the container stopped{why}"),
                             )
                             .await;
+                        heal_now(&engine, &shared, &state, &ev, &why).await;
                     }
                 });
             }
@@ -240,6 +396,48 @@ async fn watch_events(
     }
 }
 
+/// Starts a container that crashed (or was killed) at once, unless a deploy or rollback of
+/// its project is at work, the governor holds it, or it is in a crash loop; backoff doubles
+/// from one second while it keeps dying.
+async fn heal_now(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    state: &tokio::sync::Mutex<State>,
+    ev: &homebase_engine::Event,
+    why: &str,
+) {
+    if release_job_active(&shared.home, &ev.project) {
+        return;
+    }
+    let t = now();
+    {
+        let mut st = state.lock().await;
+        let governed = st
+            .governed
+            .get(&ev.project)
+            .is_some_and(|g| g.iter().any(|(_, id, _)| *id == ev.id));
+        let track = st.tracks.entry(ev.id.clone()).or_default();
+        if governed || track.gave_up || t < track.next_heal || track.last_action != "die" {
+            return;
+        }
+        track.backoff = (track.backoff * 2).clamp(1, 300);
+        track.next_heal = t + track.backoff;
+    }
+    shared
+        .event(
+            &ev.project,
+            &ev.service,
+            "heal_start",
+            &format!("it stopped{why} without being asked to; starting it again at once"),
+        )
+        .await;
+    if let Err(e) = engine.start(&ev.id).await {
+        shared
+            .event(&ev.project, &ev.service, "heal_failed", &format!("{e:#}"))
+            .await;
+    }
+}
+
 async fn round(
     engine: &Engine,
     shared: &Arc<Shared>,
@@ -248,6 +446,7 @@ async fn round(
 ) -> anyhow::Result<()> {
     let (mem_total, root) = engine.info().await?;
     let disk = check_disk(root, shared, projects).await;
+    let listed_at = std::time::Instant::now();
     let containers = engine.containers().await?;
     let watched: Vec<&Container> = containers
         .iter()
@@ -297,7 +496,7 @@ async fn round(
             )
         }));
         let total = services.iter().map(|s| s.memory_bytes).sum();
-        heal(engine, shared, &mut st, p, &watched, t).await;
+        heal(engine, shared, &mut st, p, &watched, t, listed_at).await;
         govern(engine, shared, &mut st, p, &watched, total, t).await;
         snaps.push(ProjectSnap {
             name: p.name.clone(),

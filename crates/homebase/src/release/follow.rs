@@ -258,6 +258,9 @@ fn handle(
         }
         "ok" => progress.done(),
         "fail" => progress.fail(&crate::ui::printable(rest)),
+        "wait-stops" => progress.info(
+            "waiting for the containers the interrupted `up` was stopping, so that the way back starts them again",
+        ),
         "wait-engine" => progress.info(&format!(
             "the Docker engine on {} does not answer; the host waits up to 2 minutes for it before it goes back",
             session.host()

@@ -118,7 +118,8 @@ ask_engine() {
   docker info >/dev/null 2>&1 & a=$!
   ( sleep 10; kill -0 "$$" 2>/dev/null && kill "$a" 2>/dev/null ) & w=$!
   wait "$a"; r=$?
-  pkill -P "$w" 2>/dev/null; kill "$w" 2>/dev/null
+  # KILL: after `trap '' TERM INT` the watchdog and its sleep ignore TERM
+  pkill -KILL -P "$w" 2>/dev/null; kill -KILL "$w" 2>/dev/null
   return $r
 }
 engine_wait() {
@@ -151,10 +152,29 @@ up_release() {
   wait "$up"; rc=$?
   while kill -0 "$up" 2>/dev/null; do wait "$up"; rc=$?; done
   up=
-  pkill -P "$wd" 2>/dev/null; kill "$wd" 2>/dev/null
+  pkill -KILL -P "$wd" 2>/dev/null; kill -KILL "$wd" 2>/dev/null
   quote < "$j/up.out"
   [ "$rc" -eq 0 ] || return 1
   healthy "$2" || { say unhealthy $unhealthy; return 1; }
+}
+# settle: the containers this job's `up` asked the engine to stop (a `kill` event, no `die`
+# yet: a process that ignores SIGTERM gets 10 s) are waited for before the way back, so that
+# the rollback starts them again instead of finding them still running
+settle() {
+  _pending=$(docker events --since "$t0" --until "$(date +%s)" --filter "label=com.docker.compose.project=$p" \
+      --filter event=kill --filter event=die --format '{{.Action}} {{.Actor.ID}}' 2>/dev/null |
+    awk '$1 == "kill" { k[$2] = 1 } $1 == "die" { delete k[$2] } END { for (i in k) print i }')
+  [ -n "$_pending" ] || return 0
+  say wait-stops
+  _n=0
+  while [ "$_n" -lt 30 ]; do
+    _left=
+    for _id in $_pending; do
+      [ "$(docker inspect -f '{{.State.Running}}' "$_id" 2>/dev/null)" = true ] && _left=1
+    done
+    [ -n "$_left" ] || return 0
+    sleep 0.5; _n=$((_n + 1))
+  done
 }
 report() {
   docker ps -a --filter "label=com.docker.compose.project=$p" --format '{{.Names}} {{.Label "com.docker.compose.service"}} {{.State}} {{.Status}}' 2>/dev/null |
@@ -201,6 +221,7 @@ else
   report
   if [ -n "$prev" ] && [ "$prev" != "$new" ] && [ -f "$d/releases/$prev/compose.yml" ]; then
     engine_wait
+    settle
     say step back "$prev"
     if up_release "$prev" "$(services_of "$prev")"; then
       say ok; out=back; msg="release $new $why; rolled back to release $prev, which is healthy again"

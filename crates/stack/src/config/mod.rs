@@ -198,6 +198,10 @@ pub struct DaemonSection {
     /// Alert when Docker's data root has less free space than this share (percent).
     #[serde(default = "default_disk_low")]
     pub disk_low_percent: f64,
+    /// A shell command that starts the Docker engine when it stops answering (default:
+    /// `colima start` where Colima is installed, as the user's LaunchAgent would; nothing
+    /// elsewhere: a Linux engine is its service manager's).
+    pub engine_start: Option<String>,
 }
 
 fn default_disk_low() -> f64 {
@@ -233,6 +237,7 @@ impl Default for DaemonSection {
             crash_loop_minutes: default_crash_minutes(),
             unhealthy_grace_secs: default_unhealthy_grace(),
             disk_low_percent: default_disk_low(),
+            engine_start: None,
         }
     }
 }
