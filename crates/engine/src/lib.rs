@@ -201,6 +201,11 @@ impl Engine {
         }
     }
 
+    /// Whether the engine answers (`/_ping`, the cheapest call there is).
+    pub async fn ping(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
     /// The engine's total memory (the VM's, under Colima) and its data root.
     pub async fn info(&self) -> Result<(u64, Option<PathBuf>), EngineError> {
         let info = self.docker.info().await.map_err(self.call("info"))?;

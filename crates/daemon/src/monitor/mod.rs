@@ -45,17 +45,20 @@ fn disk_of(path: &std::path::Path) -> Option<Disk> {
     })
 }
 
+/// Whether a deploy or rollback of `project` holds its lock now.
+fn release_job_running(home: &std::path::Path, project: &str) -> bool {
+    homebase_proto::is_safe_name(project)
+        && std::fs::symlink_metadata(layout::project_dir(home, project).join("lock")).is_ok()
+}
+
 /// Whether a deploy or rollback of `project` holds its lock now, or its job ended within
 /// the last 15 s (the engine finishes a stop the job asked for after the job is gone: a
 /// SIGTERM ignored for 10 s).
 fn release_job_active(home: &std::path::Path, project: &str) -> bool {
-    if !homebase_proto::is_safe_name(project) {
-        return false;
-    }
-    let dir = layout::project_dir(home, project);
-    if std::fs::symlink_metadata(dir.join("lock")).is_ok() {
+    if release_job_running(home, project) {
         return true;
     }
+    let dir = layout::project_dir(home, project);
     std::fs::metadata(dir.join("job").join("done"))
         .and_then(|m| m.modified())
         .ok()
@@ -121,6 +124,24 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
         Arc::clone(&state),
         cancel.clone(),
     ));
+    // the engine gone is noticed within half a second, whatever the collection interval
+    let pinger = {
+        let (engine, shared, cancel) = (engine.clone(), Arc::clone(&shared), cancel.clone());
+        tokio::spawn(async move {
+            let mut was_up = true;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                let up = engine.ping().await;
+                if up != was_up {
+                    shared.wake.notify_one();
+                }
+                was_up = up;
+            }
+        })
+    };
     let mut last_compact = 0;
     let mut outage = Outage::default();
     loop {
@@ -170,6 +191,7 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
         }
     }
     events.abort();
+    pinger.abort();
 }
 
 /// The engine's outage: when it began, and when the daemon last tried to start it.
@@ -406,7 +428,7 @@ async fn heal_now(
     ev: &homebase_engine::Event,
     why: &str,
 ) {
-    if release_job_active(&shared.home, &ev.project) {
+    if release_job_running(&shared.home, &ev.project) {
         return;
     }
     let t = now();
