@@ -35,6 +35,8 @@ pub(super) struct Facts {
     pub(super) filevault_on: bool,
     /// `launchctl print` knows the daemon's agent (it is loaded).
     pub(super) agent_loaded: bool,
+    /// The engine keeps containers running while it restarts (`live-restore`).
+    pub(super) live_restore: Option<bool>,
 }
 
 /// What the facts script prints, one `key=value` a line (FIND_COMPOSE goes in front).
@@ -45,6 +47,7 @@ if docker compose version >/dev/null 2>&1; then echo "compose_registered=yes"; f
 echo "compose=$($c version --short 2>/dev/null)"; case "$c" in /*) echo "compose_plugin=$c"; [ -x "${c%/*}/docker-buildx" ] && echo "buildx_beside=yes";; esac
 echo "buildx=$(docker buildx version 2>/dev/null | awk '{print $2}')"
 echo "mem=$(docker info --format '{{.MemTotal}}' 2>/dev/null)"
+echo "live_restore=$(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null)"
 if command -v colima >/dev/null 2>&1; then echo "colima=$(colima list -j 2>/dev/null | sed -n 's/.*"memory":\([0-9]*\).*/\1/p' | head -1)"; fi
 if command -v pmset >/dev/null 2>&1; then pmset -g | awk '$1 == "sleep" {print "sleep=" $2} $1 == "autorestart" {print "autorestart=" $2}'; fi
 if command -v brew >/dev/null 2>&1; then echo "colima_login=$(brew services list 2>/dev/null | awk '$1 == "colima" {print $2}')"; fi
@@ -97,6 +100,7 @@ pub(super) fn facts(session: &Session) -> Result<Facts> {
         autologin: get("autologin"),
         filevault_on: get("filevault").is_some(),
         agent_loaded: get("agent_loaded").is_some(),
+        live_restore: get("live_restore").map(|v| v == "true"),
     })
 }
 
@@ -196,6 +200,7 @@ pub(super) fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec
         ));
     }
     items.push(buildx_item(f, mac));
+    items.push(live_restore_item(f, mac));
     // Memory: the engine (Colima's VM on a Mac) must hold the budgeted host memory.
     if let (HostMemory::Size(want), Some(have)) = (host_memory, f.mem_total) {
         let short = have + (256 << 20) < want.0;
@@ -314,6 +319,35 @@ pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
 }
 
 /// The directory of a plugin binary (`…/cli-plugins`).
+/// Docker's `live-restore`: with it, a restart of the engine (an update, a crash of dockerd)
+/// leaves the containers running; without it every service goes down with the engine.
+fn live_restore_item(f: &Facts, mac: bool) -> Item {
+    match f.live_restore {
+        Some(true) => item(
+            "live restore",
+            "ok",
+            "containers keep running while the engine restarts",
+            None,
+        ),
+        Some(false) => item(
+            "live restore",
+            "warning",
+            "a restart of the engine stops every container until it is back (live-restore is off)",
+            Some(if mac {
+                "add `live-restore: true` under `docker:` in ~/.colima/default/colima.yaml, then `colima restart`".into()
+            } else {
+                "add \"live-restore\": true to /etc/docker/daemon.json, then `sudo systemctl reload docker`".into()
+            }),
+        ),
+        None => item(
+            "live restore",
+            "warning",
+            "the engine did not say whether live-restore is on",
+            None,
+        ),
+    }
+}
+
 /// BuildKit's buildx plugin, which newer Compose versions build `build:` services with.
 fn buildx_item(f: &Facts, mac: bool) -> Item {
     match (&f.buildx, &f.compose_plugin) {

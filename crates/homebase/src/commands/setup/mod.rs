@@ -153,7 +153,34 @@ mod tests {
             autologin: None,
             filevault_on: os == "Darwin",
             agent_loaded: false,
+            live_restore: Some(false),
         }
+    }
+
+    #[test]
+    fn live_restore_off_is_a_warning_with_the_fix_for_each_engine() {
+        for (os, fix) in [
+            ("Darwin", "colima.yaml"),
+            ("Linux", "/etc/docker/daemon.json"),
+        ] {
+            let (items, blocked) =
+                check_host(&facts(os, Some("2.29.0")), HostMemory::Detect, "mini");
+            assert!(!blocked);
+            let l = items.iter().find(|i| i.name == "live restore").unwrap();
+            assert_eq!(l.state, "warning");
+            assert!(l.fix.as_deref().unwrap_or("").contains(fix), "{:?}", l.fix);
+        }
+        let mut on = facts("Linux", Some("2.29.0"));
+        on.live_restore = Some(true);
+        let (items, _) = check_host(&on, HostMemory::Detect, "mini");
+        assert_eq!(
+            items
+                .iter()
+                .find(|i| i.name == "live restore")
+                .unwrap()
+                .state,
+            "ok"
+        );
     }
 
     #[test]
