@@ -51,30 +51,18 @@ fn release_job_running(home: &std::path::Path, project: &str) -> bool {
         && std::fs::symlink_metadata(layout::project_dir(home, project).join("lock")).is_ok()
 }
 
-/// Whether a deploy or rollback of `project` holds its lock now, or its job ended within
-/// the last 15 s (the engine finishes a stop the job asked for after the job is gone: a
-/// SIGTERM ignored for 10 s).
-fn release_job_active(home: &std::path::Path, project: &str) -> bool {
-    if release_job_running(home, project) {
-        return true;
-    }
-    let dir = layout::project_dir(home, project);
-    std::fs::metadata(dir.join("job").join("done"))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age < Duration::from_secs(15))
-}
-
 /// What the daemon remembers about one container between rounds.
 #[derive(Default)]
 struct Track {
     last: Option<Reading>,
     /// The last event seen for the container.
     last_action: String,
-    /// Its last `stop` came while a deploy or rollback of its project ran (or had just
-    /// ended): homebase's own, never a stop by hand.
+    /// Its last `stop` was asked for (its `kill` sent) while a deploy or rollback of its
+    /// project held the lock: homebase's own, never a stop by hand, even when the engine
+    /// finishes it after the job (a SIGTERM ignored for 10 s).
     stopped_by_homebase: bool,
+    /// Its last `kill` came while a deploy or rollback held the lock.
+    killed_by_homebase: bool,
     /// When its last `die` event arrived: a container list read before it says nothing of
     /// whether it runs again.
     died_at: Option<std::time::Instant>,
@@ -341,10 +329,12 @@ async fn watch_events(
             let track = st.tracks.entry(ev.id.clone()).or_default();
             track.last_action = kind.clone();
             if kind == "stop" {
-                track.stopped_by_homebase = release_job_active(&shared.home, &ev.project);
+                track.stopped_by_homebase =
+                    track.killed_by_homebase || release_job_running(&shared.home, &ev.project);
             }
             if kind == "kill" {
                 track.killed_at = Some(std::time::Instant::now());
+                track.killed_by_homebase = release_job_running(&shared.home, &ev.project);
             }
             let after_kill = track
                 .killed_at
