@@ -121,7 +121,8 @@ while [ $(( $(date +%s) + PERIOD )) -lt $(( start + MINUTES * 60 )) ]; do
       scripts/testhost restart-dockerd 6 >/dev/null 2>&1 &
       wait ;;
     daemon)
-      ssh_to "$h5" "pkill -9 -f 'homebase daemon --listen 127.0.0.1:$dport'" >/dev/null 2>&1 || true ;;
+      # the daemon alone (the keep-alive loop, a shell, stays as launchd would)
+      ssh_to "$h5" 'pkill -9 -x homebase' >/dev/null 2>&1 || true ;;
   esac
 done
 sleep $(( start + MINUTES * 60 - $(date +%s) + 3 ))

@@ -150,6 +150,12 @@ fn render_service(
             .entry("max-file".into())
             .or_insert_with(|| Value::String(opts.log_max_file.to_string()));
     }
+    // an init process as PID 1 (Docker's tini): a process that would ignore SIGTERM only
+    // because it is PID 1 (a shell loop, `sleep`) stops at once instead of after the 10 s
+    // grace, and zombies are reaped. `init: false` in the compose file keeps the image's own.
+    if !raw.contains_key("init") {
+        raw.insert("init".into(), Value::Bool(true));
+    }
     if !raw.contains_key("oom_score_adj") {
         raw.insert(
             "oom_score_adj".into(),
