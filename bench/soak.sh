@@ -125,7 +125,7 @@ while [ $(( $(date +%s) + PERIOD )) -lt $(( start + MINUTES * 60 )) ]; do
       ssh_to "$h5" 'pkill -9 -x homebase' >/dev/null 2>&1 || true ;;
   esac
 done
-sleep $(( start + MINUTES * 60 - $(date +%s) + 3 ))
+left=$(( start + MINUTES * 60 - $(date +%s) + 3 )); [ "$left" -gt 0 ] && sleep "$left"
 
 report() { # NAME HOST
   ssh_to "$2" 'cat ~/soak/probe.log' > "$work/$1.log"
