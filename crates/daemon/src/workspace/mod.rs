@@ -82,26 +82,14 @@ pub async fn run_as(
     let script = format!(
         "u=$(stat -c %u:%g /workspace) || exit 3; case $u in 0:*) chown -R {FALLBACK_USER} /workspace || exit 4; echo @@owner {FALLBACK_USER} ;; *) echo \"@@owner $u\" ;; esac"
     );
-    let mut walls = Walls::sealed();
-    walls.capabilities = vec!["CHOWN".into(), "DAC_OVERRIDE".into(), "FOWNER".into()];
-    let spec = RunSpec {
-        name: format!("hb-owner-{}-{}", label.replace('/', "-"), unique()),
-        image: image.to_string(),
-        cmd: vec!["-c".into(), script],
-        env: Vec::new(),
-        workdir: "/workspace".into(),
-        workspace: match ws {
-            Workspace::Path(p) => Source::Bind(p.clone()),
-            Workspace::Volume(v) => Source::Volume(v.clone()),
-        },
-        memory: 128 << 20,
-        oom_score_adj: 1000,
-        user: Some("0:0".into()),
-        labels: HashMap::from([(LOOP_LABEL.to_string(), label.to_string())]),
-        entrypoint: Some(vec!["sh".into()]),
-        workspace_read_only: false,
-        walls,
-    };
+    let spec = root_one_off(
+        ws,
+        image,
+        label,
+        "hb-owner",
+        &["CHOWN", "DAC_OVERRIDE", "FOWNER"],
+        script,
+    );
     let (exit, out) = engine
         .run_to_end(&spec, Duration::from_secs(120), 4096)
         .await
@@ -152,26 +140,14 @@ pub async fn strip_setuid(
 ) -> Vec<String> {
     let script =
         "find /workspace -xdev -type f -perm /6000 -print -exec chmod ug-s {} + 2>/dev/null; true";
-    let mut walls = Walls::sealed();
-    walls.capabilities = vec!["FOWNER".into(), "DAC_OVERRIDE".into()];
-    let spec = RunSpec {
-        name: format!("hb-nosuid-{}-{}", label.replace('/', "-"), unique()),
-        image: image.to_string(),
-        cmd: vec!["-c".into(), script.into()],
-        env: Vec::new(),
-        workdir: "/workspace".into(),
-        workspace: match ws {
-            Workspace::Path(p) => Source::Bind(p.clone()),
-            Workspace::Volume(v) => Source::Volume(v.clone()),
-        },
-        memory: 128 << 20,
-        oom_score_adj: 1000,
-        user: Some("0:0".into()),
-        labels: HashMap::from([(LOOP_LABEL.to_string(), label.to_string())]),
-        entrypoint: Some(vec!["sh".into()]),
-        workspace_read_only: false,
-        walls,
-    };
+    let spec = root_one_off(
+        ws,
+        image,
+        label,
+        "hb-nosuid",
+        &["FOWNER", "DAC_OVERRIDE"],
+        script.into(),
+    );
     match engine
         .run_to_end(&spec, Duration::from_secs(300), 64 * 1024)
         .await
@@ -186,6 +162,38 @@ pub async fn strip_setuid(
             tracing::warn!("cannot clear setuid bits in the workspace of {label}: {e}");
             Vec::new()
         }
+    }
+}
+
+/// A sealed one-off container of the loop's image as root, with only `caps`, running `sh -c
+/// script` against the workspace (taking it over for the owner, clearing setuid bits).
+fn root_one_off(
+    ws: &Workspace,
+    image: &str,
+    label: &str,
+    prefix: &str,
+    caps: &[&str],
+    script: String,
+) -> RunSpec {
+    let mut walls = Walls::sealed();
+    walls.capabilities = caps.iter().map(|c| c.to_string()).collect();
+    RunSpec {
+        name: format!("{prefix}-{}-{}", label.replace('/', "-"), unique()),
+        image: image.to_string(),
+        cmd: vec!["-c".into(), script],
+        env: Vec::new(),
+        workdir: "/workspace".into(),
+        workspace: match ws {
+            Workspace::Path(p) => Source::Bind(p.clone()),
+            Workspace::Volume(v) => Source::Volume(v.clone()),
+        },
+        memory: 128 << 20,
+        oom_score_adj: 1000,
+        user: Some("0:0".into()),
+        labels: HashMap::from([(LOOP_LABEL.to_string(), label.to_string())]),
+        entrypoint: Some(vec!["sh".into()]),
+        workspace_read_only: false,
+        walls,
     }
 }
 
