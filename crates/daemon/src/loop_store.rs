@@ -3,7 +3,7 @@
 //! an iteration's row exists (outcome `running`) before its container is created.
 
 use anyhow::Result;
-use homebase_proto::IterationRecord;
+use homebase_proto::{AgentResult, IterationRecord};
 use rusqlite::{OptionalExtension, params};
 
 use crate::loops::state::{Breaker, RunState};
@@ -47,9 +47,20 @@ pub struct Finished {
     pub note: String,
     /// The workspace's commit after the iteration (`workspace = "git"`).
     pub commit: Option<String>,
+    /// The agent's result, when it printed a valid one: also entered in the spend ledger.
+    pub result: Option<AgentResult>,
 }
 
-const ITERATION_COLUMNS: &str = "id, run, n, started, ended, outcome, exit_code, duration_ms, files_changed, diffstat, tail, note, container, commit_id";
+/// What a project's loops (or one of them) spent since an instant, as their agents reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    pub cost: f64,
+    pub tokens: u64,
+    /// Iterations that reported a result.
+    pub results: u64,
+}
+
+const ITERATION_COLUMNS: &str = "id, run, n, started, ended, outcome, exit_code, duration_ms, files_changed, diffstat, tail, note, container, commit_id, result";
 
 fn iteration(r: &rusqlite::Row<'_>) -> rusqlite::Result<(IterationRecord, String)> {
     Ok((
@@ -67,6 +78,10 @@ fn iteration(r: &rusqlite::Row<'_>) -> rusqlite::Result<(IterationRecord, String
             tail: r.get(10)?,
             note: r.get(11)?,
             commit: r.get(13)?,
+            // written by this daemon from a checked result; unreadable is none
+            result: r
+                .get::<_, Option<String>>(14)?
+                .and_then(|j| serde_json::from_str(&j).ok()),
         },
         r.get(12)?,
     ))
@@ -164,10 +179,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records an iteration's end, and what its agent reported in the spend ledger (one
+    /// transaction: a cap never sees one without the other).
     pub fn finish_iteration(&self, id: i64, f: &Finished) -> Result<()> {
-        self.conn().execute(
+        let result = f.result.as_ref().map(serde_json::to_string).transpose()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE iterations SET ended = ?2, outcome = ?3, exit_code = ?4, duration_ms = ?5,
-                 files_changed = ?6, diffstat = ?7, tail = ?8, note = ?9, commit_id = ?10 WHERE id = ?1",
+                 files_changed = ?6, diffstat = ?7, tail = ?8, note = ?9, commit_id = ?10, result = ?11
+             WHERE id = ?1",
             params![
                 id,
                 f.ended,
@@ -178,10 +199,42 @@ impl Store {
                 f.diffstat,
                 f.tail,
                 f.note,
-                f.commit
+                f.commit,
+                result
             ],
         )?;
+        if let Some(r) = &f.result {
+            tx.execute(
+                "INSERT INTO spend (project, name, ts, cost, tokens)
+                 SELECT project, name, ?2, ?3, ?4 FROM iterations WHERE id = ?1",
+                params![
+                    id,
+                    f.ended,
+                    r.cost_usd,
+                    i64::try_from(r.tokens()).unwrap_or(i64::MAX)
+                ],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// What a project's loops spent since `since` (Unix seconds), or one loop's.
+    pub fn spent(&self, project: &str, name: Option<&str>, since: i64) -> Result<Spent> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT COALESCE(SUM(cost), 0.0), COALESCE(SUM(tokens), 0), COUNT(*) FROM spend
+             WHERE project = ?1 AND (?2 IS NULL OR name = ?2) AND ts >= ?3",
+        )?;
+        let (cost, tokens, results): (f64, i64, i64) = st
+            .query_row(params![project, name, since], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(Spent {
+            cost,
+            tokens: u64::try_from(tokens).unwrap_or(0),
+            results: u64::try_from(results).unwrap_or(0),
+        })
     }
 
     /// Iterations still recorded as running, with their container ids (after a restart).
@@ -273,5 +326,60 @@ mod tests {
         assert_eq!(all.iter().map(|i| i.n).collect::<Vec<_>>(), [2, 1]);
         assert_eq!(all[1].files_changed, Some(2));
         assert_eq!(store.started_since("p", "ralph", 110).unwrap(), [120]);
+    }
+
+    #[test]
+    fn the_spend_ledger_sums_by_loop_and_project_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = Store::open(&path, Retention::default()).unwrap();
+        let finish = |store: &Store, name: &str, ended: i64, cost: Option<f64>, tokens: u64| {
+            let id = store.begin_iteration("p", name, 1, 1, ended - 10).unwrap();
+            let result = AgentResult {
+                subtype: "success".into(),
+                cost_usd: cost,
+                input_tokens: tokens,
+                ..Default::default()
+            };
+            store
+                .finish_iteration(
+                    id,
+                    &Finished {
+                        ended,
+                        outcome: "ok".into(),
+                        result: Some(result),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        };
+        finish(&store, "ralph", 100, Some(0.25), 1000);
+        finish(&store, "ralph", 200, Some(0.5), 2000);
+        finish(&store, "other", 300, None, 500);
+        // an iteration without a result costs nothing known
+        let id = store.begin_iteration("p", "ralph", 1, 4, 390).unwrap();
+        store
+            .finish_iteration(
+                id,
+                &Finished {
+                    ended: 400,
+                    outcome: "error".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path, Retention::default()).unwrap();
+        let ralph = store.spent("p", Some("ralph"), 0).unwrap();
+        assert_eq!((ralph.cost, ralph.tokens, ralph.results), (0.75, 3000, 2));
+        let project = store.spent("p", None, 150).unwrap();
+        assert_eq!(
+            (project.cost, project.tokens, project.results),
+            (0.5, 2500, 2)
+        );
+        assert_eq!(store.spent("q", None, 0).unwrap(), Spent::default());
+        let last = store.iterations("p", "ralph", 2).unwrap();
+        assert_eq!(last[0].result, None);
+        assert_eq!(last[1].result.as_ref().and_then(|r| r.cost_usd), Some(0.5));
     }
 }

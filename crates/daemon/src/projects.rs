@@ -28,6 +28,8 @@ pub struct Project {
     pub priorities: HashMap<String, Priority>,
     /// The release's agent loops.
     pub loops: IndexMap<String, LoopSection>,
+    /// What the loops may spend together, and the calendar of the caps.
+    pub spend: homebase_stack::spend::SpendSection,
     /// A swarm stack (Swarm restarts its tasks; each node backs up the tasks it runs).
     pub swarm: bool,
     /// Swarm mode: this node's name in [nodes] (the release's `node` file).
@@ -142,6 +144,7 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         budget,
         daemon: config.daemon,
         backup: config.backup.clone(),
+        spend: config.spend.clone(),
         release_dir: rel.clone(),
         alerts: config.alerts,
         // A swarm worker has the release for its budget and alerts; loops run on the manager.

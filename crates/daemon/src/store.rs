@@ -79,17 +79,25 @@ impl Store {
                  ended INTEGER, outcome TEXT NOT NULL, exit_code INTEGER, duration_ms INTEGER,
                  files_changed INTEGER, diffstat TEXT, tail TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '',
                  container TEXT NOT NULL DEFAULT '');
-             CREATE INDEX IF NOT EXISTS iterations_idx ON iterations (project, name, id);",
+             CREATE INDEX IF NOT EXISTS iterations_idx ON iterations (project, name, id);
+             CREATE TABLE IF NOT EXISTS spend (project TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL,
+                 cost REAL, tokens INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS spend_idx ON spend (project, ts);",
         )
         .with_context(|| format!("cannot set up `{}`", path.display()))?;
-        // added later: the commit an iteration left (loops with `workspace = "git"`)
-        let has_commit: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('iterations') WHERE name = 'commit_id'")
-            .and_then(|mut q| q.exists([]))
-            .with_context(|| format!("cannot read `{}`", path.display()))?;
-        if !has_commit {
-            conn.execute_batch("ALTER TABLE iterations ADD COLUMN commit_id TEXT")
+        // added later: the commit an iteration left (loops with `workspace = "git"`), the
+        // agent's result (loops that read it)
+        for (column, kind) in [("commit_id", "TEXT"), ("result", "TEXT")] {
+            let has: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('iterations') WHERE name = ?1")
+                .and_then(|mut q| q.exists([column]))
+                .with_context(|| format!("cannot read `{}`", path.display()))?;
+            if !has {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE iterations ADD COLUMN {column} {kind}"
+                ))
                 .with_context(|| format!("cannot update `{}`", path.display()))?;
+            }
         }
         Ok(Store {
             conn: Mutex::new(conn),
@@ -201,6 +209,9 @@ impl Store {
         conn.execute("DELETE FROM events WHERE ts < ?1", [now - r.events])?;
         // iterations: as long as events, and at most the newest 10,000 of each loop; a
         // running one (its row is how a restarted daemon adopts it) always stays
+        // what loops spent: two months, whatever the iterations' retention (a month's cap
+        // counts every iteration of the month)
+        conn.execute("DELETE FROM spend WHERE ts < ?1", [now - 62 * 86400])?;
         conn.execute(
             "DELETE FROM iterations WHERE outcome != 'running' AND started < ?1",
             [now - r.events],

@@ -13,6 +13,23 @@ use futures_util::{Stream, StreamExt};
 
 use crate::{Engine, EngineError};
 
+/// A piece of a container's output, and whether it came from its standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub stderr: bool,
+    pub bytes: Vec<u8>,
+}
+
+impl From<bollard::container::LogOutput> for Chunk {
+    fn from(o: bollard::container::LogOutput) -> Chunk {
+        let stderr = matches!(o, bollard::container::LogOutput::StdErr { .. });
+        Chunk {
+            stderr,
+            bytes: o.into_bytes().to_vec(),
+        }
+    }
+}
+
 /// `<project>/<loop>` on every iteration container.
 pub const LOOP_LABEL: &str = "dev.homebase.loop";
 /// The iteration's row id in the daemon's store.
@@ -178,7 +195,7 @@ impl Engine {
             let follow = async {
                 let mut s = std::pin::pin!(self.output(&id));
                 while let Some(chunk) = s.next().await {
-                    let chunk = chunk?;
+                    let chunk = chunk?.bytes;
                     let room = max.saturating_sub(out.len());
                     out.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
@@ -231,7 +248,7 @@ impl Engine {
     }
 
     /// Output (stdout and stderr, as it comes) from the start; follows until the container ends.
-    pub fn output(&self, id: &str) -> impl Stream<Item = Result<Vec<u8>, EngineError>> + '_ {
+    pub fn output(&self, id: &str) -> impl Stream<Item = Result<Chunk, EngineError>> + '_ {
         let id = id.to_string();
         self.docker
             .logs(
@@ -245,13 +262,13 @@ impl Engine {
                 }),
             )
             .map(move |r| {
-                r.map(|o| o.into_bytes().to_vec())
+                r.map(Chunk::from)
                     .map_err(self.call(format!("logs of {id}")))
             })
     }
 
-    /// The end of a container's output, up to `max` bytes (for one that ended unwatched).
-    pub async fn output_tail(&self, id: &str, lines: usize) -> Result<Vec<u8>, EngineError> {
+    /// The last `lines` lines of a container's output (for one that ended unwatched).
+    pub async fn output_tail(&self, id: &str, lines: usize) -> Result<Vec<Chunk>, EngineError> {
         let mut s = self.docker.logs(
             id,
             Some(LogsOptions {
@@ -263,11 +280,9 @@ impl Engine {
         );
         let mut out = Vec::new();
         while let Some(chunk) = s.next().await {
-            out.extend_from_slice(
-                &chunk
-                    .map_err(self.call(format!("logs of {id}")))?
-                    .into_bytes(),
-            );
+            out.push(Chunk::from(
+                chunk.map_err(self.call(format!("logs of {id}")))?,
+            ));
         }
         Ok(out)
     }

@@ -188,6 +188,12 @@ pub struct LoopStatus {
     pub priority: String,
     pub mode: String,
     pub last: Option<IterationRecord>,
+    /// `text`, `json` or `stream-json`: whether the agent's result (and its cost) is read.
+    #[serde(default)]
+    pub output_format: String,
+    /// What the agent spent (loops that read its result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<LoopSpend>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -222,6 +228,63 @@ pub struct IterationRecord {
     /// agent left uncommitted is committed for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// What the agent reported in its result (loops with `output_format = "json"` or
+    /// `"stream-json"` whose output ended with a valid result object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<AgentResult>,
+}
+
+/// The result an agent printed at the end of an iteration (Claude Code's `type: "result"`
+/// object), as homebase accepted it: every figure checked, none negative or absurd.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct AgentResult {
+    /// `success`, `error_max_turns`, `error_during_execution`, …
+    pub subtype: String,
+    pub is_error: bool,
+    /// What the agent spent, in the currency it reports (Claude Code: US dollars).
+    pub cost_usd: Option<f64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub turns: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub session_id: Option<String>,
+}
+
+impl AgentResult {
+    /// Every token the agent reported (input, output, cache writes and reads): what the
+    /// token caps count.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_creation_tokens)
+            .saturating_add(self.cache_read_tokens)
+    }
+}
+
+/// A loop's spend as its agent reported it: the last iteration, today, this month and the
+/// last hour (the days and months of `[spend] time_zone`), beside its caps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct LoopSpend {
+    pub last_cost_usd: Option<f64>,
+    pub last_tokens: Option<u64>,
+    pub today_cost_usd: f64,
+    pub today_tokens: u64,
+    pub month_cost_usd: f64,
+    pub month_tokens: u64,
+    /// Spent in the last 60 minutes: the rate per hour.
+    pub hour_cost_usd: f64,
+    pub hour_tokens: u64,
+    /// Iterations of today that reported a result.
+    pub today_results: u64,
+    pub max_cost_per_day: Option<f64>,
+    pub max_cost_per_month: Option<f64>,
+    pub max_tokens_per_day: Option<u64>,
+    pub max_tokens_per_month: Option<u64>,
+    /// Unix seconds: the start of today and of this month in the caps' calendar.
+    pub day_start: i64,
+    pub month_start: i64,
 }
 
 /// `homebase loop pull NAME --json`: what came from the loop's branch.

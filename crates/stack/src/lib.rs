@@ -2,7 +2,8 @@
 //! plan, and the compose file that deploy uses.
 //!
 //! Invariant: this crate does no network or process I/O and never reads the process
-//! environment; it reads only the local files it is pointed to, and takes variables as input.
+//! environment; it reads only the local files it is pointed to (and the system's time zone
+//! database, for `[spend]`), and takes variables as input.
 
 pub mod cluster;
 pub mod compose;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod paths;
 pub mod plan;
 pub mod render;
+pub mod spend;
 pub mod swarm;
 pub mod units;
 pub mod validate;

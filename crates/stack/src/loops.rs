@@ -106,6 +106,17 @@ pub struct LoopSection {
     pub usage_limit_backoff: Duration,
     /// Run the iteration as this user (`1000:1000`), as `docker run --user`.
     pub user: Option<String>,
+    /// What the agent prints: `text`, or its result as JSON at the end of its output
+    /// (`json`, `stream-json`: Claude Code's `--output-format`), from which homebase reads
+    /// the iteration's cost, tokens and outcome.
+    #[serde(default)]
+    pub output_format: OutputFormat,
+    /// Caps on what this loop's agent reports it spent (see [`crate::spend`]): no new
+    /// iteration starts once one is reached, until the period turns.
+    pub max_cost_per_day: Option<f64>,
+    pub max_cost_per_month: Option<f64>,
+    pub max_tokens_per_day: Option<u64>,
+    pub max_tokens_per_month: Option<u64>,
     /// The iteration container's walls (hardened by default; relax one item at a time).
     #[serde(default)]
     pub sandbox: Sandbox,
@@ -141,10 +152,29 @@ const REFUSED_CAPABILITIES: &[&str] = &[
     "SYSLOG",
 ];
 
-/// `[loops.NAME.sandbox]`: what an iteration container may do. The agent in it runs with
-/// every permission and reads untrusted text, so by default it gets no new privileges,
-/// only [`DEFAULT_CAPABILITIES`], a pids limit, its own network namespace, and the
-/// workspace as the only writable host path.
+/// `loops.NAME.output_format`: how the agent ends its output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// Plain text: outcomes from the exit code and text patterns, no cost.
+    #[default]
+    Text,
+    /// One JSON result object (`claude -p … --output-format json`).
+    Json,
+    /// JSON lines, the result object last (`--output-format stream-json`).
+    StreamJson,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Text => "text",
+            OutputFormat::Json => "json",
+            OutputFormat::StreamJson => "stream-json",
+        }
+    }
+}
+
 /// A loop's `build`: a context directory, or Compose's build keys that a loop needs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -199,6 +229,10 @@ impl LoopBuild {
     }
 }
 
+/// `[loops.NAME.sandbox]`: what an iteration container may do. The agent in it runs with
+/// every permission and reads untrusted text, so by default it gets no new privileges,
+/// only [`DEFAULT_CAPABILITIES`], a pids limit, its own network namespace, and the
+/// workspace as the only writable host path.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sandbox {
@@ -514,6 +548,21 @@ impl LoopSection {
         }
     }
 
+    /// The loop's own caps.
+    pub fn caps(&self) -> crate::spend::Caps {
+        crate::spend::Caps {
+            cost_per_day: self.max_cost_per_day,
+            cost_per_month: self.max_cost_per_month,
+            tokens_per_day: self.max_tokens_per_day,
+            tokens_per_month: self.max_tokens_per_month,
+        }
+    }
+
+    /// The agent ends its output with a result homebase reads.
+    pub fn reads_result(&self) -> bool {
+        self.output_format != OutputFormat::Text
+    }
+
     pub(crate) fn validate(&self, name: &str) -> Result<(), String> {
         let valid_name = !name.is_empty()
             && name
@@ -590,6 +639,13 @@ impl LoopSection {
             ));
         }
         self.sandbox.validate(name)?;
+        let caps = self.caps();
+        caps.validate(&format!("loops.{name}"))?;
+        if !caps.is_empty() && !self.reads_result() {
+            return Err(format!(
+                "loops.{name}: a cost or token cap needs the agent's result: set output_format = \"json\" or \"stream-json\" and run the agent with that output (claude -p … --output-format stream-json)"
+            ));
+        }
         if self.completion_marker.is_empty() {
             return Err(format!(
                 "loops.{name}.completion_marker is empty: leave it out for the default `{DEFAULT_MARKER}`"

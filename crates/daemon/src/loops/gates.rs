@@ -4,10 +4,12 @@
 
 use homebase_stack::loops::RunMode;
 
+use homebase_stack::spend::Periods;
+
 use super::LoopConfig;
 use super::state::RunState;
 use super::text::humanize;
-use crate::loop_store::LoopRow;
+use crate::loop_store::{LoopRow, Spent};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +44,91 @@ pub struct Readings {
     pub stack_memory: Option<u64>,
     /// The workspace's fingerprint now: `None` not read yet, `Some(None)` unreadable.
     pub workspace: Option<Option<String>>,
+    /// What the loop and its project spent this day and month (read when a cap is set).
+    pub spend: Option<SpendReading>,
 }
 
-/// The gates, in order: state, breaker, usage limit, hourly cap, pause or schedule,
-/// workspace changes, memory.
+/// What the spend caps compare, in the calendar of `[spend] time_zone`.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendReading {
+    pub periods: Periods,
+    pub loop_day: Spent,
+    pub loop_month: Spent,
+    pub project_day: Spent,
+    pub project_month: Spent,
+}
+
+/// The first cap reached, month caps before day caps (a month's wait is the longer):
+/// why, and until when.
+pub fn cap_reached(cfg: &LoopConfig, s: &SpendReading) -> Option<(String, i64)> {
+    let own = cfg.section.caps();
+    let project = cfg.project_caps;
+    let checks = [
+        (
+            "this month",
+            &own,
+            &s.loop_month,
+            true,
+            "",
+            s.periods.month.1,
+        ),
+        (
+            "this month",
+            &project,
+            &s.project_month,
+            true,
+            "[spend] ",
+            s.periods.month.1,
+        ),
+        ("today", &own, &s.loop_day, false, "", s.periods.day.1),
+        (
+            "today",
+            &project,
+            &s.project_day,
+            false,
+            "[spend] ",
+            s.periods.day.1,
+        ),
+    ];
+    for (when, caps, spent, month, section, until) in checks {
+        let (cost_cap, tokens_cap, unit) = if month {
+            (caps.cost_per_month, caps.tokens_per_month, "month")
+        } else {
+            (caps.cost_per_day, caps.tokens_per_day, "day")
+        };
+        let whose = if section.is_empty() {
+            format!("loop `{}`", cfg.name)
+        } else {
+            format!("project `{}`'s loops together", cfg.project)
+        };
+        if let Some(cap) = cost_cap
+            && spent.cost >= cap
+        {
+            return Some((
+                format!(
+                    "{whose} spent ${:.2} {when}, {section}max_cost_per_{unit} = {cap}",
+                    spent.cost
+                ),
+                until,
+            ));
+        }
+        if let Some(cap) = tokens_cap
+            && spent.tokens >= cap
+        {
+            return Some((
+                format!(
+                    "{whose} used {} tokens {when}, {section}max_tokens_per_{unit} = {cap}",
+                    spent.tokens
+                ),
+                until,
+            ));
+        }
+    }
+    None
+}
+
+/// The gates, in order: state, breaker, usage limit, spend caps, hourly cap, pause or
+/// schedule, workspace changes, memory.
 pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Result<Next, NeedsWorkspace> {
     let l = &cfg.section;
     let t = r.now;
@@ -68,6 +151,15 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Result<Next, Nee
         return Ok(Next::Wait {
             kind: "usage limit",
             reason: "the agent reported a usage limit; waiting for its reset".into(),
+            until: Some(until),
+        });
+    }
+    if let Some(spend) = &r.spend
+        && let Some((reason, until)) = cap_reached(cfg, spend)
+    {
+        return Ok(Next::Wait {
+            kind: SPEND_CAP,
+            reason: format!("{reason}; no new iteration until the period turns"),
             until: Some(until),
         });
     }
@@ -164,6 +256,8 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Result<Next, Nee
 
 /// `LoopRow::wait_kind` while the agent's usage limit holds the loop.
 pub const USAGE_LIMIT: &str = "usage_limit";
+/// The wait of a loop whose spend reached a cap.
+pub const SPEND_CAP: &str = "spend cap";
 
 #[cfg(test)]
 mod tests {
@@ -365,6 +459,65 @@ mod tests {
             "{n:?}"
         );
         r.stack_memory = Some(3 * gib);
+        assert_eq!(decided(&active(), &cfg, &r), Next::Iterate);
+    }
+
+    fn spent(cost: f64, tokens: u64) -> Spent {
+        Spent {
+            cost,
+            tokens,
+            results: 1,
+        }
+    }
+
+    fn spend(loop_day: Spent, project_month: Spent) -> SpendReading {
+        SpendReading {
+            periods: Periods {
+                day: (0, 86_400),
+                month: (0, 30 * 86_400),
+            },
+            loop_day,
+            loop_month: loop_day,
+            project_day: project_month,
+            project_month,
+        }
+    }
+
+    #[test]
+    fn a_cap_reached_holds_the_loop_until_its_period_turns() {
+        let mut cfg = test_config("max_cost_per_day = 5.0\nmax_tokens_per_month = 1000000");
+        let mut r = reading(2000);
+        r.spend = Some(spend(spent(4.99, 10), Spent::default()));
+        assert_eq!(decided(&active(), &cfg, &r), Next::Iterate);
+        r.spend = Some(spend(spent(5.0, 10), Spent::default()));
+        let n = decided(&active(), &cfg, &r);
+        assert!(
+            matches!(&n, Next::Wait { kind: SPEND_CAP, until: Some(86_400), reason }
+                if reason.contains("spent $5.00 today, max_cost_per_day = 5")),
+            "{n:?}"
+        );
+        // a month's cap waits for the month
+        r.spend = Some(spend(spent(1.0, 1_000_000), Spent::default()));
+        let n = decided(&active(), &cfg, &r);
+        assert!(
+            matches!(&n, Next::Wait { kind: SPEND_CAP, until: Some(2_592_000), reason }
+                if reason.contains("1000000 tokens this month")),
+            "{n:?}"
+        );
+        // the project's caps count every loop
+        cfg.project_caps.cost_per_month = Some(100.0);
+        r.spend = Some(spend(spent(1.0, 10), spent(100.5, 10)));
+        let n = decided(&active(), &cfg, &r);
+        assert!(
+            matches!(&n, Next::Wait { kind: SPEND_CAP, reason, .. }
+                if reason.contains("[spend] max_cost_per_month = 100") && reason.contains("together")),
+            "{n:?}"
+        );
+        // a raised cap lets it go on at once
+        cfg.project_caps.cost_per_month = Some(200.0);
+        assert_eq!(decided(&active(), &cfg, &r), Next::Iterate);
+        // no reading (no cap set): no gate
+        r.spend = None;
         assert_eq!(decided(&active(), &cfg, &r), Next::Iterate);
     }
 }

@@ -15,13 +15,14 @@
 //!
 //! The parts: [`gates`] decides whether to iterate now, [`state`] holds the run's state
 //! and its breaker as types, [`outcome`] classifies an iteration and keeps the run's books,
-//! [`output`] follows an iteration's output, [`text`] reads the agent's words; all of them
-//! pure but `output`. [`supervisor`] is the I/O around them, one task per loop; this module
+//! [`output`] follows an iteration's output, [`text`] reads the agent's words, [`result`]
+//! its JSON result (cost, tokens, verdict); all of them pure but `output`. [`supervisor`] is the I/O around them, one task per loop; this module
 //! keeps one supervisor per configured loop and routes the API's commands to it.
 
 pub mod gates;
 pub mod outcome;
 pub mod output;
+pub mod result;
 pub mod state;
 pub mod supervisor;
 pub mod text;
@@ -34,6 +35,8 @@ use std::time::Duration;
 use homebase_engine::Engine;
 use homebase_proto::{IterationRecord, LoopStatus};
 use homebase_stack::loops::{LoopSection, Workspace};
+use homebase_stack::spend::Caps;
+use jiff::tz::TimeZone;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +55,9 @@ pub struct LoopConfig {
     /// The project's budget and high watermark (bytes).
     pub budget: u64,
     pub high_watermark: f64,
+    /// The project's caps over all its loops (`[spend]`), and the calendar of every cap.
+    pub project_caps: Caps,
+    pub zone: TimeZone,
 }
 
 impl LoopConfig {
@@ -195,6 +201,12 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                         home: shared.home.clone(),
                         budget: p.budget,
                         high_watermark: p.daemon.high_watermark,
+                        project_caps: p.spend.caps(),
+                        // (checked before the deploy: a zone this host does not know is UTC)
+                        zone: p.spend.zone().unwrap_or_else(|e| {
+                            tracing::warn!("project {}: {e}; the caps follow UTC", p.name);
+                            TimeZone::UTC
+                        }),
                     },
                 );
             }
@@ -221,7 +233,9 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                             let changed = format!("{:?}{:?}", old.section, old.release_dir)
                                 != format!("{:?}{:?}", cfg.section, cfg.release_dir)
                                 || old.budget != cfg.budget
-                                || old.high_watermark != cfg.high_watermark;
+                                || old.high_watermark != cfg.high_watermark
+                                || old.project_caps != cfg.project_caps
+                                || old.zone != cfg.zone;
                             if changed {
                                 *old = cfg.clone();
                             }
@@ -318,5 +332,7 @@ pub(crate) fn test_config(lines: &str) -> LoopConfig {
         home: PathBuf::from("/nonexistent"),
         budget: 4 << 30,
         high_watermark: 0.9,
+        project_caps: Caps::default(),
+        zone: TimeZone::UTC,
     }
 }

@@ -10,6 +10,7 @@ use homebase_stack::loops::LoopSection;
 
 use super::gates::USAGE_LIMIT;
 use super::output::Watched;
+use super::result::Said;
 use super::state::{Breaker, RunState};
 use super::text::{error_signature, humanize, reset_time};
 use crate::loop_store::LoopRow;
@@ -27,6 +28,8 @@ pub enum Outcome {
     Completed,
     /// The agent reported a usage limit.
     UsageLimit,
+    /// The agent stopped at its maximum number of turns (its result said so).
+    MaxTurns,
     /// Its container could not be created or started.
     FailedToStart,
     Ok,
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Completed => "completed",
             Outcome::UsageLimit => "usage_limit",
+            Outcome::MaxTurns => "max_turns",
             Outcome::FailedToStart => "failed_to_start",
             Outcome::Ok => "ok",
             Outcome::Error => "error",
@@ -57,8 +61,9 @@ impl Outcome {
 }
 
 /// The outcome, in order of precedence: a stop by hand, the kernel, the timeout, then
-/// what the agent said (done, or out of usage), then its exit.
-pub fn classify(w: &Watched, all_pass: Option<bool>, usage_limit: bool) -> Outcome {
+/// what the agent said (done; then its result's verdict, or without a result a usage limit
+/// in its text), then its exit.
+pub fn classify(w: &Watched, all_pass: Option<bool>, said: Said) -> Outcome {
     if w.stopped {
         Outcome::Stopped
     } else if w.oom {
@@ -67,14 +72,18 @@ pub fn classify(w: &Watched, all_pass: Option<bool>, usage_limit: bool) -> Outco
         Outcome::Timeout
     } else if w.marker || all_pass == Some(true) {
         Outcome::Completed
-    } else if usage_limit {
-        Outcome::UsageLimit
-    } else if w.exit_code.is_none() {
-        Outcome::FailedToStart
-    } else if w.exit_code == Some(0) {
-        Outcome::Ok
     } else {
-        Outcome::Error
+        match said {
+            Said::UsageLimit | Said::Nothing { usage_limit: true } => Outcome::UsageLimit,
+            Said::MaxTurns => Outcome::MaxTurns,
+            Said::Error => Outcome::Error,
+            Said::Success => Outcome::Ok,
+            Said::Nothing { usage_limit: false } => match w.exit_code {
+                None => Outcome::FailedToStart,
+                Some(0) => Outcome::Ok,
+                Some(_) => Outcome::Error,
+            },
+        }
     }
 }
 
@@ -200,7 +209,12 @@ pub fn account(row: &mut LoopRow, l: &LoopSection, e: &Ended) -> Vec<Effect> {
                 ),
             ));
         }
-        Outcome::Oom | Outcome::Timeout | Outcome::FailedToStart | Outcome::Ok | Outcome::Error => {
+        Outcome::Oom
+        | Outcome::Timeout
+        | Outcome::FailedToStart
+        | Outcome::Ok
+        | Outcome::MaxTurns
+        | Outcome::Error => {
             breaker(row, l, e, &mut fx);
         }
     }
@@ -300,6 +314,7 @@ mod tests {
             stopped: false,
             marker: false,
             tail: Vec::new(),
+            ending: crate::loops::result::Ending::Empty,
             error: String::new(),
         }
     }
@@ -341,24 +356,33 @@ mod tests {
 
     #[test]
     fn outcomes_in_order_of_precedence() {
+        let no = Said::Nothing { usage_limit: false };
+        let limit = Said::Nothing { usage_limit: true };
         let mut w = watched(Some(1));
-        assert_eq!(classify(&w, None, false), Outcome::Error);
-        assert_eq!(classify(&w, None, true), Outcome::UsageLimit);
-        assert_eq!(classify(&w, Some(true), true), Outcome::Completed);
-        assert_eq!(classify(&w, Some(false), false), Outcome::Error);
-        w.marker = true;
-        assert_eq!(classify(&w, None, true), Outcome::Completed);
-        w.timed_out = true;
-        assert_eq!(classify(&w, None, false), Outcome::Timeout);
-        w.oom = true;
-        assert_eq!(classify(&w, None, false), Outcome::Oom);
-        w.stopped = true;
-        assert_eq!(classify(&w, None, false), Outcome::Stopped);
-        assert_eq!(classify(&watched(Some(0)), None, false), Outcome::Ok);
+        assert_eq!(classify(&w, None, no), Outcome::Error);
+        assert_eq!(classify(&w, None, limit), Outcome::UsageLimit);
+        assert_eq!(classify(&w, Some(true), limit), Outcome::Completed);
+        assert_eq!(classify(&w, Some(false), no), Outcome::Error);
+        // the agent's result is read before the exit code
+        assert_eq!(classify(&w, None, Said::Success), Outcome::Ok);
+        assert_eq!(classify(&w, None, Said::MaxTurns), Outcome::MaxTurns);
+        assert_eq!(classify(&w, None, Said::UsageLimit), Outcome::UsageLimit);
         assert_eq!(
-            classify(&watched(None), None, false),
-            Outcome::FailedToStart
+            classify(&watched(Some(0)), None, Said::Error),
+            Outcome::Error
         );
+        w.marker = true;
+        assert_eq!(classify(&w, None, limit), Outcome::Completed);
+        assert_eq!(classify(&w, None, Said::Error), Outcome::Completed);
+        w.timed_out = true;
+        assert_eq!(classify(&w, None, no), Outcome::Timeout);
+        w.oom = true;
+        assert_eq!(classify(&w, None, no), Outcome::Oom);
+        w.stopped = true;
+        assert_eq!(classify(&w, None, Said::Success), Outcome::Stopped);
+        assert_eq!(classify(&watched(Some(0)), None, no), Outcome::Ok);
+        assert_eq!(classify(&watched(None), None, no), Outcome::FailedToStart);
+        assert!(!Outcome::MaxTurns.is_error());
     }
 
     #[test]

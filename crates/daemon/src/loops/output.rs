@@ -9,6 +9,7 @@ use homebase_engine::Engine;
 use tokio_util::sync::CancellationToken;
 
 use super::LoopConfig;
+use super::result::{Ending, LastLine};
 use crate::now;
 
 /// Bytes of output kept in an iteration's record.
@@ -26,7 +27,25 @@ pub struct Watched {
     pub stopped: bool,
     pub marker: bool,
     pub tail: Vec<u8>,
+    /// The last line of its standard output (where an agent prints its result).
+    pub ending: Ending,
     pub error: String,
+}
+
+impl Watched {
+    /// An iteration that never ran: `error` says why.
+    pub fn failed(error: String) -> Watched {
+        Watched {
+            exit_code: None,
+            oom: false,
+            timed_out: false,
+            stopped: false,
+            marker: false,
+            tail: error.clone().into_bytes(),
+            ending: Ending::Empty,
+            error,
+        }
+    }
 }
 
 /// Follows a container's output to the log and a tail buffer until it ends, its timeout
@@ -49,6 +68,7 @@ pub async fn watch_container(
     let remaining = Duration::from_secs((deadline - now()).max(0) as u64);
     let marker = l.completion_marker.as_bytes().to_vec();
     let mut tail: Vec<u8> = Vec::new();
+    let mut stdout = LastLine::default();
     let mut seen_marker = false;
     let mut timed_out = false;
     let mut stopped = false;
@@ -67,8 +87,12 @@ pub async fn watch_container(
         loop {
             tokio::select! {
                 chunk = stream.next() => match chunk {
-                    Some(Ok(bytes)) => {
+                    Some(Ok(chunk)) => {
+                        let bytes = chunk.bytes;
                         append_log(&log, &bytes);
+                        if !chunk.stderr {
+                            stdout.feed(&bytes);
+                        }
                         // scan across chunk borders
                         let from = tail.len().saturating_sub(marker.len());
                         tail.extend_from_slice(&bytes);
@@ -114,7 +138,13 @@ pub async fn watch_container(
         }
     }
     if adopted && tail.is_empty() {
-        tail = engine.output_tail(&id, 200).await.unwrap_or_default();
+        // (the result line may be long: up to 200 lines of the end)
+        for chunk in engine.output_tail(&id, 200).await.unwrap_or_default() {
+            if !chunk.stderr {
+                stdout.feed(&chunk.bytes);
+            }
+            tail.extend_from_slice(&chunk.bytes);
+        }
         seen_marker = contains(&tail, &marker);
     }
     let (exit_code, oom) = match &exit {
@@ -131,6 +161,7 @@ pub async fn watch_container(
         stopped,
         marker: seen_marker,
         tail,
+        ending: stdout.finish(),
         error,
     })
 }

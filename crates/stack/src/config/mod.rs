@@ -53,6 +53,9 @@ pub struct Config {
     /// Agent loops the host daemon runs (`[loops.NAME]`).
     #[serde(default)]
     pub loops: IndexMap<String, crate::loops::LoopSection>,
+    /// What the project's loops may spend together, and the calendar of every cap.
+    #[serde(default)]
+    pub spend: crate::spend::SpendSection,
     /// The hosts of a swarm (`project.mode = "swarm"`), in order; the first is the manager
     /// unless one says `manager = true`.
     #[serde(default)]

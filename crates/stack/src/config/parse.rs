@@ -88,6 +88,12 @@ impl Config {
         for (name, l) in &self.loops {
             l.validate(name).map_err(err)?;
         }
+        self.spend.validate().map_err(err)?;
+        if !self.spend.caps().is_empty() && !self.loops.values().any(|l| l.reads_result()) {
+            return Err(err(
+                "[spend] caps what the loops' agents report, and no loop reads its agent's result: set output_format = \"json\" or \"stream-json\" on the loops (and run the agent with that output), or remove the caps".into(),
+            ));
+        }
         if self.project.mode == Mode::Swarm {
             if self.nodes.is_empty() {
                 return Err(err(

@@ -2,6 +2,7 @@
 //! (answering commands meanwhile), and concluding what it left.
 
 use super::*;
+use crate::loops::result::{self, Said};
 
 impl Supervisor {
     /// After a (re)start: an iteration still recorded as running is adopted when its
@@ -230,15 +231,7 @@ impl Supervisor {
             Err(e) => {
                 let msg = format!("{e:#}");
                 append_log(&log, format!("homebase: {msg}\n").as_bytes());
-                let watched = Watched {
-                    exit_code: None,
-                    oom: false,
-                    timed_out: false,
-                    stopped: false,
-                    marker: false,
-                    tail: msg.clone().into_bytes(),
-                    error: msg,
-                };
+                let watched = Watched::failed(msg);
                 self.conclude(
                     row,
                     id,
@@ -563,11 +556,32 @@ impl Supervisor {
         } else {
             None
         };
-        let text = String::from_utf8_lossy(&w.tail).to_string();
-        let usage = regex::Regex::new(&l.usage_limit_pattern)
-            .ok()
-            .is_some_and(|re| re.is_match(&text));
-        let outcome = outcome::classify(&w, all_pass, usage);
+        // The agent's own result first; its text patterns only when there is none.
+        let usage = regex::Regex::new(&l.usage_limit_pattern).ok();
+        let read = (l.reads_result() && !container.is_empty()).then(|| result::read(&w.ending));
+        let mut text = String::from_utf8_lossy(&w.tail).to_string();
+        let said = match &read {
+            Some(Ok(r)) => {
+                text = r.text.clone();
+                result::said(r, usage.as_ref())
+            }
+            _ => Said::Nothing {
+                usage_limit: usage.as_ref().is_some_and(|re| re.is_match(&text)),
+            },
+        };
+        let outcome = outcome::classify(&w, all_pass, said);
+        let mut extra = note.to_string();
+        if let Some(Err(why)) = &read
+            && !(w.stopped || w.oom || w.timed_out)
+        {
+            extra = [note, why.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        let agent = read.and_then(Result::ok).map(|r| r.result);
         let f = Finished {
             ended,
             outcome: outcome.as_str().into(),
@@ -576,8 +590,9 @@ impl Supervisor {
             files_changed,
             diffstat,
             tail: tail_str(&w.tail, TAIL_BYTES),
-            note: outcome::note(&w, l, note),
+            note: outcome::note(&w, l, &extra),
             commit,
+            result: agent.clone(),
         };
         if let Err(e) = self.shared.store.finish_iteration(id, &f) {
             tracing::warn!("cannot record iteration {n} of {}: {e:#}", cfg.label());
@@ -586,7 +601,7 @@ impl Supervisor {
         append_log(
             &cfg.dir().join(layout::LOOP_OUTPUT),
             format!(
-                "=== iteration {n}: {}{}{}, {} ===\n",
+                "=== iteration {n}: {}{}{}{}, {} ===\n",
                 outcome.as_str(),
                 w.exit_code
                     .map(|c| format!(", exit {c}"))
@@ -594,6 +609,7 @@ impl Supervisor {
                 files_changed
                     .map(|c| format!(", {c} files changed"))
                     .unwrap_or_default(),
+                agent.as_ref().map(spent_words).unwrap_or_default(),
                 humanize((ended - started).max(0) as u64)
             )
             .as_bytes(),
@@ -637,4 +653,17 @@ impl Supervisor {
         }
         self.save(row);
     }
+}
+
+/// `, $0.42, 12 turns, 330,124 tokens`: what the agent reported, for the output log.
+fn spent_words(r: &homebase_proto::AgentResult) -> String {
+    let mut s = String::new();
+    if let Some(c) = r.cost_usd {
+        s.push_str(&format!(", ${c:.2}"));
+    }
+    if let Some(t) = r.turns {
+        s.push_str(&format!(", {t} turns"));
+    }
+    s.push_str(&format!(", {} tokens", r.tokens()));
+    s
 }

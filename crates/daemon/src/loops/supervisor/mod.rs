@@ -13,8 +13,9 @@ use homebase_engine::Engine;
 use homebase_engine::run::{ITERATION_LABEL, LOOP_LABEL, RunSpec, Source, Walls};
 use homebase_proto::clock::rfc3339;
 use homebase_proto::layout;
-use homebase_proto::{LoopStatus, RunningIteration};
+use homebase_proto::{LoopSpend, LoopStatus, RunningIteration};
 use homebase_stack::loops::Workspace;
+use homebase_stack::spend::periods;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -159,6 +160,8 @@ impl Supervisor {
             memory_limit_bytes: cfg.section.memory.0,
             priority: cfg.section.priority.as_str().into(),
             mode: cfg.section.run.as_str().into(),
+            output_format: cfg.section.output_format.as_str().into(),
+            spend: self.spend_status(&cfg, last.as_ref()),
             last,
         };
         self.shared
@@ -177,6 +180,8 @@ impl Supervisor {
         loop {
             let next = self.decide(&row).await;
             self.publish(&row, &next).await;
+            self.tell_cap(last_wait.as_ref().map(|(k, _)| *k), &next)
+                .await;
             match &next {
                 Next::Iterate => {
                     last_wait = None;
@@ -327,11 +332,24 @@ impl Supervisor {
             .iter()
             .find(|p| p.name == cfg.project)
             .map(|p| p.memory_bytes);
+        let spend = match self.spend_reading(&cfg, now) {
+            Ok(s) => s,
+            // a ledger that cannot be read holds the loop: a cap is never passed blind
+            Err(e) if row.state == RunState::Active => {
+                return Next::Wait {
+                    kind: gates::SPEND_CAP,
+                    reason: format!("cannot read what the loop spent ({e:#})"),
+                    until: None,
+                };
+            }
+            Err(_) => None,
+        };
         let mut readings = Readings {
             now,
             started_last_hour,
             stack_memory,
             workspace: None,
+            spend,
         };
         match gates::decide(row, &cfg, &readings) {
             Ok(next) => next,
@@ -340,6 +358,108 @@ impl Supervisor {
                 // (with the workspace read, no gate asks for it again)
                 gates::decide(row, &cfg, &readings).unwrap_or(Next::Idle)
             }
+        }
+    }
+
+    /// What the caps compare: read only when the loop or its project has one.
+    fn spend_reading(
+        &self,
+        cfg: &LoopConfig,
+        now: i64,
+    ) -> anyhow::Result<Option<gates::SpendReading>> {
+        if cfg.section.caps().is_empty() && cfg.project_caps.is_empty() {
+            return Ok(None);
+        }
+        let periods = periods(now, &cfg.zone)
+            .ok_or_else(|| anyhow::anyhow!("the clock ({now}) is outside the calendar"))?;
+        let store = &self.shared.store;
+        let (p, n) = (cfg.project.as_str(), Some(cfg.name.as_str()));
+        Ok(Some(gates::SpendReading {
+            periods,
+            loop_day: store.spent(p, n, periods.day.0)?,
+            loop_month: store.spent(p, n, periods.month.0)?,
+            project_day: store.spent(p, None, periods.day.0)?,
+            project_month: store.spent(p, None, periods.month.0)?,
+        }))
+    }
+
+    /// The loop's spend for its status (loops that read their agent's result).
+    fn spend_status(
+        &self,
+        cfg: &LoopConfig,
+        last: Option<&homebase_proto::IterationRecord>,
+    ) -> Option<LoopSpend> {
+        if !cfg.section.reads_result() {
+            return None;
+        }
+        let now = now();
+        let p = periods(now, &cfg.zone)?;
+        let spent = |since| {
+            self.shared
+                .store
+                .spent(&cfg.project, Some(&cfg.name), since)
+                .ok()
+        };
+        let (day, month, hour) = (spent(p.day.0)?, spent(p.month.0)?, spent(now - 3600)?);
+        let caps = cfg.section.caps();
+        let result = last.and_then(|l| l.result.as_ref());
+        Some(LoopSpend {
+            last_cost_usd: result.and_then(|r| r.cost_usd),
+            last_tokens: result.map(|r| r.tokens()),
+            today_cost_usd: day.cost,
+            today_tokens: day.tokens,
+            month_cost_usd: month.cost,
+            month_tokens: month.tokens,
+            hour_cost_usd: hour.cost,
+            hour_tokens: hour.tokens,
+            today_results: day.results,
+            max_cost_per_day: caps.cost_per_day,
+            max_cost_per_month: caps.cost_per_month,
+            max_tokens_per_day: caps.tokens_per_day,
+            max_tokens_per_month: caps.tokens_per_month,
+            day_start: p.day.0,
+            month_start: p.month.0,
+        })
+    }
+
+    /// A cap reached is an alert with its figures; the alert resolves when the loop may go
+    /// on (the period turned, the cap was raised) or is no longer active.
+    async fn tell_cap(&self, was: Option<&'static str>, next: &Next) {
+        let cfg = self.cfg();
+        let subject = format!("loop:{}", cfg.name);
+        let capped = was == Some(gates::SPEND_CAP);
+        match next {
+            Next::Wait {
+                kind: gates::SPEND_CAP,
+                reason,
+                until,
+            } if !capped => {
+                let when = until
+                    .map(|u| format!("it resumes at {}", rfc3339(u)))
+                    .unwrap_or_else(|| "it waits".into());
+                let msg = format!(
+                    "loop `{}` holds: {reason}; {when}, or sooner when the cap is raised in homebase.toml and deployed",
+                    cfg.name
+                );
+                self.shared
+                    .alert(&cfg.project, &subject, "loop_spend_cap", &msg)
+                    .await;
+            }
+            Next::Wait {
+                kind: gates::SPEND_CAP,
+                ..
+            } => {}
+            _ if capped => {
+                self.shared
+                    .resolve(
+                        &cfg.project,
+                        &subject,
+                        "loop_spend_cap",
+                        "under its caps again (the period turned, or a cap was raised)",
+                    )
+                    .await;
+            }
+            _ => {}
         }
     }
 }
