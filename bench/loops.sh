@@ -4,7 +4,10 @@
 # at iteration 100 and at the end, leaked containers and volumes, and the time per
 # iteration side by side with a bare `docker run` of the same image with the same limits
 # (what a bash loop in tmux does), run N_BARE times on the same host.
-# Needs root and `scripts/testhost up 1`. Prints a markdown table.
+# RESULT=1: each iteration also prints a recorded Claude Code stream-json result (three
+# lines, the result last) and the loop reads it (`output_format = "stream-json"`, with a
+# daily cap, so the ledger is written and summed every iteration); the bare loop prints
+# the same lines. Needs root and `scripts/testhost up 1`. Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -24,6 +27,17 @@ cleanup() {
 trap cleanup EXIT
 cleanup; work=$(mktemp -d); chmod 755 "$work"
 uidgid=$(ssh_h 'echo $(id -u):$(id -g)'); home=$(ssh_h 'echo $HOME')
+ssh_h 'mkdir -p ~/benchl-ws'
+extra=""; say=""
+if [ "${RESULT:-0}" = 1 ]; then
+  ssh_h 'cat > ~/benchl-ws/result.jsonl' <<'JSON'
+{"type":"system","subtype":"init","session_id":"5b1c2d3e-0000-4000-8000-000000000001","tools":["Bash","Edit","Read"],"model":"claude-sonnet-4-5"}
+{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"Story US-1 passes."}]},"session_id":"5b1c2d3e-0000-4000-8000-000000000001"}
+{"type":"result","subtype":"success","is_error":false,"duration_ms":41233,"num_turns":9,"result":"Story US-1 passes.","session_id":"5b1c2d3e-0000-4000-8000-000000000001","total_cost_usd":0.0001,"usage":{"input_tokens":1200,"cache_creation_input_tokens":15000,"cache_read_input_tokens":200000,"output_tokens":3800}}
+JSON
+  extra=$'output_format = "stream-json"\nmax_cost_per_day = 1000000.0'
+  say="; cat /workspace/result.jsonl"
+fi
 printf 'services:\n  idle:\n    image: hb/busybox:latest\n    command: ["sleep", "3600"]\n    stop_signal: SIGKILL\n' > "$work/compose.yml"
 cat > "$work/homebase.toml" <<TOML
 [project]
@@ -38,7 +52,8 @@ host_memory = "4GiB"
 memory = "16MiB"
 [loops.soak]
 image = "hb/busybox:latest"
-command = "date +%s%N > /workspace/last; echo iteration \$HOMEBASE_ITERATION"
+command = "date +%s%N > /workspace/last; echo iteration \$HOMEBASE_ITERATION$say"
+$extra
 workspace = "$home/benchl-ws"
 user = "$uidgid"
 memory = "16MiB"
@@ -62,7 +77,7 @@ per_iter=$(awk -v a="$t100" -v b="$t_end" -v n=$((i_end - i100)) 'BEGIN { printf
 leaked=$(ssh_h 'docker ps -aq --filter label=dev.homebase.loop | wc -l')
 volumes_after=$(ssh_h 'docker volume ls -q | wc -l')
 # bare docker run, the same image, limits and mount, one after another
-bare=$(ssh_h "mkdir -p ~/benchl-ws; t0=\$(date +%s%N); for i in \$(seq $N_BARE); do docker run --rm --init -m 16m --memory-swap 16m --user $uidgid -v \$HOME/benchl-ws:/workspace -w /workspace hb/busybox:latest sh -c 'date +%s%N > /workspace/last; echo iteration' >/dev/null; done; t1=\$(date +%s%N); echo \$(( (t1 - t0) / $N_BARE / 1000000 ))")
+bare=$(ssh_h "mkdir -p ~/benchl-ws; t0=\$(date +%s%N); for i in \$(seq $N_BARE); do docker run --rm --init -m 16m --memory-swap 16m --user $uidgid -v \$HOME/benchl-ws:/workspace -w /workspace hb/busybox:latest sh -c 'date +%s%N > /workspace/last; echo iteration$say' >/dev/null; done; t1=\$(date +%s%N); echo \$(( (t1 - t0) / $N_BARE / 1000000 ))")
 growth=$(awk -v a="$rss100" -v b="$rss_end" 'BEGIN { printf "%.1f", (b - a) / a * 100 }')
 echo "| soak: $i_end iterations of one loop | homebase daemon | bare \`docker run --rm\` loop | ratio |"
 echo "| --- | ---: | ---: | ---: |"

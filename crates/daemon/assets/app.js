@@ -21,6 +21,10 @@ function esc(s) {
     .replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 function time(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
+function money(v) { return "$" + (v > 0 && v < 0.01 ? v.toFixed(3) : v.toFixed(2)); }
+function count(n) {
+  return n < 1e3 ? String(n) : n < 1e6 ? (n / 1e3).toFixed(1) + "k" : n < 1e9 ? (n / 1e6).toFixed(1) + "M" : (n / 1e9).toFixed(1) + "G";
+}
 
 // A session from the token (typed in, or pasted as #token=) or from the one-time code
 // `homebase dash` puts in the fragment (#login=).
@@ -131,12 +135,15 @@ function render(snap) {
         : `${l.iterations}${l.max_iterations ? "/" + l.max_iterations : ""}`;
       const last = l.last ? `${l.last.outcome}${l.last.exit_code != null ? " (exit " + l.last.exit_code + ")" : ""}${l.last.files_changed != null ? ", " + l.last.files_changed + " files" : ""}` : "–";
       const wait = l.waiting ? `${l.waiting}${l.wait_until ? " until " + time(l.wait_until) : ""}` : "";
+      const sp = l.spend;
+      const cap = (v) => (v != null ? " of " + money(v) : "");
+      const spend = sp ? `${money(sp.today_cost_usd)}${cap(sp.max_cost_per_day)} today · ${money(sp.month_cost_usd)}${cap(sp.max_cost_per_month)} month · ${money(sp.hour_cost_usd)}/h · ${count(sp.today_tokens)} tokens today${sp.last_cost_usd != null ? " · last " + money(sp.last_cost_usd) : ""}` : "–";
       return `<tr data-loop="${esc(l.name)}" data-state="${esc(l.state)}">
         <td>${esc(l.name)}</td><td class="state-${st}">${esc(l.state)}</td><td>run ${l.run} · ${iter} iterations</td>
         <td class="${l.breaker === "closed" ? "dim" : "bad"}">${esc(l.breaker)}</td>
-        <td>${esc(last)}</td><td class="dim">${esc(wait || l.reason)}</td></tr>`;
+        <td>${esc(last)}</td><td class="spend">${esc(spend)}</td><td class="dim">${esc(wait || l.reason)}</td></tr>`;
     }).join("");
-    const loopTable = loops ? `<h3>Agent loops</h3><div class="scroll"><table id="loops-${esc(p.name)}"><thead><tr><th>loop</th><th>state</th><th>iteration</th><th>breaker</th><th>last</th><th>waiting / reason</th></tr></thead>
+    const loopTable = loops ? `<h3>Agent loops</h3><div class="scroll"><table id="loops-${esc(p.name)}"><thead><tr><th>loop</th><th>state</th><th>iteration</th><th>breaker</th><th>last</th><th>spend</th><th>waiting / reason</th></tr></thead>
       <tbody>${loops}</tbody></table></div>` : "";
     return `<div class="card">
       <h2>${esc(p.name)} <span class="dim">release ${esc(p.release)}${p.commit ? " · commit " + esc(p.commit.slice(0, 8)) : ""}</span></h2>

@@ -501,6 +501,38 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "1 when the loop's circuit breaker is not closed.",
         &per_loop(&|l| u8::from(l.breaker != "closed").to_string()),
     );
+    // what each loop's agent reported it spent, by period (loops that read its result)
+    let per_period = |f: &dyn Fn(&homebase_proto::LoopSpend) -> [String; 3]| {
+        let mut rows = Vec::new();
+        for l in &s.loops {
+            let Some(spend) = &l.spend else { continue };
+            for (period, v) in ["today", "month", "last_hour"].iter().zip(f(spend)) {
+                rows.push((
+                    format!(
+                        "project=\"{}\",loop=\"{}\",period=\"{period}\"",
+                        label(&l.project),
+                        label(&l.name)
+                    ),
+                    v,
+                ));
+            }
+        }
+        rows
+    };
+    gauge_family(
+        &mut out,
+        "homebase_loop_cost_usd",
+        "What the loop's agent reported it spent: today, this month (the calendar of [spend] time_zone) and in the last hour.",
+        &per_period(&|p| {
+            [p.today_cost_usd, p.month_cost_usd, p.hour_cost_usd].map(|v| v.to_string())
+        }),
+    );
+    gauge_family(
+        &mut out,
+        "homebase_loop_tokens",
+        "Tokens the loop's agent reported (input, output, cache writes and reads): today, this month and in the last hour.",
+        &per_period(&|p| [p.today_tokens, p.month_tokens, p.hour_tokens].map(|v| v.to_string())),
+    );
     gauge_family(
         &mut out,
         "homebase_alerts_active",

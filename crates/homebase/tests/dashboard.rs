@@ -155,7 +155,7 @@ services:
         "dash",
         compose,
         "[services.db]\nmemory = \"512MiB\"\n[services.api]\nmemory = \"32MiB\"\n[daemon]\nunhealthy_grace_secs = 60\n\
-         [loops.agent]\nimage = \"hb/busybox:latest\"\ncommand = \"echo working; sleep 3; echo '<promise>COMPLETE</promise>'\"\nmemory = \"16MiB\"\n",
+         [loops.agent]\nimage = \"hb/busybox:latest\"\ncommand = \"echo working; sleep 3; echo '{\\\"type\\\":\\\"result\\\",\\\"subtype\\\":\\\"success\\\",\\\"result\\\":\\\"<promise>COMPLETE</promise>\\\",\\\"total_cost_usd\\\":0.42}'\"\noutput_format = \"json\"\nmemory = \"16MiB\"\n",
     );
     p.ok(&["deploy"]);
     // The daemon, watching only this project, with its files in the default place.
@@ -238,6 +238,12 @@ services:
         d.js("const r = document.querySelector('tr[data-loop=\"agent\"]'); return r ? r.dataset.state : ''").as_str() == Some("completed")
     });
     assert!(d.text().contains("Agent loops"), "{}", d.text());
+    // what its agent reported it spent, read from its result line
+    d.wait("the loop's spend shown", |d| {
+        d.js("const r = document.querySelector('tr[data-loop=\"agent\"] td.spend'); return r ? r.textContent : ''")
+            .as_str()
+            .is_some_and(|t| t.starts_with("$0.42 today") && t.contains("last $0.42"))
+    });
     let shot = repo_root().join("target/dashboard.png");
     d.screenshot(&shot);
 

@@ -1269,3 +1269,52 @@ fn an_aborted_deploy_leaves_no_service_stopped() {
         "a service was left stopped:\n{state}\n{out}"
     );
 }
+
+#[test]
+fn a_planned_change_replaces_that_service_alone_unless_a_dependent_asks_to_restart() {
+    let hosts = hosts();
+    let h = hosts.host(2);
+    let compose = |v: u32, restart: bool| {
+        format!(
+            "services:\n  db:\n    image: hb/busybox:latest\n    command: [\"sh\", \"-c\", \"while true; do sleep 1; done\"]\n    environment:\n      V: \"{v}\"\n  api:\n    image: hb/busybox:latest\n    command: [\"sh\", \"-c\", \"while true; do sleep 1; done\"]\n    depends_on:\n      db: {{condition: service_started, restart: {restart}}}\n  watcher:\n    image: hb/busybox:latest\n    command: [\"sh\", \"-c\", \"while true; do sleep 1; done\"]\n    depends_on: [db]\n"
+        )
+    };
+    let budget = "[services.db]\nmemory = \"16MiB\"\n[services.api]\nmemory = \"16MiB\"\n[services.watcher]\nmemory = \"16MiB\"\n";
+    let p = TestProject::new(&hosts, h, bin(), "alone", &compose(1, false), budget);
+    p.ok(&["deploy", "--timeout", "60"]);
+    // container id and start time of each service
+    let started = || -> std::collections::BTreeMap<String, String> {
+        hosts
+            .ssh_ok(
+                h,
+                &format!(
+                    "for c in $(docker ps -q --filter label=com.docker.compose.project={}); do docker inspect -f '{{{{index .Config.Labels \"com.docker.compose.service\"}}}} {{{{.Id}}}}{{{{.State.StartedAt}}}}' $c; done",
+                    p.name
+                ),
+            )
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(s, v)| (s.to_string(), v.to_string()))
+            .collect()
+    };
+    let before = started();
+    assert_eq!(before.len(), 3, "{before:?}");
+    // a change of db's environment: db alone is replaced, its dependents run on untouched
+    p.write(&compose(2, false), budget);
+    p.ok(&["deploy", "--timeout", "60"]);
+    let after = started();
+    assert_ne!(after["db"], before["db"]);
+    assert_eq!(after["api"], before["api"], "api was restarted");
+    assert_eq!(after["watcher"], before["watcher"], "watcher was restarted");
+    // a dependent that says `restart: true` is restarted with it, as Compose does
+    p.write(&compose(2, true), budget);
+    p.ok(&["deploy", "--timeout", "60"]);
+    let marked = started();
+    p.write(&compose(3, true), budget);
+    p.ok(&["deploy", "--timeout", "60"]);
+    let last = started();
+    assert_ne!(last["db"], marked["db"]);
+    assert_ne!(last["api"], marked["api"], "api asked to restart with db");
+    let releases = p.ok(&["releases", "--json"]);
+    assert!(releases.contains("\"deployed\""), "{releases}");
+}

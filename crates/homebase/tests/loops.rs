@@ -32,6 +32,9 @@ case "$1" in
   usage) echo "Claude AI usage limit reached|$(( $(date +%s) + $2 ))"; exit 1 ;;
   sleep) echo "start $HOMEBASE_RUN.$HOMEBASE_ITERATION $(date +%s)" >> runs.txt; sleep "$2"; echo "end $HOMEBASE_RUN.$HOMEBASE_ITERATION $(date +%s)" >> runs.txt; echo slept ;;
   oom) echo "allocating"; x=$(head -c 200000000 /dev/zero | tr '\0' a); echo "${#x}" ;;
+  say) echo "iteration $HOMEBASE_ITERATION" >> work.txt; echo "a line on stderr" >&2; cat "$2"; exit "${3:-0}" ;;
+  usagejson) echo "iteration $HOMEBASE_ITERATION" >> work.txt; printf '{"type":"result","subtype":"success","is_error":true,"result":"Claude AI usage limit reached|%s","total_cost_usd":0,"usage":{"input_tokens":10,"output_tokens":0}}\n' $(( $(date +%s) + $2 )); exit 1 ;;
+  huge) echo "iteration $HOMEBASE_ITERATION" >> work.txt; head -c 2000000 /dev/zero | tr '\0' a; echo ;;
 esac
 "#;
 
@@ -957,4 +960,327 @@ fn hostile_host_bytes_are_shown_escaped_under_a_terminal() {
     assert!(text.contains("\\u{1b}"), "{text}");
     let releases = env.p.ok(&["releases"]);
     assert!(releases.contains("é€ü"), "{releases}");
+}
+
+/// Recorded results of Claude Code (`--output-format stream-json` and `json`), each a file the
+/// fake agent prints with `say FILE [EXIT]`.
+const RESULTS: &[(&str, &str)] = &[
+    (
+        "success.out",
+        concat!(
+            r#"{"type":"system","subtype":"init","session_id":"5b1c2d3e-0000-4000-8000-000000000001","tools":["Bash","Edit","Read"],"model":"claude-sonnet-4-5"}"#,
+            "\n",
+            r#"{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"Story US-1 passes."}]},"session_id":"5b1c2d3e-0000-4000-8000-000000000001"}"#,
+            "\n",
+            r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":41233,"duration_api_ms":39877,"num_turns":9,"result":"Story US-1 passes.","session_id":"5b1c2d3e-0000-4000-8000-000000000001","total_cost_usd":0.25,"usage":{"input_tokens":1200,"cache_creation_input_tokens":15000,"cache_read_input_tokens":200000,"output_tokens":3800,"server_tool_use":{"web_search_requests":0},"service_tier":"standard"}}"#,
+            "\n"
+        ),
+    ),
+    (
+        "maxturns.out",
+        r#"{"type":"result","subtype":"error_max_turns","is_error":true,"duration_ms":602113,"num_turns":31,"session_id":"5b1c2d3e-0000-4000-8000-000000000002","total_cost_usd":0.3,"usage":{"input_tokens":2000,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":5000}}"#,
+    ),
+    (
+        "error.out",
+        r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":3100,"num_turns":1,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}","session_id":"5b1c2d3e-0000-4000-8000-000000000003","total_cost_usd":0.05,"usage":{"input_tokens":100,"output_tokens":50}}"#,
+    ),
+    (
+        "success2.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"num_turns":4,"result":"Refactored the watcher.","session_id":"5b1c2d3e-0000-4000-8000-000000000004","total_cost_usd":0.5,"usage":{"input_tokens":500,"output_tokens":500}}"#,
+    ),
+    (
+        "success3.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"Fixed a typo.","total_cost_usd":0.1,"usage":{"input_tokens":40,"output_tokens":60}}"#,
+    ),
+    (
+        "done.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"num_turns":3,"result":"Every story passes. <promise>COMPLETE</promise>","total_cost_usd":0.0,"usage":{"input_tokens":1,"output_tokens":1}}"#,
+    ),
+    // bad endings: none of them may count, crash, or open a cap
+    (
+        "ok40.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.4,"usage":{"input_tokens":100,"output_tokens":100}}"#,
+    ),
+    (
+        "negative.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":-100,"usage":{"input_tokens":100,"output_tokens":100}}"#,
+    ),
+    (
+        "nan.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":NaN}"#,
+    ),
+    (
+        "truncated.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.3,"usage":{"input_tok"#,
+    ),
+    (
+        "nonjson.out",
+        "{\"type\":\"result\",\"subtype\":\"success\",\"total_cost_usd\":0.3}\nDone.\n",
+    ),
+    (
+        "absurd.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":1e12}"#,
+    ),
+    (
+        "ok20.out",
+        r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.2,"usage":{"input_tokens":100,"output_tokens":100}}"#,
+    ),
+];
+
+/// A fixed offset from UTC (`-07:13:20`) in which the day turns `secs` seconds from now.
+fn zone_turning_in(secs: i64) -> (String, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let turn = now + secs;
+    // local = utc + offset; local midnight at `turn`
+    let mut offset = (-turn).rem_euclid(86_400);
+    if offset > 43_200 {
+        offset -= 86_400;
+    }
+    let sign = if offset < 0 { '-' } else { '+' };
+    let a = offset.abs();
+    (
+        format!("{sign}{:02}:{:02}:{:02}", a / 3600, a % 3600 / 60, a % 60),
+        turn,
+    )
+}
+
+#[test]
+fn agents_results_are_read_their_spend_capped_per_day_and_bad_results_never_count() {
+    let hosts = hosts();
+    let h = hosts.host(3);
+    // the day turns in 12 hours: the first phase never crosses it
+    let (far, _) = zone_turning_in(43_000);
+    let toml = |zone: &str| {
+        format!(
+            "[services.idle]\nmemory = \"16MiB\"\n{}{}[spend]\nmax_cost_per_month = 100.0\ntime_zone = \"{zone}\"\n",
+            loop_toml(
+                "paid",
+                "output_format = \"stream-json\"\nmax_cost_per_day = 1.0\nautostart = false"
+            ),
+            loop_toml(
+                "bad",
+                "output_format = \"json\"\nmax_cost_per_day = 0.5\nautostart = false"
+            ),
+        )
+    };
+    let env = Env::new(
+        &hosts,
+        h,
+        "spend",
+        COMPOSE,
+        &toml(&far),
+        "4GiB",
+        &[
+            (
+                "paid",
+                "say success.out\nsay maxturns.out 1\nsay error.out 1\nusagejson 3\nsay success2.out\nsay success3.out\nsay done.out\n",
+                None,
+            ),
+            (
+                "bad",
+                "say ok40.out\nsay negative.out\nsay nan.out\nsay truncated.out\nsay nonjson.out\nhuge\nsay absurd.out\nsay ok20.out\nsay ok20.out\n",
+                None,
+            ),
+        ],
+    );
+    for name in ["paid", "bad"] {
+        for (file, text) in RESULTS {
+            hosts.ssh_with_input(
+                h,
+                &format!("cat > {}/{name}/{file}", env.ws),
+                text.as_bytes(),
+            );
+        }
+        let (code, body) = env
+            .d
+            .post(&format!("/api/loops/{}/{name}/start", env.p.name));
+        assert_eq!(code, 200, "{body}");
+    }
+
+    // Five iterations, then the day's cap ($1.10 spent of $1.00) holds the loop.
+    let capped = |s: &Value| {
+        s["waiting"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("spend cap:"))
+    };
+    let s = env.wait("paid", "reaches its daily cap", 120, capped);
+    assert_eq!(
+        env.outcomes("paid"),
+        ["ok", "max_turns", "error", "usage_limit", "ok"]
+    );
+    assert!(
+        s["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("loop `paid` spent $1.10 today, max_cost_per_day = 1"),
+        "{s:#}"
+    );
+    let hist = env.history("paid");
+    let costs: Vec<f64> = hist
+        .iter()
+        .map(|i| i["result"]["cost_usd"].as_f64().unwrap())
+        .collect();
+    assert_eq!(costs, [0.25, 0.3, 0.05, 0.0, 0.5], "{hist:#?}");
+    let tokens: Vec<u64> = hist
+        .iter()
+        .map(|i| {
+            let r = &i["result"];
+            [
+                "input_tokens",
+                "output_tokens",
+                "cache_creation_tokens",
+                "cache_read_tokens",
+            ]
+            .iter()
+            .map(|k| r[k].as_u64().unwrap())
+            .sum()
+        })
+        .collect();
+    assert_eq!(tokens, [220_000, 7000, 150, 10, 1000]);
+    assert_eq!(hist[0]["result"]["turns"], 9);
+    assert_eq!(
+        hist[0]["result"]["session_id"],
+        "5b1c2d3e-0000-4000-8000-000000000001"
+    );
+    assert_eq!(hist[1]["result"]["subtype"], "error_max_turns");
+    assert_eq!(hist[2]["result"]["is_error"], true);
+    // the usage limit came from the result's own words, its reset honoured
+    let reset: i64 = hist[3]["tail"]
+        .as_str()
+        .unwrap()
+        .split('|')
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(hist[4]["started"].as_i64().unwrap() >= reset, "{hist:#?}");
+    let spend = &s["spend"];
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9;
+    assert!(close(&spend["today_cost_usd"], 1.1), "{spend:#}");
+    assert!(close(&spend["last_cost_usd"], 0.5), "{spend:#}");
+    assert_eq!(spend["today_tokens"], 228_160);
+    assert_eq!(spend["today_results"], 5);
+    assert_eq!(spend["max_cost_per_day"], 1.0);
+    let until = s["wait_until"].as_i64().unwrap();
+    assert_eq!(
+        until,
+        spend["day_start"].as_i64().unwrap() + 86_400,
+        "{s:#}"
+    );
+    let alert = env
+        .events("paid", "alert_firing")
+        .into_iter()
+        .find(|a| a["message"].as_str().unwrap().contains("loop_spend_cap"))
+        .unwrap_or_else(|| panic!("no alert: {:#?}", env.d.events()));
+    assert!(
+        alert["message"].as_str().unwrap().contains("$1.10 today"),
+        "{alert:#}"
+    );
+
+    // Bad results are recorded as none, with the reason; only the two good ones count,
+    // so the negative figure cannot lift the cap.
+    let s = env.wait("bad", "reaches its daily cap", 120, capped);
+    let hist = env.history("bad");
+    assert_eq!(hist.len(), 8, "{hist:#?}");
+    let with_result: Vec<i64> = hist
+        .iter()
+        .filter(|i| !i["result"].is_null())
+        .map(|i| i["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(with_result, [1, 8], "{hist:#?}");
+    let notes: Vec<&str> = hist.iter().map(|i| i["note"].as_str().unwrap()).collect();
+    for (i, why) in [
+        (1, "negative, not a number"),
+        (2, "not a valid result"),
+        (3, "truncated"),
+        (4, "not JSON"),
+        (5, "over 1 MiB"),
+        (6, "above 1000"),
+    ] {
+        assert!(notes[i].contains(why), "iteration {}: {}", i + 1, notes[i]);
+    }
+    assert!(close(&s["spend"]["today_cost_usd"], 0.6), "{s:#}");
+
+    // The laptop sees the spend: ls, history, metrics.
+    let cli = |args: &[&str]| {
+        let o = env
+            .p
+            .cmd(args)
+            .env("HOMEBASE_DAEMON_STATE", &env.d.state)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let ls = cli(&["loop", "ls"]);
+    assert!(ls.contains("$1.10 of $1.00 today ($0.50 last"), "{ls}");
+    assert!(ls.contains("waiting: spend cap"), "{ls}");
+    let history = cli(&["loop", "history", "paid"]);
+    assert!(
+        history.contains("COST") && history.contains("$0.25") && history.contains("220.0k"),
+        "{history}"
+    );
+    let (_, metrics) = env.d.api("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "homebase_loop_tokens{{project=\"{}\",loop=\"paid\",period=\"today\"}} 228160",
+            env.p.name
+        )),
+        "{metrics}"
+    );
+
+    // `loop resume` says what lifts the cap
+    let (code, body) = env
+        .d
+        .post(&format!("/api/loops/{}/paid/resume", env.p.name));
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("held by a spend cap") && body.contains("Raise the cap"),
+        "{body}"
+    );
+
+    // A daemon restart keeps the spend: still capped, nothing started.
+    env.d.stop();
+    env.d.start();
+    let s = env.wait("paid", "is capped again after the restart", 30, capped);
+    assert!(close(&s["spend"]["today_cost_usd"], 1.1), "{s:#}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.history("paid").len(), 5);
+
+    // The day turns (a calendar whose midnight is 15 s away): the loop goes on by itself,
+    // today's spend starts again from zero, and the alert resolves.
+    let (near, turn) = zone_turning_in(15);
+    env.p.write(
+        COMPOSE,
+        &toml(&near)
+            .replace("{ws}", &env.ws)
+            .replace("{user}", hosts.ssh_ok(h, "echo $(id -u):$(id -g)").trim()),
+    );
+    env.p.ok(&["deploy", "--timeout", "60"]);
+    let s = env.wait("paid", "completes the next day", 90, |s| {
+        s["state"] == "completed"
+    });
+    let hist = env.history("paid");
+    assert_eq!(hist.len(), 7, "{hist:#?}");
+    assert!(hist[5]["started"].as_i64().unwrap() >= turn, "{hist:#?}");
+    assert!(close(&s["spend"]["today_cost_usd"], 0.1), "{s:#}");
+    assert_eq!(s["spend"]["day_start"], turn);
+    assert!(
+        env.events("paid", "alert_resolved")
+            .iter()
+            .any(|a| a["message"].as_str().unwrap().contains("loop_spend_cap")),
+        "{:#?}",
+        env.d.events()
+    );
+    assert_eq!(env.leftover_containers().trim(), "");
 }

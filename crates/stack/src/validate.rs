@@ -125,6 +125,30 @@ pub fn implied_dependencies(raw: &Mapping) -> Vec<String> {
     deps
 }
 
+/// The services whose recreation must take their dependents along: a dependent that says
+/// `depends_on: {NAME: {restart: true}}`, or shares its namespaces, volumes or links
+/// ([`implied_dependencies`]). Any other service can be replaced alone (Compose's
+/// `up --no-deps`), leaving the services that depend on it running.
+pub fn restarts_dependents(project: &crate::ComposeProject) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for svc in project.services.values() {
+        if let Some(Value::Mapping(m)) = svc.raw.get("depends_on") {
+            for (k, v) in m {
+                let restart = matches!(v, Value::Mapping(c)
+                    if matches!(c.get("restart"), Some(Value::Bool(true)))
+                        || c.get("restart").and_then(Value::as_str) == Some("true"));
+                if restart && let Some(name) = k.as_str() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out.extend(implied_dependencies(&svc.raw));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A service's `volumes`, short syntax: Compose refuses an empty part (`:/data`, left by an
 /// unset variable) and an empty entry.
 pub fn volumes(svc: &Service, path: &Path) -> Result<(), StackError> {
@@ -238,5 +262,24 @@ mod tests {
             implied_dependencies(&raw),
             ["net", "shm", "data", "logs", "db", "cache"]
         );
+    }
+
+    #[test]
+    fn only_what_a_dependent_ties_to_takes_it_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("compose.yml");
+        std::fs::write(
+            &f,
+            "services:\n  db: {image: pg}\n  cache: {image: redis}\n  net: {image: x}\n  \
+             api:\n    image: api\n    depends_on:\n      db: {condition: service_healthy, restart: true}\n      cache: {condition: service_started}\n  \
+             side:\n    image: x\n    network_mode: service:net\n    depends_on: [cache]\n",
+        )
+        .unwrap();
+        let p = crate::ComposeProject::load(&crate::LoadOptions {
+            files: vec![f],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(restarts_dependents(&p), ["db", "net"]);
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use homebase_engine::Engine;
+use homebase_engine::run::Chunk;
 use tokio_util::sync::CancellationToken;
 
 use super::LoopConfig;
@@ -66,12 +67,10 @@ pub async fn watch_container(
     let log = cfg.dir().join(homebase_proto::layout::LOOP_OUTPUT);
     let deadline = started + l.timeout.as_secs() as i64;
     let remaining = Duration::from_secs((deadline - now()).max(0) as u64);
-    let marker = l.completion_marker.as_bytes().to_vec();
-    let mut tail: Vec<u8> = Vec::new();
-    let mut stdout = LastLine::default();
-    let mut seen_marker = false;
+    let mut out = Follow::new(l.completion_marker.as_bytes().to_vec());
     let mut timed_out = false;
     let mut stopped = false;
+    let mut ended = false;
     let mut error = String::new();
     if adopted {
         append_log(
@@ -88,23 +87,11 @@ pub async fn watch_container(
             tokio::select! {
                 chunk = stream.next() => match chunk {
                     Some(Ok(chunk)) => {
-                        let bytes = chunk.bytes;
-                        append_log(&log, &bytes);
-                        if !chunk.stderr {
-                            stdout.feed(&bytes);
-                        }
-                        // scan across chunk borders
-                        let from = tail.len().saturating_sub(marker.len());
-                        tail.extend_from_slice(&bytes);
-                        if !seen_marker && contains(&tail[from..], &marker) {
-                            seen_marker = true;
-                        }
-                        if tail.len() > SCAN_BYTES * 2 {
-                            tail.drain(..tail.len() - SCAN_BYTES);
-                        }
+                        append_log(&log, &chunk.bytes);
+                        out.take(chunk);
                     }
                     Some(Err(e)) => { error = format!("{e:#}"); break; }
-                    None => break,
+                    None => { ended = true; break; }
                 },
                 _ = &mut sleep => { timed_out = true; break; }
                 _ = stop.cancelled() => { stopped = true; break; }
@@ -137,15 +124,21 @@ pub async fn watch_container(
             }
         }
     }
-    if adopted && tail.is_empty() {
-        // (the result line may be long: up to 200 lines of the end)
-        for chunk in engine.output_tail(&id, 200).await.unwrap_or_default() {
-            if !chunk.stderr {
-                stdout.feed(&chunk.bytes);
+    // A followed stream can end before the engine has handed over the last lines of a
+    // container that exits at once (seen with the json-file driver): once it has stopped,
+    // its stored log is complete, and what the stream missed is read from there. An
+    // adopted container's output was not followed from its start: its end is read the
+    // same way. (The result line may be long: up to `REREAD_LINES` lines of the end.)
+    if exit.is_some() && (ended || adopted) {
+        match engine.output_tail(&id, REREAD_LINES).await {
+            Ok(stored) => {
+                for chunk in out.missed(stored) {
+                    append_log(&log, &chunk.bytes);
+                    out.take(chunk);
+                }
             }
-            tail.extend_from_slice(&chunk.bytes);
+            Err(e) => tracing::warn!("cannot read the end of {id}'s output: {e:#}"),
         }
-        seen_marker = contains(&tail, &marker);
     }
     let (exit_code, oom) = match &exit {
         Some(e) => (Some(e.exit_code), e.oom_killed),
@@ -159,11 +152,70 @@ pub async fn watch_container(
         oom,
         timed_out,
         stopped,
-        marker: seen_marker,
-        tail,
-        ending: stdout.finish(),
+        marker: out.marker,
+        tail: out.tail,
+        ending: out.stdout.finish(),
         error,
     })
+}
+
+/// Lines of a stopped container's stored log read back to find what a stream missed.
+const REREAD_LINES: usize = 200;
+
+/// What is kept of an iteration's output as it arrives: the tail, the last line of
+/// standard output, whether the marker was seen, and the last chunks (to line up with the
+/// stored log at the end).
+struct Follow {
+    marker_text: Vec<u8>,
+    marker: bool,
+    tail: Vec<u8>,
+    stdout: LastLine,
+    recent: std::collections::VecDeque<Chunk>,
+}
+
+impl Follow {
+    fn new(marker_text: Vec<u8>) -> Follow {
+        Follow {
+            marker_text,
+            marker: false,
+            tail: Vec::new(),
+            stdout: LastLine::default(),
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn take(&mut self, chunk: Chunk) {
+        if !chunk.stderr {
+            self.stdout.feed(&chunk.bytes);
+        }
+        // scan across chunk borders
+        let from = self.tail.len().saturating_sub(self.marker_text.len());
+        self.tail.extend_from_slice(&chunk.bytes);
+        if !self.marker && contains(&self.tail[from..], &self.marker_text) {
+            self.marker = true;
+        }
+        if self.tail.len() > SCAN_BYTES * 2 {
+            self.tail.drain(..self.tail.len() - SCAN_BYTES);
+        }
+        if self.recent.len() == REREAD_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(chunk);
+    }
+
+    /// The chunks at the end of `stored` (a stopped container's log, its last lines) that
+    /// did not arrive: those after the longest start of `stored` that matches the end of
+    /// what arrived. When nothing lines up and something arrived, nothing is taken for
+    /// missing (the stored end is then newer than `REREAD_LINES` can tell).
+    fn missed(&mut self, stored: Vec<Chunk>) -> Vec<Chunk> {
+        let seen = self.recent.make_contiguous();
+        for keep in (1..=stored.len().min(seen.len())).rev() {
+            if stored[..keep] == seen[seen.len() - keep..] {
+                return stored.into_iter().skip(keep).collect();
+            }
+        }
+        if seen.is_empty() { stored } else { Vec::new() }
+    }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -212,6 +264,56 @@ pub fn append_log(path: &Path, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunks(text: &str) -> Vec<Chunk> {
+        text.split_inclusive('\n')
+            .map(|l| Chunk {
+                stderr: l.starts_with('!'),
+                bytes: l.as_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn follow(text: &str) -> Follow {
+        let mut f = Follow::new(b"<promise>COMPLETE</promise>".to_vec());
+        for c in chunks(text) {
+            f.take(c);
+        }
+        f
+    }
+
+    #[test]
+    fn what_a_stream_missed_is_taken_from_the_stored_log() {
+        // the stream ended before the result line
+        let mut f = follow("!a line on stderr\n");
+        let missed = f.missed(chunks("!a line on stderr\n{\"type\":\"result\"}\n"));
+        assert_eq!(missed, chunks("{\"type\":\"result\"}\n"));
+        for c in missed {
+            f.take(c);
+        }
+        assert_eq!(
+            f.stdout.finish(),
+            super::super::result::Ending::Line(b"{\"type\":\"result\"}".to_vec())
+        );
+        // nothing missed, repeated lines included
+        let mut f = follow("x\ny\nx\ny\n");
+        assert!(f.missed(chunks("x\ny\nx\ny\n")).is_empty());
+        // a repeated pair missed
+        let mut f = follow("x\ny\n");
+        assert_eq!(f.missed(chunks("x\ny\nx\ny\n")), chunks("x\ny\n"));
+        // nothing followed (an adopted container): all of the stored end
+        let mut f = follow("");
+        assert_eq!(f.missed(chunks("p\nq\n")), chunks("p\nq\n"));
+        // the stored end does not line up with what arrived: nothing guessed
+        let mut f = follow("a\nb\n");
+        assert!(f.missed(chunks("c\nd\n")).is_empty());
+        // the marker in a missed line counts
+        let mut f = follow("working\n");
+        for c in f.missed(chunks("working\n<promise>COMPLETE</promise>\n")) {
+            f.take(c);
+        }
+        assert!(f.marker);
+    }
 
     #[test]
     fn tails_start_at_a_line() {

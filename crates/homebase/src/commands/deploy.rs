@@ -34,6 +34,9 @@ struct Deploy<'a> {
     /// The release's manifest of those files and its builds (`host::tree`).
     manifest: String,
     builds: String,
+    /// The release's `restart-with`: the services whose replacement takes their dependents
+    /// along (a name a line); the job replaces any other changed service alone.
+    restart_with: String,
     /// The compose file that builds the loops' images on the host, if any loop is built.
     loops_yml: Option<String>,
     /// The loops whose workspace is a checkout of the project's repository (the release's
@@ -161,6 +164,11 @@ impl<'a> Deploy<'a> {
         }
         let yaml = project.render_with(&plan, &source)?.yaml;
         let (manifest, builds) = (source.manifest(), source.builds_file());
+        // (derived from the compose file: the hash of `yaml` covers it)
+        let restart_with: String = homebase_stack::validate::restarts_dependents(&project.compose)
+            .iter()
+            .map(|n| format!("{n}\n"))
+            .collect();
         let loops_yml = source.loops_compose(&project.config.project.name)?;
         let git_loops: Vec<&String> = project
             .config
@@ -200,6 +208,7 @@ impl<'a> Deploy<'a> {
             source,
             manifest,
             builds,
+            restart_with,
             loops_yml,
             git_loops,
             repo_head,
@@ -392,6 +401,7 @@ impl<'a> Deploy<'a> {
                 None => files.push(("files", self.manifest.as_bytes())),
             }
             files.push(("builds", self.builds.as_bytes()));
+            files.push(("restart-with", self.restart_with.as_bytes()));
             if let Some(l) = &self.loops_yml {
                 files.push(("loops.yml", l.as_bytes()));
             }

@@ -141,11 +141,24 @@ cleanup() {
 }
 # the services a release starts (those its compose file enables)
 services_of() { hbc "$1" config --services 2>/dev/null; }
-# up_release ID SERVICES
-up_release() {
-  cleanup
-  apply_tree "$1" || { say fail the release files could not be laid out in the tree; return 1; }
-  hbc "$1" up -d --no-build --wait --wait-timeout "$wait" --remove-orphans > "$j/up.out" 2>&1 &
+# alone ID: the running services whose configuration release ID changes (Compose's config
+# hash against the running container's label), less those whose replacement takes their
+# dependents along (the release's restart-with: `depends_on.restart`, shared namespaces,
+# volumes_from, links). Each is replaced alone (`up --no-deps`): a service that depends on
+# it is neither stopped nor recreated. (A release without the file: none.)
+alone() {
+  [ -f "$d/releases/$1/restart-with" ] || return 0
+  docker ps --filter "label=com.docker.compose.project=$p" \
+    --format '{{.Label "com.docker.compose.service"}} {{.Label "com.docker.compose.config-hash"}}' > "$j/running.hash" 2>/dev/null
+  hbc "$1" config --hash '*' 2>/dev/null | awk -v keep="$d/releases/$1/restart-with" -v run="$j/running.hash" '
+    BEGIN { while ((getline l < keep) > 0) k[l] = 1; while ((getline l < run) > 0) { split(l, f, " "); r[f[1]] = f[2] } }
+    ($1 in r) && r[$1] != $2 && !($1 in k) { print $1 }'
+}
+# compose_up ID ARGS...: `up -d --wait` of release ID, bounded by the watchdog, its output
+# appended to up.out
+compose_up() {
+  _id=$1; shift
+  hbc "$_id" up -d --no-build --wait --wait-timeout "$wait" "$@" >> "$j/up.out" 2>&1 &
   up=$!
   # the watchdog acts only while the job lives (a killed job leaves no stale pid to kill)
   ( sleep "$limit"; kill -0 "$$" 2>/dev/null && kill -TERM "$up" 2>/dev/null && say timeout "$limit" ) & wd=$!
@@ -153,6 +166,21 @@ up_release() {
   while kill -0 "$up" 2>/dev/null; do wait "$up"; rc=$?; done
   up=
   pkill -KILL -P "$wd" 2>/dev/null; kill -KILL "$wd" 2>/dev/null
+  return "$rc"
+}
+# up_release ID SERVICES
+up_release() {
+  cleanup
+  apply_tree "$1" || { say fail the release files could not be laid out in the tree; return 1; }
+  : > "$j/up.out"
+  _alone=$(alone "$1"); _was=$aborted
+  rc=0
+  if [ -n "$_alone" ]; then
+    # shellcheck disable=SC2086 # service names: checked safe words
+    compose_up "$1" --no-deps $_alone || rc=$?
+  fi
+  # an abort during the first `up` stops here (a rollback, which ignores aborts, goes on)
+  [ "$rc" -ne 0 ] || [ "$aborted" != "$_was" ] || compose_up "$1" --remove-orphans || rc=$?
   quote < "$j/up.out"
   [ "$rc" -eq 0 ] || return 1
   healthy "$2" || { say unhealthy $unhealthy; return 1; }

@@ -286,6 +286,18 @@ impl Supervisor {
                 self.event("loop_pause", &row.reason).await;
             }
             Control::Resume => {
+                if row.state == RunState::Active
+                    && let Next::Wait {
+                        kind: gates::SPEND_CAP,
+                        reason,
+                        ..
+                    } = self.decide(row).await
+                {
+                    return Err(format!(
+                        "loop `{}` is active and held by a spend cap: {reason}. Raise the cap in homebase.toml and deploy (it goes on at once), or wait for the period to turn",
+                        cfg.name
+                    ));
+                }
                 if !matches!(row.state, RunState::Paused | RunState::Stopped) {
                     return Err(format!(
                         "loop `{}` is {}; resume continues a paused or stopped loop, `homebase loop start {}` begins a new run",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use homebase_proto::layout::{self, LOOP_OUTPUT, LOOPS};
-use homebase_proto::{IterationRecord, LoopStatus};
+use homebase_proto::{IterationRecord, LoopSpend, LoopStatus};
 use homebase_remote::sh_quote;
 
 use crate::cli::{Global, LoopArgs, LoopCommand};
@@ -220,6 +220,9 @@ pub fn one_line(l: &LoopStatus) -> String {
         ),
     };
     let _ = write!(s, "  {breaker}");
+    if let Some(spend) = &l.spend {
+        let _ = write!(s, "  {}", spend_text(spend));
+    }
     if let Some(w) = &l.waiting {
         let _ = write!(
             s,
@@ -244,6 +247,60 @@ pub fn one_line(l: &LoopStatus) -> String {
     s
 }
 
+/// `$1.23 of $5 today ($0.42 last, $8.10 this month, $0.60/h), 1.2M tokens today`.
+pub fn spend_text(s: &LoopSpend) -> String {
+    let of = |cap: Option<f64>| cap.map(|c| format!(" of {}", money(c))).unwrap_or_default();
+    let of_tokens = |cap: Option<u64>| {
+        cap.map(|c| format!(" of {}", tokens(c)))
+            .unwrap_or_default()
+    };
+    let mut t = format!(
+        "{}{} today (",
+        money(s.today_cost_usd),
+        of(s.max_cost_per_day)
+    );
+    if let Some(last) = s.last_cost_usd {
+        let _ = write!(t, "{} last, ", money(last));
+    }
+    let _ = write!(
+        t,
+        "{}{} this month, {}/h), {}{} tokens today",
+        money(s.month_cost_usd),
+        of(s.max_cost_per_month),
+        money(s.hour_cost_usd),
+        tokens(s.today_tokens),
+        of_tokens(s.max_tokens_per_day)
+    );
+    if let Some(cap) = s.max_tokens_per_month {
+        let _ = write!(
+            t,
+            " ({} of {} this month)",
+            tokens(s.month_tokens),
+            tokens(cap)
+        );
+    }
+    t
+}
+
+/// `$0.42`; amounts under a cent keep their first figure (`$0.004`).
+pub fn money(v: f64) -> String {
+    if v > 0.0 && v < 0.01 {
+        format!("${v:.3}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+/// `950`, `12.3k`, `4.1M`.
+pub fn tokens(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.1}G", n as f64 / 1e9),
+    }
+}
+
 fn outcome_text(i: &IterationRecord) -> String {
     let mut parts = Vec::new();
     if let Some(c) = i.exit_code {
@@ -251,6 +308,9 @@ fn outcome_text(i: &IterationRecord) -> String {
     }
     if let Some(f) = i.files_changed {
         parts.push(format!("{f} files"));
+    }
+    if let Some(c) = i.result.as_ref().and_then(|r| r.cost_usd) {
+        parts.push(money(c));
     }
     let o = if parts.is_empty() {
         i.outcome.clone()
@@ -272,8 +332,8 @@ fn history_table(rows: &[IterationRecord]) -> String {
         paint(
             BOLD,
             format!(
-                "{:>4}  {:>5}  {:<15}  {:>5}  {:>9}  {:>6}  {:<10}  NOTE",
-                "RUN", "ITER", "OUTCOME", "EXIT", "DURATION", "FILES", "STARTED"
+                "{:>4}  {:>5}  {:<15}  {:>5}  {:>9}  {:>6}  {:>7}  {:>7}  {:<10}  NOTE",
+                "RUN", "ITER", "OUTCOME", "EXIT", "DURATION", "FILES", "COST", "TOKENS", "STARTED"
             )
         )
     );
@@ -302,10 +362,20 @@ fn history_table(rows: &[IterationRecord]) -> String {
             .chars()
             .take(60)
             .collect::<String>();
-        let note = if note.is_empty() { last_line } else { note };
+        let note = match (&i.result, note.is_empty()) {
+            // the last line is the result itself: say what it holds instead
+            (Some(r), true) => format!(
+                "{}{}",
+                r.subtype,
+                r.turns.map(|t| format!(", {t} turns")).unwrap_or_default()
+            ),
+            (None, true) => last_line,
+            (_, false) => note,
+        };
+        let r = i.result.as_ref();
         let _ = writeln!(
             s,
-            "{:>4}  {:>5}  {outcome}  {:>5}  {:>9}  {:>6}  {:<10}  {}",
+            "{:>4}  {:>5}  {outcome}  {:>5}  {:>9}  {:>6}  {:>7}  {:>7}  {:<10}  {}",
             i.run,
             i.n,
             i.exit_code
@@ -317,6 +387,10 @@ fn history_table(rows: &[IterationRecord]) -> String {
             i.files_changed
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
+            r.and_then(|r| r.cost_usd)
+                .map(money)
+                .unwrap_or_else(|| "-".into()),
+            r.map(|r| tokens(r.tokens())).unwrap_or_else(|| "-".into()),
             format!("{} ago", ago(i.started)),
             paint(DIM, note)
         );

@@ -382,7 +382,7 @@ impl Homebase {
     }
 
     #[tool(
-        description = "Every agent loop of the project as the host daemon runs it: state, iteration, circuit breaker, what it waits for, the running and the last iteration.",
+        description = "Every agent loop of the project as the host daemon runs it: state, iteration, circuit breaker, what it waits for (a spend cap among others), the running and the last iteration, and what its agent spent (the last iteration, today, this month, the last hour, beside the loop's caps).",
         annotations(
             read_only_hint = true,
             destructive_hint = false,
@@ -397,7 +397,7 @@ impl Homebase {
     }
 
     #[tool(
-        description = "A loop's iterations, newest first (default 20, at most 200): outcome, exit code, duration, files changed, error signature.",
+        description = "A loop's iterations, newest first (default 20, at most 200): outcome, exit code, duration, files changed, error signature, and the agent's reported result (cost, tokens, turns, subtype).",
         annotations(
             read_only_hint = true,
             destructive_hint = false,
