@@ -12,7 +12,8 @@
 #   daemon    `kill -9` of homebase's daemon (nothing for compose)
 # Prints availability (inserts acknowledged / attempted), each fault kind's outage (longest
 # run of failed inserts after it, min/median/max) and acknowledged rows lost. Uses test hosts
-# 5 (homebase) and 6 (compose) alone: do not run it beside the tests.
+# 5 (homebase) and 6 (compose) alone: do not run it beside the tests. Homebase's engine has
+# live-restore on, as `homebase setup` leaves it (LIVE_RESTORE=0: off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin homebase
@@ -46,8 +47,24 @@ volumes:
 EOF
 }
 
+# The engine's live-restore (its daemon.json of its own, scripts/testhost; a reload applies
+# it): on for homebase's host, as `homebase setup` sets it (tested on host 4, whose account
+# may sudo), off for Compose's, Docker's default. LIVE_RESTORE=0 leaves it off on both.
+live_restore() { # HOST_NUMBER true|false
+  local d=/run/homebase-testhost/hbhost$1
+  [ -f "$d/daemon.json" ] || { echo "host $1's engine has no daemon.json of its own: run scripts/testhost fresh $1" >&2; return 1; }
+  echo "{\"live-restore\": $2}" > "$d/daemon.json"
+  kill -HUP "$(cat "$d/dockerd.pid")"
+  for _ in $(seq 50); do
+    [ "$(DOCKER_HOST=unix://$d/docker.sock docker info --format '{{.LiveRestoreEnabled}}')" = "$2" ] && return 0
+    sleep 0.1
+  done
+  echo "host $1's engine did not take live-restore: $2" >&2; return 1
+}
+
 cleanup() {
   set +e
+  live_restore 5 false; live_restore 6 false
   ssh_to "$h5" 'pkill -f "soak-keepalive" ; pkill -f "homebase daemon --listen 127.0.0.1:'$dport'"; pkill -f soak-probe' >/dev/null 2>&1
   ssh_to "$h6" 'pkill -f soak-probe' >/dev/null 2>&1
   DOCKER_HOST=unix:///run/homebase-testhost/hbhost5/docker.sock docker compose -p soak-hb down -v -t 1 >/dev/null 2>&1
@@ -58,6 +75,8 @@ cleanup() {
   true
 }
 trap cleanup EXIT
+if [ "${LIVE_RESTORE:-1}" = 1 ]; then live_restore 5 true; else live_restore 5 false; fi
+live_restore 6 false
 
 # homebase's project on host 5
 mkdir -p "$work/hb"
@@ -129,11 +148,12 @@ left=$(( start + MINUTES * 60 - $(date +%s) + 3 )); [ "$left" -gt 0 ] && sleep "
 
 report() { # NAME HOST
   ssh_to "$2" 'cat ~/soak/probe.log' > "$work/$1.log"
-  local counted
-  counted=$(ssh_to "$2" "PGPASSWORD=pw psql -h 127.0.0.1 -p $3 -U postgres -qtAc 'select count(*) from soak'" 2>/dev/null | tr -d ' ')
-  awk -v name="$1" -v counted="$counted" 'function sortv(a, m,   i, j, x) { for (i = 2; i <= m; i++) { x = a[i]; j = i - 1; while (j > 0 && a[j] + 0 > x + 0) { a[j + 1] = a[j]; j-- } a[j + 1] = x } }
-    NR == FNR { ft[NR] = $1; fk[NR] = $2; nf = NR; next }
-    { t[FNR] = $1; s[FNR] = $2; n = FNR; if ($2 == "ok") ok++ }
+  # the rows the table holds, to compare with the inserts the prober saw acknowledged
+  ssh_to "$2" "PGPASSWORD=pw psql -h 127.0.0.1 -p $3 -U postgres -qtAc 'select n from soak'" > "$work/$1.rows" 2>/dev/null || true
+  awk -v name="$1" 'function sortv(a, m,   i, j, x) { for (i = 2; i <= m; i++) { x = a[i]; j = i - 1; while (j > 0 && a[j] + 0 > x + 0) { a[j + 1] = a[j]; j-- } a[j + 1] = x } }
+    FILENAME == ARGV[1] { ft[FNR] = $1; fk[FNR] = $2; nf = FNR; next }
+    FILENAME == ARGV[2] { if ($1 != "") held[$1 + 0] = 1; next }
+    { t[FNR] = $1; s[FNR] = $2; n = FNR; if ($2 == "ok") { ok++; if (!(($3 + 0) in held)) lost++ } else if (($3 + 0) in held) unacked++ }
     END {
       for (i = 1; i <= nf; i++) {
         # the longest run of failures starting within 30 s after the fault
@@ -145,18 +165,18 @@ report() { # NAME HOST
         }
         out[fk[i]] = out[fk[i]] sprintf("%.1f ", best / 1000)
       }
-      printf "| %s | %.2f%% (%d of %d) | %d |", name, 100 * ok / n, ok, n, ok - counted
+      printf "| %s | %.2f%% (%d of %d) | %d | %d |", name, 100 * ok / n, ok, n, lost, unacked
       split("kill change engine daemon", kinds, " ")
       for (k = 1; k <= 4; k++) {
         m = split(out[kinds[k]], v, " "); sortv(v, m)
         if (m == 0) printf " – |"; else printf " %s / %s / %s |", v[1], v[int((m + 1) / 2)], v[m]
       }
       printf "\n"
-    }' "$work/faults" "$work/$1.log"
+    }' "$work/faults" "$work/$1.rows" "$work/$1.log"
 }
 echo "soak: $MINUTES min, a fault every $PERIOD s ($(wc -l < "$work/faults") faults), inserts every 100 ms"
 echo
-echo "| stack | inserts acknowledged | acknowledged rows lost | kill outage s (min / median / max) | planned change | engine restart | daemon kill -9 |"
-echo "|---|---|---|---|---|---|---|"
+echo "| stack | inserts acknowledged | acknowledged rows lost | rows kept but not acknowledged | kill outage s (min / median / max) | planned change | engine restart | daemon kill -9 |"
+echo "|---|---|---|---|---|---|---|---|"
 report homebase "$h5" $port_hb
 report "compose, restart: unless-stopped" "$h6" $port_c

@@ -119,6 +119,7 @@ volumes:
             .contains("FileVault is on")
     );
     assert_eq!(item(&r, "homebase binary")["state"], "missing");
+    assert_eq!(item(&r, "live restore")["state"], "warning", "{r:#}");
     // nothing changed on the host
     let untouched = hosts.ssh_ok(h, "ls ~/Library/LaunchAgents 2>/dev/null; grep -c cliPluginsExtraDirs ~/.docker/config.json; true");
     assert_eq!(untouched.trim(), "0", "{untouched}");
@@ -133,9 +134,27 @@ volumes:
         "colima at login",
         "homebase binary",
         "daemon service",
+        "live restore",
     ] {
         assert_eq!(item(&r, name)["state"], "changed", "{name}: {r:#}");
     }
+    // live-restore through Colima's own configuration, applied by restarting Colima while
+    // nothing ran yet
+    assert!(
+        item(&r, "live restore")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Colima restarted"),
+        "{r:#}"
+    );
+    let yaml = hosts.ssh_ok(h, "cat ~/.colima/default/colima.yaml");
+    assert!(yaml.contains("docker:\n  live-restore: true"), "{yaml}");
+    assert_eq!(
+        hosts
+            .ssh_ok(h, "docker info --format '{{.LiveRestoreEnabled}}'")
+            .trim(),
+        "true"
+    );
     assert_eq!(item(&r, "daemon")["state"], "ok", "{r:#}");
     assert!(
         hosts

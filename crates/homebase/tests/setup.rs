@@ -15,6 +15,41 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
 }
 
+/// Host 4's engine configuration (scripts/testhost): root's, as /etc/docker/daemon.json is.
+const DAEMON_JSON: &str = "/run/homebase-testhost/hbhost4/daemon.json";
+
+/// Host 4's engine back to Docker's defaults (live-restore off), with a key of the admin's
+/// own that setup must keep; reloaded as `systemctl reload docker` would.
+fn live_restore_off() {
+    // (a reload leaves a setting the file does not name as it was: say `false`)
+    std::fs::write(
+        DAEMON_JSON,
+        "{\"log-level\": \"info\", \"live-restore\": false}\n",
+    )
+    .unwrap();
+    let pid = std::fs::read_to_string("/run/homebase-testhost/hbhost4/dockerd.pid").unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let sock = "unix:///run/homebase-testhost/hbhost4/docker.sock";
+    for _ in 0..50 {
+        let out = std::process::Command::new("docker")
+            .args(["info", "--format", "{{.LiveRestoreEnabled}}"])
+            .env("DOCKER_HOST", sock)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "false" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("host 4's engine kept live-restore on after a reload");
+}
+
 #[test]
 fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
     let hosts = hosts();
@@ -29,6 +64,8 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
         "[services.api]\nmemory = \"32MiB\"\n",
     );
     hosts.ssh(h, "rm -rf ~/.homebase/bin ~/.homebase/daemon ~/.config/systemd; pkill -f 'homebase daemon' ; true");
+    // the engine as Docker installs it: live-restore off
+    live_restore_off();
 
     // First run: installs the binary and the unit; no systemd here, so nothing starts it yet.
     let first = p.run(&["setup", "--json"]);
@@ -48,6 +85,19 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
     assert_eq!(state(&report, "homebase binary"), "changed", "{report}");
     assert_eq!(state(&report, "daemon service"), "changed", "{report}");
     assert_eq!(state(&report, "service manager"), "warning", "{report}");
+    // live-restore turned on in the engine's own daemon.json (its other keys kept), with
+    // the account's sudo, and reloaded without a restart
+    assert_eq!(state(&report, "live restore"), "changed", "{report}");
+    assert_eq!(
+        hosts
+            .ssh_ok(h, "docker info --format '{{.LiveRestoreEnabled}}'")
+            .trim(),
+        "true"
+    );
+    let config = std::fs::read_to_string(DAEMON_JSON).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["live-restore"], true, "{config}");
+    assert_eq!(config["log-level"], "info", "{config}");
     assert_eq!(
         first.status.code(),
         Some(1),
@@ -84,12 +134,28 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
     );
     assert!(String::from_utf8_lossy(&check.stdout).contains("ready: nothing to change"));
 
-    // "Reboot": everything stops; dockerd and the service come back by themselves.
+    // "Reboot": everything stops; dockerd and the service come back by themselves. With
+    // live-restore the engine's restart restarts no container.
     hosts.ssh(
         h,
         "kill $(cat ~/.homebase/supervisor.pid); pkill -f '.homebase/bin/homebase daemon'; true",
     );
+    let started = || {
+        hosts.ssh_ok(
+            h,
+            &format!(
+                "docker inspect -f '{{{{.State.StartedAt}}}} {{{{.State.Running}}}}' {}-api-1",
+                p.name
+            ),
+        )
+    };
+    let before = started();
     testhost(&["restart-dockerd", "4"], &[]);
+    assert_eq!(
+        started(),
+        before,
+        "the engine's restart restarted the service"
+    );
     hosts.ssh_ok(h, &supervise);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -138,4 +204,5 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
     p.ok(&["status"]);
 
     hosts.ssh(h, "kill $(cat ~/.homebase/supervisor.pid); pkill -f '.homebase/bin/homebase daemon'; rm -rf ~/.homebase/bin ~/.homebase/daemon ~/.config/systemd; true");
+    live_restore_off();
 }

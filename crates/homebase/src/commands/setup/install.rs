@@ -48,12 +48,14 @@ pub(super) fn host(
     memory: HostMemory,
     args: &SetupArgs,
     binary: &Binary,
+    swarm: bool,
 ) -> Result<Checklist> {
     let f = facts(session)?;
     let (mut items, blocking) = check_host(&f, memory, &session.host());
     if blocking {
         return Ok((items, true));
     }
+    super::live_restore::make_it_so(&mut items, session, &f, args, swarm)?;
 
     let root = layout::root(std::path::Path::new(&f.home));
     let bin = root.join(layout::BIN).to_string_lossy().to_string();

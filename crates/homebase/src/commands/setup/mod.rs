@@ -23,6 +23,7 @@ use crate::ui::{self, BAD, GOOD, WARN, paint};
 
 mod checks;
 mod install;
+mod live_restore;
 
 use checks::*;
 use install::*;
@@ -51,7 +52,13 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
         let session = project.open_session()?;
-        let (items, blocked) = host(&session, project.config.budget.host_memory, args, &binary)?;
+        let (items, blocked) = host(
+            &session,
+            project.config.budget.host_memory,
+            args,
+            &binary,
+            false,
+        )?;
         return finish(&items, args.json, blocked);
     }
     // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
@@ -64,7 +71,7 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
             let session = project
                 .node_session(name)
                 .with_context(|| format!("cannot reach node {name}"))?;
-            host(&session, n.memory, args, &binary)
+            host(&session, n.memory, args, &binary, true)
         },
     );
     for (name, result) in results {
