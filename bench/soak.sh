@@ -11,7 +11,8 @@
 #   engine    dockerd restarted (`scripts/testhost restart-dockerd`)
 #   daemon    `kill -9` of homebase's daemon (nothing for compose)
 # Prints availability (inserts acknowledged / attempted), each fault kind's outage (longest
-# run of failed inserts after it, min/median/max) and acknowledged rows lost. Uses test hosts
+# run of failed inserts after it, min/median/max), acknowledged rows lost, and homebase's
+# end state (lock, health, a final deploy). Uses test hosts
 # 5 (homebase) and 6 (compose) alone: do not run it beside the tests. Homebase's engine has
 # live-restore on, as `homebase setup` leaves it (LIVE_RESTORE=0: off).
 set -euo pipefail
@@ -180,3 +181,10 @@ echo "| stack | inserts acknowledged | acknowledged rows lost | rows kept but no
 echo "|---|---|---|---|---|---|---|---|"
 report homebase "$h5" $port_hb
 report "compose, restart: unless-stopped" "$h6" $port_c
+
+# homebase's end state: the lock free, the stack healthy, a deploy that works first time
+lock=free; ssh_to "$h5" 'test -e ~/.homebase/soak-hb/lock' && lock=held
+healthy=$(HOMEBASE_COLOR=never "$hb" -C "$work/hb" status --json 2>/dev/null | grep -o '"healthy": *[a-z]*' | head -1 | sed 's/.*: *//')
+final=failed; HOMEBASE_COLOR=never "$hb" -C "$work/hb" deploy >/dev/null 2>&1 && final=ok
+echo
+echo "homebase at the end: lock $lock, healthy ${healthy:-unknown}, a final deploy $final"

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use homebase_proto::layout;
-use homebase_stack::config::{AlertsSection, Config, DaemonSection, HostMemory, Priority};
-use homebase_stack::kinds::Kind;
+use homebase_stack::Bytes;
+use homebase_stack::config::{AlertsSection, Config, DaemonSection, Priority};
 use homebase_stack::loops::LoopSection;
 use homebase_stack::{ComposeProject, LoadOptions};
 use indexmap::IndexMap;
@@ -112,22 +112,12 @@ fn load_one(dir: &Path, mem_total: u64) -> anyhow::Result<Project> {
         files: vec![rel.join("compose.yml")],
         ..Default::default()
     })?;
-    let host = match config.budget.host_memory {
-        HostMemory::Size(b) => b.0,
-        HostMemory::Detect => mem_total,
-    };
-    let budget = (host as f64 * config.budget.target) as u64;
+    let host = config.budget.host(Bytes(mem_total)).0;
+    let budget = config.budget.of(Bytes(host)).0;
     let priorities = compose
         .services
         .iter()
-        .map(|(name, svc)| {
-            let p = config
-                .services
-                .get(name)
-                .and_then(|s| s.priority)
-                .unwrap_or_else(|| Kind::of(svc.image_repo().as_deref()).default_priority());
-            (name.clone(), p)
-        })
+        .map(|(name, svc)| (name.clone(), config.priority_of(name, svc).0))
         .collect();
     let commit = std::fs::read_to_string(dir.join(layout::RELEASE_LOG))
         .ok()

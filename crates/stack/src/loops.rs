@@ -31,7 +31,7 @@ pub const DEFAULT_MARKER: &str = "<promise>COMPLETE</promise>";
 pub const DEFAULT_USAGE_LIMIT_PATTERN: &str =
     r"(?i)(usage limit reached|usage limit exceeded|you've hit your limit|hit your usage limit)";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoopSection {
     /// The image of one iteration (it must exist on the host or be pullable); empty when

@@ -217,7 +217,7 @@ impl Plan {
         let loops_total = total(loops.iter().map(|l| l.memory.0));
         let peak = total([sum(|s| s.limit).0, loops_total.0]);
         let sustained = total([sum(|s| s.reservation).0, loops_total.0]);
-        let budget = Bytes((host_memory.0 as f64 * config.budget.target) as u64);
+        let budget = config.budget.of(host_memory);
         if peak > budget {
             problems.push(Problem::OverBudget { peak, budget });
         }
@@ -271,17 +271,8 @@ fn plan_service(
         (None, None, Some(l)) => (Some(l), Some(Source::Default("equals the limit"))),
         (None, None, None) => (None, None),
     };
-    let (priority, priority_source) = match over.priority {
-        Some(p) => (p, Source::Config),
-        None => (
-            kind.default_priority(),
-            Source::Default(if kind.default_priority() == Priority::Critical {
-                "a database"
-            } else {
-                "not a database"
-            }),
-        ),
-    };
+    let (priority, why) = config.priority_of(name, svc);
+    let priority_source = why.map_or(Source::Config, Source::Default);
     let where_set = || match &limit_source {
         Some(Source::Config) => format!("homebase.toml `services.{name}.memory`"),
         Some(Source::Compose(key)) => format!("the compose file (`services.{name}.{key}`)"),

@@ -230,8 +230,8 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                 match reg.handles.get(&key) {
                     Some(h) if !h.task.is_finished() => {
                         h.config.send_if_modified(|old| {
-                            let changed = format!("{:?}{:?}", old.section, old.release_dir)
-                                != format!("{:?}{:?}", cfg.section, cfg.release_dir)
+                            let changed = old.section != cfg.section
+                                || old.release_dir != cfg.release_dir
                                 || old.budget != cfg.budget
                                 || old.high_watermark != cfg.high_watermark
                                 || old.project_caps != cfg.project_caps

@@ -1,6 +1,9 @@
 //! A swarm manager's view: nodes down and services short of their tasks, as alerts.
 
-use super::*;
+use crate::Shared;
+use crate::projects::Project;
+use homebase_engine::Engine;
+use std::sync::Arc;
 
 /// On a swarm manager: every node's state and what runs there; alerts naming a node that is
 /// down and each service of a watched stack that runs fewer tasks than it wants (with the

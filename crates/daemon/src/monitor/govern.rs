@@ -1,7 +1,13 @@
 //! The memory governor: pause, then stop, by priority above the high watermark; resume
 //! below the low one.
 
-use super::*;
+use super::State;
+use crate::Shared;
+use crate::projects::Project;
+use homebase_engine::Container;
+use homebase_engine::Engine;
+use homebase_stack::config::Priority;
+use std::sync::Arc;
 
 /// Above the high watermark: pause batch services first (largest first), then normal; never
 /// critical. A paused service that still holds the stack above the mark is stopped. Below

@@ -1,7 +1,12 @@
 //! Healing what Docker will not: containers that stay unhealthy or down, with backoff,
 //! until a crash loop.
 
-use super::*;
+use super::State;
+use crate::Shared;
+use crate::projects::Project;
+use homebase_engine::Container;
+use homebase_engine::Engine;
+use std::sync::Arc;
 
 /// Restarts containers that stay unhealthy or down (with backoff), and gives up on crash loops.
 pub(super) async fn heal(

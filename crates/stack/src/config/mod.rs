@@ -415,6 +415,44 @@ impl Default for BudgetSection {
     }
 }
 
+impl BudgetSection {
+    /// The host memory the budget is taken from: the configured size, else `detected` (the
+    /// engine's MemTotal).
+    pub fn host(&self, detected: Bytes) -> Bytes {
+        match self.host_memory {
+            HostMemory::Size(b) => b,
+            HostMemory::Detect => detected,
+        }
+    }
+
+    /// The memory budget: the host's memory × `target`.
+    pub fn of(&self, host_memory: Bytes) -> Bytes {
+        Bytes((host_memory.0 as f64 * self.target) as u64)
+    }
+}
+
+impl Config {
+    /// A service's priority, and why when it is the default: homebase.toml's
+    /// `services.NAME.priority`, else its kind's (a database is critical). The plan and the
+    /// daemon's governor both take it from here.
+    pub fn priority_of(
+        &self,
+        name: &str,
+        svc: &crate::model::Service,
+    ) -> (Priority, Option<&'static str>) {
+        if let Some(p) = self.services.get(name).and_then(|s| s.priority) {
+            return (p, None);
+        }
+        let p = crate::kinds::Kind::of(svc.image_repo().as_deref()).default_priority();
+        let why = if p == Priority::Critical {
+            "a database"
+        } else {
+            "not a database"
+        };
+        (p, Some(why))
+    }
+}
+
 /// The host's memory: a size, or `detect` (the engine's MemTotal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostMemory {
@@ -609,6 +647,34 @@ mod tests {
         assert_eq!(c.budget.host_memory, HostMemory::Size(Bytes(8 << 30)));
         assert_eq!(c.services["brain-api"].memory, Some(Bytes(3 << 30)));
         assert_eq!(c.host.ssh, "me@mini");
+    }
+
+    #[test]
+    fn the_budget_and_priorities_follow_one_rule() {
+        let c = parse("[project]\nname = \"demo\"\n[budget]\ntarget = 0.5\n[services.cache]\npriority = \"critical\"\n").unwrap();
+        assert_eq!(c.budget.host(Bytes(16 << 30)), Bytes(16 << 30));
+        assert_eq!(c.budget.of(Bytes(16 << 30)), Bytes(8 << 30));
+        let sized =
+            parse("[project]\nname = \"demo\"\n[budget]\nhost_memory = \"8GiB\"\n").unwrap();
+        assert_eq!(sized.budget.host(Bytes(16 << 30)), Bytes(8 << 30));
+        assert_eq!(sized.budget.of(Bytes(10 << 30)), Bytes(8 << 30));
+        let service = |image: &str| {
+            let raw: serde_norway::Mapping =
+                serde_norway::from_str(&format!("image: {image}\n")).unwrap();
+            crate::model::Service::from_raw("x", raw, Path::new("compose.yml")).unwrap()
+        };
+        assert_eq!(
+            c.priority_of("db", &service("pgvector/pgvector:pg17")),
+            (Priority::Critical, Some("a database"))
+        );
+        assert_eq!(
+            c.priority_of("api", &service("brain-api:1")),
+            (Priority::Normal, Some("not a database"))
+        );
+        assert_eq!(
+            c.priority_of("cache", &service("brain-api:1")),
+            (Priority::Critical, None)
+        );
     }
 
     #[test]

@@ -1,8 +1,42 @@
 //! One iteration: recovering what a restart cut off, launching the container, watching it
 //! (answering commands meanwhile), and concluding what it left.
 
-use super::*;
+use super::Supervisor;
+use crate::loop_store::Finished;
+use crate::loop_store::LoopRow;
+use crate::loops::LoopConfig;
+use crate::loops::expand_home;
+use crate::loops::gates::Next;
+use crate::loops::outcome::Effect;
+use crate::loops::outcome::Ended;
+use crate::loops::output::TAIL_BYTES;
+use crate::loops::output::Watched;
+use crate::loops::output::append_log;
+use crate::loops::output::tail_str;
+use crate::loops::output::watch_container;
 use crate::loops::result::{self, Said};
+use crate::loops::state::RunState;
+use crate::loops::text::humanize;
+use crate::loops::{outcome, text};
+use crate::now;
+use crate::workspace::count_changes;
+use crate::workspace::fingerprint;
+use crate::workspace::fingerprint_of;
+use crate::workspace::snapshot_files;
+use homebase_engine::run::ITERATION_LABEL;
+use homebase_engine::run::LOOP_LABEL;
+use homebase_engine::run::RunSpec;
+use homebase_engine::run::Source;
+use homebase_engine::run::Walls;
+use homebase_proto::RunningIteration;
+use homebase_proto::clock::rfc3339;
+use homebase_proto::layout;
+use homebase_stack::loops::Workspace;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 impl Supervisor {
     /// After a (re)start: an iteration still recorded as running is adopted when its

@@ -4,29 +4,21 @@
 //! [`outcome::account`] decides. Commands from the API are answered between and during
 //! iterations.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use homebase_engine::Engine;
-use homebase_engine::run::{ITERATION_LABEL, LOOP_LABEL, RunSpec, Source, Walls};
 use homebase_proto::clock::rfc3339;
-use homebase_proto::layout;
 use homebase_proto::{LoopSpend, LoopStatus, RunningIteration};
-use homebase_stack::loops::Workspace;
 use homebase_stack::spend::periods;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::gates::{self, Next, Readings};
-use super::outcome::{self, Effect, Ended};
-use super::output::{TAIL_BYTES, Watched, append_log, tail_str, watch_container};
 use super::state::{Breaker, RunState};
-use super::text::{self, humanize};
-use super::{Control, LoopConfig, Reply, expand_home};
-use crate::loop_store::{Finished, LoopRow};
-use crate::workspace::{count_changes, fingerprint, fingerprint_of, snapshot_files};
+use super::{Control, LoopConfig, Reply};
+use crate::loop_store::LoopRow;
+use crate::workspace::fingerprint;
 use crate::{Shared, now};
 
 pub(super) struct Supervisor {

@@ -1,6 +1,28 @@
 //! Running one `homebase … --json` child per tool call, its progress passed to the client.
 
-use super::*;
+use super::Homebase;
+use super::Lines;
+use super::MAX_CHARS;
+use super::Ran;
+use super::ReleaseRun;
+use super::scrub::Scrubber;
+use super::scrub::last_document;
+use super::scrub::project_secrets;
+use crate::project;
+use homebase_proto::DeployEvent;
+use homebase_proto::ErrorReport;
+use homebase_proto::LoopStatus;
+use homebase_stack::config::McpPermission;
+use rmcp::Json;
+use rmcp::Peer;
+use rmcp::RoleServer;
+use rmcp::model::ProgressNotificationParam;
+use rmcp::model::RequestMetaObject;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::process::Stdio;
+use tokio::io::BufReader;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 /// Where a long tool's steps go: the client's progress token, if it sent one.
 pub(super) fn progress_to(meta: RequestMetaObject, peer: Peer<RoleServer>) -> Option<Progress> {

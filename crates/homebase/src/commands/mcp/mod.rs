@@ -12,21 +12,19 @@
 //! env files, of secret-looking environment variables and of the alert URLs is replaced by
 //! `<redacted>`. Tools that change the host exist only when `[mcp] allow` names them.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use homebase_proto::{
-    DeployEvent, ErrorReport, IterationRecord, LoopStatus, PlanReport, ReleaseEntry,
-    ReleasesReport, RestartReport, StatusReport,
+    DeployEvent, IterationRecord, LoopStatus, PlanReport, ReleaseEntry, ReleasesReport,
+    RestartReport, StatusReport,
 };
 use homebase_stack::config::McpPermission;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::Implementation;
 use rmcp::model::ListToolsResult;
 use rmcp::model::{GetPromptRequestParams, GetPromptResponse, GetPromptResult};
-use rmcp::model::{Implementation, ProgressNotificationParam};
 use rmcp::model::{
     ListPromptsResult, ListResourcesResult, PaginatedRequestParams, Prompt, PromptArgument,
     PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
@@ -36,10 +34,8 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, ServiceExt};
 use rmcp::{tool, tool_handler, tool_router};
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use crate::cli::Global;
 use crate::commands::backup::Manifest;
@@ -805,4 +801,3 @@ mod prompt;
 mod scrub;
 
 use child::progress_to;
-use scrub::{Scrubber, last_document, project_secrets};

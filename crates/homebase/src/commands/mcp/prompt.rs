@@ -1,6 +1,7 @@
 //! The `diagnose` prompt: the status and the failing services' logs, gathered now.
 
-use super::*;
+use super::Homebase;
+use homebase_proto::StatusReport;
 
 const DIAGNOSE: &str = "Diagnose the homebase stack of this project from what follows: the stack's status (services, health, memory against limits, alerts, events, loops), and the last log lines of every service that is down or unhealthy.\n\
 Say what is wrong, the evidence, and the smallest fix; name the homebase command or the compose change. The tools `logs`, `releases`, `loop_history` and `loop_logs` tell more. Do not change the host unless asked.";

@@ -1,6 +1,12 @@
 //! What leaves the server: bounded, printable, and with the project's secrets redacted.
 
-use super::*;
+use super::MAX_CHARS;
+use super::MIN_SECRET;
+use crate::cli::Global;
+use crate::project;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 /// Replaces secret values, escapes control characters and cuts long strings.
 pub(super) struct Scrubber {

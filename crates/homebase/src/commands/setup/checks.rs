@@ -1,7 +1,14 @@
 //! What the host has (one script), and the checklist read from it: OS, engine, Compose,
 //! memory, power.
 
-use super::*;
+use super::Item;
+use super::item;
+use crate::host::FIND_COMPOSE;
+use anyhow::Result;
+use homebase_proto::layout;
+use homebase_remote::Session;
+use homebase_stack::Bytes;
+use homebase_stack::config::HostMemory;
 
 /// The host's facts, read in one round trip.
 pub(super) struct Facts {

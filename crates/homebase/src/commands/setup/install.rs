@@ -1,7 +1,16 @@
 //! Making the host ready: directories, this binary, the daemon as a service that starts at
 //! boot, and its answer.
 
-use super::*;
+use super::Item;
+use super::checks::{Facts, check_host, facts, plugin_dir, same_platform, with_plugin_dir};
+use super::item;
+use crate::cli::SetupArgs;
+use anyhow::{Context, Result};
+use homebase_proto::layout;
+use homebase_remote::Session;
+use homebase_stack::config::HostMemory;
+use sha2::Digest;
+use sha2::Sha256;
 
 pub(super) fn daemon_service<'a>(
     args: &'a [String],

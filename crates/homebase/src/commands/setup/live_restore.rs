@@ -18,7 +18,12 @@
 //! Each path costs two round trips (read, then write and check), only when the setting is
 //! off.
 
-use super::*;
+use anyhow::{Context, Result};
+use homebase_remote::Session;
+
+use super::checks::Facts;
+use super::{Item, item};
+use crate::cli::SetupArgs;
 
 const NAME: &str = "live restore";
 

@@ -8,16 +8,10 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use homebase_proto::layout;
-use homebase_remote::Session;
-use homebase_stack::Bytes;
-use homebase_stack::config::HostMemory;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::cli::{Global, SetupArgs};
 use crate::exit::Exit;
-use crate::host::FIND_COMPOSE;
 use crate::project;
 use crate::ui::{self, BAD, GOOD, WARN, paint};
 
@@ -25,8 +19,7 @@ mod checks;
 mod install;
 mod live_restore;
 
-use checks::*;
-use install::*;
+use install::{Binary, host};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {
@@ -135,7 +128,10 @@ fn finish(items: &[Item], json: bool, blocked: bool) -> Result<Exit> {
 
 #[cfg(test)]
 mod tests {
+    use super::checks::{Facts, check_host, version_at_least, with_plugin_dir};
     use super::*;
+    use homebase_stack::Bytes;
+    use homebase_stack::config::HostMemory;
 
     fn facts(os: &str, compose: Option<&str>) -> Facts {
         Facts {
