@@ -5,14 +5,8 @@
 //! Invariant: this is the only crate that knows about OpenSSH. A `local` target runs the same
 //! shell scripts on this machine, so every caller is written once for both.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::Duration;
-use std::time::Instant;
 
 /// Where commands run.
 #[derive(Debug, Clone)]
@@ -280,7 +274,6 @@ mod session;
 mod stream;
 mod tunnel;
 
-use master::*;
 pub use session::*;
 pub use stream::*;
 pub use tunnel::*;

@@ -1,7 +1,14 @@
 //! The multiplexed master connection: its control socket, shared between commands or
 //! owned by one session.
 
-use super::*;
+use super::RemoteError;
+use super::SshTarget;
+use crate::session::classify_connect_error;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
 
 /// The master's control socket.
 pub(crate) enum Control {

@@ -1,6 +1,24 @@
 //! A connection to the host, and the commands it runs.
 
-use super::*;
+use super::PATH_PRELUDE;
+use super::RemoteError;
+use super::SshTarget;
+use super::Target;
+use super::default_deadline;
+use super::sh_quote;
+use crate::master::{
+    Control, exit_master, master_alive, note_path, shared_socket, start_master,
+    sweep_empty_control_dirs,
+};
+use crate::stream::Stream;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Output;
+use std::process::Stdio;
+use std::time::Duration;
 
 /// A connection to the host.
 pub struct Session {

@@ -1,6 +1,8 @@
 //! A script read line by line while it runs.
 
-use super::*;
+use super::RemoteError;
+use std::process::Child;
+use std::time::Duration;
 
 /// A script whose output is read line by line while it runs ([`Session::stream`]). Its
 /// stdin stays open until the stream is closed or dropped, so a script may keep running as

@@ -1,6 +1,21 @@
 //! Local forwards to the host, held open by a master of their own.
 
-use super::*;
+use super::RemoteError;
+use super::SshTarget;
+use crate::master::{master_alive, shared_socket};
+use crate::session::classify_connect_error;
+use std::io::Read;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
 
 /// A local forward: `127.0.0.1:local_port` on the laptop to `remote_host:remote_port` as
 /// seen from the host.

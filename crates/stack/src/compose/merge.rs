@@ -1,7 +1,12 @@
 //! A service's definition normalised (lists as maps where Compose merges by key), and files
 //! and `extends` merged as Compose merges them.
 
-use super::*;
+use super::yaml::{MergeTag, merge_tag, strip_tags};
+use crate::error::StackError;
+use crate::interpolate::Vars;
+use serde_norway::Mapping;
+use serde_norway::Value;
+use std::path::Path;
 
 /// Brings list forms to their mapping forms so that files merge key by key.
 pub(super) fn normalize_service(

@@ -1,7 +1,10 @@
 //! Compose's YAML: one document, bounded nesting, anchors and merge keys (`<<`), and the
 //! `!reset` and `!override` tags.
 
-use super::*;
+use crate::error::StackError;
+use serde_norway::Mapping;
+use serde_norway::Value;
+use std::path::Path;
 
 /// How deep `[`/`{` may nest in a compose file. Real files stay under 10; the YAML parser's
 /// time grows with the square of the depth, so a deeper file is refused before parsing.

@@ -5,7 +5,7 @@
 //! The CLI applies flags; this module applies the environment, handed in as a map.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -612,6 +612,7 @@ impl Default for RenderSection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("homebase.toml"), text, &IndexMap::new())

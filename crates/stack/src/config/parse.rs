@@ -1,7 +1,12 @@
 //! Reading homebase.toml: the file, then `HOMEBASE__…` variables over it, then the checks
 //! that need the whole of it.
 
-use super::*;
+use super::Config;
+use super::ConfigError;
+use super::ENV_PREFIX;
+use super::Mode;
+use indexmap::IndexMap;
+use std::path::Path;
 
 impl Config {
     /// Parses `text` (read from `path`) and applies `HOMEBASE__…` variables from `env`.
