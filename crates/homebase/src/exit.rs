@@ -56,6 +56,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if let Some(r) = cause.downcast_ref::<homebase_remote::RemoteError>() {
             return match r {
+                r @ homebase_remote::RemoteError::Command { .. } if r.engine_unreachable() => {
+                    Exit::Unreachable
+                }
                 homebase_remote::RemoteError::Command { .. } => Exit::Refused,
                 _ => Exit::Unreachable,
             };
@@ -66,4 +69,36 @@ pub fn classify(err: &anyhow::Error) -> Exit {
     }
     // Internal errors and I/O errors the user did not cause.
     Exit::Unreachable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(stderr: &str) -> anyhow::Error {
+        anyhow::Error::new(homebase_remote::RemoteError::Command {
+            host: "mini".into(),
+            command: "docker compose ps".into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        })
+    }
+
+    #[test]
+    fn an_engine_that_does_not_answer_is_the_host_failing() {
+        // the docker CLI's words, Linux socket and Colima's context
+        for stderr in [
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+            "Cannot connect to the Docker daemon at unix:///Users/me/.colima/default/docker.sock. Is the docker daemon running?",
+            "error during connect: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.45/containers/json\": dial unix /var/run/docker.sock: connect: connection refused",
+        ] {
+            assert_eq!(classify(&failed(stderr)), Exit::Unreachable, "{stderr}");
+        }
+        // a command that ran and said no
+        assert_eq!(classify(&failed("no such service: ghost")), Exit::Refused);
+        assert_eq!(
+            classify(&failed("").context("cannot read the release")),
+            Exit::Refused
+        );
+    }
 }

@@ -203,6 +203,20 @@ fn setup_is_idempotent_and_the_stack_survives_a_reboot() {
     assert!(!lock.status.success(), "a lock was left");
     p.ok(&["status"]);
 
+    // The engine stopped: a command that needs it exits 3 (the host failed), saying so, and
+    // a deploy leaves no lock behind.
+    testhost(&["stop-dockerd", "4"], &[]);
+    let logs = p.run(&["logs", "api"]);
+    let deploy = p.run(&["deploy"]);
+    let lock = hosts.ssh(h, &format!("test -e ~/.homebase/{}/lock", p.name));
+    testhost(&["start-dockerd", "4"], &[]);
+    for (what, out) in [("logs", &logs), ("deploy", &deploy)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {err}");
+        assert!(err.contains("Docker daemon"), "{what}: {err}");
+    }
+    assert!(!lock.status.success(), "a lock was left");
+
     hosts.ssh(h, "kill $(cat ~/.homebase/supervisor.pid); pkill -f '.homebase/bin/homebase daemon'; rm -rf ~/.homebase/bin ~/.homebase/daemon ~/.config/systemd; true");
     live_restore_off();
 }

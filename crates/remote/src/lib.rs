@@ -255,6 +255,23 @@ pub enum RemoteError {
     },
 }
 
+impl RemoteError {
+    /// A command that failed because the host's Docker engine did not answer (the CLI's own
+    /// words for a socket with nobody behind it): the host failed, not the request.
+    pub fn engine_unreachable(&self) -> bool {
+        let RemoteError::Command { stderr, .. } = self else {
+            return false;
+        };
+        [
+            "Cannot connect to the Docker daemon",
+            "Is the docker daemon running?",
+            "error during connect",
+        ]
+        .iter()
+        .any(|m| stderr.contains(m))
+    }
+}
+
 /// How long one script may run before it is stopped, unless the caller says otherwise:
 /// nothing may hang forever (with a deploy lock held, say). `HOMEBASE_STEP_TIMEOUT_SECS`
 /// overrides it.
