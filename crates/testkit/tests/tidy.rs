@@ -1,0 +1,114 @@
+//! Tidy checks on the source tree itself (as rust-analyzer's `tidy.rs` does): rules of
+//! ARCHITECTURE.md that a reviewer would otherwise have to check by hand.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Every file under `dir`, relative to the repository root, skipping build output and VCS.
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name == ".git" || name == "node_modules" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            files(&path, out);
+        } else {
+            out.push(path.strip_prefix(root()).unwrap().to_path_buf());
+        }
+    }
+}
+
+fn sources() -> Vec<(PathBuf, String)> {
+    let mut all = Vec::new();
+    files(&root().join("crates"), &mut all);
+    all.into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .filter(|p| p.components().any(|c| c.as_os_str() == "src"))
+        .map(|p| {
+            let text = std::fs::read_to_string(root().join(&p)).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// The part of a source file before its test module.
+fn outside_tests(text: &str) -> &str {
+    text.split("\n#[cfg(test)]").next().unwrap_or(text)
+}
+
+#[test]
+fn no_module_takes_its_parent_whole_outside_tests() {
+    let offenders: Vec<String> = sources()
+        .iter()
+        .filter(|(_, text)| outside_tests(text).lines().any(|l| l == "use super::*;"))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "`use super::*;` outside tests hides what a module depends on; import by name in: {offenders:#?}"
+    );
+}
+
+/// Files ARCHITECTURE.md names that live on the host, not in this repository.
+const ON_THE_HOST: &[&str] = &["build.yml", "loops.yml"];
+
+#[test]
+fn every_file_and_directory_architecture_names_exists() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut tracked = Vec::new();
+    files(&root(), &mut tracked);
+    let tracked: Vec<String> = tracked
+        .iter()
+        .map(|p| format!("/{}", p.display()))
+        .collect();
+    let named = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+                && ([".rs", ".sh", ".toml", ".md", ".yml", ".js"]
+                    .iter()
+                    .any(|ext| t.ends_with(ext))
+                    || ["crates/", "scripts/", "bench/", "examples/", "docs/"]
+                        .iter()
+                        .any(|dir| t.starts_with(dir)))
+        })
+        .filter(|t| !ON_THE_HOST.contains(t));
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for name in named {
+        checked += 1;
+        let name = name.trim_end_matches('/');
+        let file = format!("/{name}");
+        let dir = format!("/{name}/");
+        if !tracked
+            .iter()
+            .any(|p| p.ends_with(&file) || p.contains(&dir))
+        {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} names read from ARCHITECTURE.md"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what does not exist (rename it there, or add it to ON_THE_HOST when it lives on the host): {missing:#?}"
+    );
+}
