@@ -330,3 +330,226 @@ fn plan_service(
         priority_source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LoadOptions;
+    use indexmap::IndexMap;
+    use std::path::Path;
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    fn compose(text: &str) -> ComposeProject {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yml");
+        std::fs::write(&file, text).unwrap();
+        ComposeProject::load(&LoadOptions {
+            files: vec![file],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            Path::new("homebase.toml"),
+            &format!("[project]\nname = \"p\"\n{extra}"),
+            &IndexMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn plan(compose_text: &str, toml: &str, host: u64) -> Result<Plan, PlanError> {
+        Plan::new(&config(toml), &compose(compose_text), Bytes(host))
+    }
+
+    const STACK: &str = "services:
+  db:
+    image: pgvector/pgvector:pg17
+    mem_limit: 2g
+  api:
+    image: brain-api:1
+    deploy: {resources: {limits: {memory: 1g}, reservations: {memory: 512m}}}
+  watcher:
+    image: watcher:1
+";
+
+    #[test]
+    fn limits_reservations_and_priorities_say_where_they_came_from() {
+        let p = plan(
+            STACK,
+            "[services.watcher]\nmemory = \"256MiB\"\nsustained = \"128MiB\"\npriority = \"batch\"\n",
+            16 * GIB,
+        )
+        .unwrap();
+        let db = p.service("db").unwrap();
+        assert_eq!(db.limit, Some(Bytes(2 * GIB)));
+        assert_eq!(db.limit_source, Some(Source::Compose("mem_limit")));
+        // no reservation anywhere: it equals the limit
+        assert_eq!(db.reservation, Some(Bytes(2 * GIB)));
+        assert_eq!(
+            db.reservation_source,
+            Some(Source::Default("equals the limit"))
+        );
+        assert_eq!(db.priority, Priority::Critical);
+        assert_eq!(db.priority_source, Source::Default("a database"));
+
+        let api = p.service("api").unwrap();
+        assert_eq!(
+            api.limit_source,
+            Some(Source::Compose("deploy.resources.limits.memory"))
+        );
+        assert_eq!(api.reservation, Some(Bytes(512 * MIB)));
+        assert_eq!(api.priority, Priority::Normal);
+        assert_eq!(api.priority_source, Source::Default("not a database"));
+
+        let w = p.service("watcher").unwrap();
+        assert_eq!(w.limit, Some(Bytes(256 * MIB)));
+        assert_eq!(w.limit_source, Some(Source::Config));
+        assert_eq!(w.reservation_source, Some(Source::Config));
+        assert_eq!(
+            (w.priority, &w.priority_source),
+            (Priority::Batch, &Source::Config)
+        );
+
+        // the sums and the budget
+        assert_eq!(p.peak, Bytes(3 * GIB + 256 * MIB));
+        assert_eq!(p.sustained, Bytes(2 * GIB + 512 * MIB + 128 * MIB));
+        assert_eq!(p.budget, Bytes((16.0 * GIB as f64 * 0.8) as u64));
+        assert!(p.fits(), "{:?}", p.problems);
+        assert_eq!(p.headroom(), p.budget.0 as i128 - p.peak.0 as i128);
+    }
+
+    #[test]
+    fn homebase_toml_beats_the_compose_file() {
+        let p = plan(
+            STACK,
+            "[services.db]\nmemory = \"3GiB\"\n[services.watcher]\nmemory = \"64MiB\"\n",
+            16 * GIB,
+        )
+        .unwrap();
+        let db = p.service("db").unwrap();
+        assert_eq!(
+            (db.limit, &db.limit_source),
+            (Some(Bytes(3 * GIB)), &Some(Source::Config))
+        );
+    }
+
+    #[test]
+    fn loops_count_in_the_peak_and_the_sustained_use() {
+        let p = plan(
+            STACK,
+            "[services.watcher]\nmemory = \"64MiB\"\n[loops.ralph]\nimage = \"agent:1\"\ncommand = \"run\"\nmemory = \"2GiB\"\n",
+            16 * GIB,
+        )
+        .unwrap();
+        assert_eq!(p.loops.len(), 1);
+        assert_eq!(p.peak, Bytes(5 * GIB + 64 * MIB));
+        assert_eq!(p.sustained, Bytes(2 * GIB + 512 * MIB + 64 * MIB + 2 * GIB));
+    }
+
+    #[test]
+    fn what_is_wrong_but_plannable_is_a_problem() {
+        let p = plan(
+            "services:
+  db:
+    image: postgres:17
+  api:
+    image: brain-api:1
+    mem_limit: 256m
+    mem_reservation: 512m
+  built:
+    mem_limit: 64m
+",
+            "",
+            16 * GIB,
+        )
+        .unwrap();
+        assert!(!p.fits());
+        assert!(p.problems.contains(&Problem::NoLimit {
+            service: "db".into(),
+            kind: Kind::of(Some("postgres")),
+            suggestion: Kind::of(Some("postgres")).suggested_limit(),
+        }));
+        assert!(p.problems.contains(&Problem::ReservationAboveLimit {
+            service: "api".into(),
+            reservation: Bytes(512 * MIB),
+            limit: Bytes(256 * MIB),
+        }));
+        assert!(p.problems.contains(&Problem::NoImage {
+            service: "built".into()
+        }));
+        let no_limit = p.problems[0].explain();
+        assert!(no_limit.contains("[services.db]"), "{no_limit}");
+    }
+
+    #[test]
+    fn a_stack_over_its_budget_says_by_how_much() {
+        let p = plan(
+            STACK,
+            "[budget]\ntarget = 0.5\n[services.watcher]\nmemory = \"1GiB\"\n",
+            6 * GIB,
+        )
+        .unwrap();
+        assert_eq!(
+            p.problems,
+            [Problem::OverBudget {
+                peak: Bytes(4 * GIB),
+                budget: Bytes(3 * GIB)
+            }]
+        );
+        assert!(p.headroom() < 0);
+    }
+
+    #[test]
+    fn errors_name_the_service_and_the_fix() {
+        // an unknown service, with the likely one
+        let e = plan(STACK, "[services.apii]\nmemory = \"1GiB\"\n", 16 * GIB).unwrap_err();
+        assert!(e.to_string().contains("did you mean `api`?"), "{e}");
+        let e = plan(STACK, "[services.zzz]\nmemory = \"1GiB\"\n", 16 * GIB).unwrap_err();
+        assert!(
+            e.to_string().contains("the services are: db, api, watcher"),
+            "{e}"
+        );
+        // a zero limit, where it was set
+        let e = plan(STACK, "[services.watcher]\nmemory = \"0\"\n", 16 * GIB).unwrap_err();
+        assert!(matches!(e, PlanError::ZeroLimit { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("homebase.toml `services.watcher.memory`"),
+            "{e}"
+        );
+        // (in a compose file, `mem_limit: 0` is no limit, as Compose reads it)
+        let p = plan(
+            "services:\n  api:\n    image: a:1\n    mem_limit: 0\n",
+            "",
+            16 * GIB,
+        )
+        .unwrap();
+        assert!(
+            matches!(&p.problems[..], [Problem::NoLimit { .. }]),
+            "{:?}",
+            p.problems
+        );
+        // a limit above the host, for a service and for a loop
+        let e = plan(STACK, "[services.watcher]\nmemory = \"32GiB\"\n", 16 * GIB).unwrap_err();
+        assert!(
+            matches!(&e, PlanError::LimitAboveHost { what: "service", name, .. } if name == "watcher"),
+            "{e}"
+        );
+        let e = plan(
+            STACK,
+            "[services.watcher]\nmemory = \"64MiB\"\n[loops.big]\nimage = \"agent:1\"\ncommand = \"run\"\nmemory = \"32GiB\"\n",
+            16 * GIB,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("homebase.toml `loops.big.memory`"),
+            "{e}"
+        );
+        // with the host's memory unknown (0), no limit is above it
+        assert!(plan(STACK, "[services.watcher]\nmemory = \"32GiB\"\n", 0).is_ok());
+    }
+}
