@@ -10,7 +10,7 @@ use homebase_stack::loops::LoopSection;
 
 use super::gates::USAGE_LIMIT;
 use super::output::Watched;
-use super::result::Said;
+use super::result::{self, Said};
 use super::state::{Breaker, RunState};
 use super::text::{error_signature, humanize, reset_time};
 use crate::loop_store::LoopRow;
@@ -299,6 +299,56 @@ fn open(row: &mut LoopRow, l: &LoopSection, now: i64, why: &str, fx: &mut Vec<Ef
     );
     fx.push(Effect::Event("loop_breaker_open", msg.clone()));
     fx.push(Effect::Alert("loop_breaker", msg));
+}
+
+/// What an iteration's end says: its outcome, the text its verdicts read, the note, and the
+/// agent's result.
+pub struct Judged {
+    pub outcome: Outcome,
+    pub text: String,
+    pub note: String,
+    pub agent: Option<homebase_proto::AgentResult>,
+}
+
+/// The agent's own result first; its text patterns only when there is none. A result that
+/// could not be read adds why to the note (unless the iteration was cut short).
+pub fn judge(
+    l: &LoopSection,
+    w: &Watched,
+    no_container: bool,
+    all_pass: Option<bool>,
+    note: &str,
+) -> Judged {
+    let usage = regex::Regex::new(&l.usage_limit_pattern).ok();
+    let read = (l.reads_result() && !no_container).then(|| result::read(&w.ending));
+    let mut text = String::from_utf8_lossy(&w.tail).to_string();
+    let said = match &read {
+        Some(Ok(r)) => {
+            text = r.text.clone();
+            result::said(r, usage.as_ref())
+        }
+        _ => Said::Nothing {
+            usage_limit: usage.as_ref().is_some_and(|re| re.is_match(&text)),
+        },
+    };
+    let outcome = classify(w, all_pass, said);
+    let mut extra = note.to_string();
+    if let Some(Err(why)) = &read
+        && !(w.stopped || w.oom || w.timed_out)
+    {
+        extra = [note, why.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    Judged {
+        outcome,
+        text,
+        note: extra,
+        agent: read.and_then(Result::ok).map(|r| r.result),
+    }
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ use crate::loops::expand_home;
 use crate::loops::gates::Next;
 use crate::loops::outcome::Effect;
 use crate::loops::outcome::Ended;
+use crate::loops::outcome::{Judged, judge};
 use crate::loops::output::TAIL_BYTES;
 use crate::loops::output::Watched;
 use crate::loops::output::append_log;
 use crate::loops::output::tail_str;
 use crate::loops::output::watch_container;
-use crate::loops::result::{self, Said};
 use crate::loops::state::RunState;
 use crate::loops::text::humanize;
 use crate::loops::{outcome, text};
@@ -517,105 +517,28 @@ impl Supervisor {
         let cfg = self.cfg();
         let l = &cfg.section;
         let ended = now();
-        // The completion file, read from the finished container (its workspace mount).
-        let all_pass = match (&l.completion_file, container.is_empty()) {
-            (Some(f), false) => {
-                let path = format!("{}/{}", l.workdir.trim_end_matches('/'), f);
-                match self.engine.read_file(container, &path, 4 << 20).await {
-                    Ok(Some(data)) => text::all_pass(&data),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let all_pass = self.completion_file(&cfg, container).await;
         if !container.is_empty()
             && let Err(e) = self.engine.remove(container).await
         {
             tracing::warn!("cannot remove iteration container: {e:#}");
         }
         let ws = cfg.workspace();
-        if let Ok(user) = self.user(&cfg).await
-            && crate::workspace::is_root(&user)
-        {
-            let cleared =
-                crate::workspace::strip_setuid(&self.engine, &ws, &l.image, &cfg.label()).await;
-            if !cleared.is_empty() {
-                let names = cleared
-                    .iter()
-                    .map(|f| format!("`{}`", f.escape_debug()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                self.event(
-                    "loop_setuid_cleared",
-                    &format!("iteration {n} (run as root) left setuid or setgid files; homebase cleared the bits: {names}"),
-                )
-                .await;
-            }
-        }
+        self.clear_setuid(&cfg, n).await;
         let after_files = snapshot_files(&self.engine, &ws).await;
         let files_changed = match (&before_files, &after_files) {
             (Some(a), Some(b)) => Some(count_changes(a, b)),
             _ => None,
         };
-        let diffstat = match &before_head {
-            Some(head) => {
-                let user = self
-                    .user(&cfg)
-                    .await
-                    .ok()
-                    .and_then(|u| crate::workspace::helper_user(&u, &ws));
-                crate::workspace::diffstat(&self.engine, &ws, user.as_deref(), &cfg.label(), head)
-                    .await
-            }
-            None => None,
-        };
-        let commit = if l.git_workspace() && !container.is_empty() {
-            let label = cfg.label();
-            let user = self
-                .user(&cfg)
-                .await
-                .ok()
-                .and_then(|u| crate::workspace::helper_user(&u, &ws));
-            crate::workspace::Helper {
-                engine: &self.engine,
-                ws: &ws,
-                user: user.as_deref(),
-                label: &label,
-            }
-            .commit(&format!(
-                "homebase: loop {} iteration {n} (run {run})",
-                cfg.name
-            ))
-            .await
-        } else {
-            None
-        };
-        // The agent's own result first; its text patterns only when there is none.
-        let usage = regex::Regex::new(&l.usage_limit_pattern).ok();
-        let read = (l.reads_result() && !container.is_empty()).then(|| result::read(&w.ending));
-        let mut text = String::from_utf8_lossy(&w.tail).to_string();
-        let said = match &read {
-            Some(Ok(r)) => {
-                text = r.text.clone();
-                result::said(r, usage.as_ref())
-            }
-            _ => Said::Nothing {
-                usage_limit: usage.as_ref().is_some_and(|re| re.is_match(&text)),
-            },
-        };
-        let outcome = outcome::classify(&w, all_pass, said);
-        let mut extra = note.to_string();
-        if let Some(Err(why)) = &read
-            && !(w.stopped || w.oom || w.timed_out)
-        {
-            extra = [note, why.as_str()]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("; ");
-        }
-        let agent = read.and_then(Result::ok).map(|r| r.result);
+        let (diffstat, commit) = self
+            .git_after(&cfg, before_head.as_deref(), container, n, run)
+            .await;
+        let Judged {
+            outcome,
+            text,
+            note: extra,
+            agent,
+        } = judge(l, &w, container.is_empty(), all_pass, note);
         let f = Finished {
             ended,
             outcome: outcome.as_str().into(),
@@ -686,6 +609,93 @@ impl Supervisor {
             }
         }
         self.save(row);
+    }
+
+    /// The completion file, read from the finished container (its workspace mount): whether
+    /// every story in it passes.
+    async fn completion_file(&self, cfg: &LoopConfig, container: &str) -> Option<bool> {
+        let l = &cfg.section;
+        let f = l.completion_file.as_ref()?;
+        if container.is_empty() {
+            return None;
+        }
+        let path = format!("{}/{}", l.workdir.trim_end_matches('/'), f);
+        match self.engine.read_file(container, &path, 4 << 20).await {
+            Ok(Some(data)) => text::all_pass(&data),
+            _ => None,
+        }
+    }
+
+    /// After an iteration run as root: setuid and setgid bits it left in the workspace
+    /// cleared, and said.
+    async fn clear_setuid(&mut self, cfg: &LoopConfig, n: i64) {
+        let Ok(user) = self.user(cfg).await else {
+            return;
+        };
+        if !crate::workspace::is_root(&user) {
+            return;
+        }
+        let ws = cfg.workspace();
+        let cleared =
+            crate::workspace::strip_setuid(&self.engine, &ws, &cfg.section.image, &cfg.label())
+                .await;
+        if !cleared.is_empty() {
+            let names = cleared
+                .iter()
+                .map(|f| format!("`{}`", f.escape_debug()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.event(
+                "loop_setuid_cleared",
+                &format!("iteration {n} (run as root) left setuid or setgid files; homebase cleared the bits: {names}"),
+            )
+            .await;
+        }
+    }
+
+    /// A git workspace after the iteration: the diffstat against the head before it, and
+    /// the commit that records its work.
+    async fn git_after(
+        &mut self,
+        cfg: &LoopConfig,
+        before_head: Option<&str>,
+        container: &str,
+        n: i64,
+        run: i64,
+    ) -> (Option<String>, Option<String>) {
+        let ws = cfg.workspace();
+        let label = cfg.label();
+        let commits = cfg.section.git_workspace() && !container.is_empty();
+        let user = if before_head.is_some() || commits {
+            self.user(cfg)
+                .await
+                .ok()
+                .and_then(|u| crate::workspace::helper_user(&u, &ws))
+        } else {
+            None
+        };
+        let diffstat = match before_head {
+            Some(head) => {
+                crate::workspace::diffstat(&self.engine, &ws, user.as_deref(), &label, head).await
+            }
+            None => None,
+        };
+        let commit = if commits {
+            crate::workspace::Helper {
+                engine: &self.engine,
+                ws: &ws,
+                user: user.as_deref(),
+                label: &label,
+            }
+            .commit(&format!(
+                "homebase: loop {} iteration {n} (run {run})",
+                cfg.name
+            ))
+            .await
+        } else {
+            None
+        };
+        (diffstat, commit)
     }
 }
 
