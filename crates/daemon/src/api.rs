@@ -399,6 +399,18 @@ fn gauge_family(out: &mut String, name: &str, help: &str, samples: &[(String, St
 /// Prometheus text exposition (0.0.4) of the latest snapshot.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.snapshot.read().await.clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        exposition(&s),
+    )
+        .into_response()
+}
+
+/// The snapshot as metric families: the host, each project, service and loop, the alerts.
+fn exposition(s: &crate::monitor::Snapshot) -> String {
     let mut out = String::new();
     let one = |v: String| vec![(String::new(), v)];
     gauge_family(
@@ -407,6 +419,19 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "Memory of the Docker engine's host (the VM's under Colima).",
         &one(s.mem_total.to_string()),
     );
+    project_families(&mut out, s);
+    service_families(&mut out, s);
+    loop_families(&mut out, s);
+    gauge_family(
+        &mut out,
+        "homebase_alerts_active",
+        "Alerts firing now.",
+        &one(s.alerts.len().to_string()),
+    );
+    out
+}
+
+fn project_families(out: &mut String, s: &crate::monitor::Snapshot) {
     let per_project =
         |f: &dyn Fn(&homebase_proto::ProjectSnap) -> String| -> Vec<(String, String)> {
             s.projects
@@ -415,17 +440,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 .collect()
         };
     gauge_family(
-        &mut out,
+        out,
         "homebase_stack_memory_bytes",
         "Memory the project's containers use now.",
         &per_project(&|p| p.memory_bytes.to_string()),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_stack_budget_bytes",
         "The project's memory budget: host memory times its target share.",
         &per_project(&|p| p.budget_bytes.to_string()),
     );
+}
+
+fn service_families(out: &mut String, s: &crate::monitor::Snapshot) {
     let per_service =
         |f: &dyn Fn(&homebase_proto::ServiceSnap) -> String| -> Vec<(String, String)> {
             s.projects
@@ -445,29 +473,32 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 .collect()
         };
     gauge_family(
-        &mut out,
+        out,
         "homebase_service_memory_bytes",
         "Memory a service's containers use now.",
         &per_service(&|svc| svc.memory_bytes.to_string()),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_service_cpu_percent",
         "CPU a service's containers use now, in percent of one core.",
         &per_service(&|svc| format!("{:.2}", svc.cpu_percent)),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_service_up",
         "1 when the service's container is running.",
         &per_service(&|svc| u8::from(svc.state == "running").to_string()),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_service_healthy",
         "1 when the service is healthy (or has no healthcheck).",
         &per_service(&|svc| u8::from(svc.health == "healthy" || svc.health == "none").to_string()),
     );
+}
+
+fn loop_families(out: &mut String, s: &crate::monitor::Snapshot) {
     let per_loop = |f: &dyn Fn(&homebase_proto::LoopStatus) -> String| -> Vec<(String, String)> {
         s.loops
             .iter()
@@ -484,19 +515,19 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .collect()
     };
     gauge_family(
-        &mut out,
+        out,
         "homebase_loop_iterations",
         "Iterations of the loop's current run.",
         &per_loop(&|l| l.iterations.to_string()),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_loop_active",
         "1 when the loop is running iterations.",
         &per_loop(&|l| u8::from(l.state == "active").to_string()),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_loop_breaker_open",
         "1 when the loop's circuit breaker is not closed.",
         &per_loop(&|l| u8::from(l.breaker != "closed").to_string()),
@@ -520,7 +551,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         rows
     };
     gauge_family(
-        &mut out,
+        out,
         "homebase_loop_cost_usd",
         "What the loop's agent reported it spent: today, this month (the calendar of [spend] time_zone) and in the last hour.",
         &per_period(&|p| {
@@ -528,25 +559,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         }),
     );
     gauge_family(
-        &mut out,
+        out,
         "homebase_loop_tokens",
         "Tokens the loop's agent reported (input, output, cache writes and reads): today, this month and in the last hour.",
         &per_period(&|p| [p.today_tokens, p.month_tokens, p.hour_tokens].map(|v| v.to_string())),
     );
-    gauge_family(
-        &mut out,
-        "homebase_alerts_active",
-        "Alerts firing now.",
-        &one(s.alerts.len().to_string()),
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -358,42 +358,7 @@ async fn watch_events(
                     Arc::clone(&state),
                     ev.clone(),
                 );
-                tokio::spawn(async move {
-                    if after_kill {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                    let last = state
-                        .lock()
-                        .await
-                        .tracks
-                        .get(&ev.id)
-                        .map(|t| t.last_action.clone())
-                        .unwrap_or_default();
-                    let still_down = engine
-                        .containers()
-                        .await
-                        .map(|cs| {
-                            cs.iter().any(|c| {
-                                c.id == ev.id && matches!(c.state.as_str(), "exited" | "dead")
-                            })
-                        })
-                        .unwrap_or(false);
-                    if last == "die" && still_down {
-                        let why = ev
-                            .exit_code
-                            .map(|c| format!(" (exit code {c})"))
-                            .unwrap_or_default();
-                        shared
-                            .alert(
-                                &ev.project,
-                                &ev.service,
-                                "down",
-                                &format!("the container stopped{why}"),
-                            )
-                            .await;
-                        heal_now(&engine, &shared, &state, &ev, &why).await;
-                    }
-                });
+                tokio::spawn(on_death(engine, shared, state, ev, after_kill));
             }
             if kind == "oom" {
                 shared.notify(&ev.project, &ev.service, "oom", "the container ran out of memory and was killed by the kernel; raise its limit or lower its use").await;
@@ -405,6 +370,50 @@ async fn watch_events(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// A container's `die`: a crash (no `kill` before it, or none followed by a `stop` within
+/// 300 ms) is alerted and started again at once, when it is still down.
+async fn on_death(
+    engine: Engine,
+    shared: Arc<Shared>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    ev: homebase_engine::Event,
+    after_kill: bool,
+) {
+    if after_kill {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let last = state
+        .lock()
+        .await
+        .tracks
+        .get(&ev.id)
+        .map(|t| t.last_action.clone())
+        .unwrap_or_default();
+    let still_down = engine
+        .containers()
+        .await
+        .map(|cs| {
+            cs.iter()
+                .any(|c| c.id == ev.id && matches!(c.state.as_str(), "exited" | "dead"))
+        })
+        .unwrap_or(false);
+    if last == "die" && still_down {
+        let why = ev
+            .exit_code
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default();
+        shared
+            .alert(
+                &ev.project,
+                &ev.service,
+                "down",
+                &format!("the container stopped{why}"),
+            )
+            .await;
+        heal_now(&engine, &shared, &state, &ev, &why).await;
     }
 }
 
