@@ -112,3 +112,43 @@ fn every_file_and_directory_architecture_names_exists() {
         "ARCHITECTURE.md names what does not exist (rename it there, or add it to ON_THE_HOST when it lives on the host): {missing:#?}"
     );
 }
+
+/// The longest a function may be outside tests, in lines.
+const MAX_FUNCTION_LINES: usize = 120;
+
+#[test]
+fn no_function_outside_tests_is_longer_than_a_screenful_or_two() {
+    let mut long = Vec::new();
+    for (path, text) in sources() {
+        let lines: Vec<&str> = outside_tests(&text).lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let body = line.trim_start();
+            let indent = &line[..line.len() - body.len()];
+            let is_fn = ["fn ", "pub fn ", "async fn ", "pub async fn ", "const fn "]
+                .iter()
+                .chain(
+                    [
+                        "pub(crate) fn ",
+                        "pub(super) fn ",
+                        "pub(crate) async fn ",
+                        "pub(super) async fn ",
+                    ]
+                    .iter(),
+                )
+                .any(|p| body.starts_with(p));
+            if !is_fn || body.ends_with(';') {
+                continue;
+            }
+            let end = format!("{indent}}}");
+            if let Some(len) = lines[i + 1..].iter().position(|l| *l == end)
+                && len + 2 > MAX_FUNCTION_LINES
+            {
+                long.push(format!("{}:{} ({} lines)", path.display(), i + 1, len + 2));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines: split them into named steps: {long:#?}"
+    );
+}

@@ -177,33 +177,8 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Result<Next, Nee
         }
     }
     let first_of_run = row.iterations == 0;
-    match l.run {
-        RunMode::Schedule => {
-            if let (Some(every), Some(last)) = (l.every, row.last_started)
-                && !first_of_run
-            {
-                let next = last + every.as_secs() as i64;
-                if next > t {
-                    return Ok(Next::Wait {
-                        kind: "schedule",
-                        reason: format!("one iteration every {}", humanize(every.as_secs())),
-                        until: Some(next),
-                    });
-                }
-            }
-        }
-        RunMode::Continuous | RunMode::OnChange => {
-            if let Some(ended) = row.last_ended.filter(|_| !first_of_run) {
-                let next = ended + l.pause.as_secs() as i64;
-                if next > t {
-                    return Ok(Next::Wait {
-                        kind: "pause",
-                        reason: format!("{} between iterations", humanize(l.pause.as_secs())),
-                        until: Some(next),
-                    });
-                }
-            }
-        }
+    if let Some(wait) = pace(row, l, t) {
+        return Ok(wait);
     }
     if l.run == RunMode::OnChange && !first_of_run {
         match &r.workspace {
@@ -219,39 +194,82 @@ pub fn decide(row: &LoopRow, cfg: &LoopConfig, r: &Readings) -> Result<Next, Nee
         }
     }
     // Memory: the governor's view of the project (after its first reading).
-    if cfg.budget > 0 {
-        let Some(used) = r.stack_memory else {
-            return Ok(Next::Wait {
-                kind: "first reading",
-                reason: "the stack's memory has not been read yet".into(),
-                until: None,
-            });
-        };
-        let high = (cfg.budget as f64 * cfg.high_watermark) as u64;
-        if used > high {
-            return Ok(Next::Wait {
-                kind: "memory",
-                reason: format!(
-                    "the stack uses {:.0}% of its budget, above the {:.0}% high watermark",
-                    100.0 * used as f64 / cfg.budget as f64,
-                    cfg.high_watermark * 100.0
-                ),
-                until: None,
-            });
+    Ok(memory(cfg, r).unwrap_or(Next::Iterate))
+}
+
+/// The pace of a run: a schedule's period since the last start, or the pause since the
+/// last end (the first iteration of a run goes at once).
+fn pace(row: &LoopRow, l: &homebase_stack::loops::LoopSection, t: i64) -> Option<Next> {
+    let first_of_run = row.iterations == 0;
+    match l.run {
+        RunMode::Schedule => {
+            if let (Some(every), Some(last)) = (l.every, row.last_started)
+                && !first_of_run
+            {
+                let next = last + every.as_secs() as i64;
+                if next > t {
+                    return Some(Next::Wait {
+                        kind: "schedule",
+                        reason: format!("one iteration every {}", humanize(every.as_secs())),
+                        until: Some(next),
+                    });
+                }
+            }
         }
-        if used + l.memory.0 > cfg.budget {
-            return Ok(Next::Wait {
-                kind: "memory",
-                reason: format!(
-                    "an iteration may use {} and the budget has {} left",
-                    l.memory,
-                    homebase_stack::Bytes(cfg.budget.saturating_sub(used))
-                ),
-                until: None,
-            });
+        RunMode::Continuous | RunMode::OnChange => {
+            if let Some(ended) = row.last_ended.filter(|_| !first_of_run) {
+                let next = ended + l.pause.as_secs() as i64;
+                if next > t {
+                    return Some(Next::Wait {
+                        kind: "pause",
+                        reason: format!("{} between iterations", humanize(l.pause.as_secs())),
+                        until: Some(next),
+                    });
+                }
+            }
         }
     }
-    Ok(Next::Iterate)
+    None
+}
+
+/// The memory gate: the stack read at least once, below its high watermark, and room in
+/// the budget for one more iteration. No budget (unknown host memory): no gate.
+fn memory(cfg: &LoopConfig, r: &Readings) -> Option<Next> {
+    let l = &cfg.section;
+    if cfg.budget == 0 {
+        return None;
+    }
+    let Some(used) = r.stack_memory else {
+        return Some(Next::Wait {
+            kind: "first reading",
+            reason: "the stack's memory has not been read yet".into(),
+            until: None,
+        });
+    };
+    let high = (cfg.budget as f64 * cfg.high_watermark) as u64;
+    if used > high {
+        return Some(Next::Wait {
+            kind: "memory",
+            reason: format!(
+                "the stack uses {:.0}% of its budget, above the {:.0}% high watermark",
+                100.0 * used as f64 / cfg.budget as f64,
+                cfg.high_watermark * 100.0
+            ),
+            until: None,
+        });
+    }
+    if used + l.memory.0 > cfg.budget {
+        return Some(Next::Wait {
+            kind: "memory",
+            reason: format!(
+                "an iteration may use {} and the budget has {} left",
+                l.memory,
+                homebase_stack::Bytes(cfg.budget.saturating_sub(used))
+            ),
+            until: None,
+        });
+    }
+    None
 }
 
 /// `LoopRow::wait_kind` while the agent's usage limit holds the loop.

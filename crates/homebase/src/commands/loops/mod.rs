@@ -30,23 +30,7 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
         return pull::run(&project, &session, name, args.json);
     }
     if let LoopCommand::Logs { name, follow, tail } = &args.command {
-        let file = format!(
-            "{}/{LOOPS}/{}/{LOOP_OUTPUT}",
-            layout::sh_project(&sh_quote(&p)),
-            sh_quote(name)
-        );
-        let script = if *follow {
-            format!("touch {file} 2>/dev/null; tail -n {tail} -F {file}")
-        } else {
-            format!(
-                "if [ -f {file} ]; then tail -n {tail} {file}; else echo 'loop {name} has no output yet' >&2; fi"
-            )
-        };
-        let (ok, _) = ui::run_printable(
-            session.command(&script, false),
-            &format!("the output of loop `{name}` on {}", session.host()),
-        )?;
-        return Ok(if ok { Exit::Ok } else { Exit::Unreachable });
+        return logs(&session, &p, name, *follow, *tail);
     }
     let dir = global.daemon_dir.as_deref();
     // a daemon that is not there or does not answer: exit 3, as an unreachable host
@@ -107,38 +91,76 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
                 LoopCommand::Pause { .. } => "pause",
                 _ => "resume",
             };
-            let (code, body) = daemon_client::request(
-                &session,
-                dir,
-                "POST",
-                &format!("/api/loops/{p}/{name}/{action}"),
-            )
-            .map_err(unreachable)?;
-            match code {
-                200 => {
-                    let l: LoopStatus = serde_json::from_str(&body)?;
-                    if args.json {
-                        ui::out(&(serde_json::to_string_pretty(&l)? + "\n"))?;
-                    } else {
-                        ui::out(&format!("{}\n", one_line(&l)))?;
-                    }
-                    Ok(Exit::Ok)
-                }
-                404 => Err(coded(
-                    Exit::BadInput,
-                    format!(
-                        "{}; deploy first if you just added it",
-                        ui::printable(body.trim())
-                    ),
-                )),
-                409 => Err(coded(Exit::Refused, ui::printable(body.trim()))),
-                _ => Err(anyhow::anyhow!(
-                    "the daemon answered {code} to `loop {action} {name}`: {}",
-                    ui::printable(body.trim())
-                )),
-            }
+            control(&session, dir, &p, name, action, args.json).map_err(unreachable)
         }
         LoopCommand::Logs { .. } | LoopCommand::Pull { .. } => Ok(Exit::Ok),
+    }
+}
+
+/// `loop logs NAME [-f]`: the loop's output log on the host, read (or followed) there.
+fn logs(
+    session: &homebase_remote::Session,
+    p: &str,
+    name: &str,
+    follow: bool,
+    tail: u32,
+) -> Result<Exit> {
+    let file = format!(
+        "{}/{LOOPS}/{}/{LOOP_OUTPUT}",
+        layout::sh_project(&sh_quote(p)),
+        sh_quote(name)
+    );
+    let script = if follow {
+        format!("touch {file} 2>/dev/null; tail -n {tail} -F {file}")
+    } else {
+        format!(
+            "if [ -f {file} ]; then tail -n {tail} {file}; else echo 'loop {name} has no output yet' >&2; fi"
+        )
+    };
+    let (ok, _) = ui::run_printable(
+        session.command(&script, false),
+        &format!("the output of loop `{name}` on {}", session.host()),
+    )?;
+    Ok(if ok { Exit::Ok } else { Exit::Unreachable })
+}
+
+/// `loop start|stop|pause|resume NAME`: asks the daemon, and says what it answered.
+fn control(
+    session: &homebase_remote::Session,
+    dir: Option<&str>,
+    p: &str,
+    name: &str,
+    action: &str,
+    json: bool,
+) -> Result<Exit> {
+    let (code, body) = daemon_client::request(
+        session,
+        dir,
+        "POST",
+        &format!("/api/loops/{p}/{name}/{action}"),
+    )?;
+    match code {
+        200 => {
+            let l: LoopStatus = serde_json::from_str(&body)?;
+            if json {
+                ui::out(&(serde_json::to_string_pretty(&l)? + "\n"))?;
+            } else {
+                ui::out(&format!("{}\n", one_line(&l)))?;
+            }
+            Ok(Exit::Ok)
+        }
+        404 => Err(coded(
+            Exit::BadInput,
+            format!(
+                "{}; deploy first if you just added it",
+                ui::printable(body.trim())
+            ),
+        )),
+        409 => Err(coded(Exit::Refused, ui::printable(body.trim()))),
+        _ => Err(anyhow::anyhow!(
+            "the daemon answered {code} to `loop {action} {name}`: {}",
+            ui::printable(body.trim())
+        )),
     }
 }
 
