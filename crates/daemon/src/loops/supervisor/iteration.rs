@@ -7,6 +7,7 @@ use crate::loop_store::LoopRow;
 use crate::loops::LoopConfig;
 use crate::loops::expand_home;
 use crate::loops::gates::Next;
+use crate::loops::outcome;
 use crate::loops::outcome::Effect;
 use crate::loops::outcome::Ended;
 use crate::loops::outcome::{Judged, judge};
@@ -17,7 +18,6 @@ use crate::loops::output::tail_str;
 use crate::loops::output::watch_container;
 use crate::loops::state::RunState;
 use crate::loops::text::humanize;
-use crate::loops::{outcome, text};
 use crate::now;
 use crate::workspace::count_changes;
 use crate::workspace::fingerprint;
@@ -609,93 +609,6 @@ impl Supervisor {
             }
         }
         self.save(row);
-    }
-
-    /// The completion file, read from the finished container (its workspace mount): whether
-    /// every story in it passes.
-    async fn completion_file(&self, cfg: &LoopConfig, container: &str) -> Option<bool> {
-        let l = &cfg.section;
-        let f = l.completion_file.as_ref()?;
-        if container.is_empty() {
-            return None;
-        }
-        let path = format!("{}/{}", l.workdir.trim_end_matches('/'), f);
-        match self.engine.read_file(container, &path, 4 << 20).await {
-            Ok(Some(data)) => text::all_pass(&data),
-            _ => None,
-        }
-    }
-
-    /// After an iteration run as root: setuid and setgid bits it left in the workspace
-    /// cleared, and said.
-    async fn clear_setuid(&mut self, cfg: &LoopConfig, n: i64) {
-        let Ok(user) = self.user(cfg).await else {
-            return;
-        };
-        if !crate::workspace::is_root(&user) {
-            return;
-        }
-        let ws = cfg.workspace();
-        let cleared =
-            crate::workspace::strip_setuid(&self.engine, &ws, &cfg.section.image, &cfg.label())
-                .await;
-        if !cleared.is_empty() {
-            let names = cleared
-                .iter()
-                .map(|f| format!("`{}`", f.escape_debug()))
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.event(
-                "loop_setuid_cleared",
-                &format!("iteration {n} (run as root) left setuid or setgid files; homebase cleared the bits: {names}"),
-            )
-            .await;
-        }
-    }
-
-    /// A git workspace after the iteration: the diffstat against the head before it, and
-    /// the commit that records its work.
-    async fn git_after(
-        &mut self,
-        cfg: &LoopConfig,
-        before_head: Option<&str>,
-        container: &str,
-        n: i64,
-        run: i64,
-    ) -> (Option<String>, Option<String>) {
-        let ws = cfg.workspace();
-        let label = cfg.label();
-        let commits = cfg.section.git_workspace() && !container.is_empty();
-        let user = if before_head.is_some() || commits {
-            self.user(cfg)
-                .await
-                .ok()
-                .and_then(|u| crate::workspace::helper_user(&u, &ws))
-        } else {
-            None
-        };
-        let diffstat = match before_head {
-            Some(head) => {
-                crate::workspace::diffstat(&self.engine, &ws, user.as_deref(), &label, head).await
-            }
-            None => None,
-        };
-        let commit = if commits {
-            crate::workspace::Helper {
-                engine: &self.engine,
-                ws: &ws,
-                user: user.as_deref(),
-                label: &label,
-            }
-            .commit(&format!(
-                "homebase: loop {} iteration {n} (run {run})",
-                cfg.name
-            ))
-            .await
-        } else {
-            None
-        };
-        (diffstat, commit)
     }
 }
 

@@ -468,4 +468,5 @@ impl Supervisor {
     }
 }
 
+mod after;
 mod iteration;
