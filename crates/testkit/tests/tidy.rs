@@ -152,3 +152,20 @@ fn no_function_outside_tests_is_longer_than_a_screenful_or_two() {
         "functions over {MAX_FUNCTION_LINES} lines: split them into named steps: {long:#?}"
     );
 }
+
+/// The longest a source file may be outside its tests, in lines.
+const MAX_FILE_LINES: usize = 700;
+
+#[test]
+fn no_source_file_is_longer_than_a_module_should_be() {
+    let long: Vec<String> = sources()
+        .iter()
+        .map(|(p, text)| (p, outside_tests(text).lines().count()))
+        .filter(|(_, n)| *n > MAX_FILE_LINES)
+        .map(|(p, n)| format!("{} ({n} lines)", p.display()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "source files over {MAX_FILE_LINES} lines outside tests: split them into modules: {long:#?}"
+    );
+}
