@@ -19,7 +19,8 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::{Shared, now};
+use crate::Shared;
+use homebase_proto::clock::now;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let protected = Router::new()

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use homebase_engine::Engine;
+use homebase_proto::clock::now;
 use homebase_proto::layout;
 use homebase_stack::config::AlertsSection;
 use tokio::sync::{Mutex, RwLock, broadcast};
@@ -31,13 +32,6 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::{Alert, Alerts};
 use crate::monitor::Snapshot;
 use crate::store::{Retention, Store};
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 #[derive(Debug, Clone)]
 pub struct Options {

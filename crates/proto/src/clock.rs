@@ -2,6 +2,20 @@
 //! release and backup ids, RFC 3339 times as Docker writes them and as the API serves them
 //! (Howard Hinnant's civil-date algorithms; no time zones, no leap seconds).
 
+/// Seconds since the Unix epoch: the one clock of homebase, on the laptop and in the
+/// daemon (0 if the system clock is before 1970).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// [`now`], unsigned (for stamps and ages).
+pub fn now_secs() -> u64 {
+    now().max(0) as u64
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (year, month, day).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::LoopConfig;
 use super::result::{Ending, LastLine};
-use crate::now;
+use homebase_proto::clock::now;
 
 /// Bytes of output kept in an iteration's record.
 pub const TAIL_BYTES: usize = 4096;

@@ -4,9 +4,9 @@
 use super::State;
 use super::release_job_running;
 use crate::Shared;
-use crate::now;
 use futures_util::StreamExt;
 use homebase_engine::Engine;
+use homebase_proto::clock::now;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -17,8 +17,9 @@ use homebase_proto::layout;
 use homebase_stack::config::Priority;
 use tokio_util::sync::CancellationToken;
 
+use crate::Shared;
 use crate::projects::Project;
-use crate::{Shared, now};
+use homebase_proto::clock::now;
 pub use homebase_proto::{Disk, ProjectSnap, ServiceSnap, Snapshot};
 mod cluster;
 mod events;

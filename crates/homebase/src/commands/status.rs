@@ -14,10 +14,11 @@ use serde_json::Value;
 
 use crate::cli::{Global, StatusArgs};
 use crate::exit::Exit;
-use crate::host::{HostProject, now_secs};
+use crate::host::HostProject;
 use crate::project;
 use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
 use homebase_proto::clock::human_duration;
+use homebase_proto::clock::now_secs;
 
 pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let project = project::load(global)?;

@@ -346,7 +346,7 @@ pub fn status_services(
 ) -> Result<(Vec<ServiceStatus>, Vec<NodeStatus>)> {
     let (nodes, tasks) = read_cluster(host.session, &host.project)?;
     let usage = task_usage(project, &nodes);
-    let now = crate::host::now_secs();
+    let now = homebase_proto::clock::now_secs();
     let ps = host.ps()?;
     let mut out = Vec::new();
     for name in planned {

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 
-use super::{HostProject, check_id, now_secs};
+use super::{HostProject, check_id};
+use homebase_proto::clock::now_secs;
 
 impl HostProject<'_> {
     /// Uploads a bundle atomically: into a temp dir, then renamed to `releases/<id>`.

@@ -7,7 +7,8 @@ use homebase_proto::ReleaseEntry;
 use homebase_remote::sh_quote;
 use serde_json::Value;
 
-use super::{FIND_COMPOSE, HostProject, PsEntry, compose::parse_docker_ps_line, now_secs};
+use super::{FIND_COMPOSE, HostProject, PsEntry, compose::parse_docker_ps_line};
+use homebase_proto::clock::now_secs;
 
 /// The deploy lock is a symlink whose target is its holder's line (JSON): `ln -s` creates
 /// it, holder and all, in one atomic step that fails when it exists, so a second deploy

@@ -26,18 +26,11 @@ pub use bundle::Bundle;
 pub use compose::HEALTHY_FN;
 pub use lock::{GO, LOCK_INFO, LockOutcome, PRUNE, Prepared, lock_line_prefix};
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use homebase_proto::ReleaseEntry;
 use homebase_remote::{Session, sh_quote};
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// The Compose v2 command on the host, as a shell word list: `docker compose` when the
 /// docker CLI finds its plugin, else the plugin binary itself where Homebrew, Docker's

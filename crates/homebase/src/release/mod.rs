@@ -30,9 +30,10 @@ use follow::{follow_from, follower, read_start};
 pub use job::Job;
 
 use crate::exit::{Exit, coded};
-use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, PsEntry, now_secs};
+use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, PsEntry};
 use crate::progress::Progress;
 use homebase_proto::clock::human_duration;
+use homebase_proto::clock::now_secs;
 
 /// Locks without a holder process (an older homebase's) older than this are called stale.
 const STALE_LOCK: Duration = Duration::from_secs(15 * 60);

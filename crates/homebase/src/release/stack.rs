@@ -11,8 +11,9 @@ use homebase_proto::ReleaseEntry;
 
 use super::follow::{Followed, Outcome};
 use super::{Job, Lock};
-use crate::host::{HostProject, now_secs};
+use crate::host::HostProject;
 use crate::progress::Progress;
+use homebase_proto::clock::now_secs;
 
 /// The stack half of [`Lock::run`]: starts `job.new` (already on the manager), waits until
 /// every service converged and `job.services` are healthy, makes it current; else goes

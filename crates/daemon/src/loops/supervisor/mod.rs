@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::gates::{self, Next, Readings};
 use super::state::{Breaker, RunState};
 use super::{Control, LoopConfig, Reply};
+use crate::Shared;
 use crate::loop_store::LoopRow;
 use crate::workspace::fingerprint;
-use crate::{Shared, now};
+use homebase_proto::clock::now;
 
 pub(super) struct Supervisor {
     pub engine: Engine,

@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{BackupArgs, BackupCommand, Global};
 use crate::exit::{Exit, coded};
-use crate::host::{HostProject, now_secs};
+use crate::host::HostProject;
 use crate::project::{self, Project};
 use crate::ui;
 use homebase_proto::clock::days_from_civil;
+use homebase_proto::clock::now_secs;
 
 mod restore;
 mod take;

@@ -11,8 +11,9 @@ use super::{
     BackupFile, Manifest, dir, list_script, node_session, parse_list, pg_user_db, plan, prune,
 };
 use crate::exit::{Exit, coded};
-use crate::host::{HostProject, now_secs};
+use crate::host::HostProject;
 use crate::project::Project;
+use homebase_proto::clock::now_secs;
 use homebase_proto::clock::utc_stamp;
 
 pub(super) type Item = (String, Kind, Vec<String>);

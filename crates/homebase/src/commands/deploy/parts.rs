@@ -4,11 +4,11 @@
 
 use crate::exit::Exit;
 use crate::exit::coded;
-use crate::host::now_secs;
 use crate::project::Project;
 use crate::release::{self, whoami};
 use anyhow::{Context, Result};
 use homebase_proto::ReleaseEntry;
+use homebase_proto::clock::now_secs;
 use homebase_proto::clock::utc_stamp;
 use sha2::Digest;
 use sha2::Sha256;

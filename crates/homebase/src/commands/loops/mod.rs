@@ -12,10 +12,10 @@ use homebase_remote::sh_quote;
 use crate::cli::{Global, LoopArgs, LoopCommand};
 use crate::daemon_client;
 use crate::exit::{Exit, coded};
-use crate::host::now_secs;
 use crate::project::{self, Project};
 use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
 use homebase_proto::clock::human_duration;
+use homebase_proto::clock::now_secs;
 
 mod pull;
 
