@@ -8,7 +8,6 @@
 
 pub mod alerts;
 pub mod api;
-pub mod loop_store;
 pub mod loops;
 pub mod monitor;
 pub mod projects;

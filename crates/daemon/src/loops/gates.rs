@@ -9,7 +9,7 @@ use homebase_stack::spend::Periods;
 use super::LoopConfig;
 use super::state::RunState;
 use super::text::humanize;
-use crate::loop_store::{LoopRow, Spent};
+use crate::loops::store::{LoopRow, Spent};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]

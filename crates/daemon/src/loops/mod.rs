@@ -24,6 +24,7 @@ pub mod outcome;
 pub mod output;
 pub mod result;
 pub mod state;
+pub mod store;
 pub mod supervisor;
 pub mod text;
 

@@ -13,7 +13,7 @@ use super::output::Watched;
 use super::result::{self, Said};
 use super::state::{Breaker, RunState};
 use super::text::{error_signature, humanize, reset_time};
-use crate::loop_store::LoopRow;
+use crate::loops::store::LoopRow;
 
 /// How an iteration ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,6 @@
 //! (answering commands meanwhile), and concluding what it left.
 
 use super::Supervisor;
-use crate::loop_store::Finished;
-use crate::loop_store::LoopRow;
 use crate::loops::LoopConfig;
 use crate::loops::expand_home;
 use crate::loops::gates::Next;
@@ -17,6 +15,8 @@ use crate::loops::output::append_log;
 use crate::loops::output::tail_str;
 use crate::loops::output::watch_container;
 use crate::loops::state::RunState;
+use crate::loops::store::Finished;
+use crate::loops::store::LoopRow;
 use crate::loops::text::humanize;
 use crate::workspace::count_changes;
 use crate::workspace::fingerprint;

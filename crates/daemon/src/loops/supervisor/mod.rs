@@ -18,7 +18,7 @@ use super::gates::{self, Next, Readings};
 use super::state::{Breaker, RunState};
 use super::{Control, LoopConfig, Reply};
 use crate::Shared;
-use crate::loop_store::LoopRow;
+use crate::loops::store::LoopRow;
 use crate::workspace::fingerprint;
 use homebase_proto::clock::now;
 

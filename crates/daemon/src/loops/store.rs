@@ -6,7 +6,7 @@ use anyhow::Result;
 use homebase_proto::{AgentResult, IterationRecord};
 use rusqlite::{OptionalExtension, params};
 
-use crate::loops::state::{Breaker, RunState};
+use super::state::{Breaker, RunState};
 use crate::store::Store;
 
 /// A loop's persistent state (one row per project and loop).
