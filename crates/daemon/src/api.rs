@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::Shared;
+use crate::shared::Shared;
 use homebase_proto::clock::now;
 
 pub fn router(shared: Arc<Shared>) -> Router {

@@ -41,7 +41,7 @@ use jiff::tz::TimeZone;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
+use crate::shared::Shared;
 use supervisor::Supervisor;
 
 /// A loop as the current release configures it.

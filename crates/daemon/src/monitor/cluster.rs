@@ -1,7 +1,7 @@
 //! A swarm manager's view: nodes down and services short of their tasks, as alerts.
 
-use crate::Shared;
 use crate::projects::Project;
+use crate::shared::Shared;
 use homebase_engine::Engine;
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 
 use super::State;
 use super::release_job_running;
-use crate::Shared;
+use crate::shared::Shared;
 use futures_util::StreamExt;
 use homebase_engine::Engine;
 use homebase_proto::clock::now;

@@ -2,8 +2,8 @@
 //! below the low one.
 
 use super::State;
-use crate::Shared;
 use crate::projects::Project;
+use crate::shared::Shared;
 use homebase_engine::Container;
 use homebase_engine::Engine;
 use homebase_stack::config::Priority;

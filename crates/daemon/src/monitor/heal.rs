@@ -2,8 +2,8 @@
 //! until a crash loop.
 
 use super::State;
-use crate::Shared;
 use crate::projects::Project;
+use crate::shared::Shared;
 use homebase_engine::Container;
 use homebase_engine::Engine;
 use std::sync::Arc;

@@ -17,8 +17,8 @@ use homebase_proto::layout;
 use homebase_stack::config::Priority;
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
 use crate::projects::Project;
+use crate::shared::Shared;
 use homebase_proto::clock::now;
 pub use homebase_proto::{Disk, ProjectSnap, ServiceSnap, Snapshot};
 mod cluster;

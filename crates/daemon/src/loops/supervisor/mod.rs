@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::gates::{self, Next, Readings};
 use super::state::{Breaker, RunState};
 use super::{Control, LoopConfig, Reply};
-use crate::Shared;
 use crate::loops::store::LoopRow;
+use crate::shared::Shared;
 use crate::workspace::fingerprint;
 use homebase_proto::clock::now;
 
