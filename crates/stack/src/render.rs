@@ -451,3 +451,122 @@ fn escape_value_strings(v: &mut Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LoadOptions;
+    use crate::config::Config;
+    use indexmap::IndexMap;
+    use std::path::Path;
+
+    /// The rendered document of `compose` under `toml`, on a 16 GiB host.
+    fn rendered(compose: &str, toml: &str) -> (Mapping, Vec<Note>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yml");
+        std::fs::write(&file, compose).unwrap();
+        let project = ComposeProject::load(&LoadOptions {
+            files: vec![file],
+            ..Default::default()
+        })
+        .unwrap();
+        let config = Config::parse(
+            Path::new("homebase.toml"),
+            &format!("[project]\nname = \"p\"\n{toml}"),
+            &IndexMap::new(),
+        )
+        .unwrap();
+        let plan = Plan::new(&config, &project, Bytes(16 << 30)).unwrap();
+        let r = render(&plan, &project, &config.render).unwrap();
+        assert!(r.yaml.starts_with("# Rendered by homebase for project `p`"));
+        let doc: Value = serde_norway::from_str(&r.yaml).unwrap();
+        (doc.as_mapping().unwrap().clone(), r.notes)
+    }
+
+    fn service<'a>(doc: &'a Mapping, name: &str) -> &'a Mapping {
+        doc["services"][name].as_mapping().unwrap()
+    }
+
+    #[test]
+    fn every_service_gets_limits_restart_logs_init_and_its_oom_order() {
+        let (doc, _) = rendered(
+            "services:\n  api:\n    image: brain-api:1\n    mem_limit: 1g\n    mem_reservation: 512m\n    cpus: 1.5\n  db:\n    image: pgvector/pgvector:pg17\n",
+            "[services.db]\nmemory = \"2GiB\"\n[render]\ntune = false\n",
+        );
+        assert_eq!(doc["name"], "p");
+        let api = service(&doc, "api");
+        for gone in ["mem_limit", "mem_reservation", "cpus"] {
+            assert!(!api.contains_key(gone), "{gone}: {api:?}");
+        }
+        let res = &api["deploy"]["resources"];
+        assert_eq!(res["limits"]["memory"], "1g");
+        assert_eq!(res["limits"]["cpus"], 1.5);
+        assert_eq!(res["reservations"]["memory"], "512m");
+        assert_eq!(api["restart"], "unless-stopped");
+        assert_eq!(api["logging"]["driver"], "json-file");
+        assert_eq!(api["logging"]["options"]["max-size"], "10m");
+        assert_eq!(api["logging"]["options"]["max-file"], "3");
+        assert_eq!(api["init"], true);
+        let db = service(&doc, "db");
+        // a database is killed last, the rest before it
+        assert!(
+            db["oom_score_adj"].as_i64().unwrap() < api["oom_score_adj"].as_i64().unwrap(),
+            "{db:?} {api:?}"
+        );
+        assert_eq!(db["deploy"]["resources"]["limits"]["memory"], "2g");
+        // tune = false: nothing derived
+        assert!(!db.contains_key("command"), "{db:?}");
+    }
+
+    #[test]
+    fn what_the_compose_file_sets_is_kept() {
+        let (doc, _) = rendered(
+            "services:\n  api:\n    image: a:1\n    mem_limit: 64m\n    restart: on-failure\n    init: false\n    oom_score_adj: 7\n    logging: {driver: syslog}\n  job:\n    image: a:1\n    mem_limit: 64m\n    deploy: {restart_policy: {condition: none}}\n",
+            "[render]\nrestart = \"always\"\nlog_max_size = \"1m\"\n",
+        );
+        let api = service(&doc, "api");
+        assert_eq!(api["restart"], "on-failure");
+        assert_eq!(api["init"], false);
+        assert_eq!(api["oom_score_adj"], 7);
+        assert_eq!(api["logging"]["driver"], "syslog");
+        assert!(!api["logging"].as_mapping().unwrap().contains_key("options"));
+        // a deploy restart policy: no `restart:` beside it
+        assert!(!service(&doc, "job").contains_key("restart"));
+    }
+
+    #[test]
+    fn known_images_get_settings_from_their_limit_and_others_a_note() {
+        let (doc, notes) = rendered(
+            "services:\n  db:\n    image: postgres:17\n  graph:\n    image: neo4j:5\n  web:\n    image: node:22\n  odd:\n    image: example/postgres-fork:1\n",
+            "[services.db]\nmemory = \"2GiB\"\n[services.graph]\nmemory = \"2GiB\"\n[services.web]\nmemory = \"1GiB\"\n[services.odd]\nmemory = \"1GiB\"\n",
+        );
+        let cmd = serde_norway::to_string(&service(&doc, "db")["command"]).unwrap();
+        assert!(cmd.contains("shared_buffers="), "{cmd}");
+        let graph = &service(&doc, "graph")["environment"];
+        assert!(
+            graph
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .any(|k| k.as_str().unwrap().contains("heap_max__size")),
+            "{graph:?}"
+        );
+        let node = serde_norway::to_string(&service(&doc, "web")["environment"]).unwrap();
+        assert!(node.contains("--max-old-space-size="), "{node}");
+        assert!(
+            notes.iter().any(|n| n.service == "odd"),
+            "no note for an unknown family: {notes:?}"
+        );
+    }
+
+    #[test]
+    fn a_dependency_on_a_service_left_out_goes_and_x_keys_stay_out() {
+        let (doc, _) = rendered(
+            "x-common: &c {image: a:1}\nservices:\n  api:\n    image: a:1\n    mem_limit: 64m\n    depends_on:\n      debug: {condition: service_started, required: false}\n  debug:\n    image: a:1\n    profiles: [debug]\n",
+            "",
+        );
+        assert!(!doc.contains_key("x-common"));
+        assert!(!service(&doc, "api").contains_key("depends_on"));
+        assert!(!doc["services"].as_mapping().unwrap().contains_key("debug"));
+    }
+}
