@@ -399,7 +399,9 @@ fn gauge_family(out: &mut String, name: &str, help: &str, samples: &[(String, St
 
 /// Prometheus text exposition (0.0.4) of the latest snapshot.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let s = shared.snapshot.read().await.clone();
+    let mut s = shared.snapshot.read().await.clone();
+    // the loops as they are now (the snapshot's copy is as old as the last round)
+    s.loops = crate::loops::statuses(&shared, None).await;
     (
         [(
             header::CONTENT_TYPE,
