@@ -11,6 +11,7 @@ pub mod api;
 pub mod loops;
 pub mod monitor;
 pub mod projects;
+pub mod relay;
 pub mod serve;
 pub mod shared;
 pub mod store;
@@ -165,6 +166,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         .clone()
         .map(|exe| tokio::spawn(scheduled_backups(exe, Arc::clone(&shared), cancel.clone())));
     let sinks_refresh = tokio::spawn(refresh_sinks(Arc::clone(&shared), cancel.clone()));
+    let relay = tokio::spawn(relay::run(Arc::clone(&shared), dir.clone(), cancel.clone()));
     serve::serve(listener, api::router(Arc::clone(&shared)), cancel.clone()).await;
     cancel.cancel();
     // every task ends at `cancel`; none may hold the stop past two seconds (a service
@@ -174,6 +176,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         ("monitor", monitor),
         ("loops", agent_loops),
         ("sinks", sinks_refresh),
+        ("relay", relay),
     ];
     if let Some(b) = backups {
         tasks.push(("backups", b));

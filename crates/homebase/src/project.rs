@@ -25,6 +25,9 @@ pub struct Project {
     spare: std::sync::Mutex<std::collections::HashMap<String, Session>>,
     /// Each node's memory, read once per command.
     node_memory: std::sync::OnceLock<Vec<(String, Bytes, String)>>,
+    /// The ways to `[host]` (built once per command), and the one this command took.
+    ways: std::sync::OnceLock<Vec<Target>>,
+    way: std::sync::OnceLock<usize>,
 }
 
 /// The process environment as a map (the stack crate never reads it itself).
@@ -116,6 +119,8 @@ pub fn load(global: &Global) -> Result<Project> {
         compose,
         spare: Default::default(),
         node_memory: Default::default(),
+        ways: Default::default(),
+        way: Default::default(),
     })
 }
 
@@ -232,14 +237,82 @@ impl Project {
         )))
     }
 
-    /// The manager in swarm mode, else `[host]`.
+    /// The manager in swarm mode, else `[host]`: by the way this command reached it (the
+    /// first way before it connected).
     pub fn target(&self) -> Target {
         if self.swarm()
             && let Some((_, n)) = self.config.manager()
         {
             return self.node_target(n);
         }
-        self.host_target(&self.config.host.ssh, self.config.host.port)
+        let ways = self.ways();
+        let i = self.way.get().copied().unwrap_or(0);
+        ways.get(i)
+            .or(ways.first())
+            .cloned()
+            .unwrap_or(Target::Local)
+    }
+
+    /// Every way to `[host]`, in the order they are tried: `ssh`, each of `also`, then
+    /// through `[host.relay]`. The host's key is checked under the first way's name on
+    /// every one of them.
+    pub fn ways(&self) -> &[Target] {
+        self.ways.get_or_init(|| {
+            let h = &self.config.host;
+            let first = self.host_target(&h.ssh, h.port);
+            let Target::Ssh(base) = &first else {
+                return vec![first];
+            };
+            if h.also.is_empty() && h.relay.is_none() {
+                return vec![first];
+            }
+            // the first way's key entry (its HostKeyAlias, or its name and port)
+            let alias = base
+                .resolve()
+                .map(|r| r.known_hosts_entry())
+                .unwrap_or_else(|| base.host_name().to_string());
+            let mut ways = vec![first.clone()];
+            for w in &h.also {
+                if let Target::Ssh(mut t) = self.host_target(w, h.port) {
+                    t.host_key_alias = Some(alias.clone());
+                    t.via = Some("another way".into());
+                    ways.push(t.into());
+                }
+            }
+            if let (Some(r), Some(relay)) = (&h.relay, self.relay_target()) {
+                let mut t = base.clone();
+                t.hostname = Some("127.0.0.1".into());
+                t.port = Some(r.tunnel_port);
+                t.proxy_command = Some(relay.proxy_command());
+                t.host_key_alias = Some(alias.clone());
+                t.via = Some(format!("through the relay {}", r.ssh));
+                ways.push(t.into());
+            }
+            ways
+        })
+    }
+
+    /// The relay's target as the laptop reaches it (`[host.relay]`), if there is one.
+    pub fn relay_target(&self) -> Option<SshTarget> {
+        let h = &self.config.host;
+        let r = h.relay.as_ref()?;
+        let mut relay = SshTarget::new(r.ssh.clone());
+        relay.port = r.port;
+        relay.identity_file = r
+            .identity_file
+            .as_ref()
+            .map(|p| homebase_proto::sys::expand_home(p));
+        relay.known_hosts_file = r
+            .known_hosts_file
+            .as_ref()
+            .map(|p| homebase_proto::sys::expand_home(p));
+        relay.config_file = h
+            .ssh_config
+            .as_ref()
+            .map(|p| homebase_proto::sys::expand_home(p));
+        relay.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
+        relay.persist = std::time::Duration::ZERO;
+        Some(relay)
     }
 
     /// A node of the swarm, with `[host]`'s key, known_hosts and timeout.
@@ -305,7 +378,40 @@ impl Project {
         if let Some(s) = self.take_spare(key) {
             return Ok(s);
         }
-        Ok(Session::open(&self.target())?)
+        if self.swarm() {
+            return Ok(Session::open(&self.target())?);
+        }
+        let (session, i) = homebase_remote::open_first(self.ways())?;
+        let _ = self.way.set(i);
+        if i > 0 {
+            // the command says which way it took when it is not the first
+            let first = self.ways().first().map(|w| w.to_string()).unwrap_or_default();
+            crate::ui::note(&format!(
+                "reached the host as {} ({first} did not answer first)",
+                match session.target() {
+                    Target::Ssh(t) => t.describe(),
+                    Target::Local => "local".into(),
+                }
+            ));
+        }
+        Ok(session)
+    }
+
+    /// Connects again after the connection was lost: the ways raced anew (the one this
+    /// command used may be the one that died).
+    pub fn reconnect(&self) -> Result<(Session, Target)> {
+        let (session, i) = homebase_remote::open_first(self.ways())?;
+        let target = session.target().clone();
+        if self.way.get() != Some(&i) {
+            crate::ui::note(&format!(
+                "now reaching the host as {}",
+                match &target {
+                    Target::Ssh(t) => t.describe(),
+                    Target::Local => "local".into(),
+                }
+            ));
+        }
+        Ok((session, target))
     }
 
     /// Fails with "did you mean" when `name` is not a service of the project.

@@ -35,6 +35,12 @@ pub fn error(message: &str) {
     let _ = writeln!(err, "{}: {}", paint(BAD, "error"), terminal_safe(message));
 }
 
+/// A remark on stderr (how the command went about its work), never on stdout.
+pub fn note(message: &str) {
+    let mut err = anstream::stderr();
+    let _ = writeln!(err, "{}: {}", paint(DIM, "note"), terminal_safe(message));
+}
+
 pub fn warn(message: &str) {
     let mut err = anstream::stderr();
     let _ = writeln!(

@@ -4,7 +4,9 @@
 //! ```text
 //! ~/.homebase/
 //!   bin/homebase                 the binary `homebase setup` installs
-//!   daemon/                      the daemon's own: endpoint, token, state.db, daemon.log
+//!   daemon/                      the daemon's own: endpoint, token, state.db, daemon.log,
+//!                                relay.json (the way in from anywhere) and relay-state.json
+//!   relay/                       the host's key for the relay, and the relay's known host key
 //!   <project>/
 //!     current                    the id of the release that runs
 //!     releases/<id>/             a bundle: compose.yml, homebase.toml, hash, env files
@@ -54,6 +56,16 @@ pub const ENDPOINT: &str = "endpoint";
 pub const TOKEN: &str = "token";
 /// In the daemon's directory: its log when a service manager runs it.
 pub const DAEMON_LOG: &str = "daemon.log";
+
+/// In the daemon's directory: the relay the daemon keeps a reverse tunnel to.
+pub const RELAY_SETTINGS: &str = "relay.json";
+/// In the daemon's directory: the tunnel's state as the daemon last saw it.
+pub const RELAY_STATE: &str = "relay-state.json";
+/// Under [`ROOT`]: the host's key for the relay (`id_ed25519`) and the relay's host key
+/// (`known_hosts`, under the name [`RELAY_KEY_ALIAS`]).
+pub const RELAY_DIR: &str = "relay";
+/// The name the relay's host key goes by in `relay/known_hosts` (`HostKeyAlias`).
+pub const RELAY_KEY_ALIAS: &str = "homebase-relay";
 
 /// The image homebase runs git in against a loop's workspace (commits, merges, diffstats):
 /// homebase's own, never the loop's, so nothing the agent built or configured runs there.
@@ -107,6 +119,11 @@ pub fn sh_daemon() -> String {
 /// A file in the daemon's directory, as a shell word.
 pub fn sh_daemon_file(file: &str) -> String {
     format!("\"$HOME/{ROOT}/{DAEMON}/{file}\"")
+}
+
+/// A file in the relay's directory, as a shell word.
+pub fn sh_relay_file(file: &str) -> String {
+    format!("\"$HOME/{ROOT}/{RELAY_DIR}/{file}\"")
 }
 
 /// The installed binary, as a shell word.

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod layout;
+pub mod relay;
 pub mod sys;
 
 use schemars::JsonSchema;

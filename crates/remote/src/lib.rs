@@ -32,6 +32,16 @@ pub struct SshTarget {
     /// How long the master outlives a command for the next one (`ControlPersist`), in a
     /// private directory; zero: a master per session, closed with it.
     pub persist: Duration,
+    /// The address to connect to in place of the destination's (`Hostname`): the relay's
+    /// loopback for a way through a relay.
+    pub hostname: Option<String>,
+    /// How to reach `hostname` (`ProxyCommand`): through the relay.
+    pub proxy_command: Option<String>,
+    /// The name the host's key is checked under (`HostKeyAlias`): every way to one host
+    /// checks the same recorded key.
+    pub host_key_alias: Option<String>,
+    /// What this way is, for messages (`through the relay me@vps`); `None` for the first.
+    pub via: Option<String>,
 }
 
 impl SshTarget {
@@ -47,6 +57,18 @@ impl SshTarget {
             keepalive_interval: Duration::from_secs(3),
             keepalive_count: 3,
             persist: Duration::from_secs(300),
+            hostname: None,
+            proxy_command: None,
+            host_key_alias: None,
+            via: None,
+        }
+    }
+
+    /// This way, for messages: the destination, and how it is reached when not directly.
+    pub fn describe(&self) -> String {
+        match &self.via {
+            Some(v) => format!("{} ({v})", self.destination),
+            None => self.destination.clone(),
         }
     }
 
@@ -112,7 +134,37 @@ impl SshTarget {
             a.push("-o".into());
             a.push(format!("UserKnownHostsFile={}", k.display()));
         }
+        for (key, value) in [
+            ("Hostname", &self.hostname),
+            ("ProxyCommand", &self.proxy_command),
+            ("HostKeyAlias", &self.host_key_alias),
+        ] {
+            if let Some(v) = value {
+                a.push("-o".into());
+                a.push(format!("{key}={v}"));
+            }
+        }
         a
+    }
+
+    /// The command that carries a connection to `%h:%p` through this target (`ssh -W`), for
+    /// another target's `ProxyCommand`: every option of this one, quoted for the shell.
+    pub fn proxy_command(&self) -> String {
+        let mut words: Vec<String> = vec!["ssh".into()];
+        words.extend(self.base_args());
+        words.extend(["-W".into(), "%h:%p".into(), self.destination.clone()]);
+        words
+            .iter()
+            .map(|w| {
+                if w == "%h:%p" {
+                    w.clone()
+                } else {
+                    // ssh expands `%` tokens in a ProxyCommand: a literal one is `%%`
+                    sh_quote(w).replace('%', "%%")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -290,8 +342,10 @@ mod master;
 mod session;
 mod stream;
 mod tunnel;
+mod ways;
 
 pub use session::*;
+pub use ways::*;
 pub use stream::*;
 pub use tunnel::*;
 

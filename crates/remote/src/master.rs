@@ -60,6 +60,9 @@ pub(crate) fn shared_socket(t: &SshTarget) -> Option<PathBuf> {
         t.port,
         &t.identity_file,
         &t.known_hosts_file,
+        &t.hostname,
+        &t.proxy_command,
+        &t.host_key_alias,
     )
         .hash(&mut h);
     Some(shared_control_dir()?.join(format!("{:016x}", h.finish())))

@@ -163,8 +163,42 @@ impl Line {
     }
 }
 
+/// With several ways to the host, the one that answers now (so that a tunnel whose way died
+/// moves to another); with one way, that one.
+fn current_way(project: &Project, now: &SshTarget, line: &Line) -> SshTarget {
+    let ways = project.ways();
+    if ways.len() < 2 {
+        return now.clone();
+    }
+    // a probe on each way, closed with it: the tunnel's own connection follows
+    let probes: Vec<Target> = ways
+        .iter()
+        .map(|w| match w {
+            Target::Ssh(t) => {
+                let mut t = t.clone();
+                t.persist = Duration::ZERO;
+                Target::Ssh(t)
+            }
+            Target::Local => Target::Local,
+        })
+        .collect();
+    let Ok((_, i)) = homebase_remote::open_first(&probes) else {
+        return now.clone();
+    };
+    let Some(Target::Ssh(way)) = ways.get(i) else {
+        return now.clone();
+    };
+    if way.describe() != now.describe() {
+        line.event(
+            json!({"event": "way", "via": way.describe()}),
+            &format!("{}: reaching the host as {}\n", paint(WARN, "notice"), way.describe()),
+        );
+    }
+    way.clone()
+}
+
 fn foreground(project: &Project, json: bool) -> Result<Exit> {
-    let t = ssh_target(project)?;
+    let mut t = ssh_target(project)?;
     let name = &project.config.project.name;
     let lock = match tunnel::lock(name, &t.destination)? {
         Ok(lock) => lock,
@@ -206,6 +240,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
             );
             line.event(json!({"event": "remapped", "service": f.service, "from": from, "to": f.local_port}), &format!("{}: {msg}\n", paint(WARN, "notice")));
         }
+        t = current_way(project, &t, &line);
         let mut master = TunnelMaster::start(&t, &fw(&forwards))?;
         let up_at = Instant::now();
         if master.wait_ready(&t, &stop) {

@@ -367,6 +367,37 @@ pub struct HostSection {
     /// without a handshake (0: a connection per command).
     #[serde(default = "default_persist")]
     pub persist_secs: u64,
+    /// Further ways to the same host (a tailnet name, another address), tried when the
+    /// first does not answer; the host's key is checked under `ssh`'s name on every way.
+    #[serde(default)]
+    pub also: Vec<String>,
+    /// A relay the host keeps a reverse tunnel to: the way in from anywhere, with no port
+    /// open at home.
+    pub relay: Option<RelaySection>,
+}
+
+/// `[host.relay]`: any SSH server both the laptop and the host reach (a small VPS). The
+/// host keeps `ssh -R 127.0.0.1:<tunnel_port>:127.0.0.1:22` to it (the daemon does, from
+/// `homebase setup` on); the laptop reaches the host through it, the host's own key
+/// checked end to end.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// The relay's ssh destination (`user@host`, an `~/.ssh/config` alias).
+    pub ssh: String,
+    /// The relay's sshd port (default: what ssh's configuration says, else 22).
+    pub port: Option<u16>,
+    /// The port on the relay's loopback that leads to the host's sshd.
+    #[serde(default = "default_tunnel_port")]
+    pub tunnel_port: u16,
+    /// The laptop's key for the relay (default: ssh's own choice).
+    pub identity_file: Option<PathBuf>,
+    /// The laptop's known-hosts file for the relay (default: ssh's own).
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+fn default_tunnel_port() -> u16 {
+    2222
 }
 
 fn default_ssh() -> String {
@@ -389,6 +420,8 @@ impl Default for HostSection {
             ssh_config: None,
             connect_timeout_secs: default_connect_timeout(),
             persist_secs: default_persist(),
+            also: Vec::new(),
+            relay: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::ui::{self, BAD, GOOD, WARN, paint};
 mod checks;
 mod install;
 mod live_restore;
+pub(crate) mod relay;
 
 use install::{Binary, host};
 
@@ -45,13 +46,16 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
         let session = project.open_session()?;
-        let (items, blocked) = host(
+        let (mut items, blocked) = host(
             &session,
             project.config.budget.host_memory,
             args,
             &binary,
             false,
         )?;
+        if !blocked {
+            relay::make_it_so(&mut items, &session, &project, args)?;
+        }
         return finish(&items, args.json, blocked);
     }
     // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
