@@ -75,6 +75,20 @@ impl Alerts {
     }
 }
 
+/// The names of the configured sinks.
+pub fn sink_names(sinks: &AlertsSection) -> Vec<String> {
+    [
+        ("webhook", &sinks.webhook),
+        ("ntfy", &sinks.ntfy),
+        ("slack", &sinks.slack),
+        ("discord", &sinks.discord),
+    ]
+    .iter()
+    .filter(|(_, url)| url.is_some())
+    .map(|(n, _)| n.to_string())
+    .collect()
+}
+
 /// Sends one alert to every configured sink. Blocking: call from a blocking task. Failures
 /// are returned, one line each, never fatal.
 pub fn deliver(sinks: &AlertsSection, a: &Alert) -> Vec<String> {

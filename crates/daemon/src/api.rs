@@ -29,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/events", get(events))
         .route("/api/stream", get(stream))
         .route("/api/login-code", post(login_code))
+        .route("/api/alerts/test", post(alerts_test))
         .route("/api/loops", get(loops))
         .route("/api/loops/{project}/{name}/history", get(loop_history))
         .route("/api/loops/{project}/{name}/{action}", post(loop_control))
@@ -199,6 +200,38 @@ async fn login_code(State(shared): State<Arc<Shared>>) -> Response {
         }
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// A test message to every project's sinks, sent now (no cooldown, never an active alert),
+/// with what each sink answered: the pre-flight check proves alerts reach the phone.
+async fn alerts_test(State(shared): State<Arc<Shared>>) -> Response {
+    let mem_total = shared.snapshot.read().await.mem_total;
+    let (projects, _) = shared.projects(mem_total);
+    let mut out: Vec<homebase_proto::AlertTest> = Vec::new();
+    for p in projects {
+        let a = crate::alerts::Alert {
+            kind: "test".into(),
+            project: p.name.clone(),
+            service: String::new(),
+            message: "a test message from homebase's pre-flight check: alerts reach you".into(),
+            status: "notice".into(),
+            time: now(),
+            host: shared.host.clone(),
+        };
+        let sinks = p.alerts.clone();
+        let failed = tokio::task::spawn_blocking(move || crate::alerts::deliver(&sinks, &a))
+            .await
+            .unwrap_or_else(|e| vec![format!("the delivery task failed: {e}")]);
+        shared
+            .event(&p.name, "", "alert_test", &format!("test message sent; {} failed", failed.len()))
+            .await;
+        out.push(homebase_proto::AlertTest {
+            project: p.name.clone(),
+            sinks: crate::alerts::sink_names(&p.alerts),
+            failed,
+        });
+    }
+    Json(out).into_response()
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.

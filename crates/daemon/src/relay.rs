@@ -28,7 +28,7 @@ use crate::shared::Shared;
 /// Down (or never up) this long: an alert.
 const ALERT_AFTER: Duration = Duration::from_secs(20);
 /// The longest wait between two attempts.
-const RETRY_MAX: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How often the settings file is looked at.
 const SETTINGS_EVERY: Duration = Duration::from_secs(2);
 /// What the relay side prints once the forward is in place.

@@ -162,6 +162,12 @@ pub enum Command {
         after_help = "Examples:\n  homebase setup            # idempotent: a second run changes nothing\n  homebase setup --check    # only report what is ready and what is not"
     )]
     Setup(SetupArgs),
+    /// Before leaving home: will everything keep working while you are away?
+    #[command(
+        long_about = "Before leaving home: will everything keep working while you are away?\n\nRuns setup's checks (what a power cut needs counts as a failure here), tries each way to the host but the first for real (the relay, a tailnet name), reads the relay's tunnel, verifies the last backup's checksums on the host, sends a test message through every alert sink, estimates the disk for the coming weeks' backups and looks at the loops' spending limits. Exits 0 when everything holds, 1 when something would fail away from home (each ✗ says how to fix it).",
+        after_help = "Examples:\n  homebase preflight             # the checklist, each item with its fix\n  homebase preflight --days 30   # a month away: the disk for 30 days of backups\n  homebase preflight --json"
+    )]
+    Preflight(PreflightArgs),
     /// Open the live dashboard in the browser, through an SSH forward to the host's daemon
     #[command(after_help = "Examples:\n  homebase dash\n  homebase dash --no-browser --port 7780")]
     Dash(DashArgs),
@@ -473,6 +479,16 @@ pub enum LoopCommand {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// How many days you will be away (the disk the backups of those days need)
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub days: u32,
+    /// Print the checklist as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,17 @@ pub struct Project {
     way: std::sync::OnceLock<usize>,
 }
 
+/// How a way reached the host, for a note: `as me@mini through the relay me@vps`.
+pub fn way_words(t: &Target) -> String {
+    match t {
+        Target::Ssh(t) => match &t.via {
+            Some(v) => format!("as {} {v}", t.destination),
+            None => format!("as {}", t.destination),
+        },
+        Target::Local => "locally".into(),
+    }
+}
+
 /// The process environment as a map (the stack crate never reads it itself).
 pub fn process_env() -> IndexMap<String, String> {
     std::env::vars_os()
@@ -275,7 +286,6 @@ impl Project {
             for w in &h.also {
                 if let Target::Ssh(mut t) = self.host_target(w, h.port) {
                     t.host_key_alias = Some(alias.clone());
-                    t.via = Some("another way".into());
                     ways.push(t.into());
                 }
             }
@@ -382,36 +392,16 @@ impl Project {
             return Ok(Session::open(&self.target())?);
         }
         let (session, i) = homebase_remote::open_first(self.ways())?;
-        let _ = self.way.set(i);
-        if i > 0 {
+        let first_time = self.way.set(i).is_ok();
+        if i > 0 && first_time {
             // the command says which way it took when it is not the first
-            let first = self.ways().first().map(|w| w.to_string()).unwrap_or_default();
             crate::ui::note(&format!(
-                "reached the host as {} ({first} did not answer first)",
-                match session.target() {
-                    Target::Ssh(t) => t.describe(),
-                    Target::Local => "local".into(),
-                }
+                "reached the host {} ({} did not answer first)",
+                way_words(session.target()),
+                self.ways().first().map(|w| w.to_string()).unwrap_or_default()
             ));
         }
         Ok(session)
-    }
-
-    /// Connects again after the connection was lost: the ways raced anew (the one this
-    /// command used may be the one that died).
-    pub fn reconnect(&self) -> Result<(Session, Target)> {
-        let (session, i) = homebase_remote::open_first(self.ways())?;
-        let target = session.target().clone();
-        if self.way.get() != Some(&i) {
-            crate::ui::note(&format!(
-                "now reaching the host as {}",
-                match &target {
-                    Target::Ssh(t) => t.describe(),
-                    Target::Local => "local".into(),
-                }
-            ));
-        }
-        Ok((session, target))
     }
 
     /// Fails with "did you mean" when `name` is not a service of the project.

@@ -430,6 +430,17 @@ pub struct EventRow {
 /// letters, digits, `.`, `_` and `-`, at most 128 characters, not starting with `.` (so
 /// never `..`, a hidden name or a path). Ids and names read back from the host (release
 /// logs, manifests) are checked with it before they reach a path or a script.
+/// A test message sent to one project's alert sinks (`POST /api/alerts/test`): which sinks
+/// are configured and which of them failed to take it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
+pub struct AlertTest {
+    pub project: String,
+    /// The configured sinks: `webhook`, `ntfy`, `slack`, `discord`.
+    pub sinks: Vec<String>,
+    /// One line per sink that did not accept the message (`ntfy: connection refused`).
+    pub failed: Vec<String>,
+}
+
 pub fn is_safe_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128

@@ -1,8 +1,8 @@
 //! Several ways to one host (the LAN name, a tailnet name, a relay): the first that answers
 //! is taken. A warm connection on any way is used at once; otherwise the ways are raced,
 //! each started a moment after the one before it (at once when that one failed), the way
-//! that worked last time first, so that a way that hangs (a LAN name away from home) costs
-//! nothing but that moment.
+//! that worked last time beside the first, so that a way that hangs (a LAN name away from
+//! home) costs nothing; an earlier way that answers almost as fast is preferred.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -24,8 +24,11 @@ pub fn open_first(ways: &[Target]) -> Result<(Session, usize), RemoteError> {
         }),
         [only] => Ok((Session::open(only)?, 0)),
         _ => {
-            let order = order(ways.len(), remembered(ways));
-            if let Some(i) = order.iter().copied().find(|&i| warm(&ways[i])) {
+            let remembered = remembered(ways);
+            let order = order(ways.len(), remembered);
+            // a warm connection: the remembered way's first
+            let warm_first = remembered.into_iter().chain(order.iter().copied());
+            if let Some(i) = warm_first.filter(|&i| i < ways.len()).find(|&i| warm(&ways[i])) {
                 return Ok((Session::open(&ways[i])?, i));
             }
             let (session, i) = race(ways, &order)?;
@@ -43,63 +46,100 @@ fn warm(t: &Target) -> bool {
     !t.persist.is_zero() && shared_socket(t).is_some_and(|s| master_alive(t, &s))
 }
 
-/// The order the ways are tried in: the one remembered first, then the rest as written.
+/// The order the ways are started in: as written, except that the one that worked last
+/// starts at once beside the first.
 fn order(n: usize, first: Option<usize>) -> Vec<usize> {
-    let mut o: Vec<usize> = first.filter(|&f| f < n).into_iter().collect();
-    o.extend((0..n).filter(|i| Some(*i) != first));
+    let mut o: Vec<usize> = (0..n.min(1)).collect();
+    o.extend(first.filter(|&f| f < n && f > 0));
+    o.extend((1..n).filter(|i| Some(*i) != first));
     o
 }
 
-/// Starts the ways in `order`, each [`HEAD_START`] after the previous one or at once when
-/// every way started so far failed; the first to connect wins. The others, should they
-/// connect later, are closed.
+/// Starts the ways in `order`, each [`HEAD_START`] after the previous one (the remembered
+/// one with the first), or at once when every way started so far failed; the first to
+/// connect wins, but an earlier way still trying gets [`GRACE`] to connect too and is then
+/// taken (at home the LAN is used even when the relay was quicker once). The others,
+/// should they connect later, are closed.
 fn race(ways: &[Target], order: &[usize]) -> Result<(Session, usize), RemoteError> {
     let (tx, rx) = mpsc::channel::<(usize, Result<Session, RemoteError>)>();
-    let mut started = 0;
+    let together = if order.get(1).is_some_and(|&i| i > 1) { 2 } else { 1 };
+    let mut started: Vec<usize> = Vec::new();
     let mut failed: Vec<(usize, RemoteError)> = Vec::new();
+    let mut best: Option<(Session, usize)> = None;
+    let mut decide_at: Option<Instant> = None;
     let mut next_at = Instant::now();
     loop {
-        if started < order.len() && Instant::now() >= next_at {
-            let i = order[started];
+        while started.len() < order.len() && Instant::now() >= next_at && best.is_none() {
+            let i = order[started.len()];
             let (tx, way) = (tx.clone(), ways[i].clone());
             std::thread::spawn(move || {
                 let _ = tx.send((i, Session::open(&way)));
             });
-            started += 1;
-            next_at = Instant::now() + HEAD_START;
+            started.push(i);
+            if started.len() >= together {
+                next_at = Instant::now() + HEAD_START;
+            }
         }
-        let wait = if started < order.len() {
-            next_at.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_secs(3600)
+        let pending = started
+            .iter()
+            .filter(|i| !failed.iter().any(|(f, _)| f == *i) && best.as_ref().is_none_or(|(_, b)| b != *i))
+            .copied()
+            .collect::<Vec<_>>();
+        if let Some((_, b)) = &best {
+            let earlier_pending = pending.iter().any(|i| i < b);
+            if !earlier_pending || decide_at.is_some_and(|d| Instant::now() >= d) {
+                let won = best.take();
+                close_late(rx);
+                return won.ok_or_else(|| all_failed(ways, Vec::new()));
+            }
+        }
+        let wait = match (decide_at, started.len() < order.len()) {
+            (Some(d), _) => d.saturating_duration_since(Instant::now()),
+            (None, true) => next_at.saturating_duration_since(Instant::now()),
+            (None, false) => Duration::from_secs(3600),
         };
         match rx.recv_timeout(wait) {
-            Ok((i, Ok(session))) => {
-                // the rest connect or fail on their own: a late winner is closed
-                std::thread::spawn(move || {
-                    while let Ok((_, r)) = rx.recv() {
-                        if let Ok(s) = r {
-                            s.close_shared();
-                        }
+            Ok((i, Ok(session))) => match &best {
+                Some((_, b)) if *b < i => session.close_shared(),
+                _ => {
+                    if let Some((old, _)) = best.replace((session, i)) {
+                        old.close_shared();
                     }
-                });
-                return Ok((session, i));
-            }
+                    decide_at.get_or_insert(Instant::now() + GRACE);
+                }
+            },
             Ok((i, Err(e))) => {
                 failed.push((i, e));
                 if failed.len() == order.len() {
                     return Err(all_failed(ways, failed));
                 }
-                if failed.len() == started {
+                if best.is_none() && failed.len() == started.len() {
                     next_at = Instant::now();
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(all_failed(ways, failed));
+                return match best {
+                    Some(b) => Ok(b),
+                    None => Err(all_failed(ways, failed)),
+                };
             }
         }
     }
+}
+
+/// How long a way that connected waits for an earlier way still trying.
+pub const GRACE: Duration = Duration::from_millis(200);
+
+/// Closes, in the background, the connections of the ways that connect after the race.
+fn close_late(rx: mpsc::Receiver<(usize, Result<Session, RemoteError>)>) {
+    std::thread::spawn(move || {
+        while let Ok((_, r)) = rx.recv() {
+            if let Ok(s) = r {
+                s.close_shared();
+            }
+        }
+    });
 }
 
 /// Every way failed: a refused or unknown key first (never hidden behind another way's
@@ -169,9 +209,10 @@ mod tests {
     use crate::SshTarget;
 
     #[test]
-    fn the_remembered_way_goes_first_and_the_rest_keep_their_order() {
+    fn the_remembered_way_starts_beside_the_first_and_the_rest_keep_their_order() {
         assert_eq!(order(3, None), vec![0, 1, 2]);
-        assert_eq!(order(3, Some(2)), vec![2, 0, 1]);
+        assert_eq!(order(3, Some(2)), vec![0, 2, 1]);
+        assert_eq!(order(3, Some(0)), vec![0, 1, 2]);
         assert_eq!(order(3, Some(7)), vec![0, 1, 2]);
     }
 

@@ -248,6 +248,11 @@ fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
     Ok(all)
 }
 
+/// The project's backups on its host, oldest first (single-host mode).
+pub fn manifests(session: &Session, project: &Project) -> Result<Vec<Manifest>> {
+    list(&HostProject::of(session, project))
+}
+
 fn list(host: &HostProject) -> Result<Vec<Manifest>> {
     let out = host.session.check(&list_script(host))?;
     Ok(parse_list(host, &out))

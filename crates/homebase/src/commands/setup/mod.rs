@@ -15,6 +15,7 @@ use crate::exit::Exit;
 use crate::project;
 use crate::ui::{self, BAD, GOOD, WARN, paint};
 
+pub mod away;
 mod checks;
 mod install;
 mod live_restore;
@@ -43,6 +44,13 @@ pub fn item(name: &str, state: &str, detail: impl Into<String>, fix: Option<Stri
 
 pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let (items, blocked) = checklist(&project, args)?;
+    finish(&items, args.json, blocked)
+}
+
+/// The host (every node, in swarm mode) made ready, or only checked with `--check`: the
+/// checklist, and whether something blocks the rest.
+fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>, bool)> {
     let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
         let session = project.open_session()?;
@@ -54,15 +62,15 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
             false,
         )?;
         if !blocked {
-            relay::make_it_so(&mut items, &session, &project, args)?;
+            relay::make_it_so(&mut items, &session, project, args)?;
         }
-        return finish(&items, args.json, blocked);
+        return Ok((items, blocked));
     }
     // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
     let mut items = Vec::new();
     let mut blocked = false;
     let results = crate::commands::swarm::per_node(
-        &project,
+        project,
         |_| true,
         |name, n| {
             let session = project
@@ -80,9 +88,9 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
         }));
     }
     if !blocked {
-        items.extend(crate::commands::swarm::form(&project, args.check)?);
+        items.extend(crate::commands::swarm::form(project, args.check)?);
     }
-    finish(&items, args.json, blocked)
+    Ok((items, blocked))
 }
 
 fn finish(items: &[Item], json: bool, blocked: bool) -> Result<Exit> {

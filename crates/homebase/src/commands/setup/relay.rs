@@ -182,7 +182,7 @@ fn relay_accepts(
     relay: &SshTarget,
 ) -> Result<bool> {
     let out = session.run(&format!(
-        "ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={kh} -o HostKeyAlias={alias} -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10 -p {port} {dest} true 2>&1",
+        "ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={kh} -o HostKeyAlias={alias} -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10 -p {port} {dest} true 2>&1 || exit 3",
         key = layout::sh_relay_file("id_ed25519"),
         kh = layout::sh_relay_file("known_hosts"),
         alias = layout::RELAY_KEY_ALIAS,
