@@ -223,7 +223,12 @@ async fn alerts_test(State(shared): State<Arc<Shared>>) -> Response {
             .await
             .unwrap_or_else(|e| vec![format!("the delivery task failed: {e}")]);
         shared
-            .event(&p.name, "", "alert_test", &format!("test message sent; {} failed", failed.len()))
+            .event(
+                &p.name,
+                "",
+                "alert_test",
+                &format!("test message sent; {} failed", failed.len()),
+            )
             .await;
         out.push(homebase_proto::AlertTest {
             project: p.name.clone(),

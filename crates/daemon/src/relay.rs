@@ -286,10 +286,7 @@ async fn end_stale(files: &Files, s: &RelaySettings) {
         .status();
     match tokio::time::timeout(Duration::from_secs(10), run).await {
         Ok(Ok(st)) if st.success() => {
-            tracing::info!(
-                "ended the relay's stale session on port {}",
-                s.listen_port
-            );
+            tracing::info!("ended the relay's stale session on port {}", s.listen_port);
         }
         other => tracing::warn!("could not end the relay's stale session: {other:?}"),
     }
@@ -328,7 +325,12 @@ async fn alert_all(shared: &Arc<Shared>, firing: bool, message: &str) {
     for p in projects {
         if firing {
             shared.alert(&p.name, "", "relay_down", message).await;
-        } else if shared.alerts.lock().await.is_active(&p.name, "", "relay_down") {
+        } else if shared
+            .alerts
+            .lock()
+            .await
+            .is_active(&p.name, "", "relay_down")
+        {
             shared.resolve(&p.name, "", "relay_down", message).await;
         } else {
             shared.event(&p.name, "", "relay_up", message).await;

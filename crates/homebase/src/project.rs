@@ -398,7 +398,10 @@ impl Project {
             crate::ui::note(&format!(
                 "reached the host {} ({} did not answer first)",
                 way_words(session.target()),
-                self.ways().first().map(|w| w.to_string()).unwrap_or_default()
+                self.ways()
+                    .first()
+                    .map(|w| w.to_string())
+                    .unwrap_or_default()
             ));
         }
         Ok(session)

@@ -4,54 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use homebase_testkit::{Daemon, TestProject, hosts, unique_port};
+use homebase_testkit::{Daemon, TestProject, hosts, unique_port, webhook};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
-}
-
-/// A webhook receiver on the laptop side of the test bridge; collects JSON bodies.
-fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    // each body gets `_received_ms`: milliseconds since the Unix epoch when it arrived
-    let l = TcpListener::bind("10.231.0.1:0").unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&got);
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                let ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64;
-                v["_received_ms"] = ms.into();
-                sink.lock().unwrap().push(v);
-            }
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
 }
 
 fn kind(e: &serde_json::Value, service: &str, k: &str) -> bool {

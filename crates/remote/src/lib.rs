@@ -10,6 +10,9 @@ use std::time::Duration;
 
 /// Where commands run.
 #[derive(Debug, Clone)]
+// a few targets per command: their size does not matter, and a box would only add noise
+// to every match
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// This machine's engine, no SSH.
     Local,
@@ -345,9 +348,9 @@ mod tunnel;
 mod ways;
 
 pub use session::*;
-pub use ways::*;
 pub use stream::*;
 pub use tunnel::*;
+pub use ways::*;
 
 /// What every script starts with. A non-interactive SSH command reads no login files, and
 /// on macOS it gets `PATH=/usr/bin:/bin:/usr/sbin:/sbin` (launchd gives its agents the

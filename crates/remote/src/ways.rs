@@ -28,7 +28,10 @@ pub fn open_first(ways: &[Target]) -> Result<(Session, usize), RemoteError> {
             let order = order(ways.len(), remembered);
             // a warm connection: the remembered way's first
             let warm_first = remembered.into_iter().chain(order.iter().copied());
-            if let Some(i) = warm_first.filter(|&i| i < ways.len()).find(|&i| warm(&ways[i])) {
+            if let Some(i) = warm_first
+                .filter(|&i| i < ways.len())
+                .find(|&i| warm(&ways[i]))
+            {
                 return Ok((Session::open(&ways[i])?, i));
             }
             let (session, i) = race(ways, &order)?;
@@ -62,7 +65,11 @@ fn order(n: usize, first: Option<usize>) -> Vec<usize> {
 /// should they connect later, are closed.
 fn race(ways: &[Target], order: &[usize]) -> Result<(Session, usize), RemoteError> {
     let (tx, rx) = mpsc::channel::<(usize, Result<Session, RemoteError>)>();
-    let together = if order.get(1).is_some_and(|&i| i > 1) { 2 } else { 1 };
+    let together = if order.get(1).is_some_and(|&i| i > 1) {
+        2
+    } else {
+        1
+    };
     let mut started: Vec<usize> = Vec::new();
     let mut failed: Vec<(usize, RemoteError)> = Vec::new();
     let mut best: Option<(Session, usize)> = None;
@@ -82,7 +89,9 @@ fn race(ways: &[Target], order: &[usize]) -> Result<(Session, usize), RemoteErro
         }
         let pending = started
             .iter()
-            .filter(|i| !failed.iter().any(|(f, _)| f == *i) && best.as_ref().is_none_or(|(_, b)| b != *i))
+            .filter(|i| {
+                !failed.iter().any(|(f, _)| f == *i) && best.as_ref().is_none_or(|(_, b)| b != *i)
+            })
             .copied()
             .collect::<Vec<_>>();
         if let Some((_, b)) = &best {
@@ -194,7 +203,11 @@ fn memo(ways: &[Target]) -> Option<PathBuf> {
 }
 
 fn remembered(ways: &[Target]) -> Option<usize> {
-    std::fs::read_to_string(memo(ways)?).ok()?.trim().parse().ok()
+    std::fs::read_to_string(memo(ways)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn remember(ways: &[Target], i: usize) {

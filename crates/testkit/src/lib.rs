@@ -6,6 +6,7 @@
 
 pub mod delay;
 
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -94,6 +95,11 @@ impl Host {
 pub const MAC: u32 = 8;
 /// The Mac-like host fresh from `brew install` and `colima start`: the setup journey's alone.
 pub const FRESH_MAC: u32 = 9;
+/// The Mac-like host away from home (`scripts/testhost up-away`): its network may refuse
+/// every inbound connection, so that only the relay reaches it. The relay test's alone.
+pub const AWAY: u32 = 11;
+/// The relay (sshd and an account, no engine): the relay test's alone.
+pub const RELAY: u32 = 12;
 
 impl Hosts {
     pub fn host(&self, index: u32) -> &Host {
@@ -579,4 +585,46 @@ impl Daemon<'_> {
 fn parse_curl(text: &str) -> (u16, String) {
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", text));
     (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A webhook receiver on the laptop side of the test bridge (the hosts reach it); collects
+/// JSON bodies.
+pub fn webhook() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    // each body gets `_received_ms`: milliseconds since the Unix epoch when it arrived
+    let l = std::net::TcpListener::bind("10.231.0.1:0").expect("webhook receiver");
+    let url = format!("http://{}/hook", l.local_addr().expect("webhook receiver"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut r = std::io::BufReader::new(s.try_clone().expect("webhook receiver"));
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("webhook receiver")
+                    .as_millis() as u64;
+                v["_received_ms"] = ms.into();
+                sink.lock().expect("webhook receiver").push(v);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
 }

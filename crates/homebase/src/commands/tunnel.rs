@@ -191,7 +191,11 @@ fn current_way(project: &Project, now: &SshTarget, line: &Line) -> SshTarget {
     if way.describe() != now.describe() {
         line.event(
             json!({"event": "way", "via": way.describe()}),
-            &format!("{}: reaching the host as {}\n", paint(WARN, "notice"), way.describe()),
+            &format!(
+                "{}: reaching the host as {}\n",
+                paint(WARN, "notice"),
+                way.describe()
+            ),
         );
     }
     way.clone()

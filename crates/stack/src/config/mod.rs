@@ -652,6 +652,47 @@ mod tests {
     }
 
     #[test]
+    fn the_ways_to_a_host_are_read_and_bad_ones_refused_with_the_fix() {
+        let c = parse(
+            "[project]\nname = \"p\"\n[host]\nssh = \"me@mini.lan\"\nalso = [\"me@mini.ts.net\"]\n[host.relay]\nssh = \"me@vps\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.host.also, ["me@mini.ts.net"]);
+        let r = c.host.relay.unwrap();
+        assert_eq!(
+            (r.ssh.as_str(), r.tunnel_port, r.port),
+            ("me@vps", 2222, None)
+        );
+        for (toml, says) in [
+            (
+                "[host]\nrelay = { ssh = \"me@vps\" }\n",
+                "host.ssh is `local`",
+            ),
+            (
+                "[host]\nssh = \"m\"\nalso = [\"-oProxyCommand=x\"]\n",
+                "host.also has `-oProxyCommand=x`",
+            ),
+            (
+                "[host]\nssh = \"m\"\nrelay = { ssh = \"local\" }\n",
+                "not an ssh destination",
+            ),
+            (
+                "[host]\nssh = \"m\"\nrelay = { ssh = \"me@vps\", tunnel_port = 22 }\n",
+                "privileged port",
+            ),
+            (
+                "[host]\nssh = \"m\"\nrelay = { ssh = \"me@vps\", tunel_port = 2000 }\n",
+                "tunel_port",
+            ),
+        ] {
+            let e = parse(&format!("[project]\nname = \"p\"\n{toml}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+        }
+    }
+
+    #[test]
     fn minimal_config_has_defaults() {
         let c = parse("[project]\nname = \"demo\"\n").unwrap();
         assert_eq!(c.project.compose, [PathBuf::from("compose.yml")]);

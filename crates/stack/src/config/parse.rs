@@ -4,6 +4,7 @@
 use super::Config;
 use super::ConfigError;
 use super::ENV_PREFIX;
+use super::HostSection;
 use super::Mode;
 use indexmap::IndexMap;
 use std::path::Path;
@@ -133,36 +134,9 @@ impl Config {
                 "[nodes] is set but project.mode is not \"swarm\": add mode = \"swarm\" under [project], or remove [nodes]".into(),
             ));
         }
-        let h = &self.host;
-        if h.ssh == "local" && (!h.also.is_empty() || h.relay.is_some()) {
-            return Err(err(
-                "host.ssh is `local`: host.also and [host.relay] are ways to a remote host; set host.ssh to its ssh destination, or remove them".into(),
-            ));
-        }
-        if let Some(way) = h.also.iter().find(|w| w.trim().is_empty() || w.as_str() == "local" || w.starts_with('-')) {
-            return Err(err(format!(
-                "host.also has `{way}`: each way is an ssh destination to the same host (`user@mini.tailnet.ts.net`)"
-            )));
-        }
-        if let Some(r) = &h.relay {
-            if r.ssh.trim().is_empty() || r.ssh == "local" || r.ssh.starts_with('-') {
-                return Err(err(format!(
-                    "host.relay.ssh = `{}` is not an ssh destination: name the relay as you reach it with ssh (`me@relay.example.com`)",
-                    r.ssh
-                )));
-            }
-            if r.tunnel_port < 1024 {
-                return Err(err(format!(
-                    "host.relay.tunnel_port = {} is a privileged port: the relay's account cannot listen on it; use a port from 1024 up (default 2222)",
-                    r.tunnel_port
-                )));
-            }
-            if self.project.mode == Mode::Swarm {
-                return Err(err(
-                    "[host.relay] is for one host; in swarm mode reach the manager through a tailnet or a VPN and set its address in [nodes]".into(),
-                ));
-            }
-        }
+        self.host
+            .validate(self.project.mode == Mode::Swarm)
+            .map_err(err)?;
         for (svc, s) in &self.services {
             if let (Some(limit), Some(sustained)) = (s.memory, s.sustained)
                 && sustained > limit
@@ -223,4 +197,45 @@ pub(super) fn apply_env(
         }
     }
     Ok(())
+}
+
+impl HostSection {
+    /// The ways to the host make sense: `also` and `[host.relay]` only for a remote host,
+    /// each an ssh destination, the relay's port one its account may listen on.
+    fn validate(&self, swarm: bool) -> Result<(), String> {
+        if self.ssh == "local" && (!self.also.is_empty() || self.relay.is_some()) {
+            return Err(
+                "host.ssh is `local`: host.also and [host.relay] are ways to a remote host; set host.ssh to its ssh destination, or remove them".into(),
+            );
+        }
+        if let Some(way) = self
+            .also
+            .iter()
+            .find(|w| w.trim().is_empty() || w.as_str() == "local" || w.starts_with('-'))
+        {
+            return Err(format!(
+                "host.also has `{way}`: each way is an ssh destination to the same host (`user@mini.tailnet.ts.net`)"
+            ));
+        }
+        if let Some(r) = &self.relay {
+            if r.ssh.trim().is_empty() || r.ssh == "local" || r.ssh.starts_with('-') {
+                return Err(format!(
+                    "host.relay.ssh = `{}` is not an ssh destination: name the relay as you reach it with ssh (`me@relay.example.com`)",
+                    r.ssh
+                ));
+            }
+            if r.tunnel_port < 1024 {
+                return Err(format!(
+                    "host.relay.tunnel_port = {} is a privileged port: the relay's account cannot listen on it; use a port from 1024 up (default 2222)",
+                    r.tunnel_port
+                ));
+            }
+            if swarm {
+                return Err(
+                    "[host.relay] is for one host; in swarm mode reach the manager through a tailnet or a VPN and set its address in [nodes]".into(),
+                );
+            }
+        }
+        Ok(())
+    }
 }

@@ -168,13 +168,18 @@ fn backups(items: &mut Vec<Item>, session: &Session, project: &Project) -> Resul
     }
     script.push_str("exit $bad");
     let out = session.run(&script)?;
-    let damaged = String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", ");
+    let damaged = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\n', ", ");
     let hours = age / 3600;
     if !out.status.success() {
         items.push(item(
             "backup",
             "missing",
-            format!("the last backup {} does not match its checksums: {damaged}", last.id),
+            format!(
+                "the last backup {} does not match its checksums: {damaged}",
+                last.id
+            ),
             Some("homebase backup now, then homebase preflight again".into()),
         ));
     } else if age > 26 * 3600 {
@@ -225,7 +230,12 @@ fn disk(items: &mut Vec<Item>, session: &Session, project: &Project, days: u32) 
         .sum();
     let need = per_day * u64::from(days) + images;
     let Some(free) = free else {
-        items.push(item("disk", "warning", "cannot read the free space of the host's home", None));
+        items.push(item(
+            "disk",
+            "warning",
+            "cannot read the free space of the host's home",
+            None,
+        ));
         return Ok(());
     };
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
@@ -244,7 +254,11 @@ fn disk(items: &mut Vec<Item>, session: &Session, project: &Project, days: u32) 
         items.push(item(
             "disk",
             "ok",
-            format!("{} free; {days} days of backups and a rebuild need about {}", gib(free), gib(need)),
+            format!(
+                "{} free; {days} days of backups and a rebuild need about {}",
+                gib(free),
+                gib(need)
+            ),
             None,
         ));
     }
@@ -287,7 +301,10 @@ fn alerts(items: &mut Vec<Item>, daemon: &DaemonClient) {
         items.push(item(
             "alerts",
             "ok",
-            format!("a test message went to {} (check that it arrived)", sinks.join(", ")),
+            format!(
+                "a test message went to {} (check that it arrived)",
+                sinks.join(", ")
+            ),
             None,
         ));
     }
@@ -299,11 +316,18 @@ fn loops(items: &mut Vec<Item>, daemon: &DaemonClient, project: &Project) {
         return;
     };
     let spend = &project.config.spend;
-    for l in all.iter().filter(|l| l.project == project.config.project.name) {
+    for l in all
+        .iter()
+        .filter(|l| l.project == project.config.project.name)
+    {
         let name = format!("loop {}", l.name);
         let cfg = project.config.loops.get(&l.name);
         let capped = cfg.is_some_and(|c| !c.caps().is_empty()) || !spend.caps().is_empty();
-        if let Some(w) = l.waiting.as_deref().filter(|w| w.contains("limit") || w.contains("cap")) {
+        if let Some(w) = l
+            .waiting
+            .as_deref()
+            .filter(|w| w.contains("limit") || w.contains("cap"))
+        {
             let until = l
                 .wait_until
                 .map(|t| format!(" until {}", homebase_proto::clock::rfc3339(t)))
@@ -312,17 +336,28 @@ fn loops(items: &mut Vec<Item>, daemon: &DaemonClient, project: &Project) {
                 &name,
                 "warning",
                 format!("held by its {w}{until}: {}", l.reason),
-                Some(format!("homebase loop resume {} after raising the cap, or let it resume by itself", l.name)),
+                Some(format!(
+                    "homebase loop resume {} after raising the cap, or let it resume by itself",
+                    l.name
+                )),
             ));
         } else if !capped && cfg.is_some_and(|c| c.reads_result()) {
             items.push(item(
                 &name,
                 "warning",
                 "no spending cap: it runs unbounded while you are away",
-                Some(format!("set max_cost_per_day under [loops.{}] (or [spend] for the project)", l.name)),
+                Some(format!(
+                    "set max_cost_per_day under [loops.{}] (or [spend] for the project)",
+                    l.name
+                )),
             ));
         } else {
-            items.push(item(&name, "ok", format!("{}: {}", l.state, l.reason), None));
+            items.push(item(
+                &name,
+                "ok",
+                format!("{}: {}", l.state, l.reason),
+                None,
+            ));
         }
     }
 }

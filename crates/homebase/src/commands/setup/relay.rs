@@ -34,7 +34,10 @@ pub(super) fn make_it_so(
             "relay",
             "missing",
             format!("ssh cannot make sense of `{}`", relay.destination),
-            Some(format!("check host.relay.ssh; `ssh -G {}` shows what OpenSSH makes of it", relay.destination)),
+            Some(format!(
+                "check host.relay.ssh; `ssh -G {}` shows what OpenSSH makes of it",
+                relay.destination
+            )),
         ));
         return Ok(());
     };
@@ -67,7 +70,12 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
     let read = session.run(&format!("cat {key}.pub 2>/dev/null"))?;
     let existing = String::from_utf8_lossy(&read.stdout).trim().to_string();
     if !existing.is_empty() {
-        items.push(item("relay key", "ok", "the host has its key for the relay", None));
+        items.push(item(
+            "relay key",
+            "ok",
+            "the host has its key for the relay",
+            None,
+        ));
         return Ok(Some(existing));
     }
     if args.check {
@@ -199,20 +207,29 @@ fn relay_accepts(
         return Ok(true);
     }
     let said = String::from_utf8_lossy(&out.stdout);
-    let said = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let said = said
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     let line = format!(
         "restrict,port-forwarding,permitlisten=\"127.0.0.1:{}\" {pubkey}",
         s.listen_port
     );
     let (detail, fix) = if said.contains("Permission denied") {
         (
-            format!("the relay {} does not take the host's key yet", s.destination),
+            format!(
+                "the relay {} does not take the host's key yet",
+                s.destination
+            ),
             format!(
                 "add this line to ~/.ssh/authorized_keys of that account on the relay (`ssh {} 'cat >> ~/.ssh/authorized_keys'` and paste it), then run homebase setup again:\n{line}",
                 relay.destination
             ),
         )
-    } else if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || said.contains("verification failed") {
+    } else if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || said.contains("verification failed")
+    {
         (
             format!("the relay {} offers the host another key than this laptop recorded", s.destination),
             "check the relay's key from here (`ssh-keygen -F` / the relay's console); if it changed for a known reason, update this laptop's known_hosts and run homebase setup again".to_string(),
@@ -236,7 +253,10 @@ fn write_settings(
 ) -> Result<()> {
     let file = layout::sh_daemon_file(layout::RELAY_SETTINGS);
     let current = session.run(&format!("cat {file} 2>/dev/null"))?;
-    let same = serde_json::from_slice::<RelaySettings>(&current.stdout).ok().as_ref() == Some(s);
+    let same = serde_json::from_slice::<RelaySettings>(&current.stdout)
+        .ok()
+        .as_ref()
+        == Some(s);
     let what = format!(
         "the daemon keeps 127.0.0.1:{} on the relay {} leading to the host's sshd",
         s.listen_port, s.destination
