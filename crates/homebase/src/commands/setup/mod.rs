@@ -20,6 +20,7 @@ mod checks;
 mod install;
 mod live_restore;
 pub(crate) mod relay;
+mod tailnet;
 
 use install::{Binary, host};
 
@@ -63,6 +64,11 @@ fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>,
         )?;
         if !blocked {
             relay::make_it_so(&mut items, &session, project, args)?;
+            let h = &project.config.host;
+            let ways: Vec<String> = std::iter::once(h.ssh.clone())
+                .chain(h.also.iter().cloned())
+                .collect();
+            items.extend(tailnet::items(&tailnet::facts(&session)?, &ways));
         }
         return Ok((items, blocked));
     }
