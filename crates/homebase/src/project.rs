@@ -30,6 +30,11 @@ pub struct Project {
     way: std::sync::OnceLock<usize>,
 }
 
+/// A configured path with `~` expanded.
+fn expand(p: Option<&Path>) -> Option<PathBuf> {
+    p.map(homebase_proto::sys::expand_home)
+}
+
 /// How a way reached the host, for a note: `as me@mini through the relay me@vps`.
 pub fn way_words(t: &Target) -> String {
     match t {
@@ -308,18 +313,9 @@ impl Project {
         let r = h.relay.as_ref()?;
         let mut relay = SshTarget::new(r.ssh.clone());
         relay.port = r.port;
-        relay.identity_file = r
-            .identity_file
-            .as_ref()
-            .map(|p| homebase_proto::sys::expand_home(p));
-        relay.known_hosts_file = r
-            .known_hosts_file
-            .as_ref()
-            .map(|p| homebase_proto::sys::expand_home(p));
-        relay.config_file = h
-            .ssh_config
-            .as_ref()
-            .map(|p| homebase_proto::sys::expand_home(p));
+        relay.identity_file = expand(r.identity_file.as_deref());
+        relay.known_hosts_file = expand(r.known_hosts_file.as_deref());
+        relay.config_file = expand(h.ssh_config.as_deref());
         relay.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
         relay.persist = std::time::Duration::ZERO;
         Some(relay)
@@ -337,18 +333,9 @@ impl Project {
         }
         let mut t = SshTarget::new(ssh.to_string());
         t.port = port;
-        t.identity_file = h
-            .identity_file
-            .as_ref()
-            .map(|p| homebase_proto::sys::expand_home(p));
-        t.known_hosts_file = h
-            .known_hosts_file
-            .as_ref()
-            .map(|p| homebase_proto::sys::expand_home(p));
-        t.config_file = h
-            .ssh_config
-            .as_ref()
-            .map(|p| homebase_proto::sys::expand_home(p));
+        t.identity_file = expand(h.identity_file.as_deref());
+        t.known_hosts_file = expand(h.known_hosts_file.as_deref());
+        t.config_file = expand(h.ssh_config.as_deref());
         t.connect_timeout = std::time::Duration::from_secs(h.connect_timeout_secs);
         t.persist = std::time::Duration::from_secs(h.persist_secs);
         t.into()
