@@ -55,8 +55,17 @@ impl Files {
 
     fn settings(&self) -> Option<RelaySettings> {
         let text = std::fs::read_to_string(&self.settings).ok()?;
-        match serde_json::from_str(&text) {
-            Ok(s) => Some(s),
+        match serde_json::from_str::<RelaySettings>(&text) {
+            // the destination becomes an argument of ssh: never an option
+            Ok(s) if s.plain_destination() => Some(s),
+            Ok(s) => {
+                tracing::warn!(
+                    "ignoring `{}`: the destination {:?} is not `user@host`",
+                    self.settings.display(),
+                    s.destination
+                );
+                None
+            }
             Err(e) => {
                 tracing::warn!("ignoring `{}`: {e}", self.settings.display());
                 None
@@ -131,7 +140,10 @@ pub async fn run(shared: Arc<Shared>, state_dir: PathBuf, cancel: CancellationTo
             }
             continue;
         };
-        set(&files, &mut state, &settings, "connecting", "");
+        if state.state != "down" {
+            // while down, the state stays `down` (with the last reason) until it is up
+            set(&files, &mut state, &settings, "connecting", "");
+        }
         let outcome = tunnel_once(&files, &settings, &mut state, &shared, &cancel).await;
         if cancel.is_cancelled() {
             return;

@@ -13,30 +13,13 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use homebase_testkit::{AWAY, RELAY, TestProject, hosts, testhost, unique_port, webhook};
+use homebase_testkit::{
+    AWAY, RELAY, TestProject, checklist_item, hosts, json_of, testhost, unique_port, webhook,
+};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn item<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` in {report:#}"))
 }
 
 fn stderr(o: &Output) -> String {
@@ -92,10 +75,14 @@ fn the_host_is_reached_from_anywhere_through_a_relay_and_preflight_says_whether_
 
     // 1. Setup makes the Mini's key and says the one line the relay needs; nothing else
     //    goes on the relay.
-    let r = json(&p.run(&setup));
-    assert_eq!(item(&r, "relay key")["state"], "changed", "{r:#}");
-    assert_eq!(item(&r, "relay host key")["state"], "changed", "{r:#}");
-    let account = item(&r, "relay account");
+    let r = json_of(&p.run(&setup));
+    assert_eq!(checklist_item(&r, "relay key")["state"], "changed", "{r:#}");
+    assert_eq!(
+        checklist_item(&r, "relay host key")["state"],
+        "changed",
+        "{r:#}"
+    );
+    let account = checklist_item(&r, "relay account");
     assert_eq!(account["state"], "missing", "{r:#}");
     let fix = account["fix"].as_str().unwrap();
     let line = fix.lines().last().unwrap();
@@ -109,12 +96,20 @@ fn the_host_is_reached_from_anywhere_through_a_relay_and_preflight_says_whether_
     let keys = format!("/home/{}/.ssh/authorized_keys", relay.user);
     let before = std::fs::read_to_string(&keys).unwrap();
     std::fs::write(&keys, format!("{before}{line}\n")).unwrap();
-    let r = json(&p.run(&setup));
-    assert_eq!(item(&r, "relay account")["state"], "ok", "{r:#}");
-    assert_eq!(item(&r, "relay tunnel")["state"], "changed", "{r:#}");
-    assert_eq!(item(&r, "away path")["state"], "ok", "{r:#}");
-    let again = json(&p.run(&setup));
-    assert_eq!(item(&again, "relay tunnel")["state"], "ok", "{again:#}");
+    let r = json_of(&p.run(&setup));
+    assert_eq!(checklist_item(&r, "relay account")["state"], "ok", "{r:#}");
+    assert_eq!(
+        checklist_item(&r, "relay tunnel")["state"],
+        "changed",
+        "{r:#}"
+    );
+    assert_eq!(checklist_item(&r, "away path")["state"], "ok", "{r:#}");
+    let again = json_of(&p.run(&setup));
+    assert_eq!(
+        checklist_item(&again, "relay tunnel")["state"],
+        "ok",
+        "{again:#}"
+    );
 
     // 2. Away: nothing reaches the Mini but through the relay. Every command takes it and
     //    says so.
@@ -123,7 +118,7 @@ fn the_host_is_reached_from_anywhere_through_a_relay_and_preflight_says_whether_
     let d = p.run(&["deploy"]);
     assert!(d.status.success(), "{}", stderr(&d));
     assert!(stderr(&d).contains(VIA_RELAY), "{}", stderr(&d));
-    let s = json(&p.run(&["status", "--json"]));
+    let s = json_of(&p.run(&["status", "--json"]));
     assert_eq!(s["healthy"], true, "{s:#}");
     let logs = p.run(&["logs", "api", "--tail", "5"]);
     assert!(logs.status.success(), "{}", stderr(&logs));
@@ -233,28 +228,36 @@ fn the_host_is_reached_from_anywhere_through_a_relay_and_preflight_says_whether_
     // 7. Preflight: fails on each broken item, passes when all hold.
     let pre = p.run(&["preflight", "--json"]);
     assert!(!pre.status.success());
-    let r = json(&pre);
-    assert_eq!(item(&r, "backup")["state"], "missing", "{r:#}");
-    assert_eq!(item(&r, "away path")["state"], "ok", "{r:#}");
-    assert_eq!(item(&r, "alerts")["state"], "ok", "{r:#}");
+    let r = json_of(&pre);
+    assert_eq!(checklist_item(&r, "backup")["state"], "missing", "{r:#}");
+    assert_eq!(checklist_item(&r, "away path")["state"], "ok", "{r:#}");
+    assert_eq!(checklist_item(&r, "alerts")["state"], "ok", "{r:#}");
     assert!(
         received.lock().unwrap().iter().any(|a| a["kind"] == "test"),
         "the test message reached the webhook"
     );
     p.ok(&["backup", "now"]);
-    let r = json(&p.run(&["preflight", "--json"]));
+    let r = json_of(&p.run(&["preflight", "--json"]));
     assert_eq!(r["ready"], true, "{r:#}");
-    assert_eq!(item(&r, "backup")["state"], "ok", "{r:#}");
-    assert_eq!(item(&r, "disk")["state"], "ok", "{r:#}");
+    assert_eq!(checklist_item(&r, "backup")["state"], "ok", "{r:#}");
+    assert_eq!(checklist_item(&r, "disk")["state"], "ok", "{r:#}");
     // each broken in turn
     testhost(&["mac-set", &AWAY.to_string(), "autorestart", "0"], &[]);
-    let r = json(&p.run(&["preflight", "--json"]));
-    assert_eq!(item(&r, "power failure")["state"], "missing", "{r:#}");
+    let r = json_of(&p.run(&["preflight", "--json"]));
+    assert_eq!(
+        checklist_item(&r, "power failure")["state"],
+        "missing",
+        "{r:#}"
+    );
     assert_eq!(r["ready"], false);
     testhost(&["mac-set", &AWAY.to_string(), "autorestart", "1"], &[]);
     std::fs::write(&keys, &before).unwrap();
-    let r = json(&p.run(&["preflight", "--json"]));
-    assert_eq!(item(&r, "relay account")["state"], "missing", "{r:#}");
+    let r = json_of(&p.run(&["preflight", "--json"]));
+    assert_eq!(
+        checklist_item(&r, "relay account")["state"],
+        "missing",
+        "{r:#}"
+    );
     assert_eq!(r["ready"], false);
     std::fs::write(&keys, format!("{before}{line}\n")).unwrap();
     std::fs::write(
@@ -266,15 +269,15 @@ fn the_host_is_reached_from_anywhere_through_a_relay_and_preflight_says_whether_
     let deadline = Instant::now() + Duration::from_secs(30);
     let r = loop {
         // the daemon reads the new sinks within 5 s
-        let r = json(&p.run(&["preflight", "--json"]));
-        if item(&r, "alerts")["state"] == "missing" || Instant::now() > deadline {
+        let r = json_of(&p.run(&["preflight", "--json"]));
+        if checklist_item(&r, "alerts")["state"] == "missing" || Instant::now() > deadline {
             break r;
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    assert_eq!(item(&r, "alerts")["state"], "missing", "{r:#}");
+    assert_eq!(checklist_item(&r, "alerts")["state"], "missing", "{r:#}");
     assert!(
-        item(&r, "alerts")["detail"]
+        checklist_item(&r, "alerts")["detail"]
             .as_str()
             .unwrap()
             .contains("webhook"),

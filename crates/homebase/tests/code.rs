@@ -544,19 +544,7 @@ fn a_loop_works_in_the_projects_repository_and_its_commits_come_back() {
     status("completed");
 
     // every iteration is a commit on homebase/ralph, and the history says which
-    let with_daemon = |args: &[&str]| -> String {
-        let o = p
-            .cmd(args)
-            .env("HOMEBASE_DAEMON_STATE", &d.0.state)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).to_string()
-    };
+    let with_daemon = |args: &[&str]| p.ok_with_daemon(&d.0, args);
     let history: Vec<serde_json::Value> =
         serde_json::from_str(&with_daemon(&["loop", "history", "ralph", "--json"])).unwrap();
     assert_eq!(history.len(), 2, "{history:#?}");

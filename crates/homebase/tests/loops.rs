@@ -1208,20 +1208,7 @@ fn agents_results_are_read_their_spend_capped_per_day_and_bad_results_never_coun
     assert!(close(&s["spend"]["today_cost_usd"], 0.6), "{s:#}");
 
     // The laptop sees the spend: ls, history, metrics.
-    let cli = |args: &[&str]| {
-        let o = env
-            .p
-            .cmd(args)
-            .env("HOMEBASE_DAEMON_STATE", &env.d.state)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).to_string()
-    };
+    let cli = |args: &[&str]| env.p.ok_with_daemon(&env.d, args);
     let ls = cli(&["loop", "ls"]);
     assert!(ls.contains("$1.10 of $1.00 today ($0.50 last"), "{ls}");
     assert!(ls.contains("waiting: spend cap"), "{ls}");

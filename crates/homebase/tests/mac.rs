@@ -13,30 +13,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use homebase_testkit::{FRESH_MAC, TestProject, hosts, testhost, unique_port};
+use homebase_testkit::{
+    FRESH_MAC, TestProject, checklist_item, hosts, json_of, testhost, unique_port,
+};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_homebase"))
-}
-
-fn item<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` in {report:#}"))
-}
-
-fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// Waits up to `secs` for `pred` on `homebase status --json`.
@@ -92,34 +75,38 @@ volumes:
     // A fresh Mac: the checklist says what is missing, each with its fix.
     let check = p.run(&["setup", "--check", "--json"]);
     assert_eq!(check.status.code(), Some(1));
-    let r = json(&check);
+    let r = json_of(&check);
     assert_eq!(
-        item(&r, "host")["detail"]
+        checklist_item(&r, "host")["detail"]
             .as_str()
             .unwrap()
             .split(' ')
             .next(),
         Some("Darwin")
     );
-    assert_eq!(item(&r, "docker engine")["state"], "ok", "{r:#}");
-    assert_eq!(item(&r, "docker compose")["state"], "ok", "{r:#}");
-    assert_eq!(item(&r, "compose plugin")["state"], "warning");
+    assert_eq!(checklist_item(&r, "docker engine")["state"], "ok", "{r:#}");
+    assert_eq!(checklist_item(&r, "docker compose")["state"], "ok", "{r:#}");
+    assert_eq!(checklist_item(&r, "compose plugin")["state"], "warning");
     assert_eq!(
-        item(&r, "colima at login")["fix"],
+        checklist_item(&r, "colima at login")["fix"],
         "brew services start colima"
     );
     assert_eq!(
-        item(&r, "power failure")["fix"],
+        checklist_item(&r, "power failure")["fix"],
         "sudo pmset -a autorestart 1"
     );
     assert!(
-        item(&r, "automatic login")["detail"]
+        checklist_item(&r, "automatic login")["detail"]
             .as_str()
             .unwrap()
             .contains("FileVault is on")
     );
-    assert_eq!(item(&r, "homebase binary")["state"], "missing");
-    assert_eq!(item(&r, "live restore")["state"], "warning", "{r:#}");
+    assert_eq!(checklist_item(&r, "homebase binary")["state"], "missing");
+    assert_eq!(
+        checklist_item(&r, "live restore")["state"],
+        "warning",
+        "{r:#}"
+    );
     // nothing changed on the host
     let untouched = hosts.ssh_ok(h, "ls ~/Library/LaunchAgents 2>/dev/null; grep -c cliPluginsExtraDirs ~/.docker/config.json; true");
     assert_eq!(untouched.trim(), "0", "{untouched}");
@@ -127,7 +114,7 @@ volumes:
     // setup: the plugin registered, Colima at login, the binary (built for this "Mac"), the
     // LaunchAgent, started through launchctl, answering with its token.
     let out = p.run(&["setup", "--json", "--binary", bin().to_str().unwrap()]);
-    let r = json(&out);
+    let r = json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{r:#}");
     for name in [
         "compose plugin",
@@ -136,12 +123,16 @@ volumes:
         "daemon service",
         "live restore",
     ] {
-        assert_eq!(item(&r, name)["state"], "changed", "{name}: {r:#}");
+        assert_eq!(
+            checklist_item(&r, name)["state"],
+            "changed",
+            "{name}: {r:#}"
+        );
     }
     // live-restore through Colima's own configuration, applied by restarting Colima while
     // nothing ran yet
     assert!(
-        item(&r, "live restore")["detail"]
+        checklist_item(&r, "live restore")["detail"]
             .as_str()
             .unwrap()
             .contains("Colima restarted"),
@@ -155,7 +146,7 @@ volumes:
             .trim(),
         "true"
     );
-    assert_eq!(item(&r, "daemon")["state"], "ok", "{r:#}");
+    assert_eq!(checklist_item(&r, "daemon")["state"], "ok", "{r:#}");
     assert!(
         hosts
             .ssh_ok(h, "docker compose version --short")
@@ -171,7 +162,7 @@ volumes:
     );
     // a second run changes nothing
     let again = p.run(&["setup", "--json", "--binary", bin().to_str().unwrap()]);
-    let r = json(&again);
+    let r = json_of(&again);
     assert_eq!(r["changed"], false, "{r:#}");
     assert_eq!(again.status.code(), Some(0));
 
@@ -256,7 +247,7 @@ volumes:
     );
 
     // a backup and a restore
-    let b = json(&p.run(&["backup", "now", "--json"]));
+    let b = json_of(&p.run(&["backup", "now", "--json"]));
     let id = b["backup"]["id"].as_str().unwrap().to_string();
     let drop_table = p.exec("db", "psql -U postgres -tAc 'DROP TABLE notes'");
     assert!(drop_table.status.success());
@@ -275,14 +266,14 @@ volumes:
     ] {
         testhost(&["mac-set", &n, k, v], &[]);
     }
-    let r = json(&p.run(&["setup", "--check", "--json"]));
+    let r = json_of(&p.run(&["setup", "--check", "--json"]));
     for name in [
         "sleep",
         "power failure",
         "automatic login",
         "colima at login",
     ] {
-        assert_eq!(item(&r, name)["state"], "ok", "{name}: {r:#}");
+        assert_eq!(checklist_item(&r, name)["state"], "ok", "{name}: {r:#}");
     }
 
     // A power cut: every process and the VM gone; at login launchd starts Colima (brew

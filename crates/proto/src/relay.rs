@@ -21,6 +21,19 @@ pub struct RelaySettings {
     pub to_port: u16,
 }
 
+impl RelaySettings {
+    /// The destination is `user@host` or `host`: no option, no space, no control character
+    /// (it becomes an argument of ssh on the host; setup writes nothing else, the daemon
+    /// takes nothing else).
+    pub fn plain_destination(&self) -> bool {
+        let d = &self.destination;
+        !d.is_empty()
+            && !d.starts_with('-')
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@._-:[]".contains(c))
+    }
+}
+
 /// The tunnel as the daemon last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RelayState {
@@ -36,4 +49,24 @@ pub struct RelayState {
     pub error: String,
     /// How many times the tunnel was (re)established since the daemon started.
     pub connects: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RelaySettings;
+
+    #[test]
+    fn a_destination_that_is_an_option_is_refused() {
+        let s = |d: &str| RelaySettings {
+            destination: d.into(),
+            port: 22,
+            listen_port: 2222,
+            to_port: 22,
+        };
+        assert!(s("me@relay.example.com").plain_destination());
+        assert!(s("hb12@10.231.0.22").plain_destination());
+        for bad in ["-oProxyCommand=sh", "me@relay x", "", "me@relay\n-o"] {
+            assert!(!s(bad).plain_destination(), "{bad:?}");
+        }
+    }
 }

@@ -87,20 +87,16 @@ fn race(ways: &[Target], order: &[usize]) -> Result<(Session, usize), RemoteErro
                 next_at = Instant::now() + HEAD_START;
             }
         }
-        let pending = started
-            .iter()
-            .filter(|i| {
-                !failed.iter().any(|(f, _)| f == *i) && best.as_ref().is_none_or(|(_, b)| b != *i)
-            })
-            .copied()
-            .collect::<Vec<_>>();
-        if let Some((_, b)) = &best {
-            let earlier_pending = pending.iter().any(|i| i < b);
-            if !earlier_pending || decide_at.is_some_and(|d| Instant::now() >= d) {
-                let won = best.take();
-                close_late(rx);
-                return won.ok_or_else(|| all_failed(ways, Vec::new()));
-            }
+        // decided: nothing earlier than the winner still trying, or its grace is over
+        let decided = best.as_ref().is_some_and(|(_, b)| {
+            let earlier_trying = started
+                .iter()
+                .any(|i| i < b && !failed.iter().any(|(f, _)| f == i));
+            !earlier_trying || decide_at.is_some_and(|d| Instant::now() >= d)
+        });
+        if decided && let Some(won) = best.take() {
+            close_late(rx);
+            return Ok(won);
         }
         let wait = match (decide_at, started.len() < order.len()) {
             (Some(d), _) => d.saturating_duration_since(Instant::now()),
@@ -126,13 +122,8 @@ fn race(ways: &[Target], order: &[usize]) -> Result<(Session, usize), RemoteErro
                     next_at = Instant::now();
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return match best {
-                    Some(b) => Ok(b),
-                    None => Err(all_failed(ways, failed)),
-                };
-            }
+            // a timeout (this function keeps a sender: the channel never closes)
+            Err(_) => {}
         }
     }
 }

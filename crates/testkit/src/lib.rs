@@ -318,6 +318,22 @@ impl<'a> TestProject<'a> {
         self.cmd(args).output().expect("run homebase")
     }
 
+    /// Runs homebase as a laptop that talks to `daemon` (its state directory) and panics
+    /// with its stderr unless it exits 0; returns stdout.
+    pub fn ok_with_daemon(&self, daemon: &Daemon, args: &[&str]) -> String {
+        let o = self
+            .cmd(args)
+            .env("HOMEBASE_DAEMON_STATE", &daemon.state)
+            .output()
+            .expect("run homebase");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
     /// Runs homebase and panics with its output unless it exits 0.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
@@ -627,4 +643,23 @@ pub fn webhook() -> (
         }
     });
     (url, got)
+}
+
+/// A command's stdout as JSON; panics with stdout and stderr when it is not.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The item `name` of a `setup --json` or `preflight --json` checklist; panics when absent.
+pub fn checklist_item<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["name"] == name))
+        .unwrap_or_else(|| panic!("no `{name}` in {report:#}"))
 }

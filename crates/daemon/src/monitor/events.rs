@@ -176,8 +176,7 @@ async fn heal_now(
         if governed || track.gave_up || t < track.next_heal || track.last_action != "die" {
             return;
         }
-        track.backoff = (track.backoff * 2).clamp(1, 300);
-        track.next_heal = t + track.backoff;
+        track.heal_started(t, 1);
     }
     shared
         .event(

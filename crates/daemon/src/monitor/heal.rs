@@ -52,8 +52,7 @@ pub(super) async fn heal(
         if c.health == "unhealthy" && c.state == "running" {
             let since = *track.unhealthy_since.get_or_insert(t);
             if t - since >= d.unhealthy_grace_secs as i64 && t >= track.next_heal {
-                track.backoff = (track.backoff * 2).clamp(10, 300);
-                track.next_heal = t + track.backoff;
+                track.heal_started(t, 10);
                 track.unhealthy_since = None;
                 track.deaths.push_back(t);
                 let msg = format!(
@@ -97,8 +96,7 @@ pub(super) async fn heal(
                 .alert(&p.name, &c.service, "down", "the container is not running")
                 .await;
             if t - since >= 3 && t >= track.next_heal {
-                track.backoff = (track.backoff * 2).clamp(5, 300);
-                track.next_heal = t + track.backoff;
+                track.heal_started(t, 5);
                 shared
                     .event(
                         &p.name,

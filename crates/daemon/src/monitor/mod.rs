@@ -81,6 +81,15 @@ struct Track {
     gave_up: bool,
 }
 
+impl Track {
+    /// A heal starts now (`t`): the next one waits twice as long as the last, between
+    /// `floor` and five minutes.
+    fn heal_started(&mut self, t: i64, floor: i64) {
+        self.backoff = (self.backoff * 2).clamp(floor, 300);
+        self.next_heal = t + self.backoff;
+    }
+}
+
 #[derive(Default)]
 struct State {
     tracks: HashMap<String, Track>,

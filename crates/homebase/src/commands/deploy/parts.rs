@@ -56,6 +56,15 @@ pub(super) fn changed_databases(old_yaml: &str, new_yaml: &str) -> Result<Vec<St
         .collect())
 }
 
+/// Whether a relative path names a place outside the directory it is relative to (an
+/// absolute path, or one that climbs with `..`): such a file cannot travel with a release.
+fn leaves_its_directory(rel: &std::path::Path) -> bool {
+    rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
 /// The `env_file`s the services name, read here to travel in the bundle (mode 0600) under the
 /// same relative paths, so that Compose on the host finds them beside compose.yml.
 pub(super) fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
@@ -64,11 +73,7 @@ pub(super) fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
     for svc in project.compose.services.values() {
         for (path, required) in svc.env_files.iter().cloned() {
             let rel = std::path::Path::new(&path);
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
+            if leaves_its_directory(rel) {
                 return Err(coded(
                     Exit::BadInput,
                     format!(
@@ -102,11 +107,7 @@ pub(super) fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
     for (name, l) in &project.config.loops {
         for rel in &l.env_files {
             let path = rel.to_string_lossy().to_string();
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
+            if leaves_its_directory(rel) {
                 return Err(coded(
                     Exit::BadInput,
                     format!(

@@ -44,8 +44,9 @@ pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
         let session = project.open_session()?;
         ways(&mut items, &project);
         let daemon = DaemonClient::connect(&session, None).ok();
-        backups(&mut items, &session, &project)?;
-        disk(&mut items, &session, &project, args.days)?;
+        let kept = crate::commands::backup::manifests(&session, &project)?;
+        backups(&mut items, &session, &project, &kept)?;
+        disk(&mut items, &session, &kept, args.days)?;
         match &daemon {
             Some(d) => {
                 alerts(&mut items, d);
@@ -132,7 +133,12 @@ fn is_private(t: Option<&Target>) -> bool {
 
 /// The last backup: taken within the schedule, and every file's checksum as its manifest
 /// says (read on the host now).
-fn backups(items: &mut Vec<Item>, session: &Session, project: &Project) -> Result<()> {
+fn backups(
+    items: &mut Vec<Item>,
+    session: &Session,
+    project: &Project,
+    all: &[crate::commands::backup::Manifest],
+) -> Result<()> {
     if project.config.backup.schedule == "off" {
         items.push(item(
             "backup",
@@ -142,7 +148,6 @@ fn backups(items: &mut Vec<Item>, session: &Session, project: &Project) -> Resul
         ));
         return Ok(());
     }
-    let all = crate::commands::backup::manifests(session, project)?;
     let Some(last) = all.last() else {
         items.push(item(
             "backup",
@@ -206,8 +211,12 @@ fn backups(items: &mut Vec<Item>, session: &Session, project: &Project) -> Resul
 
 /// Free space where the backups go, against what `days` more of them take at the rate of
 /// the last ones (and one rebuild of the images).
-fn disk(items: &mut Vec<Item>, session: &Session, project: &Project, days: u32) -> Result<()> {
-    let all = crate::commands::backup::manifests(session, project).unwrap_or_default();
+fn disk(
+    items: &mut Vec<Item>,
+    session: &Session,
+    all: &[crate::commands::backup::Manifest],
+    days: u32,
+) -> Result<()> {
     let per_day: u64 = all
         .iter()
         .rev()

@@ -44,6 +44,8 @@ pub(super) struct Facts {
     pub(super) agent_loaded: bool,
     /// The engine keeps containers running while it restarts (`live-restore`).
     pub(super) live_restore: Option<bool>,
+    /// Tailscale on the host (nothing when it has none).
+    pub(super) tailscale: super::tailnet::Tailscale,
 }
 
 /// What the facts script prints, one `key=value` a line (FIND_COMPOSE goes in front).
@@ -64,6 +66,12 @@ if command -v launchctl >/dev/null 2>&1 && launchctl print "gui/$(id -u)/dev.hom
 if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; then echo "systemctl=yes"; fi
 b=@BIN@; if [ -f "$b" ]; then echo "binary=$( (sha256sum "$b" 2>/dev/null || shasum -a 256 "$b") | cut -d' ' -f1)"; fi
 if [ -f "$HOME/.docker/config.json" ]; then printf 'docker_config='; tr -d '\n' < "$HOME/.docker/config.json"; echo; fi
+[ -d /Applications/Tailscale.app ] && echo "ts_app=yes"
+for f in /Library/LaunchDaemons/com.tailscale.tailscaled.plist /Library/LaunchDaemons/homebrew.mxcl.tailscale.plist; do [ -f "$f" ] && echo "ts_boot=yes"; done
+command -v systemctl >/dev/null 2>&1 && systemctl is-enabled tailscaled >/dev/null 2>&1 && echo "ts_boot=yes"
+ts=$(command -v tailscale 2>/dev/null || { [ -x /Applications/Tailscale.app/Contents/MacOS/Tailscale ] && echo /Applications/Tailscale.app/Contents/MacOS/Tailscale; })
+[ -n "$ts" ] && n=$("$ts" status --json 2>/dev/null | sed -n 's/.*"DNSName": *"\([^"]*\)".*/\1/p' | head -1) && echo "ts_name=${n%.}"
+true
 "#;
 
 pub(super) fn facts(session: &Session) -> Result<Facts> {
@@ -108,6 +116,11 @@ pub(super) fn facts(session: &Session) -> Result<Facts> {
         filevault_on: get("filevault").is_some(),
         agent_loaded: get("agent_loaded").is_some(),
         live_restore: get("live_restore").map(|v| v == "true"),
+        tailscale: super::tailnet::Tailscale {
+            app: get("ts_app").is_some(),
+            daemon_at_boot: get("ts_boot").is_some(),
+            name: get("ts_name").unwrap_or_default(),
+        },
     })
 }
 

@@ -58,11 +58,15 @@ pub(super) fn host(
     args: &SetupArgs,
     binary: &Binary,
     swarm: bool,
+    ways: &[String],
 ) -> Result<Checklist> {
     let f = facts(session)?;
     let (mut items, blocking) = check_host(&f, memory, &session.host());
     if blocking {
         return Ok((items, true));
+    }
+    if !swarm {
+        items.extend(super::tailnet::items(&f.tailscale, &f.user, ways));
     }
     super::live_restore::make_it_so(&mut items, session, &f, args, swarm)?;
 

@@ -55,20 +55,20 @@ fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>,
     let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
         let session = project.open_session()?;
+        let h = &project.config.host;
+        let ways: Vec<String> = std::iter::once(h.ssh.clone())
+            .chain(h.also.iter().cloned())
+            .collect();
         let (mut items, blocked) = host(
             &session,
             project.config.budget.host_memory,
             args,
             &binary,
             false,
+            &ways,
         )?;
         if !blocked {
             relay::make_it_so(&mut items, &session, project, args)?;
-            let h = &project.config.host;
-            let ways: Vec<String> = std::iter::once(h.ssh.clone())
-                .chain(h.also.iter().cloned())
-                .collect();
-            items.extend(tailnet::items(&tailnet::facts(&session)?, &ways));
         }
         return Ok((items, blocked));
     }
@@ -82,7 +82,7 @@ fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>,
             let session = project
                 .node_session(name)
                 .with_context(|| format!("cannot reach node {name}"))?;
-            host(&session, n.memory, args, &binary, true)
+            host(&session, n.memory, args, &binary, true, &[])
         },
     );
     for (name, result) in results {
@@ -175,6 +175,7 @@ mod tests {
             filevault_on: os == "Darwin",
             agent_loaded: false,
             live_restore: Some(false),
+            tailscale: Default::default(),
         }
     }
 

@@ -56,6 +56,18 @@ pub(super) fn make_it_so(
         listen_port: section.tunnel_port,
         to_port: 22,
     };
+    if !settings.plain_destination() {
+        items.push(item(
+            "relay",
+            "missing",
+            format!(
+                "ssh resolves the relay to `{}`, which is not `user@host`",
+                settings.destination
+            ),
+            Some("set host.relay.ssh to the relay's user@host".into()),
+        ));
+        return Ok(());
+    }
     if !relay_accepts(items, session, &settings, &pubkey, &relay)? {
         return Ok(());
     }
@@ -70,13 +82,18 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
     let read = session.run(&format!("cat {key}.pub 2>/dev/null"))?;
     let existing = String::from_utf8_lossy(&read.stdout).trim().to_string();
     if !existing.is_empty() {
+        // it goes into a line the user pastes on the relay: one plain public key, or nothing
+        let Some(key) = plain_public_key(&existing) else {
+            items.push(not_plain());
+            return Ok(None);
+        };
         items.push(item(
             "relay key",
             "ok",
             "the host has its key for the relay",
             None,
         ));
-        return Ok(Some(existing));
+        return Ok(Some(key));
     }
     if args.check {
         items.push(item(
@@ -88,15 +105,45 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
         return Ok(None);
     }
     let made = session.check(&format!(
-        "set -e; mkdir -p \"$(dirname {key})\"; ssh-keygen -q -t ed25519 -N '' -C \"homebase@$(hostname)\" -f {key} </dev/null >/dev/null; cat {key}.pub"
+        "set -e; mkdir -p \"$(dirname {key})\"; ssh-keygen -q -t ed25519 -N '' -C \"homebase@$(hostname | tr -cd 'A-Za-z0-9._-')\" -f {key} </dev/null >/dev/null; cat {key}.pub"
     ))?;
+    let Some(key) = plain_public_key(made.trim()) else {
+        items.push(not_plain());
+        return Ok(None);
+    };
     items.push(item(
         "relay key",
         "changed",
         "made the host's key for the relay (it never leaves the host)",
         None,
     ));
-    Ok(Some(made.trim().to_string()))
+    Ok(Some(key))
+}
+
+fn not_plain() -> Item {
+    item(
+        "relay key",
+        "missing",
+        "the host's relay key (~/.homebase/relay/id_ed25519.pub) is not one plain ed25519 public key",
+        Some("remove ~/.homebase/relay/id_ed25519 and id_ed25519.pub on the host; homebase setup then makes a new one".into()),
+    )
+}
+
+/// `ssh-ed25519 BASE64 [comment]` on one line, the comment plain words: what may go into
+/// the relay's authorized_keys (anything else could carry options or a second line).
+fn plain_public_key(text: &str) -> Option<String> {
+    let mut words = text.split(' ');
+    let (kind, body) = (words.next()?, words.next()?);
+    let plain = kind == "ssh-ed25519"
+        && !body.is_empty()
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+        && words.all(|w| {
+            w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c))
+        });
+    plain.then(|| text.to_string())
 }
 
 /// The relay's host key as the laptop has it recorded, written on the host under
@@ -342,4 +389,24 @@ pub(crate) fn read_state(session: &Session) -> Option<RelayState> {
         ))
         .ok()?;
     serde_json::from_slice(&out.stdout).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_public_key;
+
+    #[test]
+    fn only_a_plain_public_key_goes_into_the_relays_line() {
+        let k = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMY8O8x/7gJlKFEBQqSVdkR5X4mn112KFDeS6vf7FFcy homebase@vm";
+        assert_eq!(plain_public_key(k).as_deref(), Some(k));
+        for bad in [
+            "ssh-ed25519 AAAA x\ncommand=\"sh\" ssh-ed25519 BBBB",
+            "command=\"sh\" ssh-ed25519 AAAA",
+            "ssh-rsa AAAA",
+            "ssh-ed25519 AAAA homebase@vm,permitopen=\"*:*\"",
+            "ssh-ed25519",
+        ] {
+            assert_eq!(plain_public_key(bad), None, "{bad}");
+        }
+    }
 }
