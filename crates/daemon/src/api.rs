@@ -186,7 +186,10 @@ async fn new_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(serde_json::json!({ "session": id, "expires_in": SESSION_SECS })),
+        Json(homebase_proto::DashSession {
+            session: id,
+            expires_in: SESSION_SECS,
+        }),
     )
         .into_response()
 }
@@ -195,9 +198,11 @@ async fn new_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
 /// browser instead of the token.
 async fn login_code(State(shared): State<Arc<Shared>>) -> Response {
     match Sessions::insert(&shared.sessions.codes, CODE_SECS) {
-        Some(code) => {
-            Json(serde_json::json!({ "code": code, "expires_in": CODE_SECS })).into_response()
-        }
+        Some(code) => Json(homebase_proto::LoginCode {
+            code,
+            expires_in: CODE_SECS,
+        })
+        .into_response(),
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -307,10 +307,9 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
             .await;
             match out {
                 Ok(Ok(o)) if o.status.success() => {
-                    let v: serde_json::Value =
+                    let report: homebase_proto::BackupReport =
                         serde_json::from_slice(&o.stdout).unwrap_or_default();
-                    let id = v["backup"]["id"].as_str().unwrap_or("?").to_string();
-                    let files = v["backup"]["files"].as_array().map_or(0, Vec::len);
+                    let (id, files) = (report.backup.id, report.backup.files.len());
                     let what = match &p.node {
                         Some(node) if files == 0 => {
                             not_before.insert(p.name.clone(), t + 30);

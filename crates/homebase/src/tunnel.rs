@@ -27,6 +27,17 @@ pub struct ServiceForward {
 }
 
 impl ServiceForward {
+    /// The forward as `tunnel --json` shows it.
+    pub fn shown(&self) -> homebase_proto::TunnelForward {
+        homebase_proto::TunnelForward {
+            service: self.service.clone(),
+            local_port: self.local_port,
+            remote_host: self.remote_host.clone(),
+            remote_port: self.remote_port,
+            remapped_from: self.remapped_from,
+        }
+    }
+
     pub fn forward(&self) -> Forward {
         Forward {
             local_port: self.local_port,

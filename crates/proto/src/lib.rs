@@ -6,6 +6,9 @@
 pub mod clock;
 pub mod layout;
 pub mod relay;
+mod reports;
+
+pub use reports::*;
 pub mod sys;
 
 use schemars::JsonSchema;

@@ -169,3 +169,25 @@ fn no_source_file_is_longer_than_a_module_should_be() {
         "source files over {MAX_FILE_LINES} lines outside tests: split them into modules: {long:#?}"
     );
 }
+
+/// A document homebase prints or sends is a type of `homebase-proto`, typed on both ends;
+/// `json!` is left to what is not homebase's: the payloads of Slack and Discord, and the
+/// user's own JSON files setup edits (the docker CLI's config, the engine's daemon.json).
+#[test]
+fn every_document_homebase_prints_or_sends_is_a_proto_type() {
+    let allowed = [
+        "crates/daemon/src/alerts.rs",
+        "crates/homebase/src/commands/setup/checks.rs",
+        "crates/homebase/src/commands/setup/live_restore.rs",
+    ];
+    let offenders: Vec<String> = sources()
+        .iter()
+        .filter(|(p, _)| !allowed.iter().any(|a| Path::new(a) == p))
+        .filter(|(_, text)| outside_tests(text).contains("json!("))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "`json!` builds a document outside tests: make it a type in crates/proto (and parse it as that type where it is read) in: {offenders:#?}"
+    );
+}

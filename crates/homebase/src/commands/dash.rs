@@ -71,7 +71,12 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         let shown = if args.print_url { &with_token } else { &url };
         crate::say!(
             "{}",
-            serde_json::json!({"url": shown, "local_port": local_port, "browser_opened": opened})
+            serde_json::to_string(&homebase_proto::DashOpened {
+                url: shown.to_string(),
+                local_port,
+                browser_opened: opened,
+            })
+            .unwrap_or_default()
         );
         let _ = std::io::stdout().flush();
     } else if args.print_url {
@@ -112,7 +117,7 @@ fn login_code(port: u16, token: &str) -> Result<String> {
             .timeout_global(Some(Duration::from_secs(10)))
             .build(),
     );
-    let v: serde_json::Value = agent
+    let answer: homebase_proto::LoginCode = agent
         .post(&format!("http://127.0.0.1:{port}/api/login-code"))
         .header("Authorization", &format!("Bearer {token}"))
         .send_empty()
@@ -120,10 +125,7 @@ fn login_code(port: u16, token: &str) -> Result<String> {
         .body_mut()
         .read_json()
         .context("the daemon's sign-in code is not what homebase expects")?;
-    v["code"]
-        .as_str()
-        .map(str::to_string)
-        .context("the daemon gave no sign-in code")
+    Ok(answer.code)
 }
 
 fn open_browser(url: &str) -> bool {

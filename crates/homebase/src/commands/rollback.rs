@@ -176,7 +176,7 @@ fn rolled_back(json: bool, e: &homebase_proto::ReleaseEntry, target: &str) -> Re
     if json {
         crate::say!(
             "{}",
-            serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))?
+            serde_json::to_string(&homebase_proto::ReleaseResult::new(e.clone()))?
         );
     } else {
         crate::esay!("rolled back to release {target}");

@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::Result;
 use homebase_proto::ReleaseEntry;
 use homebase_remote::sh_quote;
-use serde_json::Value;
 
 use super::{FIND_COMPOSE, HostProject, PsEntry, compose::parse_docker_ps_line};
 use homebase_proto::clock::now_secs;
@@ -23,7 +22,15 @@ pub const LOCK_INFO: &str =
 /// The holder's line up to its `host_pid` value, which the script appends (`$$`, `$jp`).
 /// `job`: the lock is held by the release job on the host, not by a laptop.
 pub fn lock_line_prefix(holder: &str, token: &str, job: bool) -> String {
-    let info = serde_json::json!({ "holder": holder, "pid": std::process::id(), "time": now_secs(), "token": token, "job": job }).to_string();
+    let line = homebase_proto::LockHolder {
+        holder: holder.to_string(),
+        pid: u64::from(std::process::id()),
+        time: now_secs(),
+        token: token.to_string(),
+        job,
+        host_pid: None,
+    };
+    let info = serde_json::to_string(&line).unwrap_or_default();
     format!("{},\"host_pid\":", info.trim_end_matches('}'))
 }
 
@@ -378,16 +385,20 @@ pub struct Prepared {
 }
 
 fn held(info: &str) -> LockOutcome {
-    let v: Value = serde_json::from_str(info).unwrap_or(Value::Null);
-    let time = v["time"].as_u64().unwrap_or(0);
-    let job = v["job"].as_bool().unwrap_or(false);
+    let line: homebase_proto::LockHolder = serde_json::from_str(info).unwrap_or_default();
     LockOutcome::Held {
-        holder: v["holder"].as_str().unwrap_or("unknown").to_string(),
+        holder: if line.holder.is_empty() {
+            "unknown".into()
+        } else {
+            line.holder
+        },
         // the job's lock names its process on the host
-        pid: v[if job { "host_pid" } else { "pid" }]
-            .as_u64()
-            .unwrap_or(0),
-        age: Duration::from_secs(now_secs().saturating_sub(time)),
-        job,
+        pid: if line.job {
+            line.host_pid.unwrap_or(0)
+        } else {
+            line.pid
+        },
+        age: Duration::from_secs(now_secs().saturating_sub(line.time)),
+        job: line.job,
     }
 }

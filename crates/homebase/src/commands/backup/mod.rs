@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use homebase_remote::{Session, Target, sh_quote};
 use homebase_stack::kinds::Kind;
-use serde::{Deserialize, Serialize};
 
 use crate::cli::{BackupArgs, BackupCommand, Global};
 use crate::exit::{Exit, coded};
@@ -29,71 +28,16 @@ use restore::{pull, restore};
 pub use take::take;
 use take::take_here;
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
-pub struct Manifest {
-    pub id: String,
-    pub project: String,
-    pub time: u64,
-    pub files: Vec<BackupFile>,
-}
+pub use homebase_proto::{BackupFile, BackupManifest as Manifest};
 
-impl Manifest {
-    /// A manifest read from the host is only believed when its id is its directory's name,
-    /// it is this project's, and every name in it is a plain file name: it decides paths
-    /// on the laptop and words in scripts on the host.
-    fn check(&self, dir_name: &str, project: &str) -> Result<(), String> {
-        if !homebase_proto::is_safe_name(&self.id) || self.id != dir_name {
-            return Err(format!(
-                "its manifest's id `{}` is not its directory's name",
-                self.id.escape_debug()
-            ));
-        }
-        if self.project != project {
-            return Err(format!(
-                "its manifest names another project (`{}`)",
-                self.project.escape_debug()
-            ));
-        }
-        for f in &self.files {
-            let service_ok = homebase_proto::is_safe_name(&f.service);
-            let node_ok = f.node.as_deref().is_none_or(homebase_proto::is_safe_name);
-            if !homebase_proto::is_safe_name(&f.file) || !service_ok || !node_ok {
-                return Err(format!(
-                    "its manifest lists an unsafe file name `{}`",
-                    f.file.escape_debug()
-                ));
-            }
-            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("`{}` has no valid SHA-256", f.file.escape_debug()));
-            }
-        }
-        Ok(())
+/// A manifest of this project, taken now.
+pub(super) fn new_manifest(project: &Project, id: String, files: Vec<BackupFile>) -> Manifest {
+    Manifest {
+        id,
+        project: project.config.project.name.clone(),
+        time: now_secs(),
+        files,
     }
-
-    fn new(project: &Project, id: String, files: Vec<BackupFile>) -> Self {
-        Manifest {
-            id,
-            project: project.config.project.name.clone(),
-            time: now_secs(),
-            files,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
-pub struct BackupFile {
-    pub service: String,
-    /// `pg_dump` or `volume`.
-    pub kind: String,
-    /// For `volume`: the path in the container it was taken from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    pub file: String,
-    pub bytes: u64,
-    pub sha256: String,
-    /// Swarm mode: the node that ran the service and keeps this file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
 }
 
 pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
@@ -107,9 +51,8 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
             if *scheduled && this_node.is_none() && plan(&project, services)?.is_empty() {
                 // nothing worth a backup in this stack: say so, as an empty backup
                 ui::out(
-                    &(serde_json::to_string_pretty(
-                        &serde_json::json!({"backup": {"files": []}, "pruned": []}),
-                    )? + "\n"),
+                    &(serde_json::to_string_pretty(&homebase_proto::BackupReport::default())?
+                        + "\n"),
                 )?;
                 return Ok(Exit::Ok);
             }
@@ -166,9 +109,10 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
     };
     if json {
         ui::out(
-            &(serde_json::to_string_pretty(
-                &serde_json::json!({"backup": manifest, "pruned": pruned}),
-            )? + "\n"),
+            &(serde_json::to_string_pretty(&homebase_proto::BackupReport {
+                backup: manifest.clone(),
+                pruned: pruned.clone(),
+            })? + "\n"),
         )?;
     } else {
         for f in &manifest.files {

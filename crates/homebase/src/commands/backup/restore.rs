@@ -212,9 +212,12 @@ pub(super) fn pull(
     write_private(&dest.join("manifest.json"), &serde_json::to_vec_pretty(&m)?)?;
     if json {
         ui::out(
-            &(serde_json::to_string_pretty(
-                &serde_json::json!({"id": m.id, "to": dest, "files": m.files.len(), "verified": true}),
-            )? + "\n"),
+            &(serde_json::to_string_pretty(&homebase_proto::BackupPulled {
+                id: m.id.clone(),
+                to: dest.display().to_string(),
+                files: m.files.len(),
+                verified: true,
+            })? + "\n"),
         )?;
     } else {
         crate::esay!(

@@ -68,7 +68,7 @@ pub fn take(
     }
     pruned.sort();
     pruned.dedup();
-    Ok((Manifest::new(project, id, files), pruned))
+    Ok((super::new_manifest(project, id, files), pruned))
 }
 
 /// A backup's id: its UTC time (retention reads the day from it; ids sort by time) and four
@@ -116,7 +116,7 @@ pub(super) fn take_here(
         let pruned = prune(host, project, &on_host)?;
         (part, pruned)
     };
-    Ok((Manifest::new(project, id, files), pruned))
+    Ok((super::new_manifest(project, id, files), pruned))
 }
 
 /// One host's part of a backup: dumps and archives into a temp dir, a manifest of them,
@@ -196,7 +196,7 @@ pub(super) fn take_on(
             });
         }
     }
-    let part = Manifest::new(project, id.to_string(), files.clone());
+    let part = super::new_manifest(project, id.to_string(), files.clone());
     let text = serde_json::to_string_pretty(&part)?;
     let target = format!("{}/{id}", dir(host));
     let out = session.check(&format!(

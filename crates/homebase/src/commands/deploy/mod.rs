@@ -600,9 +600,7 @@ fn report_up_to_date(args: &DeployArgs, progress: &Progress, e: &ReleaseEntry) {
 }
 
 fn result(json: bool, e: &ReleaseEntry) {
-    if json
-        && let Ok(line) =
-            serde_json::to_string(&serde_json::json!({ "event": "result", "release": e }))
+    if json && let Ok(line) = serde_json::to_string(&homebase_proto::ReleaseResult::new(e.clone()))
     {
         crate::say!("{line}");
     }

@@ -572,10 +572,10 @@ impl ServerHandler for Homebase {
                     .current
                     .as_ref()
                     .and_then(|c| all.releases.iter().rev().find(|e| &e.id == c));
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "current": all.current,
-                    "record": record,
-                }))
+                serde_json::to_string_pretty(&homebase_proto::CurrentRelease {
+                    current: all.current.clone(),
+                    record: record.cloned(),
+                })
                 .map_err(|e| tool_failed(e.to_string()))?
             }
             other => {

@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use crate::cli::{Global, SetupArgs};
 use crate::exit::Exit;
@@ -24,15 +23,8 @@ mod tailnet;
 
 use install::{Binary, host};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Item {
-    pub name: String,
-    /// `ok`, `changed`, `missing`, `warning`.
-    pub state: String,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
+/// One item of the checklist (`homebase_proto::CheckItem`).
+pub use homebase_proto::CheckItem as Item;
 
 pub fn item(name: &str, state: &str, detail: impl Into<String>, fix: Option<String>) -> Item {
     Item {
@@ -104,9 +96,11 @@ fn finish(items: &[Item], json: bool, blocked: bool) -> Result<Exit> {
     let missing = items.iter().any(|i| i.state == "missing");
     if json {
         ui::out(
-            &(serde_json::to_string_pretty(
-                &serde_json::json!({"items": items, "changed": changed, "ready": !missing && !blocked}),
-            )? + "\n"),
+            &(serde_json::to_string_pretty(&homebase_proto::Checklist {
+                items: items.to_vec(),
+                changed,
+                ready: !missing && !blocked,
+            })? + "\n"),
         )?;
     } else {
         let mut s = String::new();

@@ -8,17 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use homebase_proto::TunnelEvent;
 use homebase_remote::Forward;
 use homebase_remote::{RemoteError, Session, SshTarget, Target, TunnelMaster};
-use serde_json::json;
+
+mod check;
+
+use check::check;
 
 use crate::cli::{Global, SshConfigArgs, TunnelArgs};
 use crate::daemon_client;
 use crate::exit::{Exit, coded};
-use crate::probe::probe;
 use crate::project::{self, Project};
 use crate::tunnel::{self, ServiceForward, TunnelState};
-use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
+use crate::ui::{self, BAD, GOOD, WARN, paint};
 
 /// Round trips above this are flagged: the plan's target for every service.
 const SLOW: Duration = Duration::from_millis(100);
@@ -149,9 +152,9 @@ struct Line {
 }
 
 impl Line {
-    fn event(&self, value: serde_json::Value, human: &str) {
+    fn event(&self, event: TunnelEvent, human: &str) {
         if self.json {
-            crate::say!("{value}");
+            crate::say!("{}", serde_json::to_string(&event).unwrap_or_default());
             let _ = std::io::stdout().flush();
         } else if self.terminal {
             let mut err = anstream::stderr();
@@ -190,7 +193,9 @@ fn current_way(project: &Project, now: &SshTarget, line: &Line) -> SshTarget {
     };
     if way.describe() != now.describe() {
         line.event(
-            json!({"event": "way", "via": way.describe()}),
+            TunnelEvent::Way {
+                via: way.describe(),
+            },
             &format!(
                 "{}: reaching the host as {}\n",
                 paint(WARN, "notice"),
@@ -201,24 +206,69 @@ fn current_way(project: &Project, now: &SshTarget, line: &Line) -> SshTarget {
     way.clone()
 }
 
-fn foreground(project: &Project, json: bool) -> Result<Exit> {
-    let mut t = ssh_target(project)?;
-    let name = &project.config.project.name;
-    let lock = match tunnel::lock(name, &t.destination)? {
-        Ok(lock) => lock,
+/// This project's tunnel lock to `destination`, or the error that one already runs.
+fn tunnel_lock(name: &str, destination: &str) -> Result<tunnel::TunnelLock> {
+    match tunnel::lock(name, destination)? {
+        Ok(lock) => Ok(lock),
         Err(state) => {
             let pid = state
                 .map(|s| format!(" (pid {})", s.pid))
                 .unwrap_or_default();
-            return Err(coded(
+            Err(coded(
                 Exit::Locked,
                 format!(
-                    "a tunnel for `{name}` to {} is already running{pid}; `homebase tunnel --check` probes it",
-                    t.destination
+                    "a tunnel for `{name}` to {destination} is already running{pid}; `homebase tunnel --check` probes it"
                 ),
-            ));
+            ))
         }
-    };
+    }
+}
+
+/// Says which wanted local ports were taken and where each service is instead.
+fn announce_remapped(line: &Line, forwards: &[ServiceForward]) {
+    for f in forwards.iter().filter(|f| f.remapped_from.is_some()) {
+        let from = f.remapped_from.unwrap_or_default();
+        let msg = format!(
+            "local port {from} is taken; `{}` is on 127.0.0.1:{} instead",
+            f.service, f.local_port
+        );
+        line.event(
+            TunnelEvent::Remapped {
+                service: f.service.clone(),
+                from,
+                to: f.local_port,
+            },
+            &format!("{}: {msg}\n", paint(WARN, "notice")),
+        );
+    }
+}
+
+/// Says which services Swarm moved to another node (`now` against `before`).
+fn announce_moved(line: &Line, now: &[ServiceForward], before: &[ServiceForward]) {
+    for (a, b) in now.iter().zip(before) {
+        if a.remote_host != b.remote_host {
+            line.event(
+                TunnelEvent::Moved {
+                    service: a.service.clone(),
+                    from: b.remote_host.clone(),
+                    to: a.remote_host.clone(),
+                },
+                &format!(
+                    "{}: `{}` moved from {} to {}; reconnecting\n",
+                    paint(WARN, "notice"),
+                    a.service,
+                    b.remote_host,
+                    a.remote_host
+                ),
+            );
+        }
+    }
+}
+
+fn foreground(project: &Project, json: bool) -> Result<Exit> {
+    let mut t = ssh_target(project)?;
+    let name = &project.config.project.name;
+    let lock = tunnel_lock(name, &t.destination)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
@@ -236,14 +286,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
     let mut reconnects = 0u32;
     while !stop.load(Ordering::Relaxed) {
         tunnel::remap_taken(&mut forwards)?;
-        for f in forwards.iter().filter(|f| f.remapped_from.is_some()) {
-            let from = f.remapped_from.unwrap_or_default();
-            let msg = format!(
-                "local port {from} is taken; `{}` is on 127.0.0.1:{} instead",
-                f.service, f.local_port
-            );
-            line.event(json!({"event": "remapped", "service": f.service, "from": from, "to": f.local_port}), &format!("{}: {msg}\n", paint(WARN, "notice")));
-        }
+        announce_remapped(&line, &forwards);
         t = current_way(project, &t, &line);
         let mut master = TunnelMaster::start(&t, &fw(&forwards))?;
         let up_at = Instant::now();
@@ -260,14 +303,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
                 reconnects,
             )?;
             if let Some(now) = moved_to {
-                for (a, b) in now.iter().zip(&forwards) {
-                    if a.remote_host != b.remote_host {
-                        line.event(
-                            json!({"event": "moved", "service": a.service, "from": b.remote_host, "to": a.remote_host}),
-                            &format!("{}: `{}` moved from {} to {}; reconnecting\n", paint(WARN, "notice"), a.service, b.remote_host, a.remote_host),
-                        );
-                    }
-                }
+                announce_moved(&line, &now, &forwards);
                 forwards = now;
                 master.unshare(&t);
                 master.stop();
@@ -294,8 +330,15 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
             backoff = Duration::from_millis(200);
         }
         line.event(
-            json!({"event": "down", "reason": err.to_string(), "retry_ms": backoff.as_millis() as u64}),
-            &format!("{} tunnel down: {err}; retrying in {:.1}s", paint(BAD, "○"), backoff.as_secs_f64()),
+            TunnelEvent::Down {
+                reason: err.to_string(),
+                retry_ms: backoff.as_millis() as u64,
+            },
+            &format!(
+                "{} tunnel down: {err}; retrying in {:.1}s",
+                paint(BAD, "○"),
+                backoff.as_secs_f64()
+            ),
         );
         let until = Instant::now() + backoff;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
@@ -351,8 +394,17 @@ fn hold(
         .map(|f| format!("{} {}", f.service, f.local_port))
         .collect();
     line.event(
-        json!({"event": "up", "ssh_pid": master.pid(), "reconnects": reconnects, "forwards": forwards}),
-        &format!("{} tunnel to {} up: {} · reconnects {reconnects}", paint(GOOD, "●"), t.destination, list.join(", ")),
+        TunnelEvent::Up {
+            ssh_pid: master.pid(),
+            reconnects,
+            forwards: forwards.iter().map(ServiceForward::shown).collect(),
+        },
+        &format!(
+            "{} tunnel to {} up: {} · reconnects {reconnects}",
+            paint(GOOD, "●"),
+            t.destination,
+            list.join(", ")
+        ),
     );
     let mut looked = Instant::now();
     let mut moved_to = None;
@@ -368,186 +420,6 @@ fn hold(
         }
     }
     Ok(moved_to)
-}
-
-/// Probes every forward at once: the check takes one probe's time, not their sum.
-fn probe_all(wanted: &[ServiceForward]) -> Vec<crate::probe::ProbeResult> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = wanted
-            .iter()
-            .map(|f| {
-                scope.spawn(move || {
-                    let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
-                    probe(f.local_port, &p, 5)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or(crate::probe::ProbeResult {
-                    ok: false,
-                    rtt: Duration::ZERO,
-                    detail: "the probe failed".into(),
-                })
-            })
-            .collect()
-    })
-}
-
-/// The check on the warm connection: forwards for the time of the check, probed while the
-/// host is asked where its daemon listens now. The daemon is probed where the connection
-/// last saw it, with the others; only when it has moved (or was never seen) is it probed
-/// again where it is now: two round trips in all, four the first time.
-fn check_on_session(
-    s: &Session,
-    mut wanted: Vec<ServiceForward>,
-) -> Result<(Vec<ServiceForward>, Vec<crate::probe::ProbeResult>)> {
-    let remembered = s
-        .note(daemon_client::DAEMON_NOTE)
-        .and_then(|e| daemon_forward_at(&e));
-    wanted.extend(remembered.clone());
-    for w in wanted.iter_mut() {
-        w.local_port = s.forward_local(&w.remote_host, w.remote_port)?;
-    }
-    let (mut results, now_at) = std::thread::scope(|scope| {
-        let asked = scope.spawn(|| daemon_endpoint(s).and_then(|e| daemon_forward_at(&e)));
-        let results = probe_all(&wanted);
-        (results, asked.join().ok().flatten())
-    });
-    let cancel = |w: &ServiceForward| s.cancel_forward(w.local_port, &w.remote_host, w.remote_port);
-    let same =
-        matches!((&now_at, &remembered), (Some(n), Some(r)) if n.remote_port == r.remote_port);
-    if !same {
-        // the remembered endpoint is stale (or there was none): its row goes
-        if remembered.is_some()
-            && let Some(w) = wanted.pop()
-        {
-            results.pop();
-            cancel(&w);
-        }
-        if let Some(mut f) = now_at {
-            f.local_port = s.forward_local(&f.remote_host, f.remote_port)?;
-            results.extend(probe_all(std::slice::from_ref(&f)));
-            wanted.push(f);
-        }
-    }
-    for w in &wanted {
-        cancel(w);
-    }
-    Ok((wanted, results))
-}
-
-fn check(project: &Project, json: bool) -> Result<Exit> {
-    let t = ssh_target(project)?;
-    let running = tunnel::running(&project.config.project.name, &t.destination);
-    let mut session = None;
-    let (mode, wanted) = match &running {
-        Some(state) => {
-            // the running tunnel knows where each forward is: nothing to ask the host
-            let mut wanted = tunnel::wanted_forwards(project);
-            for w in wanted.iter_mut() {
-                if let Some(s) = state.forwards.iter().find(|s| s.service == w.service) {
-                    w.local_port = s.local_port;
-                    w.remote_host = s.remote_host.clone();
-                }
-            }
-            wanted.extend(
-                state
-                    .forwards
-                    .iter()
-                    .filter(|s| s.service == "homebase-daemon")
-                    .map(|s| ServiceForward {
-                        probe: Some(crate::probe::Probe::Http("/".into())),
-                        ..s.clone()
-                    }),
-            );
-            (format!("running tunnel (pid {})", state.pid), wanted)
-        }
-        None => {
-            // forwards on the warm connection for the time of the check
-            let s = project.open_session()?;
-            let mut wanted = tunnel::wanted_forwards(project);
-            place(project, &s, &mut wanted)?;
-            session = Some(s);
-            (
-                "the warm connection (no tunnel is running)".to_string(),
-                wanted,
-            )
-        }
-    };
-    let (wanted, results) = match &session {
-        None => {
-            let results = probe_all(&wanted);
-            (wanted, results)
-        }
-        Some(s) => check_on_session(s, wanted)?,
-    };
-    if wanted.is_empty() {
-        return Err(coded(
-            Exit::BadInput,
-            "the stack publishes no TCP ports, so there is nothing to probe; publish a port (`ports: [\"127.0.0.1:5432:5432\"]`) to reach a service",
-        ));
-    }
-    let mut rows = Vec::new();
-    let mut all_ok = true;
-    for (f, r) in wanted.iter().zip(results) {
-        let p = f.probe.clone().unwrap_or(crate::probe::Probe::Tcp);
-        all_ok &= r.ok;
-        rows.push((f, p, r));
-    }
-    if json {
-        let services: Vec<_> = rows
-            .iter()
-            .map(|(f, p, r)| {
-                json!({"service": f.service, "local_port": f.local_port, "remote_host": f.remote_host, "remote_port": f.remote_port, "probe": p.name(),
-                       "ok": r.ok, "rtt_ms": r.rtt.as_secs_f64() * 1000.0, "slow": r.rtt > SLOW, "detail": r.detail})
-            })
-            .collect();
-        ui::out(
-            &(serde_json::to_string_pretty(
-                &json!({"host": t.destination, "via": mode, "services": services, "ok": all_ok}),
-            )? + "\n"),
-        )?;
-    } else {
-        let mut s = format!(
-            "{} to {} via {mode}\n",
-            paint(BOLD, "tunnel check"),
-            t.destination
-        );
-        s.push_str(&paint(
-            BOLD,
-            format!(
-                "{:<16} {:>6} {:>21}  {:<16} {:>9}  {}\n",
-                "SERVICE", "LOCAL", "REMOTE", "PROBE", "RTT", "ANSWER"
-            ),
-        ));
-        for (f, p, r) in &rows {
-            let rtt = format!("{:>7.1}ms", r.rtt.as_secs_f64() * 1000.0);
-            let rtt = if !r.ok {
-                paint(BAD, rtt)
-            } else if r.rtt > SLOW {
-                paint(WARN, format!("{rtt} (over 100 ms)"))
-            } else {
-                paint(GOOD, rtt)
-            };
-            s.push_str(&format!(
-                "{:<16} {:>6} {:>21}  {:<16} {rtt}  {}\n",
-                f.service,
-                f.local_port,
-                // where the host forwards it: its loopback, or (swarm) another node
-                if f.remote_host == "127.0.0.1" {
-                    f.remote_port.to_string()
-                } else {
-                    format!("{}:{}", f.remote_host, f.remote_port)
-                },
-                p.name(),
-                r.detail
-            ));
-        }
-        ui::out(&s)?;
-    }
-    Ok(if all_ok { Exit::Ok } else { Exit::Refused })
 }
 
 fn install(project: &Project) -> Result<Exit> {
