@@ -18,6 +18,22 @@ pub struct CheckItem {
     pub fix: Option<String>,
 }
 
+impl CheckItem {
+    pub fn new(
+        name: &str,
+        state: &str,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) -> CheckItem {
+        CheckItem {
+            name: name.into(),
+            state: state.into(),
+            detail: detail.into(),
+            fix,
+        }
+    }
+}
+
 /// `setup --json`, `preflight --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Checklist {

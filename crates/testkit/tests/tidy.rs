@@ -191,3 +191,57 @@ fn every_document_homebase_prints_or_sends_is_a_proto_type() {
         "`json!` builds a document outside tests: make it a type in crates/proto (and parse it as that type where it is read) in: {offenders:#?}"
     );
 }
+
+/// Commands call the host protocol (`host`, `release`), not each other. The imports from
+/// one command into another that are left are listed here, to be moved out (issue 31),
+/// never added to.
+#[test]
+fn no_command_reaches_into_another_but_those_left_to_move() {
+    let left: &[(&str, &str)] = &[
+        ("deploy", "backup"), // backup::take before a database changes
+        ("deploy", "swarm"),  // swarm::upload_to_workers
+        ("setup", "backup"),  // backup::manifests for preflight
+        ("setup", "swarm"),   // swarm::per_node, swarm::form
+        ("status", "loops"),  // loops::one_line
+        ("status", "swarm"),  // swarm::status_services, swarm::status_lines
+    ];
+    let mut found = std::collections::BTreeSet::new();
+    for (path, text) in sources() {
+        let Ok(rest) = path.strip_prefix("crates/homebase/src/commands") else {
+            continue;
+        };
+        let Some(own) = rest.components().next() else {
+            continue;
+        };
+        let own = own
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        for (i, _) in outside_tests(&text).match_indices("crate::commands::") {
+            let other: String = text[i + "crate::commands::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if other != own {
+                found.insert((own.clone(), other, path.display().to_string()));
+            }
+        }
+    }
+    let new: Vec<_> = found
+        .iter()
+        .filter(|(a, b, _)| !left.iter().any(|(x, y)| x == a && y == b))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "a command reaches into another: move what both need into host/, release/ or proto: {new:#?}"
+    );
+    let gone: Vec<_> = left
+        .iter()
+        .filter(|(x, y)| !found.iter().any(|(a, b, _)| a == x && b == y))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "no longer imported: remove from the list {gone:?}"
+    );
+}

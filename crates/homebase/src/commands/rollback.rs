@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::cli::{Global, ReleasesArgs, RollbackArgs};
-use crate::commands::deploy::entry;
 use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::progress::Progress;
 use crate::project;
+use crate::release::entry;
 use crate::release::{self};
 use crate::ui::{self, BOLD, paint};
 

@@ -298,7 +298,7 @@ fn status_from_engine(
         .iter()
         .find(|s| s["Name"].as_str() == Some(cname.as_str()))
         .and_then(|s| s["MemUsage"].as_str())
-        .and_then(mem_used)
+        .and_then(crate::host::mem_used)
         .or_else(|| {
             (state == "running")
                 .then(|| sampled.get(&cname).copied())
@@ -370,12 +370,6 @@ fn daemon_view(host: &HostProject, dir: Option<&str>, report: &mut StatusReport)
             )
         }
     }
-}
-
-/// The bytes in use from `docker stats`' MemUsage (`55.5MiB / 600MiB`).
-pub(crate) fn mem_used(usage: &str) -> Option<u64> {
-    let used = usage.split('/').next()?;
-    Bytes::parse(used.trim()).ok().map(|b| b.0)
 }
 
 fn human_status(r: &StatusReport) -> String {

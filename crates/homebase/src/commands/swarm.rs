@@ -13,12 +13,12 @@ use homebase_stack::config::NodeSection;
 use serde_json::Value;
 
 use crate::cli::{Global, NodesArgs};
-use crate::commands::setup::{Item, item};
 use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::host::stack::{Task, read_cluster};
 use crate::project::{self, Project};
 use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
+use homebase_proto::CheckItem as Item;
 
 /// `docker info`'s view of a node's swarm membership.
 struct Membership {
@@ -49,13 +49,13 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
     let manager = project.node_session(mname)?;
     let mut m = membership(&manager)?;
     match m.state.as_str() {
-        "active" if m.manager => items.push(item(
+        "active" if m.manager => items.push(Item::new(
             "swarm manager",
             "ok",
             format!("{mname} manages the swarm"),
             None,
         )),
-        "active" => items.push(item(
+        "active" => items.push(Item::new(
             "swarm manager",
             "missing",
             format!("{mname} is a worker of another swarm"),
@@ -63,7 +63,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
                 "on {mname}: `docker swarm leave`, then `homebase setup` (or make that swarm's manager the manager in [nodes])"
             )),
         )),
-        _ if check => items.push(item(
+        _ if check => items.push(Item::new(
             "swarm manager",
             "missing",
             format!("{mname} is not in a swarm"),
@@ -77,7 +77,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
                 ))
                 .with_context(|| format!("cannot initialise the swarm on {mname}"))?;
             m = membership(&manager)?;
-            items.push(item(
+            items.push(Item::new(
                 "swarm manager",
                 "changed",
                 format!("initialised the swarm on {mname} ({})", mnode.address()),
@@ -124,7 +124,7 @@ fn join(
 ) -> Result<Option<String>> {
     let w = membership(s)?;
     if w.state == "active" && members.contains(&w.node_id) {
-        items.push(item(
+        items.push(Item::new(
             &format!("swarm node {name}"),
             "ok",
             format!("{name} is in the swarm"),
@@ -132,7 +132,7 @@ fn join(
         ));
         return Ok(Some(w.node_id));
     } else if w.state == "active" {
-        items.push(item(
+        items.push(Item::new(
             &format!("swarm node {name}"),
             "missing",
             format!("{name} is in another swarm"),
@@ -141,7 +141,7 @@ fn join(
             )),
         ));
     } else if check {
-        items.push(item(
+        items.push(Item::new(
             &format!("swarm node {name}"),
             "missing",
             format!("{name} is not in the swarm"),
@@ -161,7 +161,7 @@ fn join(
         )
         .with_context(|| format!("{name} cannot join the swarm at {}", mnode.address()))?;
         let w = membership(s)?;
-        items.push(item(
+        items.push(Item::new(
             &format!("swarm node {name}"),
             "changed",
             format!("{name} joined the swarm"),
@@ -199,7 +199,7 @@ fn labels(
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if missing.is_empty() {
-        items.push(item(
+        items.push(Item::new(
             &format!("labels of {name}"),
             "ok",
             wanted
@@ -210,7 +210,7 @@ fn labels(
             None,
         ));
     } else if check {
-        items.push(item(
+        items.push(Item::new(
             &format!("labels of {name}"),
             "missing",
             format!("not set: {}", missing.join(", ")),
@@ -226,7 +226,7 @@ fn labels(
             adds.join(" "),
             sh_quote(id)
         ))?;
-        items.push(item(
+        items.push(Item::new(
             &format!("labels of {name}"),
             "changed",
             format!("set {}", missing.join(", ")),
@@ -319,7 +319,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
                     Some(l.split_whitespace().next().unwrap_or("")) == cname.strip_prefix('/')
                 })
                 .and_then(|l| l.split_once(' '))
-                .and_then(|(_, u)| crate::commands::status::mem_used(u))
+                .and_then(|(_, u)| crate::host::mem_used(u))
                 .unwrap_or(0);
             let u = out.entry(service.to_string()).or_default();
             u.memory += used;

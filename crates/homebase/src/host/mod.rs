@@ -224,3 +224,9 @@ pub fn check_id(id: &str) -> Result<()> {
         ))
     }
 }
+
+/// The bytes in use from `docker stats`' MemUsage (`55.5MiB / 600MiB`).
+pub fn mem_used(usage: &str) -> Option<u64> {
+    let used = usage.split('/').next()?;
+    homebase_stack::Bytes::parse(used.trim()).ok().map(|b| b.0)
+}

@@ -21,10 +21,12 @@ use anyhow::Result;
 use homebase_proto::ReleaseEntry;
 use homebase_remote::{Session, Stream, Target, sh_quote};
 
+mod entry;
 mod follow;
 mod job;
 mod stack;
 
+pub use entry::entry;
 pub use follow::{Followed, Labels, follow, outcome_error};
 use follow::{follow_from, follower, read_start};
 pub use job::Job;

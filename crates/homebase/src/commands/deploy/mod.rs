@@ -18,7 +18,7 @@ use crate::source::Source;
 
 mod parts;
 
-pub use parts::entry;
+use crate::release::entry;
 use parts::{all_healthy, bundle_hash, changed_databases, env_files, outside_home, release_id};
 
 /// What a deploy takes to the host, decided on the laptop before it connects.

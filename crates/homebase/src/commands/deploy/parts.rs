@@ -5,14 +5,12 @@
 use crate::exit::Exit;
 use crate::exit::coded;
 use crate::project::Project;
-use crate::release::{self, whoami};
+use crate::release;
 use anyhow::{Context, Result};
-use homebase_proto::ReleaseEntry;
 use homebase_proto::clock::now_secs;
 use homebase_proto::clock::utc_stamp;
 use sha2::Digest;
 use sha2::Sha256;
-use std::time::Instant;
 /// Planned services all running, and healthy where they have a healthcheck.
 pub fn all_healthy(plan: &homebase_stack::Plan, ps: &[crate::host::PsEntry]) -> bool {
     plan.services
@@ -132,48 +130,6 @@ pub(super) fn env_files(project: &Project) -> Result<Vec<(String, Vec<u8>)>> {
 
 pub(super) fn release_id(hash: &str) -> String {
     format!("{}-{}", utc_stamp(now_secs()), &hash[..8])
-}
-
-/// Git commit and dirty flag of the directory holding homebase.toml.
-pub(super) fn git_state(project: &Project) -> (Option<String>, bool) {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(&project.root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "HEAD"]);
-    let dirty = commit.is_some()
-        && git(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
-    (commit, dirty)
-}
-
-pub fn entry(
-    project: &Project,
-    id: &str,
-    hash: &str,
-    outcome: &str,
-    started: Instant,
-    target: Option<String>,
-    error: Option<String>,
-) -> ReleaseEntry {
-    let (git_commit, git_dirty) = git_state(project);
-    ReleaseEntry {
-        id: id.into(),
-        time: now_secs(),
-        user: whoami(),
-        git_commit,
-        git_dirty,
-        config_hash: hash.into(),
-        outcome: outcome.into(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        target,
-        error,
-    }
 }
 
 /// On a Mac the engine runs in a VM (Colima, Docker Desktop) that shares only the home

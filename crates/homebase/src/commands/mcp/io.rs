@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::lenient;
-use crate::commands::backup::Manifest;
+use homebase_proto::BackupManifest as Manifest;
 
 // ---- tool inputs ----
 

@@ -36,9 +36,9 @@ use rmcp::{tool, tool_handler, tool_router};
 use serde_json::Value;
 
 use crate::cli::Global;
-use crate::commands::backup::Manifest;
 use crate::exit::Exit;
 use crate::project::{self, Project};
+use homebase_proto::BackupManifest as Manifest;
 
 /// Log lines a tool returns at most, and by default.
 const MAX_LINES: u32 = 500;

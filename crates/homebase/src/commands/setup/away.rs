@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use homebase_remote::{Session, Target, sh_quote};
 
-use super::{Item, item};
+use super::Item;
 use crate::cli::{Global, PreflightArgs, SetupArgs};
 use crate::daemon_client::DaemonClient;
 use crate::exit::Exit;
@@ -52,7 +52,7 @@ pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
                 alerts(&mut items, d);
                 loops(&mut items, d, &project);
             }
-            None => items.push(item(
+            None => items.push(Item::new(
                 "alerts",
                 "missing",
                 "the daemon does not answer, so no alert would go out",
@@ -70,7 +70,7 @@ fn ways(items: &mut Vec<Item>, project: &Project) {
     if ways.len() < 2 {
         let first = ways.first().map(|w| w.to_string()).unwrap_or_default();
         let private = is_private(ways.first());
-        items.push(item(
+        items.push(Item::new(
             "away path",
             if private { "missing" } else { "warning" },
             if private {
@@ -93,7 +93,7 @@ fn ways(items: &mut Vec<Item>, project: &Project) {
         let started = Instant::now();
         let name = format!("away: {}", t.destination);
         match Session::open(&Target::Ssh(probe)).and_then(|s| s.check("true")) {
-            Ok(_) => items.push(item(
+            Ok(_) => items.push(Item::new(
                 &name,
                 "ok",
                 format!(
@@ -103,7 +103,7 @@ fn ways(items: &mut Vec<Item>, project: &Project) {
                 ),
                 None,
             )),
-            Err(e) => items.push(item(
+            Err(e) => items.push(Item::new(
                 &name,
                 "missing",
                 format!("the host does not answer this way: {e}"),
@@ -137,10 +137,10 @@ fn backups(
     items: &mut Vec<Item>,
     session: &Session,
     project: &Project,
-    all: &[crate::commands::backup::Manifest],
+    all: &[homebase_proto::BackupManifest],
 ) -> Result<()> {
     if project.config.backup.schedule == "off" {
-        items.push(item(
+        items.push(Item::new(
             "backup",
             "warning",
             "backups are off (backup.schedule = \"off\"): nothing is kept while you are away",
@@ -149,7 +149,7 @@ fn backups(
         return Ok(());
     }
     let Some(last) = all.last() else {
-        items.push(item(
+        items.push(Item::new(
             "backup",
             "missing",
             "there is no backup on the host yet",
@@ -178,7 +178,7 @@ fn backups(
         .replace('\n', ", ");
     let hours = age / 3600;
     if !out.status.success() {
-        items.push(item(
+        items.push(Item::new(
             "backup",
             "missing",
             format!(
@@ -188,14 +188,14 @@ fn backups(
             Some("homebase backup now, then homebase preflight again".into()),
         ));
     } else if age > 26 * 3600 {
-        items.push(item(
+        items.push(Item::new(
             "backup",
             "missing",
             format!("the last backup {} is {hours} h old (the schedule is daily)", last.id),
             Some("homebase backup now; if the daily one did not run, see `homebase status` and the daemon's events".into()),
         ));
     } else {
-        items.push(item(
+        items.push(Item::new(
             "backup",
             "ok",
             format!(
@@ -214,7 +214,7 @@ fn backups(
 fn disk(
     items: &mut Vec<Item>,
     session: &Session,
-    all: &[crate::commands::backup::Manifest],
+    all: &[homebase_proto::BackupManifest],
     days: u32,
 ) -> Result<()> {
     let per_day: u64 = all
@@ -239,7 +239,7 @@ fn disk(
         .sum();
     let need = per_day * u64::from(days) + images;
     let Some(free) = free else {
-        items.push(item(
+        items.push(Item::new(
             "disk",
             "warning",
             "cannot read the free space of the host's home",
@@ -249,7 +249,7 @@ fn disk(
     };
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
     if free < need {
-        items.push(item(
+        items.push(Item::new(
             "disk",
             "missing",
             format!(
@@ -260,7 +260,7 @@ fn disk(
             Some("free space on the host (docker image prune, fewer kept backups: [backup] keep_daily)".into()),
         ));
     } else {
-        items.push(item(
+        items.push(Item::new(
             "disk",
             "ok",
             format!(
@@ -282,7 +282,7 @@ fn alerts(items: &mut Vec<Item>, daemon: &DaemonClient) {
         .filter(|(code, _)| *code == 200)
         .and_then(|(_, body)| serde_json::from_str::<Vec<homebase_proto::AlertTest>>(&body).ok());
     let Some(tests) = answer else {
-        items.push(item(
+        items.push(Item::new(
             "alerts",
             "missing",
             "the daemon did not send the test message (an older daemon?)",
@@ -293,21 +293,21 @@ fn alerts(items: &mut Vec<Item>, daemon: &DaemonClient) {
     let sinks: Vec<String> = tests.iter().flat_map(|t| t.sinks.clone()).collect();
     let failed: Vec<String> = tests.iter().flat_map(|t| t.failed.clone()).collect();
     if sinks.is_empty() {
-        items.push(item(
+        items.push(Item::new(
             "alerts",
             "missing",
             "no alert sink is configured: nothing would reach you while you are away",
             Some("add [alerts] ntfy = \"https://ntfy.sh/your-topic\" (or webhook, slack, discord) and deploy".into()),
         ));
     } else if !failed.is_empty() {
-        items.push(item(
+        items.push(Item::new(
             "alerts",
             "missing",
             format!("the test message did not go through: {}", failed.join("; ")),
             Some("check the sink's URL in [alerts] and that the host reaches it".into()),
         ));
     } else {
-        items.push(item(
+        items.push(Item::new(
             "alerts",
             "ok",
             format!(
@@ -341,7 +341,7 @@ fn loops(items: &mut Vec<Item>, daemon: &DaemonClient, project: &Project) {
                 .wait_until
                 .map(|t| format!(" until {}", homebase_proto::clock::rfc3339(t)))
                 .unwrap_or_default();
-            items.push(item(
+            items.push(Item::new(
                 &name,
                 "warning",
                 format!("held by its {w}{until}: {}", l.reason),
@@ -351,7 +351,7 @@ fn loops(items: &mut Vec<Item>, daemon: &DaemonClient, project: &Project) {
                 )),
             ));
         } else if !capped && cfg.is_some_and(|c| c.reads_result()) {
-            items.push(item(
+            items.push(Item::new(
                 &name,
                 "warning",
                 "no spending cap: it runs unbounded while you are away",
@@ -361,7 +361,7 @@ fn loops(items: &mut Vec<Item>, daemon: &DaemonClient, project: &Project) {
                 )),
             ));
         } else {
-            items.push(item(
+            items.push(Item::new(
                 &name,
                 "ok",
                 format!("{}: {}", l.state, l.reason),

@@ -2,7 +2,6 @@
 //! memory, power.
 
 use super::Item;
-use super::item;
 use crate::host::FIND_COMPOSE;
 use anyhow::Result;
 use homebase_proto::layout;
@@ -153,61 +152,15 @@ pub(super) fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec
     let mut blocking = false;
     let mac = f.os == "Darwin";
 
-    items.push(item(
+    items.push(Item::new(
         "host",
         "ok",
         format!("{} {} reached at {}", f.os, f.arch, host),
         None,
     ));
-    let docker_hint = if mac {
-        "brew install colima docker docker-compose && colima start --cpu 4 --memory 14 --disk 100"
-            .to_string()
-    } else {
-        "install Docker Engine (Debian/Ubuntu: sudo apt-get install docker.io) and add your user to the docker group".to_string()
-    };
-    match &f.docker {
-        Some(v) if version_at_least(v, (20, 10)) => {
-            items.push(item("docker engine", "ok", format!("version {v}"), None))
-        }
-        Some(v) => {
-            blocking = true;
-            items.push(item(
-                "docker engine",
-                "missing",
-                format!("version {v} is too old (20.10 or newer)"),
-                Some(docker_hint.clone()),
-            ));
-        }
-        None => {
-            blocking = true;
-            items.push(item(
-                "docker engine",
-                "missing",
-                "`docker version` cannot reach an engine",
-                Some(docker_hint.clone()),
-            ));
-        }
-    }
-    match &f.compose {
-        Some(v) if version_at_least(v, (2, 17)) => {
-            items.push(item("docker compose", "ok", format!("version {v}"), None))
-        }
-        other => {
-            blocking = true;
-            let fix = if mac {
-                "brew install docker-compose".to_string()
-            } else {
-                "install the Compose v2 plugin (Debian: sudo apt-get install docker-compose-plugin, or docker-compose from trixie)".to_string()
-            };
-            let detail = match other {
-                Some(v) => format!("version {v} is too old (2.17 or newer)"),
-                None => "the Compose v2 plugin is missing (`docker compose version` fails)".into(),
-            };
-            items.push(item("docker compose", "missing", detail, Some(fix)));
-        }
-    }
+    blocking |= engine_items(f, mac, &mut items);
     if let (Some(_), false, Some(plugin)) = (&f.compose, f.compose_registered, &f.compose_plugin) {
-        items.push(item(
+        items.push(Item::new(
             "compose plugin",
             "warning",
             format!(
@@ -237,7 +190,7 @@ pub(super) fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec
                 )
             }
         });
-        items.push(item(
+        items.push(Item::new(
             "engine memory",
             if short { "warning" } else { "ok" },
             format!(
@@ -249,9 +202,14 @@ pub(super) fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec
         ));
     }
     if let Some(gib) = f.colima_memory_gib {
-        items.push(item("colima", "ok", format!("VM with {gib:.0} GiB"), None));
+        items.push(Item::new(
+            "colima",
+            "ok",
+            format!("VM with {gib:.0} GiB"),
+            None,
+        ));
         let at_login = f.colima_login.as_deref() == Some("started");
-        items.push(item(
+        items.push(Item::new(
             "colima at login",
             if at_login { "ok" } else { "warning" },
             if at_login {
@@ -268,14 +226,74 @@ pub(super) fn check_host(f: &Facts, host_memory: HostMemory, host: &str) -> (Vec
     (items, blocking)
 }
 
+/// The engine and Compose, each with the install hint for this OS; true when one is missing
+/// or too old (nothing else can be checked or done then).
+fn engine_items(f: &Facts, mac: bool, items: &mut Vec<Item>) -> bool {
+    let mut blocking = false;
+    let docker_hint = if mac {
+        "brew install colima docker docker-compose && colima start --cpu 4 --memory 14 --disk 100"
+            .to_string()
+    } else {
+        "install Docker Engine (Debian/Ubuntu: sudo apt-get install docker.io) and add your user to the docker group".to_string()
+    };
+    match &f.docker {
+        Some(v) if version_at_least(v, (20, 10)) => items.push(Item::new(
+            "docker engine",
+            "ok",
+            format!("version {v}"),
+            None,
+        )),
+        Some(v) => {
+            blocking = true;
+            items.push(Item::new(
+                "docker engine",
+                "missing",
+                format!("version {v} is too old (20.10 or newer)"),
+                Some(docker_hint.clone()),
+            ));
+        }
+        None => {
+            blocking = true;
+            items.push(Item::new(
+                "docker engine",
+                "missing",
+                "`docker version` cannot reach an engine",
+                Some(docker_hint.clone()),
+            ));
+        }
+    }
+    match &f.compose {
+        Some(v) if version_at_least(v, (2, 17)) => items.push(Item::new(
+            "docker compose",
+            "ok",
+            format!("version {v}"),
+            None,
+        )),
+        other => {
+            blocking = true;
+            let fix = if mac {
+                "brew install docker-compose".to_string()
+            } else {
+                "install the Compose v2 plugin (Debian: sudo apt-get install docker-compose-plugin, or docker-compose from trixie)".to_string()
+            };
+            let detail = match other {
+                Some(v) => format!("version {v} is too old (2.17 or newer)"),
+                None => "the Compose v2 plugin is missing (`docker compose version` fails)".into(),
+            };
+            items.push(Item::new("docker compose", "missing", detail, Some(fix)));
+        }
+    }
+    blocking
+}
+
 /// What decides whether the stack comes back by itself after a power cut on a Mac: the
 /// Mac restarts, logs its user in (LaunchAgents and `brew services` start only then), and
 /// does not go to sleep.
 pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
     {
         match f.sleep.as_deref() {
-            Some("0") => items.push(item("sleep", "ok", "system sleep is off", None)),
-            other => items.push(item(
+            Some("0") => items.push(Item::new("sleep", "ok", "system sleep is off", None)),
+            other => items.push(Item::new(
                 "sleep",
                 "warning",
                 format!(
@@ -287,13 +305,13 @@ pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
         }
     }
     match f.autorestart.as_deref() {
-        Some("1") => items.push(item(
+        Some("1") => items.push(Item::new(
             "power failure",
             "ok",
             "the Mac starts again by itself after a power failure",
             None,
         )),
-        _ => items.push(item(
+        _ => items.push(Item::new(
             "power failure",
             "warning",
             "after a power failure the Mac stays off until someone presses its button",
@@ -306,7 +324,7 @@ pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
         f.user.as_str()
     };
     if f.autologin.as_deref() == Some(f.user.as_str()) && !f.user.is_empty() && !f.filevault_on {
-        items.push(item(
+        items.push(Item::new(
             "automatic login",
             "ok",
             format!("{user} is logged in at startup, so the daemon and Colima start"),
@@ -327,7 +345,7 @@ pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
                 "System Settings → Users & Groups → Automatically log in as {user} (or: sudo sysadminctl -autologin set -userName {user} -password -)"
             )
         };
-        items.push(item(
+        items.push(Item::new(
             "automatic login",
             "warning",
             format!(
@@ -343,13 +361,13 @@ pub(super) fn power_items(f: &Facts, items: &mut Vec<Item>) {
 /// leaves the containers running; without it every service goes down with the engine.
 fn live_restore_item(f: &Facts, mac: bool) -> Item {
     match f.live_restore {
-        Some(true) => item(
+        Some(true) => Item::new(
             "live restore",
             "ok",
             "containers keep running while the engine restarts",
             None,
         ),
-        Some(false) => item(
+        Some(false) => Item::new(
             "live restore",
             "warning",
             "a restart of the engine stops every container until it is back (live-restore is off)",
@@ -359,7 +377,7 @@ fn live_restore_item(f: &Facts, mac: bool) -> Item {
                 "add \"live-restore\": true to /etc/docker/daemon.json, then `sudo systemctl reload docker`".into()
             }),
         ),
-        None => item(
+        None => Item::new(
             "live restore",
             "warning",
             "the engine did not say whether live-restore is on",
@@ -371,8 +389,8 @@ fn live_restore_item(f: &Facts, mac: bool) -> Item {
 /// BuildKit's buildx plugin, which newer Compose versions build `build:` services with.
 fn buildx_item(f: &Facts, mac: bool) -> Item {
     match (&f.buildx, &f.compose_plugin) {
-        (Some(v), _) => item("docker buildx", "ok", format!("version {v}"), None),
-        (None, Some(plugin)) if f.buildx_beside && !f.compose_registered => item(
+        (Some(v), _) => Item::new("docker buildx", "ok", format!("version {v}"), None),
+        (None, Some(plugin)) if f.buildx_beside && !f.compose_registered => Item::new(
             "docker buildx",
             "warning",
             format!(
@@ -383,7 +401,7 @@ fn buildx_item(f: &Facts, mac: bool) -> Item {
                 plugin_dir(plugin)
             )),
         ),
-        _ => item(
+        _ => Item::new(
             "docker buildx",
             "warning",
             "BuildKit's buildx plugin is missing: services with `build:` are built on this host, and newer Compose versions build only through it",

@@ -3,7 +3,6 @@
 
 use super::Item;
 use super::checks::{Facts, check_host, facts, plugin_dir, same_platform, with_plugin_dir};
-use super::item;
 use crate::cli::SetupArgs;
 use anyhow::{Context, Result};
 use homebase_proto::layout;
@@ -93,7 +92,7 @@ fn install_binary(
     let (ours, sha) = (&binary.bytes, &binary.sha256);
     let mut binary_changed = false;
     if !same_platform(f) && args.binary.is_none() {
-        items.push(item(
+        items.push(Item::new(
             "homebase binary",
             if f.binary_sha.is_some() {
                 "ok"
@@ -112,14 +111,14 @@ fn install_binary(
             }),
         ));
     } else if f.binary_sha.as_deref() == Some(sha.as_str()) {
-        items.push(item(
+        items.push(Item::new(
             "homebase binary",
             "ok",
             format!("{bin} is this version"),
             None,
         ));
     } else if args.check {
-        items.push(item(
+        items.push(Item::new(
             "homebase binary",
             "missing",
             format!("{bin} is absent or another version"),
@@ -135,7 +134,7 @@ fn install_binary(
             ours,
         )?;
         binary_changed = true;
-        items.push(item(
+        items.push(Item::new(
             "homebase binary",
             "changed",
             format!("installed {bin}"),
@@ -155,7 +154,7 @@ fn colima_at_login(items: &mut [Item], session: &Session, args: &SetupArgs) -> R
         session
             .check("brew services start colima >/dev/null")
             .context("`brew services start colima` failed on the host")?;
-        *i = item(
+        *i = Item::new(
             "colima at login",
             "changed",
             "brew services starts Colima at login now",
@@ -184,7 +183,7 @@ fn compose_plugin(
                     "set -e; mkdir -p \"$HOME/.docker\"; t=\"$HOME/.docker/config.json.tmp.$$\"; cat > \"$t\"; mv \"$t\" \"$HOME/.docker/config.json\"",
                     text.as_bytes(),
                 )?;
-                *i = item(
+                *i = Item::new(
                     "compose plugin",
                     "changed",
                     format!("added {dir} to cliPluginsExtraDirs in ~/.docker/config.json"),
@@ -239,14 +238,14 @@ fn install_service(
         homebase_remote::sh_quote(&path)
     ))?;
     if current.stdout == content {
-        items.push(item(
+        items.push(Item::new(
             "daemon service",
             "ok",
             format!("{manager}: {path}"),
             None,
         ));
     } else if args.check {
-        items.push(item(
+        items.push(Item::new(
             "daemon service",
             "missing",
             format!("{manager}: {path} is absent or differs"),
@@ -278,7 +277,7 @@ fn install_service(
         if !start.is_empty() {
             session.check(&start)?;
         }
-        items.push(item(
+        items.push(Item::new(
             "daemon service",
             "changed",
             format!("{manager}: wrote {path}"),
@@ -290,7 +289,7 @@ fn install_service(
         reload(items, session, f, &path, binary_changed)?;
     }
     if !mac && !f.systemctl {
-        items.push(item(
+        items.push(Item::new(
             "service manager",
             "warning",
             "no systemd user instance here, so nothing starts the daemon at boot",
@@ -299,7 +298,7 @@ fn install_service(
             )),
         ));
     } else if !mac {
-        items.push(item(
+        items.push(Item::new(
             "boot without login",
             "warning",
             "a systemd user unit starts at boot only with lingering",
@@ -339,12 +338,12 @@ fn reload(
         };
         session.check(&script)?;
         if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
-            *i = item("daemon service", "changed", format!("launchd: {how}"), None);
+            *i = Item::new("daemon service", "changed", format!("launchd: {how}"), None);
         }
     } else if f.systemctl && binary_changed {
         session.check("systemctl --user restart homebase-daemon.service")?;
         if let Some(i) = items.iter_mut().rev().find(|i| i.name == "daemon service") {
-            *i = item(
+            *i = Item::new(
                 "daemon service",
                 "changed",
                 "systemd: restarted with the new binary",
@@ -371,7 +370,7 @@ fn daemon_answers(
         t = layout::sh_daemon_file(layout::TOKEN),
     ))?;
     let up = String::from_utf8_lossy(&answer.stdout).contains("up");
-    items.push(item(
+    items.push(Item::new(
         "daemon",
         if up { "ok" } else { "missing" },
         if up {

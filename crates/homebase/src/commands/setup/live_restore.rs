@@ -21,8 +21,8 @@
 use anyhow::{Context, Result};
 use homebase_remote::Session;
 
+use super::Item;
 use super::checks::Facts;
-use super::{Item, item};
 use crate::cli::SetupArgs;
 
 const NAME: &str = "live restore";
@@ -41,7 +41,7 @@ pub(super) fn make_it_so(
     };
     if swarm {
         *i = match f.live_restore {
-            Some(true) => item(
+            Some(true) => Item::new(
                 NAME,
                 "missing",
                 "live-restore is on, and Docker refuses it in swarm mode",
@@ -50,7 +50,7 @@ pub(super) fn make_it_so(
                         .into(),
                 ),
             ),
-            _ => item(
+            _ => Item::new(
                 NAME,
                 "ok",
                 "off, as swarm mode needs (the swarm reschedules services itself)",
@@ -88,9 +88,9 @@ fn colima(session: &Session) -> Result<Item> {
     let fix = "colima stop && colima start (the containers restart once)";
     let text = match colima_with_live_restore(yaml) {
         Ok(Some(text)) => text,
-        Ok(None) => return Ok(item(NAME, "warning", pending, Some(fix.into()))),
+        Ok(None) => return Ok(Item::new(NAME, "warning", pending, Some(fix.into()))),
         Err(why) => {
-            return Ok(item(
+            return Ok(Item::new(
                 NAME,
                 "warning",
                 format!("off, and colima.yaml cannot be edited: {why}"),
@@ -116,21 +116,21 @@ echo \"live_restore=$(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null
         )
         .context("cannot write Colima's configuration on the host")?;
     Ok(if !restart {
-        item(
+        Item::new(
             NAME,
             "changed",
             format!("{pending} ({running} containers run now, so setup did not restart it)"),
             Some(fix.into()),
         )
     } else if out.contains("live_restore=true") {
-        item(
+        Item::new(
             NAME,
             "changed",
             "set in colima.yaml and Colima restarted: containers keep running while the engine restarts",
             None,
         )
     } else {
-        item(
+        Item::new(
             NAME,
             "warning",
             "set in colima.yaml, but the engine does not report it after Colima restarted",
@@ -181,7 +181,7 @@ fn linux(session: &Session) -> Result<Item> {
         None
     };
     let (Some(pid), Some(mgr), Some(cfg)) = (get("pid"), get("mgr"), get("cfg")) else {
-        return Ok(item(
+        return Ok(Item::new(
             NAME,
             "warning",
             why.unwrap_or("off; the engine's configuration could not be found"),
@@ -189,7 +189,7 @@ fn linux(session: &Session) -> Result<Item> {
         ));
     };
     let Some(text) = json_with_live_restore(config) else {
-        return Ok(item(
+        return Ok(Item::new(
             NAME,
             "warning",
             format!("off, and {cfg} is not a JSON object homebase can edit"),
@@ -197,7 +197,7 @@ fn linux(session: &Session) -> Result<Item> {
         ));
     };
     if !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(item(NAME, "warning", "off", Some(manual.into())));
+        return Ok(Item::new(NAME, "warning", "off", Some(manual.into())));
     }
     let q = homebase_remote::sh_quote(cfg);
     let reload = if mgr == "systemd" {
@@ -223,7 +223,7 @@ echo "live_restore=refused""#
         .check_with_input(&script, text.as_bytes())
         .with_context(|| format!("cannot change {cfg} on the host"))?;
     Ok(if out.contains("live_restore=true") {
-        item(
+        Item::new(
             NAME,
             "changed",
             format!(
@@ -232,7 +232,7 @@ echo "live_restore=refused""#
             None,
         )
     } else {
-        item(
+        Item::new(
             NAME,
             "warning",
             format!("the engine did not take live-restore from {cfg}; the file is as it was"),

@@ -26,15 +26,6 @@ use install::{Binary, host};
 /// One item of the checklist (`homebase_proto::CheckItem`).
 pub use homebase_proto::CheckItem as Item;
 
-pub fn item(name: &str, state: &str, detail: impl Into<String>, fix: Option<String>) -> Item {
-    Item {
-        name: name.into(),
-        state: state.into(),
-        detail: detail.into(),
-        fix,
-    }
-}
-
 pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let (items, blocked) = checklist(&project, args)?;

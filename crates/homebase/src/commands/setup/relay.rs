@@ -12,7 +12,7 @@ use homebase_proto::layout;
 use homebase_proto::relay::{RelaySettings, RelayState};
 use homebase_remote::{Session, SshTarget, Target, sh_quote};
 
-use super::{Item, item};
+use super::Item;
 use crate::cli::SetupArgs;
 use crate::project::Project;
 
@@ -30,7 +30,7 @@ pub(super) fn make_it_so(
         return Ok(());
     };
     let Some(resolved) = relay.resolve() else {
-        items.push(item(
+        items.push(Item::new(
             "relay",
             "missing",
             format!("ssh cannot make sense of `{}`", relay.destination),
@@ -57,7 +57,7 @@ pub(super) fn make_it_so(
         to_port: 22,
     };
     if !settings.plain_destination() {
-        items.push(item(
+        items.push(Item::new(
             "relay",
             "missing",
             format!(
@@ -87,7 +87,7 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
             items.push(not_plain());
             return Ok(None);
         };
-        items.push(item(
+        items.push(Item::new(
             "relay key",
             "ok",
             "the host has its key for the relay",
@@ -96,7 +96,7 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
         return Ok(Some(key));
     }
     if args.check {
-        items.push(item(
+        items.push(Item::new(
             "relay key",
             "missing",
             "the host has no key for the relay yet",
@@ -111,7 +111,7 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
         items.push(not_plain());
         return Ok(None);
     };
-    items.push(item(
+    items.push(Item::new(
         "relay key",
         "changed",
         "made the host's key for the relay (it never leaves the host)",
@@ -121,7 +121,7 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
 }
 
 fn not_plain() -> Item {
-    item(
+    Item::new(
         "relay key",
         "missing",
         "the host's relay key (~/.homebase/relay/id_ed25519.pub) is not one plain ed25519 public key",
@@ -182,7 +182,7 @@ fn relay_host_key(
         }
     }
     if keys.is_empty() {
-        items.push(item(
+        items.push(Item::new(
             "relay host key",
             "missing",
             format!("this laptop has no recorded host key for the relay `{entry}`"),
@@ -199,14 +199,14 @@ fn relay_host_key(
     let file = layout::sh_relay_file("known_hosts");
     let current = session.run(&format!("cat {file} 2>/dev/null"))?;
     if current.stdout == text.as_bytes() {
-        items.push(item(
+        items.push(Item::new(
             "relay host key",
             "ok",
             "the host checks the relay against the key this laptop recorded",
             None,
         ));
     } else if args.check {
-        items.push(item(
+        items.push(Item::new(
             "relay host key",
             "missing",
             "the host does not have the relay's key as this laptop recorded it",
@@ -218,7 +218,7 @@ fn relay_host_key(
             &format!("set -e; mkdir -p \"$(dirname {file})\"; cat > {file}"),
             text.as_bytes(),
         )?;
-        items.push(item(
+        items.push(Item::new(
             "relay host key",
             "changed",
             "gave the host the relay's key as this laptop recorded it",
@@ -245,7 +245,7 @@ fn relay_accepts(
         dest = sh_quote(&s.destination),
     ))?;
     if out.status.success() {
-        items.push(item(
+        items.push(Item::new(
             "relay account",
             "ok",
             format!("the relay {} lets the host in with its key", s.destination),
@@ -287,7 +287,7 @@ fn relay_accepts(
             "the host needs outbound SSH to the relay: check its address, the relay's sshd and any firewall on the way".to_string(),
         )
     };
-    items.push(item("relay account", "missing", detail, Some(fix)));
+    items.push(Item::new("relay account", "missing", detail, Some(fix)));
     Ok(false)
 }
 
@@ -309,9 +309,9 @@ fn write_settings(
         s.listen_port, s.destination
     );
     if same {
-        items.push(item("relay tunnel", "ok", what, None));
+        items.push(Item::new("relay tunnel", "ok", what, None));
     } else if args.check {
-        items.push(item(
+        items.push(Item::new(
             "relay tunnel",
             "missing",
             "the daemon has not been told to keep the tunnel",
@@ -323,7 +323,7 @@ fn write_settings(
             &format!("set -e; mkdir -p \"$(dirname {file})\"; t={file}.tmp.$$; cat > \"$t\"; mv \"$t\" {file}"),
             text.as_bytes(),
         )?;
-        items.push(item("relay tunnel", "changed", what, None));
+        items.push(Item::new("relay tunnel", "changed", what, None));
     }
     Ok(())
 }
@@ -347,7 +347,7 @@ fn away_path(
         let started = Instant::now();
         match Session::open(&Target::Ssh(way.clone())).and_then(|s| s.check("true")) {
             Ok(_) => {
-                items.push(item(
+                items.push(Item::new(
                     "away path",
                     "ok",
                     format!(
@@ -364,7 +364,7 @@ fn away_path(
         std::thread::sleep(Duration::from_millis(500));
     }
     let state = read_state(session);
-    items.push(item(
+    items.push(Item::new(
         "away path",
         "missing",
         format!(

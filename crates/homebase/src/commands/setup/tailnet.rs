@@ -3,7 +3,7 @@
 //! after a power cut (the App Store app needs a login; the standalone `tailscaled`, a
 //! system daemon, does not).
 
-use super::{Item, item};
+use super::Item;
 
 /// What the host says of Tailscale (read with setup's other facts, in the same round
 /// trip): the app installed, a system daemon set to start at boot, and the host's own
@@ -19,7 +19,7 @@ pub(super) struct Tailscale {
 pub(super) fn items(t: &Tailscale, user: &str, ways: &[String]) -> Vec<Item> {
     let mut items = Vec::new();
     if t.app && !t.daemon_at_boot {
-        items.push(item(
+        items.push(Item::new(
             "tailscale at boot",
             "warning",
             "the Tailscale app starts only after a login: after a power cut the host is off the tailnet until someone logs in",
@@ -31,7 +31,7 @@ pub(super) fn items(t: &Tailscale, user: &str, ways: &[String]) -> Vec<Item> {
             .iter()
             .any(|w| w.rsplit('@').next() == Some(t.name.as_str()));
         items.push(if known {
-            item(
+            Item::new(
                 "tailnet",
                 "ok",
                 format!(
@@ -41,7 +41,7 @@ pub(super) fn items(t: &Tailscale, user: &str, ways: &[String]) -> Vec<Item> {
                 None,
             )
         } else {
-            item(
+            Item::new(
                 "tailnet",
                 "warning",
                 format!(
