@@ -9,6 +9,7 @@ mod commands;
 mod daemon_client;
 pub mod exit;
 mod host;
+mod loop_view;
 mod probe;
 mod progress;
 pub mod project;

@@ -202,7 +202,6 @@ fn no_command_reaches_into_another_but_those_left_to_move() {
         ("deploy", "swarm"),  // swarm::upload_to_workers
         ("setup", "backup"),  // backup::manifests for preflight
         ("setup", "swarm"),   // swarm::per_node, swarm::form
-        ("status", "loops"),  // loops::one_line
         ("status", "swarm"),  // swarm::status_services, swarm::status_lines
     ];
     let mut found = std::collections::BTreeSet::new();

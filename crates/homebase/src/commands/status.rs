@@ -388,7 +388,7 @@ fn human_status(r: &StatusReport) -> String {
     alerts_and_events(&mut s, r);
     s.push_str(&crate::commands::swarm::status_lines(&r.services, &r.nodes));
     for l in &r.loops {
-        let _ = writeln!(s, "loop {}", crate::commands::loops::one_line(l));
+        let _ = writeln!(s, "loop {}", crate::loop_view::one_line(l));
     }
     for t in &r.tunnels {
         let mark = if t.ok {
