@@ -177,6 +177,32 @@ impl Project {
         }
     }
 
+    /// Runs `f` on each node `keep` selects, all at once (a thread and, in `f`, an SSH
+    /// connection each); the results in [nodes] order, named. A panic in `f` is passed on.
+    pub fn per_node<'p, T: Send>(
+        &'p self,
+        keep: impl Fn(&str) -> bool,
+        f: impl Fn(&'p str, &'p NodeSection) -> T + Sync,
+    ) -> Vec<(String, T)> {
+        std::thread::scope(|scope| {
+            let f = &f;
+            let handles: Vec<_> = self
+                .config
+                .nodes
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(name, n)| (name.clone(), scope.spawn(move || f(name, n))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| match h.join() {
+                    Ok(t) => (name, t),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    }
+
     pub fn swarm(&self) -> bool {
         self.config.project.mode == Mode::Swarm
     }

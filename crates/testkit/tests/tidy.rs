@@ -201,8 +201,7 @@ fn no_command_reaches_into_another_but_those_left_to_move() {
         ("deploy", "backup"), // backup::take before a database changes
         ("deploy", "swarm"),  // swarm::upload_to_workers
         ("setup", "backup"),  // backup::manifests for preflight
-        ("setup", "swarm"),   // swarm::per_node, swarm::form
-        ("status", "swarm"),  // swarm::status_services, swarm::status_lines
+        ("setup", "swarm"),   // swarm::form
     ];
     let mut found = std::collections::BTreeSet::new();
     for (path, text) in sources() {

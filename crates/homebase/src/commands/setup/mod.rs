@@ -58,8 +58,7 @@ fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>,
     // Swarm: every node as a host (in parallel, one SSH connection each), then the cluster.
     let mut items = Vec::new();
     let mut blocked = false;
-    let results = crate::commands::swarm::per_node(
-        project,
+    let results = project.per_node(
         |_| true,
         |name, n| {
             let session = project

@@ -2,6 +2,8 @@
 //! with the daemon's alerts, events and loops, in one round trip (from the daemon's view
 //! when it runs and has seen the current release).
 
+mod swarm;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let host = HostProject::of(&session, &project);
     let planned: Vec<String> = project.compose.services.keys().cloned().collect();
     let mut report = if project.swarm() {
-        let (services, nodes) = crate::commands::swarm::status_services(&project, &host, &planned)?;
+        let (services, nodes) = swarm::status_services(&project, &host, &planned)?;
         let healthy = services.iter().all(|s| s.state == "running");
         StatusReport {
             project: host.project.clone(),
@@ -386,7 +388,7 @@ fn human_status(r: &StatusReport) -> String {
         let _ = writeln!(s, "daemon: {}", r.daemon);
     }
     alerts_and_events(&mut s, r);
-    s.push_str(&crate::commands::swarm::status_lines(&r.services, &r.nodes));
+    s.push_str(&swarm::status_lines(&r.services, &r.nodes));
     for l in &r.loops {
         let _ = writeln!(s, "loop {}", crate::loop_view::one_line(l));
     }
