@@ -30,6 +30,7 @@ pub use entry::entry;
 pub use follow::{Followed, Labels, follow, outcome_error};
 use follow::{follow_from, follower, read_start};
 pub use job::Job;
+pub use stack::upload_to_workers;
 
 use crate::exit::{Exit, coded};
 use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, PsEntry};

@@ -6,13 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use homebase_proto::ReleaseEntry;
 
 use super::follow::{Followed, Outcome};
 use super::{Job, Lock};
 use crate::host::HostProject;
 use crate::progress::Progress;
+use crate::project::Project;
 use homebase_proto::clock::now_secs;
 
 /// The stack half of [`Lock::run`]: starts `job.new` (already on the manager), waits until
@@ -140,4 +141,34 @@ fn timed(entry: &ReleaseEntry, took: Duration) -> ReleaseEntry {
         duration_ms: took.as_millis() as u64,
         ..entry.clone()
     }
+}
+
+/// The release on every worker too, so that each node's daemon knows the project (its
+/// budget and alert sinks) and which node it is (`node`); loops run on the manager only.
+pub fn upload_to_workers(
+    project: &Project,
+    id: &str,
+    files: &[(&str, &[u8])],
+    source: &crate::source::Source,
+) -> Result<()> {
+    let manager = project.config.manager().map(|(n, _)| n.clone());
+    let mut with_role: Vec<(&str, &[u8])> = files.to_vec();
+    with_role.push(("role", b"worker"));
+    let with_role = &with_role;
+    // in parallel: one SSH connection per worker
+    let worker = |name: &str| Some(name) != manager.as_deref();
+    for (_, done) in project.per_node(worker, |name, _| -> Result<()> {
+        let session = project
+            .node_session(name)
+            .with_context(|| format!("cannot reach node {name} to give it the release"))?;
+        let host = HostProject::of(&session, project);
+        let mut files = with_role.clone();
+        files.push(("node", name.as_bytes()));
+        host.upload_and_build(id, &files, source)
+            .with_context(|| format!("node {name}"))?;
+        host.set_current(id)
+    }) {
+        done?;
+    }
+    Ok(())
 }

@@ -442,7 +442,7 @@ impl<'a> Deploy<'a> {
         }
         // every node builds the release's images from the files it lacks, in parallel:
         // only source crosses the laptop's link, never an image (there is no registry)
-        crate::commands::swarm::upload_to_workers(project, id, &files, &source)?;
+        crate::release::upload_to_workers(project, id, &files, &source)?;
         // each node's daemon knows which node it is (for its own part of scheduled backups)
         let manager = project.config.manager().map(|(n, _)| n.clone());
         if let Some(name) = manager.as_deref() {

@@ -19,6 +19,7 @@ mod checks;
 mod install;
 mod live_restore;
 pub(crate) mod relay;
+mod swarm;
 mod tailnet;
 
 use install::{Binary, host};
@@ -76,7 +77,7 @@ fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>,
         }));
     }
     if !blocked {
-        items.extend(crate::commands::swarm::form(project, args.check)?);
+        items.extend(swarm::form(project, args.check)?);
     }
     Ok((items, blocked))
 }
