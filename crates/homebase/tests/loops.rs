@@ -1269,5 +1269,11 @@ fn agents_results_are_read_their_spend_capped_per_day_and_bad_results_never_coun
         "{:#?}",
         env.d.events()
     );
+    // `bad` resumed at the day's turn too: stopped (its iteration killed) before the count
+    let (code, body) = env.d.post(&format!("/api/loops/{}/bad/stop", env.p.name));
+    assert_eq!(code, 200, "{body}");
+    env.wait("bad", "is stopped", 30, |s| {
+        s["state"] == "stopped" && s["running"].is_null()
+    });
     assert_eq!(env.leftover_containers().trim(), "");
 }
