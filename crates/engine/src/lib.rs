@@ -89,19 +89,8 @@ fn context_endpoint(docker_dir: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Health from the engine's status text (`Up 5 minutes (healthy)`): `healthy`,
-/// `unhealthy`, `starting`, or empty when the container has no healthcheck.
-pub fn health_from_status(status: &str) -> &'static str {
-    if status.contains("(unhealthy)") {
-        "unhealthy"
-    } else if status.contains("(healthy)") {
-        "healthy"
-    } else if status.contains("health: starting") {
-        "starting"
-    } else {
-        ""
-    }
-}
+/// Health from the engine's status text (the docker CLI prints the same text).
+pub use homebase_proto::health_from_status;
 
 /// A container of a compose project.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,18 +6,16 @@
 
 pub mod cli;
 mod commands;
-mod daemon_client;
-pub mod exit;
-mod host;
 mod loop_view;
 mod probe;
 mod progress;
 pub mod project;
-mod release;
 mod service_files;
-mod source;
 mod tunnel;
 pub mod ui;
+
+pub use homebase_host::exit;
+use homebase_host::{self as host, daemon_client, release, source};
 
 use std::process::ExitCode;
 
@@ -29,11 +27,21 @@ use crate::exit::Exit;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     ui::init(cli.global.color);
+    host::report::install(host::report::Sink {
+        note: ui::note,
+        warn: ui::warn,
+    });
     let json = wants_json(&cli.command);
     match run(cli) {
         Ok(code) => code.into(),
         Err(err) => report(&err, json),
     }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP are noted for the release under way (read between steps and
+/// while it follows the job) instead of killing this process mid-step.
+pub(crate) fn catch_interrupts() {
+    let _ = ctrlc::set_handler(release::interrupt);
 }
 
 fn wants_json(cmd: &Command) -> bool {

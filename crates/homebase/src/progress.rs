@@ -106,18 +106,21 @@ impl Progress {
     }
 
     /// Asks a question on the terminal (the spinner paused) and returns the answer line;
-    /// empty when stdin is closed.
-    pub fn ask(&self, question: &str) -> String {
+    /// empty when stdin is closed; `None` when stdin or stderr is not a terminal.
+    pub fn ask(&self, question: &str) -> Option<String> {
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return None;
+        }
         let read = || {
             eprint!("{question}");
             let mut answer = String::new();
             let _ = std::io::stdin().read_line(&mut answer);
             answer
         };
-        match &self.current {
+        Some(match &self.current {
             Some((_, _, Some(bar))) => bar.suspend(read),
             _ => read(),
-        }
+        })
     }
 
     /// What the current step is doing now (a build's step): the spinner's message on a
@@ -144,6 +147,28 @@ impl Progress {
         } else {
             crate::esay!("{message}");
         }
+    }
+}
+
+/// The host protocol's long work (a release, a build) shown as this command's steps.
+impl homebase_host::report::Report for Progress {
+    fn step(&mut self, name: &str) {
+        Progress::step(self, name);
+    }
+    fn done(&mut self) {
+        Progress::done(self);
+    }
+    fn fail(&mut self, message: &str) {
+        Progress::fail(self, message);
+    }
+    fn detail(&self, text: &str) {
+        Progress::detail(self, text);
+    }
+    fn info(&self, message: &str) {
+        Progress::info(self, message);
+    }
+    fn ask(&self, question: &str) -> Option<String> {
+        Progress::ask(self, question)
     }
 }
 

@@ -85,30 +85,6 @@ pub fn err_line(text: &str) {
     let _ = writeln!(err, "{}", terminal_safe(text));
 }
 
-/// Characters a terminal acts on instead of showing: C0 and C1 controls (escape
-/// sequences, OSC window titles and clipboard writes, bells), DEL, the bidirectional
-/// controls that reorder what is shown (Trojan Source), and the line and paragraph
-/// separators.
-fn acts_on_terminal(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}'
-        )
-}
-
-/// `c` as a visible escape: `\u{1b}` for the C0 controls (never raw in homebase's JSON,
-/// which escapes them itself), `\u009b` for the others (DEL, C1, bidi), which keeps JSON
-/// valid and equal.
-fn escaped(c: char, out: &mut String) {
-    use std::fmt::Write as _;
-    if c < ' ' {
-        let _ = write!(out, "{}", c.escape_unicode());
-    } else {
-        let _ = write!(out, "\\u{:04x}", c as u32);
-    }
-}
-
 /// The styles homebase itself paints with, as the sequences they render to: the only escape
 /// sequences that reach a terminal.
 fn own_sequences() -> &'static [String] {
@@ -130,6 +106,9 @@ fn own_sequences() -> &'static [String] {
 /// output, a release log line, an alert, a container name) never reaches the terminal raw.
 /// Newlines and tabs stay, homebase's own colours stay; every other control character, the
 /// bidirectional controls among them, is shown escaped.
+pub use homebase_proto::text::printable;
+use homebase_proto::text::{acts_on_terminal, escaped};
+
 pub fn terminal_safe(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -149,21 +128,6 @@ pub fn terminal_safe(text: &str) -> String {
             escaped(c, &mut out);
         }
         rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
-/// Text from the host (container logs, names, one line of output) made safe for a terminal
-/// and kept on one line: every character [`terminal_safe`] escapes, and newlines too; tabs
-/// kept.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c != '\t' && acts_on_terminal(c) {
-            escaped(c, &mut out);
-        } else {
-            out.push(c);
-        }
     }
     out
 }

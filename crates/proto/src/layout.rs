@@ -100,6 +100,16 @@ pub fn default_workspace(project: &str, name: &str) -> String {
     format!("~/{ROOT}/{project}/{LOOPS}/{name}/workspace")
 }
 
+/// A path under homebase's directory as a message shows it: `~/.homebase/daemon/token`.
+pub fn shown(parts: &[&str]) -> String {
+    let mut out = format!("~/{ROOT}");
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    out
+}
+
 /// homebase's directory, as a shell word.
 pub fn sh_root() -> String {
     format!("\"$HOME/{ROOT}\"")

@@ -10,6 +10,21 @@ mod reports;
 
 pub use reports::*;
 pub mod sys;
+pub mod text;
+
+/// Health from the engine's status text (`Up 5 minutes (healthy)`): `healthy`,
+/// `unhealthy`, `starting`, or empty when the container has no healthcheck.
+pub fn health_from_status(status: &str) -> &'static str {
+    if status.contains("(unhealthy)") {
+        "unhealthy"
+    } else if status.contains("(healthy)") {
+        "healthy"
+    } else if status.contains("health: starting") {
+        "starting"
+    } else {
+        ""
+    }
+}
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -192,15 +192,10 @@ fn every_document_homebase_prints_or_sends_is_a_proto_type() {
     );
 }
 
-/// Commands call the host protocol (`host`, `release`), not each other. The imports from
-/// one command into another that are left are listed here, to be moved out (issue 31),
-/// never added to.
+/// Commands call the host protocol (`homebase-host`), not each other: what two commands
+/// share lives below them.
 #[test]
-fn no_command_reaches_into_another_but_those_left_to_move() {
-    let left: &[(&str, &str)] = &[
-        ("deploy", "backup"), // backup::take before a database changes
-        ("setup", "backup"),  // backup::manifests for preflight
-    ];
+fn no_command_reaches_into_another() {
     let mut found = std::collections::BTreeSet::new();
     for (path, text) in sources() {
         let Ok(rest) = path.strip_prefix("crates/homebase/src/commands") else {
@@ -214,8 +209,9 @@ fn no_command_reaches_into_another_but_those_left_to_move() {
             .to_string_lossy()
             .trim_end_matches(".rs")
             .to_string();
-        for (i, _) in outside_tests(&text).match_indices("crate::commands::") {
-            let other: String = text[i + "crate::commands::".len()..]
+        let code = outside_tests(&text);
+        for (i, _) in code.match_indices("commands::") {
+            let other: String = code[i + "commands::".len()..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
@@ -223,21 +219,121 @@ fn no_command_reaches_into_another_but_those_left_to_move() {
                 found.insert((own.clone(), other, path.display().to_string()));
             }
         }
+        // `super::super::other` from a command's own submodule
+        if code.contains("super::super::") {
+            found.insert((
+                own.clone(),
+                "super::super".into(),
+                path.display().to_string(),
+            ));
+        }
     }
-    let new: Vec<_> = found
-        .iter()
-        .filter(|(a, b, _)| !left.iter().any(|(x, y)| x == a && y == b))
-        .collect();
     assert!(
-        new.is_empty(),
-        "a command reaches into another: move what both need into host/, release/ or proto: {new:#?}"
+        found.is_empty(),
+        "a command reaches into another: move what both need into crates/host or crates/proto: {found:#?}"
     );
-    let gone: Vec<_> = left
+}
+
+/// Reads ARCHITECTURE.md's layering: `- crate: dep, dep` lines after "The layering".
+fn stated_layering() -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let start = text
+        .find("The layering")
+        .expect("ARCHITECTURE.md states the layering");
+    text[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with("- "))
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| {
+            let (name, deps) = l[2..].split_once(':').expect("`- crate: deps`");
+            let deps = deps
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect();
+            (name.trim().to_string(), deps)
+        })
+        .collect()
+}
+
+/// The homebase crates a Cargo.toml's `[dependencies]` names (not its dev-dependencies).
+fn internal_dependencies(manifest: &str) -> Vec<String> {
+    let mut in_deps = false;
+    let mut out = Vec::new();
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            in_deps = line.trim() == "[dependencies]";
+            continue;
+        }
+        if in_deps && let Some(rest) = line.trim().strip_prefix("homebase-") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every crate depends on exactly the crates ARCHITECTURE.md's layering lists for it, and
+/// every crate is listed.
+#[test]
+fn the_crates_depend_on_each_other_as_architecture_states() {
+    let stated = stated_layering();
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let actual = internal_dependencies(&manifest);
+        match stated.iter().find(|(n, _)| *n == name) {
+            None => wrong.push(format!("{name}: not in ARCHITECTURE.md's layering")),
+            Some((_, deps)) => {
+                let mut deps = deps.clone();
+                deps.sort();
+                if deps != actual {
+                    wrong.push(format!(
+                        "{name}: ARCHITECTURE.md says {deps:?}, Cargo.toml has {actual:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        stated.len() >= 8,
+        "only {} crates in the layering",
+        stated.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "the crates' dependencies break the layering ARCHITECTURE.md states (fix the dependency, or the layering with a reason): {wrong:#?}"
+    );
+}
+
+/// Where homebase keeps its state on the host is spelled once, in `proto::layout`: a script
+/// builds it with `layout::sh_*`, a message names it with `layout::shown`.
+#[test]
+fn host_paths_come_from_the_layout() {
+    let spelled = ["~/.homebase", "$HOME/.homebase", "/.homebase/"];
+    let offenders: Vec<String> = sources()
         .iter()
-        .filter(|(x, y)| !found.iter().any(|(a, b, _)| a == x && b == y))
+        .filter(|(p, _)| p != Path::new("crates/proto/src/layout.rs"))
+        .flat_map(|(p, text)| {
+            outside_tests(text)
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .filter(|l| spelled.iter().any(|s| l.contains(s)))
+                .map(move |l| format!("{}: {}", p.display(), l.trim()))
+                .collect::<Vec<_>>()
+        })
         .collect();
     assert!(
-        gone.is_empty(),
-        "no longer imported: remove from the list {gone:?}"
+        offenders.is_empty(),
+        "a host path spelled outside proto::layout (use layout::sh_* in scripts, layout::shown in messages): {offenders:#?}"
     );
 }

@@ -18,8 +18,8 @@ use crate::project;
 pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let target = match &args.node {
-        Some(name) => project.named_node(name)?,
-        None => project.target(),
+        Some(name) => project.link.named_node(name)?,
+        None => project.link.target(),
     };
     let session = Session::open(&target)?;
     let located = crate::daemon_client::locate(&session, global.daemon_dir.as_deref())
@@ -85,11 +85,13 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         crate::esay!("dashboard opened at {url} (ctrl-c closes the tunnel)");
     } else if needs_code {
         crate::esay!(
-            "dashboard at {url} (no browser could be opened here)\nopen {with_token} within 2 minutes to sign in (the code works once), or sign in with the token from ~/.homebase/daemon/token on the host\n(ctrl-c closes the tunnel)"
+            "dashboard at {url} (no browser could be opened here)\nopen {with_token} within 2 minutes to sign in (the code works once), or sign in with the token from {} on the host\n(ctrl-c closes the tunnel)",
+            token_path()
         );
     } else {
         crate::esay!(
-            "dashboard at {url}\nsign in with the token from ~/.homebase/daemon/token on the host, or run `homebase dash --print-url` for a one-time sign-in URL\n(ctrl-c closes the tunnel)"
+            "dashboard at {url}\nsign in with the token from {} on the host, or run `homebase dash --print-url` for a one-time sign-in URL\n(ctrl-c closes the tunnel)",
+            token_path()
         );
     }
     // Keep the forward up until ctrl-c, reconnecting when it drops.
@@ -141,4 +143,11 @@ fn open_browser(url: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+/// The daemon's token on the host, as a message names it.
+fn token_path() -> String {
+    homebase_proto::layout::shown(&[
+        homebase_proto::layout::DAEMON,
+        homebase_proto::layout::TOKEN,
+    ])
 }

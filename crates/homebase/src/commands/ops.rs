@@ -15,7 +15,7 @@ use crate::ui::{self};
 pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
     let project = project::load(global)?;
     project.require_service(&args.service)?;
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, &project);
     let since = args
         .since
@@ -48,7 +48,7 @@ pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
 pub fn restart(global: &Global, args: &RestartArgs) -> Result<Exit> {
     let project = project::load(global)?;
     project.require_service(&args.service)?;
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, &project);
     let started = Instant::now();
     // progress on stderr; with --json, stdout is the report alone
@@ -160,7 +160,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
     project.require_service(&args.service)?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let words: Vec<String> = args.command.iter().map(|w| sh_quote(w)).collect();
-    let manager = project.open_session()?;
+    let manager = project.link.open_session()?;
     // In swarm mode the command runs on the node Swarm chose, in one of the service's tasks.
     let (session, script) = if project.swarm() {
         let name = &project.config.project.name;
@@ -186,6 +186,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
             )
         })?;
         let session = project
+            .link
             .node_session(&node)
             .with_context(|| format!("cannot reach node {node}, where `{}` runs", args.service))?;
         let script = format!(

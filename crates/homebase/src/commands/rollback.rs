@@ -17,7 +17,7 @@ use crate::ui::{self, BOLD, paint};
 
 pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, &project);
     let (log, current) = host.log_and_current()?;
     if args.json {
@@ -75,14 +75,14 @@ pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
 pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
-    release::catch_interrupts();
-    let session = project.open_session()?;
+    crate::catch_interrupts();
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, &project);
     let mut progress = Progress::new(args.json);
     progress.step("lock");
     let (lock, prepared) = release::Lock::take(
         &host,
-        project.target(),
+        project.link.target(),
         &project.config.project.name,
         &mut progress,
         None,

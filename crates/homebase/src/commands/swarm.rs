@@ -21,7 +21,7 @@ pub fn nodes(global: &Global, args: &NodesArgs) -> Result<Exit> {
             "this project runs on one host (project.mode = \"single\"); `homebase nodes` is for swarm mode: set mode = \"swarm\" and list the hosts in [nodes]",
         ));
     }
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let (mut nodes, _) = read_cluster(&session, &project.config.project.name)?;
     // configured nodes that are not in the swarm
     for name in project.config.nodes.keys() {

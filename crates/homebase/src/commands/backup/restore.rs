@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use homebase_remote::sh_quote;
 use sha2::{Digest, Sha256};
 
-use super::{BackupFile, Keepers, dir, find, list_all, pg_user_db};
+use super::{Keepers, find, list_all};
 use crate::exit::{Exit, coded};
+use crate::host::backup::{BackupFile, dir, pg_user_db};
 use crate::host::{HostProject, PsEntry};
 use crate::project::Project;
 use crate::ui;
@@ -17,7 +18,7 @@ pub(super) fn restore(project: &Project, id: &str, only: &[String]) -> Result<Ex
     for s in only {
         project.require_service(s)?;
     }
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, project);
     let mut keepers = Keepers::new(project, &session);
     let m = find(&mut keepers, id)?;
@@ -154,7 +155,7 @@ pub(super) fn pull(
     to: Option<PathBuf>,
     json: bool,
 ) -> Result<Exit> {
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let mut keepers = Keepers::new(project, &session);
     let m = match id {
         Some(id) => find(&mut keepers, id)?,

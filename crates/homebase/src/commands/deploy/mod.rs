@@ -53,7 +53,7 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
     let mut progress = Progress::new(args.json);
-    release::catch_interrupts();
+    crate::catch_interrupts();
     if args.attach {
         return attach(&project, args, &mut progress);
     }
@@ -61,8 +61,8 @@ pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let deploy = Deploy::plan(&project, args, started, &mut progress)?;
     release::check_interrupt()?;
 
-    progress.step(&format!("connect to {}", project.target()));
-    let session = project.open_session()?;
+    progress.step(&format!("connect to {}", project.link.target()));
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, &project);
     progress.done();
 
@@ -250,7 +250,7 @@ impl<'a> Deploy<'a> {
         });
         let (lock, prepared) = release::Lock::take(
             host,
-            self.project.target(),
+            self.project.link.target(),
             &self.project.config.project.name,
             progress,
             up_to_date.as_ref(),
@@ -334,7 +334,7 @@ impl<'a> Deploy<'a> {
             "back up {} before changing it",
             running.join(", ")
         ));
-        let (m, _) = crate::commands::backup::take(self.project, host, &running)
+        let (m, _) = crate::host::backup::take(self.project, host, &running)
             .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
         progress.info(&format!("backup {} taken before the change", m.id));
         progress.done();
@@ -520,7 +520,7 @@ fn manifest_note(project: &str) -> String {
 /// `homebase deploy --attach`: follows the release job on the host (after a detach or a
 /// lost link) until it ends, with the same report and exit code as the deploy itself.
 fn attach(project: &Project, args: &DeployArgs, progress: &mut Progress) -> Result<Exit> {
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let followed = release::follow(
         &session,
         &project.config.project.name,

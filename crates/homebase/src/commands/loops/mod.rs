@@ -24,7 +24,7 @@ pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
     if let Some(name) = loop_name(&args.command) {
         require_loop(&project, name)?;
     }
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let p = project.config.project.name.clone();
     if let LoopCommand::Pull { name } = &args.command {
         return pull::run(&project, &session, name, args.json);

@@ -41,10 +41,10 @@ pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
         }
     }
     if !blocked && !project.swarm() {
-        let session = project.open_session()?;
+        let session = project.link.open_session()?;
         ways(&mut items, &project);
         let daemon = DaemonClient::connect(&session, None).ok();
-        let kept = crate::commands::backup::manifests(&session, &project)?;
+        let kept = crate::host::backup::manifests(&session, &project)?;
         backups(&mut items, &session, &project, &kept)?;
         disk(&mut items, &session, &kept, args.days)?;
         match &daemon {
@@ -66,7 +66,7 @@ pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
 /// Each way but the first (the LAN, at home) tried for real with a connection of its own:
 /// the way that will be used from away.
 fn ways(items: &mut Vec<Item>, project: &Project) {
-    let ways = project.ways();
+    let ways = project.link.ways();
     if ways.len() < 2 {
         let first = ways.first().map(|w| w.to_string()).unwrap_or_default();
         let private = is_private(ways.first());

@@ -38,7 +38,7 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
 fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>, bool)> {
     let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
-        let session = project.open_session()?;
+        let session = project.link.open_session()?;
         let h = &project.config.host;
         let ways: Vec<String> = std::iter::once(h.ssh.clone())
             .chain(h.also.iter().cloned())
@@ -63,6 +63,7 @@ fn checklist(project: &project::Project, args: &SetupArgs) -> Result<(Vec<Item>,
         |_| true,
         |name, n| {
             let session = project
+                .link
                 .node_session(name)
                 .with_context(|| format!("cannot reach node {name}"))?;
             host(&session, n.memory, args, &binary, true, &[])

@@ -26,7 +26,8 @@ pub(super) fn make_it_so(
     project: &Project,
     args: &SetupArgs,
 ) -> Result<()> {
-    let (Some(section), Some(relay)) = (&project.config.host.relay, project.relay_target()) else {
+    let (Some(section), Some(relay)) = (&project.config.host.relay, project.link.relay_target())
+    else {
         return Ok(());
     };
     let Some(resolved) = relay.resolve() else {
@@ -121,11 +122,14 @@ fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Resul
 }
 
 fn not_plain() -> Item {
+    let key = layout::shown(&[layout::RELAY_DIR, "id_ed25519"]);
     Item::new(
         "relay key",
         "missing",
-        "the host's relay key (~/.homebase/relay/id_ed25519.pub) is not one plain ed25519 public key",
-        Some("remove ~/.homebase/relay/id_ed25519 and id_ed25519.pub on the host; homebase setup then makes a new one".into()),
+        format!("the host's relay key ({key}.pub) is not one plain ed25519 public key"),
+        Some(format!(
+            "remove {key} and id_ed25519.pub on the host; homebase setup then makes a new one"
+        )),
     )
 }
 
@@ -336,7 +340,7 @@ fn away_path(
     project: &Project,
     relay: &SshTarget,
 ) -> Result<()> {
-    let Some(Target::Ssh(way)) = project.ways().last().cloned() else {
+    let Some(Target::Ssh(way)) = project.link.ways().last().cloned() else {
         return Ok(());
     };
     let mut way = way;
@@ -375,7 +379,10 @@ fn away_path(
                 .map(|s| format!(" (the host's tunnel is {}: {})", s.state, s.error))
                 .unwrap_or_default()
         ),
-        Some("the daemon keeps the tunnel: its log on the host (~/.homebase/daemon/daemon.log) says why".into()),
+        Some(format!(
+            "the daemon keeps the tunnel: its log on the host ({}) says why",
+            layout::shown(&[layout::DAEMON, layout::DAEMON_LOG])
+        )),
     ));
     Ok(())
 }

@@ -37,7 +37,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
     let Some((mname, mnode)) = project.config.manager() else {
         return Ok(items);
     };
-    let manager = project.node_session(mname)?;
+    let manager = project.link.node_session(mname)?;
     let mut m = membership(&manager)?;
     match m.state.as_str() {
         "active" if m.manager => items.push(Item::new(
@@ -86,7 +86,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
         .collect();
     let mut ids = vec![(mname.clone(), m.node_id.clone())];
     for (name, n) in project.config.nodes.iter().filter(|(k, _)| *k != mname) {
-        let s = project.node_session(name)?;
+        let s = project.link.node_session(name)?;
         if let Some(id) = join(&mut items, &manager, &members, mnode, name, n, &s, check)? {
             ids.push((name.clone(), id));
         }

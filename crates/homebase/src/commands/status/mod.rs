@@ -24,7 +24,7 @@ use homebase_proto::clock::now_secs;
 
 pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let session = project.open_session()?;
+    let session = project.link.open_session()?;
     let host = HostProject::of(&session, &project);
     let planned: Vec<String> = project.compose.services.keys().cloned().collect();
     let mut report = if project.swarm() {
@@ -50,7 +50,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     if report.daemon.is_empty() {
         daemon_view(&host, global.daemon_dir.as_deref(), &mut report);
     }
-    if let homebase_remote::Target::Ssh(t) = project.target()
+    if let homebase_remote::Target::Ssh(t) = project.link.target()
         && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
     {
         for w in crate::tunnel::wanted_forwards(&project) {

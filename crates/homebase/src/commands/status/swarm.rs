@@ -47,6 +47,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
     let ready = |n: &str| nodes.iter().any(|s| s.name == n && s.state == "ready");
     let outputs = project.per_node(ready, |name, _| {
         project
+            .link
             .node_session(name)
             .ok()
             .and_then(|s| s.check(&script).ok())

@@ -111,7 +111,7 @@ pub(super) fn check(project: &Project, json: bool) -> Result<Exit> {
         }
         None => {
             // forwards on the warm connection for the time of the check
-            let s = project.open_session()?;
+            let s = project.link.open_session()?;
             let mut wanted = tunnel::wanted_forwards(project);
             place(project, &s, &mut wanted)?;
             session = Some(s);

@@ -30,7 +30,7 @@ const SLOW: Duration = Duration::from_millis(100);
 const FOLLOW: Duration = Duration::from_secs(10);
 
 fn ssh_target(project: &Project) -> Result<SshTarget> {
-    match project.target() {
+    match project.link.target() {
         Target::Ssh(t) => Ok(t),
         Target::Local => Err(coded(
             Exit::BadInput,
@@ -106,7 +106,7 @@ fn place(project: &Project, session: &Session, forwards: &mut [ServiceForward]) 
 fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
     let mut f = tunnel::wanted_forwards(project);
     // One short connection: where the daemon listens, and (swarm) where each service runs.
-    match project.open_session() {
+    match project.link.open_session() {
         Ok(session) => {
             place(project, &session, &mut f)?;
             f.extend(daemon_forward(&session));
@@ -132,7 +132,7 @@ fn moved(
     forwards: &[ServiceForward],
 ) -> Option<Vec<ServiceForward>> {
     if looker.is_none() {
-        *looker = project.open_session().ok();
+        *looker = project.link.open_session().ok();
     }
     let mut now = forwards.to_vec();
     if place(project, looker.as_ref()?, &mut now).is_err() {
@@ -169,7 +169,7 @@ impl Line {
 /// With several ways to the host, the one that answers now (so that a tunnel whose way died
 /// moves to another); with one way, that one.
 fn current_way(project: &Project, now: &SshTarget, line: &Line) -> SshTarget {
-    let ways = project.ways();
+    let ways = project.link.ways();
     if ways.len() < 2 {
         return now.clone();
     }

@@ -10,13 +10,13 @@ use homebase_stack::kinds::Kind;
 use super::{
     BackupFile, Manifest, dir, list_script, node_session, parse_list, pg_user_db, plan, prune,
 };
+use crate::HostProject;
 use crate::exit::{Exit, coded};
-use crate::host::HostProject;
 use crate::project::Project;
 use homebase_proto::clock::now_secs;
 use homebase_proto::clock::utc_stamp;
 
-pub(super) type Item = (String, Kind, Vec<String>);
+pub type Item = (String, Kind, Vec<String>);
 
 /// Takes a backup of `only` (or of everything worth one) on the host, then prunes by
 /// retention; returns the manifest and the ids pruned. Used by `backup now`, by deploy
@@ -38,7 +38,7 @@ pub fn take(
     let mut files = Vec::new();
     let mut pruned = Vec::new();
     if host.is_stack() {
-        let mut at = crate::host::stack::placements(host.session, &host.project)?;
+        let mut at = crate::stack::placements(host.session, &host.project)?;
         let mut by_node: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
         for item in items {
             let node = at.remove(&item.0).map(|p| p.node).ok_or_else(
@@ -74,7 +74,7 @@ pub fn take(
 /// A backup's id: its UTC time (retention reads the day from it; ids sort by time) and four
 /// hex digits of this process and instant, so that two backups in the same second (a
 /// deploy's and the daily one) never share an id or a temp directory.
-pub(super) fn new_id() -> String {
+pub fn new_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -86,7 +86,7 @@ pub(super) fn new_id() -> String {
 /// Swarm mode, on a node (its daemon's schedule): the part of a backup for the services
 /// whose tasks run on this engine, kept here. Nothing running here is an empty part, not
 /// an error, and writes nothing.
-pub(super) fn take_here(
+pub fn take_here(
     project: &Project,
     host: &HostProject,
     node: &str,
@@ -122,7 +122,7 @@ pub(super) fn take_here(
 /// One host's part of a backup: dumps and archives into a temp dir, a manifest of them,
 /// then renamed into place: two commands (the dumps; the manifest, the rename and a list
 /// of the host's backups for retention). Returns the files and that list.
-pub(super) fn take_on(
+pub fn take_on(
     project: &Project,
     host: &HostProject,
     id: &str,

@@ -85,10 +85,7 @@ pub(super) fn ps(host: &HostProject) -> Result<Vec<PsEntry>> {
 }
 
 /// Every node (state, role, labels, memory) and every running task, read on the manager.
-pub(crate) fn read_cluster(
-    session: &Session,
-    project: &str,
-) -> Result<(Vec<NodeStatus>, Vec<Task>)> {
+pub fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>, Vec<Task>)> {
     let script = format!(
         "docker node inspect $(docker node ls -q) --format '{{{{json .}}}}'; echo @@HB@@; \
          ids=$(docker stack ps -q --filter desired-state=running {p} 2>/dev/null); [ -n \"$ids\" ] && docker inspect --format '{{{{json .}}}}' $ids; echo @@HB@@; \
@@ -233,7 +230,7 @@ pub fn locate_task(project: &str, service: &str) -> String {
     )
 }
 
-pub(crate) struct Task {
+pub struct Task {
     pub service: String,
     pub node: String,
     pub state: String,

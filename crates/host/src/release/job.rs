@@ -8,7 +8,7 @@ use anyhow::Result;
 use homebase_proto::ReleaseEntry;
 use homebase_remote::sh_quote;
 
-use crate::host::{FIND_COMPOSE, HEALTHY_FN, LOCK_INFO, tree};
+use crate::{FIND_COMPOSE, HEALTHY_FN, LOCK_INFO, tree};
 
 /// What the job does: start `new`, wait until every planned service is running and
 /// healthy, make it current; otherwise (or on abort) start `prev` again, or remove `new`'s
@@ -31,9 +31,9 @@ pub struct Job {
 
 impl Job {
     pub(super) fn start_script(&self, dir: &str, token: &str, holder: &str) -> Result<String> {
-        crate::host::check_id(&self.new)?;
+        crate::check_id(&self.new)?;
         if let Some(p) = &self.prev {
-            crate::host::check_id(p)?;
+            crate::check_id(p)?;
         }
         for s in &self.services {
             if !homebase_proto::is_safe_name(s) {
@@ -65,7 +65,7 @@ impl Job {
             tok = sh_quote(token),
             pre = self.pre.as_millis(),
         );
-        let prefix = crate::host::lock_line_prefix(holder, token, true);
+        let prefix = crate::lock_line_prefix(holder, token, true);
         Ok(format!(
             "d={dir}; j=\"$d/job\"; {{ {LOCK_INFO}; }} | grep -qF {tok} || {{ echo notours; exit 0; }}; \
              rm -rf \"$j\"; mkdir -p \"$j\" && chmod 700 \"$j\" && cd \"$j\" || exit 1; \
@@ -80,7 +80,7 @@ impl Job {
             // the job's text (13 KB) gzip'd: what a deploy sends over a slow link is mostly it
             script = sh_quote(&gzip_base64(&format!(
                 "{header}{HEALTHY_FN}{fns}{JOB}{}\nprune_tree\nreadlink \"$d/lock\" 2>/dev/null | grep -qF \"$tok\" && rm -f \"$d/lock\"\nsay end\n: > \"$j/done\"\n",
-                crate::host::PRUNE,
+                crate::PRUNE,
                 fns = tree::JOB_FNS,
             ))?),
             prefix = sh_quote(&prefix),

@@ -119,7 +119,7 @@ pub(super) fn parse_docker_ps_line(line: &str) -> Option<PsEntry> {
         .find_map(|l| l.strip_prefix("com.docker.compose.service="))?
         .to_string();
     let status = v["Status"].as_str().unwrap_or("");
-    let health = homebase_engine::health_from_status(status);
+    let health = homebase_proto::health_from_status(status);
     Some(PsEntry {
         service,
         name: v["Names"].as_str().unwrap_or("").to_string(),

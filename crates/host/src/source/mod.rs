@@ -296,7 +296,7 @@ fn build_file(builds: &[Build], file: &str, project: &str) -> Result<Option<Stri
 pub fn repo_head(
     root: &Path,
     loop_name: &str,
-    progress: &crate::progress::Progress,
+    progress: &dyn crate::report::Report,
 ) -> Result<String> {
     let head = git(root, &["rev-parse", "--verify", "HEAD"])
         .ok_or_else(|| {

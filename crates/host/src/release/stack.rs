@@ -11,9 +11,9 @@ use homebase_proto::ReleaseEntry;
 
 use super::follow::{Followed, Outcome};
 use super::{Job, Lock};
-use crate::host::HostProject;
-use crate::progress::Progress;
+use crate::HostProject;
 use crate::project::Project;
+use crate::report::Report;
 use homebase_proto::clock::now_secs;
 
 /// The stack half of [`Lock::run`]: starts `job.new` (already on the manager), waits until
@@ -23,7 +23,7 @@ use homebase_proto::clock::now_secs;
 pub(super) fn run(
     mut lock: Lock<'_>,
     job: &Job,
-    progress: &mut Progress,
+    progress: &mut dyn Report,
     up_label: &str,
 ) -> Result<Followed> {
     let started = Instant::now();
@@ -45,7 +45,11 @@ pub(super) fn run(
         Ok(g) => g,
         Err(e) => (false, format!("homebase: {e:#}")),
     };
-    let output: Vec<String> = output.trim().lines().map(crate::ui::printable).collect();
+    let output: Vec<String> = output
+        .trim()
+        .lines()
+        .map(homebase_proto::text::printable)
+        .collect();
     if healthy {
         progress.done();
         let e = timed(&job.ok_entry, job.pre + started.elapsed());
@@ -78,7 +82,7 @@ fn go_back(
     host: &HostProject,
     job: &Job,
     wait: Duration,
-    progress: &mut Progress,
+    progress: &mut dyn Report,
 ) -> (String, String) {
     match &job.prev {
         Some(prev) if host.release_exists(prev).unwrap_or(true) => {
@@ -97,7 +101,7 @@ fn go_back(
                         "back-failed".into(),
                         format!(
                             "rollback to release {prev} did not become healthy either:\n{}",
-                            crate::ui::printable(out.trim())
+                            homebase_proto::text::printable(out.trim())
                         ),
                     )
                 }
@@ -159,6 +163,7 @@ pub fn upload_to_workers(
     let worker = |name: &str| Some(name) != manager.as_deref();
     for (_, done) in project.per_node(worker, |name, _| -> Result<()> {
         let session = project
+            .link
             .node_session(name)
             .with_context(|| format!("cannot reach node {name} to give it the release"))?;
         let host = HostProject::of(&session, project);

@@ -33,8 +33,8 @@ pub use job::Job;
 pub use stack::upload_to_workers;
 
 use crate::exit::{Exit, coded};
-use crate::host::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, PsEntry};
-use crate::progress::Progress;
+use crate::report::Report;
+use crate::{GO, HEALTHY_FN, HostProject, LockOutcome, Prepared, PsEntry};
 use homebase_proto::clock::human_duration;
 use homebase_proto::clock::now_secs;
 
@@ -43,10 +43,11 @@ const STALE_LOCK: Duration = Duration::from_secs(15 * 60);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Ctrl-C, SIGTERM and SIGHUP set a flag that the deploy reads between steps and while it
-/// follows the job, instead of killing this process mid-step.
-pub fn catch_interrupts() {
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+/// Notes an interrupt (Ctrl-C, SIGTERM, SIGHUP: the CLI's signal handler calls it), which
+/// the deploy reads between steps and while it follows the job, instead of this process
+/// being killed mid-step.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
 pub fn take_interrupt() -> bool {
@@ -83,7 +84,7 @@ impl<'a> Lock<'a> {
         host: &'a HostProject<'a>,
         target: Target,
         project: &str,
-        progress: &mut Progress,
+        progress: &mut dyn Report,
         up_to_date: Option<&UpToDate>,
         with_log: bool,
     ) -> Result<(Lock<'a>, Prepared)> {
@@ -192,7 +193,7 @@ impl<'a> Lock<'a> {
         mut self,
         job: &Job,
         bundle: Option<Bundle>,
-        progress: &mut Progress,
+        progress: &mut dyn Report,
         up_label: String,
     ) -> Result<Followed> {
         if self.host.is_stack() {
@@ -299,7 +300,7 @@ impl Drop for Lock<'_> {
                 .map_err(anyhow::Error::from)
                 .and_then(|s| HostProject::new(&s, &self.host.project).unlock(&self.token));
             if let Err(e) = retry {
-                crate::ui::warn(&format!(
+                crate::report::warn(&format!(
                     "could not release the deploy lock ({e:#}); the next deploy takes it over once this process is gone"
                 ));
             }
@@ -357,7 +358,7 @@ pub fn rtt_note(rtt: Option<Duration>, host: &str) -> Option<String> {
     ))
 }
 
-pub use crate::host::Bundle;
+pub use crate::Bundle;
 
 pub fn whoami() -> String {
     std::env::var("USER")

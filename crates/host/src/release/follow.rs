@@ -2,7 +2,6 @@
 //! lost links (reconnecting) and Ctrl-C (abort or detach), into an outcome and the error
 //! and exit code it means.
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -11,7 +10,7 @@ use homebase_remote::{Next, Session, sh_quote};
 
 use super::take_interrupt;
 use crate::exit::{Exit, coded};
-use crate::progress::Progress;
+use crate::report::Report;
 
 /// How long the laptop tries to reach the host again after the link dropped mid-job.
 const RECONNECT_FOR: Duration = Duration::from_secs(90);
@@ -111,7 +110,7 @@ pub(super) fn follower(project: &str, offset: u64) -> String {
 pub fn follow(
     first: &Session,
     project: &str,
-    progress: &mut Progress,
+    progress: &mut dyn Report,
     labels: &Labels,
 ) -> Result<Followed> {
     follow_from(first, project, progress, labels, None)
@@ -122,7 +121,7 @@ pub fn follow(
 pub(super) fn follow_from(
     first: &Session,
     project: &str,
-    progress: &mut Progress,
+    progress: &mut dyn Report,
     labels: &Labels,
     mut opened: Option<homebase_remote::Stream>,
 ) -> Result<Followed> {
@@ -213,12 +212,12 @@ pub(super) fn follow_from(
 fn handle(
     line: &str,
     f: &mut Followed,
-    progress: &mut Progress,
+    progress: &mut dyn Report,
     labels: &Labels,
     session: &Session,
 ) -> bool {
     if let Some(text) = line.strip_prefix("| ") {
-        let text = crate::ui::printable(text);
+        let text = homebase_proto::text::printable(text);
         if !f.in_report
             && f.compose.last().is_some_and(|(s, _)| s == "build")
             && text.starts_with('#')
@@ -251,13 +250,13 @@ fn handle(
                 )),
                 ("build", _) => progress.step(&format!(
                     "build images on the host ({})",
-                    crate::ui::printable(arg)
+                    homebase_proto::text::printable(arg)
                 )),
                 _ => {}
             }
         }
         "ok" => progress.done(),
-        "fail" => progress.fail(&crate::ui::printable(rest)),
+        "fail" => progress.fail(&homebase_proto::text::printable(rest)),
         "wait-stops" => progress.info(
             "waiting for the containers the interrupted `up` was stopping, so that the way back starts them again",
         ),
@@ -267,22 +266,23 @@ fn handle(
         )),
         "timeout" => progress.info(&format!(
             "`docker compose up` did not finish within {}s; it was stopped",
-            crate::ui::printable(rest)
+            homebase_proto::text::printable(rest)
         )),
         "aside" => progress.info(&format!(
-            "moved the host's edited `{}` aside (~/.homebase/<project>/set-aside/<release>/)",
-            crate::ui::printable(rest)
+            "moved the host's edited `{}` aside ({}/)",
+            homebase_proto::text::printable(rest),
+            homebase_proto::layout::shown(&["<project>", "set-aside", "<release>"])
         )),
         "cleaned" => progress.info(&format!(
             "removed container `{}`, left behind by an interrupted deploy",
-            crate::ui::printable(rest)
+            homebase_proto::text::printable(rest)
         )),
         "report" => {
             f.in_report = true;
             let (svc, name) = rest.split_once(' ').unwrap_or((rest, ""));
             f.reports.push((
-                crate::ui::printable(svc),
-                crate::ui::printable(name),
+                homebase_proto::text::printable(svc),
+                homebase_proto::text::printable(name),
                 Vec::new(),
             ));
         }
@@ -293,8 +293,8 @@ fn handle(
                 Outcome::Ok
             } else {
                 Outcome::Failed {
-                    kind: crate::ui::printable(kind),
-                    message: crate::ui::printable(message),
+                    kind: homebase_proto::text::printable(kind),
+                    message: homebase_proto::text::printable(message),
                 }
             };
         }
@@ -314,16 +314,15 @@ enum Choice {
 
 /// Ctrl-C while the job runs: on a terminal, ask; otherwise abort (a second interrupt after
 /// an abort detaches: the host finishes the rollback by itself).
-fn decide(progress: &Progress, aborted: bool) -> Choice {
+fn decide(progress: &dyn Report, aborted: bool) -> Choice {
     if aborted {
         return Choice::Detach;
     }
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Choice::Abort;
-    }
-    let answer = progress.ask(
+    let Some(answer) = progress.ask(
         "interrupted: the deploy goes on on the host. [a]bort and roll back, [d]etach and let it finish there, or [c]ontinue watching? ",
-    );
+    ) else {
+        return Choice::Abort;
+    };
     match answer.trim().chars().next() {
         Some('a' | 'A') => Choice::Abort,
         Some('c' | 'C') => Choice::Continue,
@@ -397,7 +396,7 @@ mod tests {
 
     fn read(log: &str) -> Followed {
         let session = Session::open(&Target::Local).expect("local session");
-        let mut progress = Progress::new(true);
+        let mut progress = crate::report::Quiet;
         let labels = Labels { up: "up".into() };
         let mut f = Followed {
             outcome: Outcome::Died,

@@ -1,3 +1,13 @@
+//! The host protocol: everything homebase does on the host, as a library the CLI's
+//! commands call. [`project`] loads a project (homebase.toml, its compose files) and
+//! [`link`] holds its connections (the ways to the host, the sessions planning opened);
+//! what runs on the host is one shell script per round trip, built and parsed here: the
+//! project's directory and its runtime (this module), the lock, the bundle and the tree
+//! of project files, the release job and its follower ([`release`]), the project's files
+//! and images ([`source`]), backups ([`backup`]), the daemon's API ([`daemon_client`]).
+//! Every answer from the host is parsed into a typed result here. Progress goes through
+//! [`report::Report`]; errors carry their exit code ([`exit`]). Nothing here prints.
+//!
 //! The project's state on the host, under `~/.homebase/<project>/`:
 //!
 //! ```text
@@ -16,9 +26,17 @@
 //! service's container, its logs, a restart) is asked of [`HostProject`], which picks the
 //! half; the release directory, the lock ([`lock`]) and the bundle ([`bundle`]) are shared.
 
+pub mod backup;
 mod bundle;
 mod compose;
+pub mod daemon_client;
+pub mod exit;
+pub mod link;
 mod lock;
+pub mod project;
+pub mod release;
+pub mod report;
+pub mod source;
 pub mod stack;
 pub mod tree;
 

@@ -210,7 +210,7 @@ fn json_answer<T: DeserializeOwned>(path: &str, code: u16, body: &str) -> Result
     if !(200..300).contains(&code) {
         anyhow::bail!(
             "the daemon answered {code} to {path}: {}",
-            crate::ui::printable(body.trim())
+            homebase_proto::text::printable(body.trim())
         );
     }
     serde_json::from_str(body)

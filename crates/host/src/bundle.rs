@@ -57,7 +57,7 @@ impl HostProject<'_> {
         let log: Vec<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("| "))
-            .map(crate::ui::printable)
+            .map(homebase_proto::text::printable)
             .collect();
         Err(crate::exit::coded(
             crate::exit::Exit::Refused,
