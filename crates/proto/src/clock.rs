@@ -40,6 +40,11 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The two ways homebase words a span of time, both here: [`human_duration`] for a span
+/// that was measured (an age, how long a step took: `3m5s`), [`setting_duration`] for
+/// one that was set, in the words a person would set it in (a loop's timeout, its
+/// cool-down, its pace: `5 min`).
+///
 /// A span as people read it at a glance: `42s`, `3m5s`, `2h10m`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
@@ -47,6 +52,18 @@ pub fn human_duration(d: std::time::Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{}s", s / 60, s % 60),
         _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// A span that was set, in whole units: `30 s`, `5 min`, `90 min`, `2 h` (hours only when
+/// whole, minutes from two on).
+pub fn setting_duration(secs: u64) -> String {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 120 {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
     }
 }
 
@@ -123,5 +140,13 @@ mod tests {
         );
         assert_eq!(parse_rfc3339(&rfc3339(1_795_465_867)), Some(1_795_465_867));
         assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(setting_duration(30), "30 s");
+        assert_eq!(setting_duration(300), "5 min");
+        assert_eq!(setting_duration(7200), "2 h");
+        assert_eq!(setting_duration(5400), "90 min");
     }
 }

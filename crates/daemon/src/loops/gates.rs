@@ -8,8 +8,8 @@ use homebase_stack::spend::Periods;
 
 use super::LoopConfig;
 use super::state::RunState;
-use super::text::humanize;
 use crate::loops::store::{LoopRow, Spent};
+use homebase_proto::clock::setting_duration;
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +210,10 @@ fn pace(row: &LoopRow, l: &homebase_stack::loops::LoopSection, t: i64) -> Option
                 if next > t {
                     return Some(Next::Wait {
                         kind: "schedule",
-                        reason: format!("one iteration every {}", humanize(every.as_secs())),
+                        reason: format!(
+                            "one iteration every {}",
+                            setting_duration(every.as_secs())
+                        ),
                         until: Some(next),
                     });
                 }
@@ -222,7 +225,10 @@ fn pace(row: &LoopRow, l: &homebase_stack::loops::LoopSection, t: i64) -> Option
                 if next > t {
                     return Some(Next::Wait {
                         kind: "pause",
-                        reason: format!("{} between iterations", humanize(l.pause.as_secs())),
+                        reason: format!(
+                            "{} between iterations",
+                            setting_duration(l.pause.as_secs())
+                        ),
                         until: Some(next),
                     });
                 }

@@ -12,8 +12,9 @@ use super::gates::USAGE_LIMIT;
 use super::output::Watched;
 use super::result::{self, Said};
 use super::state::{Breaker, RunState};
-use super::text::{error_signature, humanize, reset_time};
+use super::text::{error_signature, reset_time};
 use crate::loops::store::LoopRow;
+use homebase_proto::clock::setting_duration;
 
 /// How an iteration ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,7 @@ pub fn note(w: &Watched, l: &LoopSection, extra: &str) -> String {
     if w.timed_out {
         notes.push(format!(
             "killed after its {} timeout",
-            humanize(l.timeout.as_secs())
+            setting_duration(l.timeout.as_secs())
         ));
     }
     if !w.error.is_empty() && w.exit_code.is_none() {
@@ -294,7 +295,7 @@ fn open(row: &mut LoopRow, l: &LoopSection, now: i64, why: &str, fx: &mut Vec<Ef
     row.reason = why.to_string();
     let msg = format!(
         "circuit breaker open: {why}; one trial iteration after a {} cool-down ({})",
-        humanize(l.breaker_cooldown.as_secs()),
+        setting_duration(l.breaker_cooldown.as_secs()),
         rfc3339(until)
     );
     fx.push(Effect::Event("loop_breaker_open", msg.clone()));

@@ -108,16 +108,6 @@ pub fn error_signature(outcome: &str, code: Option<i64>, text: &str) -> String {
     )
 }
 
-pub fn humanize(secs: u64) -> String {
-    if secs >= 3600 && secs.is_multiple_of(3600) {
-        format!("{} h", secs / 3600)
-    } else if secs >= 120 {
-        format!("{} min", secs / 60)
-    } else {
-        format!("{secs} s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,13 +160,5 @@ mod tests {
             error_signature("error", Some(3), "Error: build failed at 4\nstarting\n"),
             error_signature("error", Some(3), "starting\nError: build failed at 5\n")
         );
-    }
-
-    #[test]
-    fn durations_read_as_people_say_them() {
-        assert_eq!(humanize(30), "30 s");
-        assert_eq!(humanize(300), "5 min");
-        assert_eq!(humanize(7200), "2 h");
-        assert_eq!(humanize(5400), "90 min");
     }
 }

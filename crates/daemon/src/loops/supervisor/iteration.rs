@@ -17,7 +17,6 @@ use crate::loops::output::watch_container;
 use crate::loops::state::RunState;
 use crate::loops::store::Finished;
 use crate::loops::store::LoopRow;
-use crate::loops::text::humanize;
 use crate::workspace::count_changes;
 use crate::workspace::fingerprint;
 use crate::workspace::fingerprint_of;
@@ -30,6 +29,7 @@ use homebase_engine::run::Walls;
 use homebase_proto::RunningIteration;
 use homebase_proto::clock::now;
 use homebase_proto::clock::rfc3339;
+use homebase_proto::clock::setting_duration;
 use homebase_proto::layout;
 use homebase_stack::loops::Workspace;
 use std::collections::BTreeMap;
@@ -567,7 +567,7 @@ impl Supervisor {
                     .map(|c| format!(", {c} files changed"))
                     .unwrap_or_default(),
                 agent.as_ref().map(spent_words).unwrap_or_default(),
-                humanize((ended - started).max(0) as u64)
+                setting_duration((ended - started).max(0) as u64)
             )
             .as_bytes(),
         );
