@@ -305,10 +305,23 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
                     .output()
             })
             .await;
-            match out {
-                Ok(Ok(o)) if o.status.success() => {
-                    let report: homebase_proto::BackupReport =
-                        serde_json::from_slice(&o.stdout).unwrap_or_default();
+            // a backup that ran is read by its report; one that does not read failed
+            let report = match &out {
+                Ok(Ok(o)) if o.status.success() => Some(serde_json::from_slice::<
+                    homebase_proto::BackupReport,
+                >(&o.stdout)),
+                _ => None,
+            };
+            match (out, report) {
+                (_, Some(Err(e))) => {
+                    let msg = format!(
+                        "scheduled backup failed: its report did not read ({e}); it is tried again in a minute"
+                    );
+                    not_before.insert(p.name.clone(), t + 60);
+                    shared.event(&p.name, "", "backup_failed", &msg).await;
+                    shared.alert(&p.name, "", "backup_failed", &msg).await;
+                }
+                (_, Some(Ok(report))) => {
                     let (id, files) = (report.backup.id, report.backup.files.len());
                     let what = match &p.node {
                         Some(node) if files == 0 => {
@@ -338,7 +351,7 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
                         .resolve(&p.name, "", "backup_failed", "a scheduled backup succeeded")
                         .await;
                 }
-                Ok(Ok(o)) => {
+                (Ok(Ok(o)), None) => {
                     let msg = format!(
                         "scheduled backup failed: {}",
                         String::from_utf8_lossy(&o.stderr).trim()
@@ -347,11 +360,11 @@ async fn scheduled_backups(exe: PathBuf, shared: Arc<Shared>, cancel: Cancellati
                     shared.event(&p.name, "", "backup_failed", &msg).await;
                     shared.alert(&p.name, "", "backup_failed", &msg).await;
                 }
-                Ok(Err(e)) => {
+                (Ok(Err(e)), None) => {
                     not_before.insert(p.name.clone(), t + 60);
                     tracing::warn!("cannot run {}: {e}", exe.display());
                 }
-                Err(e) => tracing::warn!("backup task failed: {e}"),
+                (Err(e), None) => tracing::warn!("backup task failed: {e}"),
             }
         }
         // Soon after a deploy brings a project (or a new day comes), not a minute later.

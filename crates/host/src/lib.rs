@@ -33,11 +33,13 @@ pub mod daemon_client;
 pub mod exit;
 pub mod link;
 mod lock;
+pub mod loops;
 pub mod project;
 pub mod release;
 pub mod report;
 pub mod source;
 pub mod stack;
+pub mod status;
 pub mod tree;
 
 pub use bundle::Bundle;
@@ -125,15 +127,7 @@ impl<'a> HostProject<'a> {
             "d={d}; c=$(cat \"$d/current\" 2>/dev/null) || exit 0; echo \"$c\"; cat \"$d/releases/$c/hash\" 2>/dev/null",
             d = self.dir()
         );
-        let out = self.session.check(&script)?;
-        let mut lines = out.lines();
-        match (lines.next(), lines.next()) {
-            (Some(id), hash) if !id.trim().is_empty() => Ok(Some((
-                id.trim().to_string(),
-                hash.unwrap_or("").trim().to_string(),
-            ))),
-            _ => Ok(None),
-        }
+        Ok(parse_current(&self.session.check(&script)?))
     }
 
     /// Containers of the project (all states); in swarm mode one entry per service.
@@ -207,13 +201,7 @@ impl<'a> HostProject<'a> {
             "d={}; cat \"$d/current\" 2>/dev/null; echo; cat \"$d/releases.jsonl\" 2>/dev/null; true",
             self.dir()
         ))?;
-        let mut lines = out.lines();
-        let current = lines
-            .next()
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty());
-        let log = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
-        Ok((log, current))
+        Ok(parse_log_and_current(&out))
     }
 
     pub fn release_exists(&self, id: &str) -> Result<bool> {
@@ -225,6 +213,30 @@ impl<'a> HostProject<'a> {
         ))?;
         Ok(out.status.success())
     }
+}
+
+/// The current release's id and its bundle hash, a line each; an id that is not a plain
+/// name (a host-edited `current`) is no release.
+fn parse_current(out: &str) -> Option<(String, String)> {
+    let mut lines = out.lines().map(str::trim);
+    match (lines.next(), lines.next()) {
+        (Some(id), hash) if !id.is_empty() && homebase_proto::is_safe_name(id) => {
+            Some((id.to_string(), hash.unwrap_or("").to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// The current release's id on the first line, then the release log: the entries that read
+/// as entries, oldest first (a torn or edited line is left out).
+fn parse_log_and_current(out: &str) -> (Vec<ReleaseEntry>, Option<String>) {
+    let mut lines = out.lines();
+    let current = lines
+        .next()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    let log = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (log, current)
 }
 
 /// Refuses a release id that could leave the project's directory or break a script (ids
@@ -247,4 +259,46 @@ pub fn check_id(id: &str) -> Result<()> {
 pub fn mem_used(usage: &str) -> Option<u64> {
     let used = usage.split('/').next()?;
     homebase_stack::Bytes::parse(used.trim()).ok().map(|b| b.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mem_used, parse_current, parse_log_and_current};
+
+    #[test]
+    fn the_current_release_reads_from_its_two_lines() {
+        assert_eq!(
+            parse_current("20261123T213000Z-1a2b\n5f3c\n"),
+            Some(("20261123T213000Z-1a2b".into(), "5f3c".into()))
+        );
+        // a release whose hash file is gone still is the current one
+        assert_eq!(
+            parse_current("20261123T213000Z-1a2b\n"),
+            Some(("20261123T213000Z-1a2b".into(), String::new()))
+        );
+        assert_eq!(parse_current(""), None);
+        assert_eq!(parse_current("\n"), None);
+        // a host-edited `current` naming a path is no release
+        assert_eq!(parse_current("../../etc\nx\n"), None);
+    }
+
+    #[test]
+    fn the_release_log_keeps_the_entries_that_read_as_entries() {
+        let entry = r#"{"id":"r1","time":1795465867,"user":"me","git_commit":null,"git_dirty":false,"config_hash":"h","outcome":"deployed","duration_ms":1200}"#;
+        let out = format!("r1\n{entry}\n{{\"id\":\"torn\n{entry}\n");
+        let (log, current) = parse_log_and_current(&out);
+        assert_eq!(current.as_deref(), Some("r1"));
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].outcome, "deployed");
+        // no current release, no log
+        let (log, current) = parse_log_and_current("\n");
+        assert!(log.is_empty() && current.is_none());
+    }
+
+    #[test]
+    fn memory_in_use_reads_as_docker_stats_prints_it() {
+        assert_eq!(mem_used("1.5GiB / 8GiB"), Some(1_610_612_736));
+        assert_eq!(mem_used("512MiB / 2GiB"), Some(536_870_912));
+        assert_eq!(mem_used("--"), None);
+    }
 }

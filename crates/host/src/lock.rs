@@ -402,3 +402,122 @@ fn held(info: &str) -> LockOutcome {
         job: line.job,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{LockOutcome, Prepared};
+    use crate::HostProject;
+    use homebase_remote::{Session, Target};
+
+    /// The prepare command's answer as recorded from a host (one part per `@@HB@@`).
+    const RECORDED: &str = concat!(
+        "acquired\n",
+        "stale {\"holder\":\"me@laptop\",\"pid\":41,\"time\":1795465867,\"token\":\"t\"}\n",
+        "interrupted 20261123T213000Z-1a2b\n",
+        "@@HB@@\n",
+        "20261123T213000Z-1a2b\n",
+        "5f3c\n",
+        "@@HB@@\n",
+        "{\"Labels\":\"com.docker.compose.project=p,com.docker.compose.service=db\",\"Names\":\"p-db-1\",\"State\":\"running\",\"Status\":\"Up 5 seconds (healthy)\"}\n",
+        "not json\n",
+        "@@HB@@\n",
+        "> services:\n",
+        ">\n",
+        ">   db: {}\n",
+        "@@HB@@\n",
+        "> {\"id\":\"20261123T213000Z-1a2b\",\"time\":1795465867,\"user\":\"me\",\"git_commit\":null,\"git_dirty\":false,\"config_hash\":\"h\",\"outcome\":\"deployed\",\"duration_ms\":1200}\n",
+        "> garbage\n",
+        "@@HB@@\n",
+        "> 20261123T213000Z-1a2b 5f3c\n",
+        "> ../escape x\n",
+        "@@HB@@\n",
+        "o abc\n",
+        "m web/index.html\n",
+        "g 0123456789012345678901234567890123456789\n",
+    );
+
+    fn parsed(out: &str, with_log: bool) -> anyhow::Result<Prepared> {
+        let session = Session::open(&Target::Local).expect("local session");
+        HostProject::new(&session, "p").parse_prepared(out, with_log)
+    }
+
+    #[test]
+    fn a_recorded_prepare_answer_reads_as_its_parts() {
+        let p = parsed(RECORDED, true).unwrap();
+        assert!(matches!(p.lock, LockOutcome::Acquired));
+        match p.took_over {
+            Some(LockOutcome::Held {
+                holder, pid, job, ..
+            }) => {
+                assert_eq!((holder.as_str(), pid, job), ("me@laptop", 41, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.interrupted.as_deref(), Some("20261123T213000Z-1a2b"));
+        assert_eq!(
+            p.current,
+            Some(("20261123T213000Z-1a2b".into(), "5f3c".into()))
+        );
+        // a line that is not docker's JSON is left out, not an error
+        assert_eq!(p.containers.len(), 1);
+        assert_eq!(p.containers[0].service, "db");
+        assert_eq!(p.containers[0].health, "healthy");
+        assert_eq!(p.current_compose.as_deref(), Some("services:\n\n  db: {}"));
+        // a log line that is not an entry, a release name that could leave its directory:
+        // left out
+        assert_eq!(p.log.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            p.releases,
+            Some(vec![("20261123T213000Z-1a2b".into(), "5f3c".into())])
+        );
+        assert!(p.tree.objects.contains("abc"));
+        assert_eq!(p.tree.edited, ["web/index.html"]);
+        assert!(p.tree.deployed.is_some());
+        // without the log asked for, none is read
+        let p = parsed(RECORDED, false).unwrap();
+        assert!(p.log.is_none() && p.releases.is_none());
+    }
+
+    #[test]
+    fn the_lock_answers_read_as_their_outcome_or_error() {
+        let p = parsed("uptodate 20261123T213000Z-1a2b\n", false).unwrap();
+        assert_eq!(p.up_to_date.as_deref(), Some("20261123T213000Z-1a2b"));
+        // an id that is not a plain name is no release
+        let p = parsed("uptodate ../../x\n", false).unwrap();
+        assert_eq!(p.up_to_date, None);
+        let p = parsed(
+            "held\n{\"holder\":\"ci@box\",\"pid\":7,\"host_pid\":99,\"job\":true,\"time\":0,\"token\":\"t\"}\n@@HB@@\n",
+            false,
+        )
+        .unwrap();
+        match p.lock {
+            LockOutcome::Held {
+                holder, pid, job, ..
+            } => {
+                // the job's lock names its process on the host
+                assert_eq!((holder.as_str(), pid, job), ("ci@box", 99, true));
+            }
+            other => panic!("{other:?}"),
+        }
+        // a holder line that is not JSON still reads as held, by someone unknown
+        let p = parsed("held\n{not json\n", false).unwrap();
+        assert!(matches!(p.lock, LockOutcome::Held { ref holder, .. } if holder == "unknown"));
+        for (answer, says) in [
+            ("nodocker\n", "there is no `docker`"),
+            (
+                "noengine\nCannot connect to the Docker daemon\n",
+                "does not answer (Cannot connect",
+            ),
+            (
+                "nocompose\nunknown command\n",
+                "`docker compose` does not work",
+            ),
+            ("", "unexpected answer"),
+        ] {
+            let e = parsed(answer, false).err().expect(answer);
+            assert!(format!("{e:#}").contains(says), "{answer}: {e:#}");
+        }
+        let e = parsed("noengine\n", false).err().unwrap();
+        assert_eq!(crate::exit::classify(&e), crate::exit::Exit::Unreachable);
+    }
+}

@@ -66,9 +66,13 @@ pub(super) fn ps(host: &HostProject) -> Result<Vec<PsEntry>> {
         "docker stack services {} --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null || true",
         sh_quote(&host.project)
     ))?;
-    let prefix = format!("{}_", host.project);
-    Ok(out
-        .lines()
+    Ok(parse_services(&out, &host.project))
+}
+
+/// `docker stack services --format '{{.Name}} {{.Replicas}}'` lines as one entry each.
+fn parse_services(out: &str, project: &str) -> Vec<PsEntry> {
+    let prefix = format!("{project}_");
+    out.lines()
         .filter_map(|l| {
             let (name, replicas) = l.split_once(' ')?;
             let (running, desired) = replicas.split_whitespace().next()?.split_once('/')?;
@@ -81,7 +85,7 @@ pub(super) fn ps(host: &HostProject) -> Result<Vec<PsEntry>> {
                 desired: desired.parse().ok(),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Every node (state, role, labels, memory) and every running task, read on the manager.
@@ -93,6 +97,13 @@ pub fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>
         p = sh_quote(project)
     );
     let out = session.check(&script)?;
+    Ok(parse_cluster(&out, project))
+}
+
+/// [`read_cluster`]'s answer: the nodes' `docker node inspect` lines, the running tasks'
+/// `docker inspect` lines and the stack's services, each part ending in `@@HB@@`. Lines
+/// that are not JSON are left out.
+fn parse_cluster(out: &str, project: &str) -> (Vec<NodeStatus>, Vec<Task>) {
     let mut parts = out.split("@@HB@@\n");
     let mut nodes: Vec<NodeStatus> = Vec::new();
     let mut ids: Vec<(String, String)> = Vec::new();
@@ -181,7 +192,7 @@ pub fn read_cluster(session: &Session, project: &str) -> Result<(Vec<NodeStatus>
             .collect();
         n.tasks.sort();
     }
-    Ok((nodes, tasks))
+    (nodes, tasks)
 }
 
 /// Where a service runs: the first ready node (by name) with a running task of it, and that
@@ -260,4 +271,65 @@ pub(super) fn restart(host: &HostProject, service: &str) -> String {
         "err=$(docker service update --force --quiet --detach=false {n} 2>&1 >/dev/null) || {{ echo failed; printf '%s\\n' \"$err\"; exit 0; }}; echo \"restarted {n}\"; echo healthy",
         n = sh_quote(&format!("{}_{service}", host.project))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_cluster, parse_services};
+
+    /// `docker node inspect`, `docker inspect` of the tasks and `docker stack services` as
+    /// recorded on a manager (the fields homebase reads; the engine prints many more).
+    const CLUSTER: &str = concat!(
+        r#"{"ID":"n1abc","Spec":{"Labels":{"homebase.node":"mini","gpu":"no"},"Role":"manager","Availability":"active"},"Description":{"Hostname":"mini.local","Resources":{"MemoryBytes":17179869184}},"Status":{"State":"ready","Addr":"0.0.0.0"},"ManagerStatus":{"Leader":true}}"#,
+        "\n",
+        r#"{"ID":"n2def","Spec":{"Labels":{},"Role":"worker","Availability":"drain"},"Description":{"Hostname":"spare","Resources":{"MemoryBytes":8589934592}},"Status":{"State":"down","Addr":"10.0.0.3"}}"#,
+        "\nnot json\n@@HB@@\n",
+        r#"{"ServiceID":"s1xyz0123","NodeID":"n1abc","Status":{"State":"running","Err":""}}"#,
+        "\n",
+        r#"{"ServiceID":"s2uvw4567","NodeID":"n2def","Status":{"State":"rejected","Err":"no suitable node (insufficient memory)"}}"#,
+        "\n@@HB@@\ns1xyz p_db\ns2uvw p_api\n",
+    );
+
+    #[test]
+    fn a_recorded_cluster_reads_as_nodes_and_their_tasks() {
+        let (nodes, tasks) = parse_cluster(CLUSTER, "p");
+        assert_eq!(nodes.len(), 2);
+        let mini = &nodes[0];
+        // the node's name is its homebase label, not its hostname; the label is not shown
+        assert_eq!(mini.name, "mini");
+        assert_eq!((mini.role.as_str(), mini.leader), ("manager", true));
+        assert_eq!(mini.memory_bytes, 17_179_869_184);
+        assert_eq!(mini.labels.len(), 1);
+        assert_eq!(mini.tasks, ["db"]);
+        // no label: the hostname
+        assert_eq!(nodes[1].name, "spare");
+        assert_eq!(nodes[1].state, "down");
+        assert!(nodes[1].tasks.is_empty());
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(
+            (tasks[1].service.as_str(), tasks[1].node.as_str()),
+            ("api", "spare")
+        );
+        assert!(tasks[1].error.contains("insufficient memory"));
+        // an empty answer (no swarm) is no node
+        let (nodes, tasks) = parse_cluster("", "p");
+        assert!(nodes.is_empty() && tasks.is_empty());
+    }
+
+    #[test]
+    fn stack_services_read_as_running_when_every_replica_runs() {
+        let ps = parse_services("p_db 1/1\np_api 1/2\np_off 0/0\ngarbage\n", "p");
+        let read: Vec<(&str, &str, Option<usize>)> = ps
+            .iter()
+            .map(|e| (e.service.as_str(), e.state.as_str(), e.desired))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("db", "running", Some(1)),
+                ("api", "starting", Some(2)),
+                ("off", "starting", Some(0))
+            ]
+        );
+    }
 }

@@ -21,6 +21,7 @@
 //!     tree.files, tree.paths, tree.stamp   what tree/ was laid out from, and when
 //!     stage/, stage.files        hard links to the objects that builds read
 //!     set-aside/<release>/       host edits of synced files a deploy moved aside
+//!     build.<pid>/               a swarm node's build in progress (its upload's job files)
 //!     repo.git                   the project's repository as deployed (`refs/heads/deployed`)
 //! ```
 //!
@@ -74,6 +75,31 @@ pub const RELAY_KEY_ALIAS: &str = "homebase-relay";
 pub const GIT_HELPER_IMAGE: &str = "homebase/git:1";
 /// How [`GIT_HELPER_IMAGE`] is built (it needs the registry once).
 pub const GIT_HELPER_DOCKERFILE: &str = "FROM alpine:3.21\nRUN apk add --no-cache git\n";
+
+/// `g`: git with every program it could start from the workspace's configuration off
+/// (hooks, fsmonitor, diff and filter drivers, ssh, credential and askpass helpers, the
+/// editor, automatic maintenance), and then a refusal of a partial clone: a promisor remote
+/// would make git fetch missing objects by itself (and with them run a transport the agent
+/// chose). The helper is sealed anyway: this keeps the agent's configuration from running
+/// anything on homebase's behalf even inside it.
+pub const GIT_FN: &str = r#"g() { git -c safe.directory='*' -c core.fsmonitor=false -c core.hooksPath=/dev/null -c diff.external= -c core.sshCommand=false -c core.askPass=false -c credential.helper= -c core.editor=false -c sequence.editor=false -c gc.auto=0 -c maintenance.auto=false -c protocol.allow=never -c protocol.file.allow=always -c user.name=homebase -c user.email=homebase@localhost -c commit.gpgSign=false "$@"; }
+if g config --get extensions.partialclone >/dev/null 2>&1 || g config --get-regexp '^remote\..*\.(promisor|partialclonefilter)$' >/dev/null 2>&1; then
+  echo "@@refused the workspace's git configuration makes a partial clone (extensions.partialClone or a promisor remote)"; exit 4
+fi
+"#;
+
+/// The environment of every git helper: no system or global configuration, no lazy fetch,
+/// no replace objects, no prompt.
+pub const GIT_ENV: &[&str] = &[
+    "HOME=/tmp",
+    "GIT_CONFIG_NOSYSTEM=1",
+    "GIT_CONFIG_GLOBAL=/dev/null",
+    "GIT_NO_LAZY_FETCH=1",
+    "GIT_NO_REPLACE_OBJECTS=1",
+    "GIT_TERMINAL_PROMPT=0",
+    "GIT_ATTR_NOSYSTEM=1",
+    "GIT_PROTOCOL_FROM_USER=0",
+];
 
 /// `~/.homebase` under `home`.
 pub fn root(home: &Path) -> PathBuf {

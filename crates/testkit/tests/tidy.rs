@@ -337,3 +337,54 @@ fn host_paths_come_from_the_layout() {
         "a host path spelled outside proto::layout (use layout::sh_* in scripts, layout::shown in messages): {offenders:#?}"
     );
 }
+
+/// The files of a project's directory that `proto::layout`'s table lists (`current`,
+/// `releases`, `tree.stamp`, …).
+fn layout_table() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("crates/proto/src/layout.rs")).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("//!     "))
+        .filter(|l| !l.starts_with(' '))
+        .flat_map(|l| {
+            let names = l.split("  ").next().unwrap_or("");
+            names
+                .split(", ")
+                .map(|n| n.split(['/', '<', '[']).next().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// A script names a file of the project's directory (`$d/NAME`) only as the layout's table
+/// lists it, or a temporary beside it (`current.tmp`, `lock.new.$$`).
+#[test]
+fn scripts_name_only_the_files_the_layout_lists() {
+    let table = layout_table();
+    assert!(table.len() >= 15, "the layout's table read as {table:?}");
+    let mut unknown = Vec::new();
+    for (p, text) in sources() {
+        for (i, _) in outside_tests(&text).match_indices("$d/") {
+            let name: String = text[i + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                .collect();
+            // `$d/{loops}`: a format argument, a constant of the layout itself
+            let from_layout = name.is_empty() && text[i + 3..].starts_with('{');
+            let listed = from_layout
+                || table.iter().any(|t| {
+                    // a temporary beside it: `current.tmp`, `lock.new.$$`
+                    name == *t
+                        || name == format!("{t}.tmp")
+                        || (name.starts_with(&format!("{t}.")) && name.ends_with('.'))
+                });
+            if !listed {
+                unknown.push(format!("{}: $d/{name}", p.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "a script names a file of the project's directory that proto::layout's table does not list (add it there, with what it holds): {unknown:#?}"
+    );
+}

@@ -267,30 +267,7 @@ const DIFFSTAT_SCRIPT: &str = r#"g diff --no-ext-diff --no-textconv --shortstat 
 echo @@
 g rev-list --count "$1..HEAD""#;
 
-/// `g`: git with every program it could start from the workspace's configuration off
-/// (hooks, fsmonitor, diff and filter drivers, ssh, credential and askpass helpers, the
-/// editor, automatic maintenance), and then a refusal of a partial clone: a promisor remote
-/// would make git fetch missing objects by itself (and with them run a transport the agent
-/// chose). The helper is sealed anyway: this keeps the agent's configuration from running
-/// anything on homebase's behalf even inside it.
-pub const GIT_FN: &str = r#"g() { git -c safe.directory='*' -c core.fsmonitor=false -c core.hooksPath=/dev/null -c diff.external= -c core.sshCommand=false -c core.askPass=false -c credential.helper= -c core.editor=false -c sequence.editor=false -c gc.auto=0 -c maintenance.auto=false -c protocol.allow=never -c protocol.file.allow=always -c user.name=homebase -c user.email=homebase@localhost -c commit.gpgSign=false "$@"; }
-if g config --get extensions.partialclone >/dev/null 2>&1 || g config --get-regexp '^remote\..*\.(promisor|partialclonefilter)$' >/dev/null 2>&1; then
-  echo "@@refused the workspace's git configuration makes a partial clone (extensions.partialClone or a promisor remote)"; exit 4
-fi
-"#;
-
-/// The environment of every git helper: no system or global configuration, no lazy fetch,
-/// no replace objects, no prompt.
-pub const GIT_ENV: &[&str] = &[
-    "HOME=/tmp",
-    "GIT_CONFIG_NOSYSTEM=1",
-    "GIT_CONFIG_GLOBAL=/dev/null",
-    "GIT_NO_LAZY_FETCH=1",
-    "GIT_NO_REPLACE_OBJECTS=1",
-    "GIT_TERMINAL_PROMPT=0",
-    "GIT_ATTR_NOSYSTEM=1",
-    "GIT_PROTOCOL_FROM_USER=0",
-];
+use homebase_proto::layout::{GIT_ENV, GIT_FN};
 
 /// `N files changed, …` against the commit before the iteration (its commits included),
 /// with the number of new commits, computed in a sealed helper with the workspace

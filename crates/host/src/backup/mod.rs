@@ -19,7 +19,10 @@ use crate::project::Project;
 use homebase_proto::clock::days_from_civil;
 use homebase_proto::clock::now_secs;
 
+mod restore;
 mod take;
+
+pub use restore::restore;
 
 pub use take::{Item, new_id, take, take_here, take_on};
 
@@ -185,6 +188,100 @@ fn prune(host: &HostProject, project: &Project, listed: &[Manifest]) -> Result<V
         host.session.check(&format!("rm -rf {}", paths.join(" ")))?;
     }
     Ok(gone)
+}
+
+/// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
+/// cannot be reached is named, and its parts left out.
+pub fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
+    let project = keepers.project;
+    if !project.swarm() {
+        return list(&HostProject::of(keepers.host, project));
+    }
+    let mut all: Vec<Manifest> = Vec::new();
+    for node in project.config.nodes.keys() {
+        let parts = match keepers.node(node) {
+            Ok(session) => list(&HostProject::of(session, project))?,
+            Err(e) => {
+                crate::report::warn(&format!("{e:#}; its backups are not listed"));
+                continue;
+            }
+        };
+        for part in parts {
+            match all.iter_mut().find(|m| m.id == part.id) {
+                Some(m) => {
+                    m.time = m.time.min(part.time);
+                    m.files.extend(part.files);
+                }
+                None => all.push(part),
+            }
+        }
+    }
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(all)
+}
+
+pub fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
+    if !homebase_proto::is_safe_name(id) {
+        return Err(coded(
+            Exit::BadInput,
+            format!(
+                "`{}` is not a backup id; `homebase backup ls` lists them",
+                id.escape_debug()
+            ),
+        ));
+    }
+    let all = list_all(keepers)?;
+    all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
+        let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+        coded(
+            Exit::BadInput,
+            format!(
+                "no backup `{id}` on {}; the backups are: {}",
+                keepers.host.host(),
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    ids.join(", ")
+                }
+            ),
+        )
+    })
+}
+
+/// Sessions to the nodes that keep a backup's files, opened once each.
+pub struct Keepers<'p> {
+    project: &'p Project,
+    host: &'p Session,
+    nodes: std::collections::HashMap<String, Session>,
+}
+
+impl<'p> Keepers<'p> {
+    pub fn new(project: &'p Project, host: &'p Session) -> Self {
+        Keepers {
+            project,
+            host,
+            nodes: Default::default(),
+        }
+    }
+
+    /// The session to where `f` is kept: its node, or the host.
+    pub fn of(&mut self, f: &BackupFile) -> Result<&Session> {
+        match &f.node {
+            Some(node) => self.node(node),
+            None => Ok(self.host),
+        }
+    }
+
+    /// The session to a node, opened on first use.
+    pub fn node(&mut self, node: &str) -> Result<&Session> {
+        if !self.nodes.contains_key(node) {
+            let s = node_session(self.project, node)?;
+            self.nodes.insert(node.to_string(), s);
+        }
+        self.nodes
+            .get(node)
+            .ok_or_else(|| anyhow::anyhow!("no session to node {node}"))
+    }
 }
 
 #[cfg(test)]

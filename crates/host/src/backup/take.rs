@@ -181,21 +181,7 @@ pub fn take_on(
             return Err(e);
         }
     };
-    let mut files = Vec::new();
-    for line in out.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let [service, kind, path, bytes, sha, file] = f[..] {
-            files.push(BackupFile {
-                service: service.into(),
-                kind: kind.into(),
-                path: (path != "-").then(|| path.to_string()),
-                file: file.into(),
-                bytes: bytes.parse().unwrap_or(0),
-                sha256: sha.into(),
-                node: node.map(str::to_string),
-            });
-        }
-    }
+    let files = parse_emitted(&out, node);
     let part = super::new_manifest(project, id.to_string(), files.clone());
     let text = serde_json::to_string_pretty(&part)?;
     let target = format!("{}/{id}", dir(host));
@@ -205,4 +191,51 @@ pub fn take_on(
         list = list_script(host)
     ))?;
     Ok((files, parse_list(host, &out)))
+}
+
+/// The dump script's `emit` lines (`service kind path bytes sha256 file`, `-` for no path):
+/// one file each; a line of another shape (a tool's chatter) is no file.
+fn parse_emitted(out: &str, node: Option<&str>) -> Vec<BackupFile> {
+    out.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [service, kind, path, bytes, sha, file] = f[..] else {
+                return None;
+            };
+            Some(BackupFile {
+                service: service.into(),
+                kind: kind.into(),
+                path: (path != "-").then(|| path.to_string()),
+                file: file.into(),
+                bytes: bytes.parse().ok()?,
+                sha256: sha.into(),
+                node: node.map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_emitted;
+
+    #[test]
+    fn the_dump_scripts_lines_read_as_files() {
+        let out = concat!(
+            "db pg_dump - 7340 9f86d081884c7d65 db.pgdump\n",
+            "notes volume /data 2048 2c26b46b68ffc68f notes-0.tar.gz\n",
+            "pg_dump: warning: something\n",
+        );
+        let files = parse_emitted(out, Some("mini"));
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].path, None);
+        assert_eq!(
+            (files[0].bytes, files[0].file.as_str()),
+            (7340, "db.pgdump")
+        );
+        assert_eq!(files[1].path.as_deref(), Some("/data"));
+        assert_eq!(files[1].node.as_deref(), Some("mini"));
+        // a size that is not a number is no file
+        assert!(parse_emitted("db pg_dump - big 9f86 db.pgdump\n", None).is_empty());
+    }
 }

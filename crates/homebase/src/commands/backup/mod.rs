@@ -7,15 +7,15 @@ use anyhow::Result;
 use homebase_remote::{Session, Target};
 
 use crate::cli::{BackupArgs, BackupCommand, Global};
-use crate::exit::{Exit, coded};
+use crate::exit::Exit;
 use crate::host::HostProject;
-use crate::host::backup::{BackupFile, Manifest, list, plan, take, take_here};
+use crate::host::backup::{Keepers, list_all, plan, take, take_here};
 use crate::project::{self, Project};
 use crate::ui;
 
 mod restore;
 
-use restore::{pull, restore};
+use restore::pull;
 
 pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
     let project = project::load(global)?;
@@ -36,7 +36,12 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
             now(&project, services, this_node.as_deref(), args.json)
         }
         BackupCommand::Ls => ls(&project, args.json),
-        BackupCommand::Restore { id, services } => restore(&project, id, services),
+        BackupCommand::Restore { id, services } => {
+            crate::host::backup::restore(&project, id, services, &mut |f| {
+                crate::esay!("restored {} of `{}` from backup {id}", f.kind, f.service);
+            })?;
+            Ok(Exit::Ok)
+        }
         BackupCommand::Pull { id, to } => pull(&project, id.as_deref(), to.clone(), args.json),
     }
 }
@@ -94,36 +99,6 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
     Ok(Exit::Ok)
 }
 
-/// Every backup: the host's, or in swarm mode every node's parts merged by id. A node that
-/// cannot be reached is named, and its parts left out.
-fn list_all(keepers: &mut Keepers) -> Result<Vec<Manifest>> {
-    let project = keepers.project;
-    if !project.swarm() {
-        return list(&HostProject::of(keepers.host, project));
-    }
-    let mut all: Vec<Manifest> = Vec::new();
-    for node in project.config.nodes.keys() {
-        let parts = match keepers.node(node) {
-            Ok(session) => list(&HostProject::of(session, project))?,
-            Err(e) => {
-                crate::esay!("warning: {e:#}; its backups are not listed");
-                continue;
-            }
-        };
-        for part in parts {
-            match all.iter_mut().find(|m| m.id == part.id) {
-                Some(m) => {
-                    m.time = m.time.min(part.time);
-                    m.files.extend(part.files);
-                }
-                None => all.push(part),
-            }
-        }
-    }
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(all)
-}
-
 fn ls(project: &Project, json: bool) -> Result<Exit> {
     let session = project.link.open_session()?;
     let all = list_all(&mut Keepers::new(project, &session))?;
@@ -149,68 +124,4 @@ fn ls(project: &Project, json: bool) -> Result<Exit> {
         ui::out(&s)?;
     }
     Ok(Exit::Ok)
-}
-
-fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
-    if !homebase_proto::is_safe_name(id) {
-        return Err(coded(
-            Exit::BadInput,
-            format!(
-                "`{}` is not a backup id; `homebase backup ls` lists them",
-                id.escape_debug()
-            ),
-        ));
-    }
-    let all = list_all(keepers)?;
-    all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
-        let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
-        coded(
-            Exit::BadInput,
-            format!(
-                "no backup `{id}` on {}; the backups are: {}",
-                keepers.host.host(),
-                if ids.is_empty() {
-                    "none".into()
-                } else {
-                    ids.join(", ")
-                }
-            ),
-        )
-    })
-}
-
-/// Sessions to the nodes that keep a backup's files, opened once each.
-struct Keepers<'p> {
-    project: &'p Project,
-    host: &'p Session,
-    nodes: std::collections::HashMap<String, Session>,
-}
-
-impl<'p> Keepers<'p> {
-    fn new(project: &'p Project, host: &'p Session) -> Self {
-        Keepers {
-            project,
-            host,
-            nodes: Default::default(),
-        }
-    }
-
-    /// The session to where `f` is kept: its node, or the host.
-    fn of(&mut self, f: &BackupFile) -> Result<&Session> {
-        match &f.node {
-            Some(node) => self.node(node),
-            None => Ok(self.host),
-        }
-    }
-
-    /// The session to a node, opened on first use.
-    fn node(&mut self, node: &str) -> Result<&Session> {
-        if !self.nodes.contains_key(node) {
-            let s = crate::host::backup::node_session(self.project, node)?;
-            self.nodes.insert(node.to_string(), s);
-        }
-        self.nodes
-            .get(node)
-            .ok_or_else(|| anyhow::anyhow!("no session to node {node}"))
-    }
 }
