@@ -31,6 +31,8 @@ pub enum Unavailable {
         endpoint: String,
         reason: String,
     },
+    #[error("cannot read where the homebase daemon listens on {host}: {reason}")]
+    Unreachable { host: String, reason: String },
 }
 
 /// Where the daemon listens on the host and its token, read from its state directory
@@ -51,7 +53,10 @@ pub fn locate(session: &Session, dir: Option<&str>) -> Result<Located, Unavailab
     ));
     let text = files
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
+        .map_err(|e| Unavailable::Unreachable {
+            host: session.host(),
+            reason: e.to_string(),
+        })?;
     let mut lines = text.lines();
     let (Some(endpoint), Some(token)) = (lines.next(), lines.next()) else {
         return Err(Unavailable::NotInstalled {
@@ -119,7 +124,10 @@ impl DaemonClient {
             .call()
             .with_context(|| format!("cannot reach the daemon at {} ({path})", self.endpoint))?;
         let code = r.status().as_u16();
-        Ok((code, r.body_mut().read_to_string().unwrap_or_default()))
+        let body = r.body_mut().read_to_string().with_context(|| {
+            format!("the daemon at {}'s answer to {path} was cut", self.endpoint)
+        })?;
+        Ok((code, body))
     }
 
     /// POST `path`; returns the status code and the body (JSON on success, a sentence otherwise).
@@ -131,9 +139,42 @@ impl DaemonClient {
             .send_empty()
             .with_context(|| format!("cannot reach the daemon at {} ({path})", self.endpoint))?;
         let code = r.status().as_u16();
-        let body = r.body_mut().read_to_string().unwrap_or_default();
+        let body = r.body_mut().read_to_string().with_context(|| {
+            format!("the daemon at {}'s answer to {path} was cut", self.endpoint)
+        })?;
         Ok((code, body))
     }
+}
+
+/// Whether the daemon answers `/api/status` on its loopback API with its token, asked on
+/// the host (30 tries, half a second apart when `wait`, as after a start); one command.
+pub fn answers(session: &Session, wait: bool) -> Result<bool> {
+    let answer = session.run(&format!(
+        // the token goes to curl on stdin (printf is a builtin), never on a command line
+        "for i in $(seq 30); do e=$(cat {e} 2>/dev/null) && t=$(cat {t} 2>/dev/null) && printf 'header = \"Authorization: Bearer %s\"\\n' \"$t\" | curl -sf --config - \"http://$e/api/status\" >/dev/null 2>&1 && echo up && exit 0; sleep {}; done; echo down",
+        if wait { "0.5" } else { "0" },
+        e = homebase_proto::layout::sh_daemon_file(homebase_proto::layout::ENDPOINT),
+        t = homebase_proto::layout::sh_daemon_file(homebase_proto::layout::TOKEN),
+    ))?;
+    Ok(String::from_utf8_lossy(&answer.stdout).contains("up"))
+}
+
+/// A one-time sign-in code from the daemon, through the forward, with the token.
+pub fn login_code(port: u16, token: &str) -> Result<String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    );
+    let answer: homebase_proto::LoginCode = agent
+        .post(&format!("http://127.0.0.1:{port}/api/login-code"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_empty()
+        .context("cannot get a sign-in code from the daemon through the forward")?
+        .body_mut()
+        .read_json()
+        .context("the daemon's sign-in code is not what homebase expects")?;
+    Ok(answer.code)
 }
 
 /// One request to the daemon in one command: asked on the host with curl there (see

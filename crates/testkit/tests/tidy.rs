@@ -388,3 +388,25 @@ fn scripts_name_only_the_files_the_layout_lists() {
         "a script names a file of the project's directory that proto::layout's table does not list (add it there, with what it holds): {unknown:#?}"
     );
 }
+
+/// The daemon's API is reached through `daemon_client` alone: no other source of the CLI
+/// or the host protocol speaks HTTP (`ureq`) or runs `curl` on the host.
+#[test]
+fn the_daemons_api_is_reached_through_daemon_client_alone() {
+    let offenders: Vec<String> = sources()
+        .iter()
+        .filter(|(p, _)| p.starts_with("crates/homebase/src") || p.starts_with("crates/host/src"))
+        .filter(|(p, _)| p != Path::new("crates/host/src/daemon_client.rs"))
+        .filter(|(_, text)| {
+            outside_tests(text)
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| l.contains("ureq::") || l.contains("curl "))
+        })
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "the daemon's API reached outside daemon_client: {offenders:#?}"
+    );
+}

@@ -62,7 +62,10 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
     // be read by other users of this machine, and a code is spent at the first sign-in.
     let needs_code = args.print_url || !args.no_browser;
     let with_token = if needs_code {
-        format!("{url}#login={}", login_code(local_port, &token)?)
+        format!(
+            "{url}#login={}",
+            crate::daemon_client::login_code(local_port, &token)?
+        )
     } else {
         url.clone()
     };
@@ -110,24 +113,6 @@ pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(Exit::Ok)
-}
-
-/// A one-time sign-in code from the daemon, through the forward, with the token.
-fn login_code(port: u16, token: &str) -> Result<String> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build(),
-    );
-    let answer: homebase_proto::LoginCode = agent
-        .post(&format!("http://127.0.0.1:{port}/api/login-code"))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_empty()
-        .context("cannot get a sign-in code from the daemon through the forward")?
-        .body_mut()
-        .read_json()
-        .context("the daemon's sign-in code is not what homebase expects")?;
-    Ok(answer.code)
 }
 
 fn open_browser(url: &str) -> bool {

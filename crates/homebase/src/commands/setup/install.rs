@@ -362,14 +362,7 @@ fn daemon_answers(
     args: &SetupArgs,
     bin: &str,
 ) -> Result<()> {
-    let answer = session.run(&format!(
-        // the token goes to curl on stdin (printf is a builtin), never on a command line
-        "for i in $(seq 30); do e=$(cat {e} 2>/dev/null) && t=$(cat {t} 2>/dev/null) && printf 'header = \"Authorization: Bearer %s\"\\n' \"$t\" | curl -sf --config - \"http://$e/api/status\" >/dev/null 2>&1 && echo up && exit 0; sleep {}; done; echo down",
-        if args.check { "0" } else { "0.5" },
-        e = layout::sh_daemon_file(layout::ENDPOINT),
-        t = layout::sh_daemon_file(layout::TOKEN),
-    ))?;
-    let up = String::from_utf8_lossy(&answer.stdout).contains("up");
+    let up = crate::daemon_client::answers(session, !args.check)?;
     items.push(Item::new(
         "daemon",
         if up { "ok" } else { "missing" },
