@@ -31,6 +31,7 @@ mod bundle;
 mod compose;
 pub mod daemon_client;
 pub mod exit;
+pub mod facts;
 pub mod link;
 mod lock;
 pub mod loops;

@@ -5,15 +5,7 @@
 
 use super::Item;
 
-/// What the host says of Tailscale (read with setup's other facts, in the same round
-/// trip): the app installed, a system daemon set to start at boot, and the host's own
-/// tailnet name (empty when Tailscale is not up).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct Tailscale {
-    pub app: bool,
-    pub daemon_at_boot: bool,
-    pub name: String,
-}
+pub(super) use crate::host::facts::Tailscale;
 
 /// The items: none when the host has no Tailscale.
 pub(super) fn items(t: &Tailscale, user: &str, ways: &[String]) -> Vec<Item> {
