@@ -288,6 +288,45 @@ impl<'p> Keepers<'p> {
 mod tests {
     use super::*;
 
+    /// `list_script`'s answer as a host prints it: a directory's name, a tab, its manifest.
+    #[test]
+    fn the_listed_manifests_that_check_out_are_kept_by_id() {
+        let session =
+            homebase_remote::Session::open(&homebase_remote::Target::Local).expect("local session");
+        let host = HostProject::new(&session, "p");
+        let sha = "a".repeat(64);
+        let manifest = |id: &str, project: &str| {
+            format!(
+                r#"{{"id":"{id}","project":"{project}","time":1,"files":[{{"service":"db","kind":"pg_dump","file":"db.pgdump","bytes":3,"sha256":"{sha}"}}]}}"#
+            )
+        };
+        let out = [
+            format!(
+                "20261124T030000Z-0002\t{}",
+                manifest("20261124T030000Z-0002", "p")
+            ),
+            format!(
+                "20261123T030000Z-0001\t{}",
+                manifest("20261123T030000Z-0001", "p")
+            ),
+            // renamed on the host: its id is not its directory's
+            format!(
+                "20261122T030000Z-0000\t{}",
+                manifest("20261101T030000Z-0000", "p")
+            ),
+            // another project's
+            format!(
+                "20261121T030000Z-0000\t{}",
+                manifest("20261121T030000Z-0000", "q")
+            ),
+            "20261120T030000Z-0000\tnot json".to_string(),
+            "no tab".to_string(),
+        ]
+        .join("\n");
+        let ids: Vec<String> = parse_list(&host, &out).into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["20261123T030000Z-0001", "20261124T030000Z-0002"]);
+    }
+
     #[test]
     fn retention_keeps_newest_per_day_and_week() {
         let ids: Vec<String> = [
