@@ -117,27 +117,33 @@ impl DaemonClient {
 
     /// GET `path`; returns the status code and the body.
     pub fn get_text(&self, path: &str) -> Result<(u16, String)> {
-        let mut r = self
+        let r = self
             .agent
             .get(&format!("{}{path}", self.base))
             .header("Authorization", &format!("Bearer {}", self.token))
-            .call()
-            .with_context(|| format!("cannot reach the daemon at {} ({path})", self.endpoint))?;
-        let code = r.status().as_u16();
-        let body = r.body_mut().read_to_string().with_context(|| {
-            format!("the daemon at {}'s answer to {path} was cut", self.endpoint)
-        })?;
-        Ok((code, body))
+            .call();
+        self.answer(r, path)
     }
 
     /// POST `path`; returns the status code and the body (JSON on success, a sentence otherwise).
     pub fn post(&self, path: &str) -> Result<(u16, String)> {
-        let mut r = self
+        let r = self
             .agent
             .post(&format!("{}{path}", self.base))
             .header("Authorization", &format!("Bearer {}", self.token))
-            .send_empty()
-            .with_context(|| format!("cannot reach the daemon at {} ({path})", self.endpoint))?;
+            .send_empty();
+        self.answer(r, path)
+    }
+
+    /// A request's status code and whole body; a daemon that cannot be reached, or whose
+    /// answer is cut, is an error naming it and `path`.
+    fn answer(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        path: &str,
+    ) -> Result<(u16, String)> {
+        let mut r =
+            sent.with_context(|| format!("cannot reach the daemon at {} ({path})", self.endpoint))?;
         let code = r.status().as_u16();
         let body = r.body_mut().read_to_string().with_context(|| {
             format!("the daemon at {}'s answer to {path} was cut", self.endpoint)
