@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, EventsOptions,
+    KillContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions,
 };
 use futures_util::{Stream, StreamExt};
 
@@ -300,6 +301,36 @@ impl Engine {
             oom_killed: s.oom_killed.unwrap_or(false),
             error: s.error.unwrap_or_default(),
         })
+    }
+
+    /// Whether the engine has logged an out-of-memory kill of this container since `since`
+    /// (seconds). Docker takes a container's `OOMKilled` from the exit event, and containerd
+    /// sends its OOM event from another watcher, which can come after the exit: the flag
+    /// then stays false while the event log still says "oom".
+    pub async fn oom_logged(&self, id: &str, since: i64) -> Result<bool, EngineError> {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert("container".to_string(), vec![id.to_string()]);
+        filters.insert("event".to_string(), vec!["oom".to_string()]);
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64 + 1)
+            .max(since);
+        let mut s = self.docker.events(Some(EventsOptions {
+            since: Some(since.to_string()),
+            until: Some(until.to_string()),
+            filters: Some(filters),
+        }));
+        while let Some(e) = s.next().await {
+            if e.map_err(self.call(format!("events of {id}")))?
+                .action
+                .as_deref()
+                == Some("oom")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub async fn kill(&self, id: &str) -> Result<(), EngineError> {

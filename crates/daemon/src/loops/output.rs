@@ -140,6 +140,14 @@ pub async fn watch_container(
             Err(e) => tracing::warn!("cannot read the end of {id}'s output: {e:#}"),
         }
     }
+    if let Some(e) = exit.as_mut()
+        && e.exit_code == 137
+        && !e.oom_killed
+        && !stopped
+        && !timed_out
+    {
+        e.oom_killed = oom_after_exit(&engine, &id, started).await;
+    }
     let (exit_code, oom) = match &exit {
         Some(e) => (Some(e.exit_code), e.oom_killed),
         None => (None, false),
@@ -157,6 +165,27 @@ pub async fn watch_container(
         ending: out.stdout.finish(),
         error,
     })
+}
+
+/// Whether a container killed (137) by nobody the daemon knows of was killed for memory:
+/// its `OOMKilled` flag can miss an OOM event that came after the exit (see
+/// `Engine::oom_logged`), so the engine's event log is read for a moment as well.
+async fn oom_after_exit(engine: &Engine, id: &str, started: i64) -> bool {
+    for _ in 0..8 {
+        match engine.oom_logged(id, started - 1).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("cannot read the engine's events of {id}: {e:#}");
+                return false;
+            }
+        }
+        if matches!(engine.exit(id).await, Ok(e) if e.oom_killed) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// Lines of a stopped container's stored log read back to find what a stream missed.
