@@ -2,6 +2,8 @@
 //! log (Docker can set the flag too late: the loops read both), and a kill by hand that is
 //! not one.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use homebase_engine::Engine;
 use homebase_testkit::{hosts, unique_name};
 
