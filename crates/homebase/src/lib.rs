@@ -10,7 +10,6 @@ mod loop_view;
 mod probe;
 mod progress;
 pub mod project;
-mod service_files;
 mod tunnel;
 pub mod ui;
 

@@ -4,7 +4,8 @@
 //! what runs on the host is one shell script per round trip, built and parsed here: the
 //! project's directory and its runtime (this module), the lock, the bundle and the tree
 //! of project files, the release job and its follower ([`release`]), the project's files
-//! and images ([`source`]), backups ([`backup`]), the daemon's API ([`daemon_client`]).
+//! and images ([`source`]), backups ([`backup`]), the daemon's API ([`daemon_client`]),
+//! making a host ready ([`setup`]).
 //! Every answer from the host is parsed into a typed result here. Progress goes through
 //! [`report::Report`]; errors carry their exit code ([`exit`]). Nothing here prints.
 //!
@@ -38,6 +39,8 @@ pub mod loops;
 pub mod project;
 pub mod release;
 pub mod report;
+pub mod service_files;
+pub mod setup;
 pub mod source;
 pub mod stack;
 pub mod status;

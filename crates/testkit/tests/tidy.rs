@@ -177,8 +177,8 @@ fn no_source_file_is_longer_than_a_module_should_be() {
 fn every_document_homebase_prints_or_sends_is_a_proto_type() {
     let allowed = [
         "crates/daemon/src/alerts.rs",
-        "crates/homebase/src/commands/setup/checks.rs",
-        "crates/homebase/src/commands/setup/live_restore.rs",
+        "crates/host/src/setup/checks.rs",
+        "crates/host/src/setup/live_restore.rs",
     ];
     let offenders: Vec<String> = sources()
         .iter()

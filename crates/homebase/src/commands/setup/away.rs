@@ -11,7 +11,7 @@ use anyhow::Result;
 use homebase_remote::{Session, Target, sh_quote};
 
 use super::Item;
-use crate::cli::{Global, PreflightArgs, SetupArgs};
+use crate::cli::{Global, PreflightArgs};
 use crate::daemon_client::DaemonClient;
 use crate::exit::Exit;
 use crate::project::{self, Project};
@@ -29,12 +29,11 @@ const FAIL_AWAY: &[&str] = &[
 
 pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let setup = SetupArgs {
+    let check = crate::host::setup::Options {
         check: true,
         binary: None,
-        json: args.json,
     };
-    let (mut items, blocked) = super::checklist(&project, &setup)?;
+    let (mut items, blocked) = crate::host::setup::checklist(&project, &check)?;
     for i in items.iter_mut() {
         if FAIL_AWAY.contains(&i.name.as_str()) && i.state == "warning" {
             i.state = "missing".into();

@@ -436,8 +436,8 @@ fn install(project: &Project) -> Result<Exit> {
         label: &'a str,
         args: &'a [String],
         log: &'a str,
-    ) -> crate::service_files::Service<'a> {
-        crate::service_files::Service {
+    ) -> crate::host::service_files::Service<'a> {
+        crate::host::service_files::Service {
             description: label,
             label,
             args,
@@ -456,7 +456,7 @@ fn install(project: &Project) -> Result<Exit> {
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         std::fs::write(
             &path,
-            crate::service_files::launchd_plist(&service(
+            crate::host::service_files::launchd_plist(&service(
                 &tunnel::launchd_label(name),
                 &args,
                 &log.display().to_string(),
@@ -476,7 +476,7 @@ fn install(project: &Project) -> Result<Exit> {
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         std::fs::write(
             &path,
-            crate::service_files::systemd_unit(&service(
+            crate::host::service_files::systemd_unit(&service(
                 &format!("homebase tunnel for {name}"),
                 &args,
                 "",

@@ -13,7 +13,7 @@ use homebase_proto::relay::{RelaySettings, RelayState};
 use homebase_remote::{Session, SshTarget, Target, sh_quote};
 
 use super::Item;
-use crate::cli::SetupArgs;
+use super::Options;
 use crate::project::Project;
 
 /// How long setup waits for the daemon to bring a new tunnel up.
@@ -24,7 +24,7 @@ pub(super) fn make_it_so(
     items: &mut Vec<Item>,
     session: &Session,
     project: &Project,
-    args: &SetupArgs,
+    args: &Options,
 ) -> Result<()> {
     let (Some(section), Some(relay)) = (&project.config.host.relay, project.link.relay_target())
     else {
@@ -78,7 +78,7 @@ pub(super) fn make_it_so(
 
 /// The host's own key for the relay (made once, on the host: the private half never leaves
 /// it); its public half, or `None` when it is missing and this is a check.
-fn host_key(items: &mut Vec<Item>, session: &Session, args: &SetupArgs) -> Result<Option<String>> {
+fn host_key(items: &mut Vec<Item>, session: &Session, args: &Options) -> Result<Option<String>> {
     let key = layout::sh_relay_file("id_ed25519");
     let read = session.run(&format!("cat {key}.pub 2>/dev/null"))?;
     let existing = String::from_utf8_lossy(&read.stdout).trim().to_string();
@@ -158,7 +158,7 @@ fn relay_host_key(
     session: &Session,
     relay: &SshTarget,
     resolved: &homebase_remote::Resolved,
-    args: &SetupArgs,
+    args: &Options,
 ) -> Result<bool> {
     let entry = resolved.known_hosts_entry();
     let mut keys: Vec<String> = Vec::new();
@@ -300,7 +300,7 @@ fn write_settings(
     items: &mut Vec<Item>,
     session: &Session,
     s: &RelaySettings,
-    args: &SetupArgs,
+    args: &Options,
 ) -> Result<()> {
     let file = layout::sh_daemon_file(layout::RELAY_SETTINGS);
     let current = session.run(&format!("cat {file} 2>/dev/null"))?;
@@ -388,7 +388,7 @@ fn away_path(
 }
 
 /// The tunnel's state as the daemon last wrote it.
-pub(crate) fn read_state(session: &Session) -> Option<RelayState> {
+pub fn read_state(session: &Session) -> Option<RelayState> {
     let out = session
         .run(&format!(
             "cat {} 2>/dev/null",

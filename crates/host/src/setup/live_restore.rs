@@ -22,8 +22,8 @@ use anyhow::{Context, Result};
 use homebase_remote::Session;
 
 use super::Item;
+use super::Options;
 use super::checks::Facts;
-use crate::cli::SetupArgs;
 
 const NAME: &str = "live restore";
 
@@ -33,7 +33,7 @@ pub(super) fn make_it_so(
     items: &mut [Item],
     session: &Session,
     f: &Facts,
-    args: &SetupArgs,
+    args: &Options,
     swarm: bool,
 ) -> Result<()> {
     let Some(i) = items.iter_mut().find(|i| i.name == NAME) else {

@@ -2,8 +2,8 @@
 //! boot, and its answer.
 
 use super::Item;
+use super::Options;
 use super::checks::{Facts, check_host, facts, plugin_dir, same_platform, with_plugin_dir};
-use crate::cli::SetupArgs;
 use anyhow::{Context, Result};
 use homebase_proto::layout;
 use homebase_remote::Session;
@@ -54,7 +54,7 @@ impl Binary {
 pub(super) fn host(
     session: &Session,
     memory: HostMemory,
-    args: &SetupArgs,
+    args: &Options,
     binary: &Binary,
     swarm: bool,
     ways: &[String],
@@ -85,7 +85,7 @@ fn install_binary(
     items: &mut Vec<Item>,
     session: &Session,
     f: &Facts,
-    args: &SetupArgs,
+    args: &Options,
     binary: &Binary,
     bin: &str,
 ) -> Result<bool> {
@@ -146,7 +146,7 @@ fn install_binary(
 }
 
 /// Colima at login, as `brew services` does it (a LaunchAgent of the user's).
-fn colima_at_login(items: &mut [Item], session: &Session, args: &SetupArgs) -> Result<()> {
+fn colima_at_login(items: &mut [Item], session: &Session, args: &Options) -> Result<()> {
     if let Some(i) = items.iter_mut().find(|i| i.name == "colima at login")
         && i.state == "warning"
         && !args.check
@@ -166,12 +166,7 @@ fn colima_at_login(items: &mut [Item], session: &Session, args: &SetupArgs) -> R
 }
 
 /// Homebrew's Compose plugin, registered with the docker CLI (as its caveat says).
-fn compose_plugin(
-    items: &mut [Item],
-    session: &Session,
-    f: &Facts,
-    args: &SetupArgs,
-) -> Result<()> {
+fn compose_plugin(items: &mut [Item], session: &Session, f: &Facts, args: &Options) -> Result<()> {
     if let Some(i) = items.iter_mut().find(|i| i.name == "compose plugin")
         && !args.check
         && let Some(plugin) = &f.compose_plugin
@@ -208,7 +203,7 @@ fn install_service(
     items: &mut Vec<Item>,
     session: &Session,
     f: &Facts,
-    args: &SetupArgs,
+    args: &Options,
     root: &std::path::Path,
     bin: &str,
     binary_changed: bool,
@@ -359,7 +354,7 @@ fn reload(
 fn daemon_answers(
     items: &mut Vec<Item>,
     session: &Session,
-    args: &SetupArgs,
+    args: &Options,
     bin: &str,
 ) -> Result<()> {
     let up = crate::daemon_client::answers(session, !args.check)?;

@@ -5,7 +5,7 @@
 
 use super::Item;
 
-pub(super) use crate::host::facts::Tailscale;
+pub(super) use crate::facts::Tailscale;
 
 /// The items: none when the host has no Tailscale.
 pub(super) fn items(t: &Tailscale, user: &str, ways: &[String]) -> Vec<Item> {

@@ -2,7 +2,7 @@
 //! memory, power.
 
 use super::Item;
-pub(super) use crate::host::facts::{Facts, facts};
+pub(super) use crate::facts::{Facts, facts};
 use homebase_stack::Bytes;
 use homebase_stack::config::HostMemory;
 
