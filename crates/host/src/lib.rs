@@ -36,6 +36,7 @@ pub mod facts;
 pub mod link;
 mod lock;
 pub mod loops;
+pub mod preflight;
 pub mod project;
 pub mod release;
 pub mod report;

@@ -8,12 +8,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use homebase_remote::{Session, Target, sh_quote};
+use homebase_remote::{Session, Target};
 
 use super::Item;
 use crate::cli::{Global, PreflightArgs};
 use crate::daemon_client::DaemonClient;
 use crate::exit::Exit;
+use crate::host::preflight::Reads;
 use crate::project::{self, Project};
 
 /// What setup only warns about but would fail away from home: after a power cut nobody is
@@ -44,8 +45,9 @@ pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
         ways(&mut items, &project);
         let daemon = DaemonClient::connect(&session, None).ok();
         let kept = crate::host::backup::manifests(&session, &project)?;
-        backups(&mut items, &session, &project, &kept)?;
-        disk(&mut items, &session, &kept, args.days)?;
+        let reads = crate::host::preflight::read(&session, &project, kept.last())?;
+        backups(&mut items, &project, &kept, &reads);
+        disk(&mut items, &kept, &reads, args.days);
         match &daemon {
             Some(d) => {
                 alerts(&mut items, d);
@@ -134,10 +136,10 @@ fn is_private(t: Option<&Target>) -> bool {
 /// says (read on the host now).
 fn backups(
     items: &mut Vec<Item>,
-    session: &Session,
     project: &Project,
     all: &[homebase_proto::BackupManifest],
-) -> Result<()> {
+    reads: &Reads,
+) {
     if project.config.backup.schedule == "off" {
         items.push(Item::new(
             "backup",
@@ -145,7 +147,7 @@ fn backups(
             "backups are off (backup.schedule = \"off\"): nothing is kept while you are away",
             Some("set [backup] schedule = \"daily\" and deploy".into()),
         ));
-        return Ok(());
+        return;
     }
     let Some(last) = all.last() else {
         items.push(Item::new(
@@ -154,35 +156,19 @@ fn backups(
             "there is no backup on the host yet",
             Some("homebase backup now".into()),
         ));
-        return Ok(());
+        return;
     };
     let age = homebase_proto::clock::now_secs().saturating_sub(last.time);
-    let dir = format!(
-        "{}/backups/{}",
-        crate::host::HostProject::of(session, project).dir(),
-        sh_quote(&last.id)
-    );
-    let mut script = String::from("bad=0; ");
-    for f in &last.files {
-        script.push_str(&format!(
-            "s=$( (sha256sum {dir}/{file} 2>/dev/null || shasum -a 256 {dir}/{file} 2>/dev/null) | cut -d' ' -f1); [ \"$s\" = {sum} ] || {{ echo {file}; bad=1; }}; ",
-            file = sh_quote(&f.file),
-            sum = sh_quote(&f.sha256)
-        ));
-    }
-    script.push_str("exit $bad");
-    let out = session.run(&script)?;
-    let damaged = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .replace('\n', ", ");
+    let damaged = reads.damaged.as_deref().unwrap_or_default();
     let hours = age / 3600;
-    if !out.status.success() {
+    if !damaged.is_empty() {
         items.push(Item::new(
             "backup",
             "missing",
             format!(
-                "the last backup {} does not match its checksums: {damaged}",
-                last.id
+                "the last backup {} does not match its checksums: {}",
+                last.id,
+                damaged.join(", ")
             ),
             Some("homebase backup now, then homebase preflight again".into()),
         ));
@@ -205,17 +191,11 @@ fn backups(
             None,
         ));
     }
-    Ok(())
 }
 
 /// Free space where the backups go, against what `days` more of them take at the rate of
 /// the last ones (and one rebuild of the images).
-fn disk(
-    items: &mut Vec<Item>,
-    session: &Session,
-    all: &[homebase_proto::BackupManifest],
-    days: u32,
-) -> Result<()> {
+fn disk(items: &mut Vec<Item>, all: &[homebase_proto::BackupManifest], reads: &Reads, days: u32) {
     let per_day: u64 = all
         .iter()
         .rev()
@@ -223,19 +203,7 @@ fn disk(
         .map(|m| m.files.iter().map(|f| f.bytes).sum::<u64>())
         .max()
         .unwrap_or(0);
-    let out = session.run(
-        "df -Pk \"$HOME\" | awk 'NR==2 {print $4}'; docker image ls --format '{{.Size}}' 2>/dev/null | head -50",
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let free = lines
-        .next()
-        .and_then(|l| l.trim().parse::<u64>().ok())
-        .map(|k| k * 1024);
-    let images: u64 = lines
-        .filter_map(|l| homebase_stack::Bytes::parse(l.trim()).ok())
-        .map(|b| b.0)
-        .sum();
+    let (free, images) = (reads.free, reads.images);
     let need = per_day * u64::from(days) + images;
     let Some(free) = free else {
         items.push(Item::new(
@@ -244,7 +212,7 @@ fn disk(
             "cannot read the free space of the host's home",
             None,
         ));
-        return Ok(());
+        return;
     };
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
     if free < need {
@@ -270,7 +238,6 @@ fn disk(
             None,
         ));
     }
-    Ok(())
 }
 
 /// A test message through every sink, and what each answered.
