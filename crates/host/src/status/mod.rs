@@ -2,7 +2,7 @@
 //! current release when it has one, else the engine's view (`docker inspect`, `docker
 //! stats`); the daemon's alerts, events and loops beside it.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use homebase_proto::clock::{now_secs, parse_rfc3339};
 use homebase_proto::{ServiceSnap, ServiceStatus, Snapshot, StatusReport};
 use homebase_remote::sh_quote;
@@ -64,7 +64,18 @@ pub fn collect(
     let mut parts = out.splitn(4, "@@HB@@");
     let first = parts.next().unwrap_or("[]").trim();
     let from_daemon = first == "daemon";
-    let inspect: Vec<Value> = serde_json::from_str(first).unwrap_or_default();
+    // the containers as `docker inspect` describes them; an answer that does not read is
+    // said, not shown as a stack with no containers
+    let inspect: Vec<Value> = if from_daemon {
+        Vec::new()
+    } else {
+        serde_json::from_str(first).with_context(|| {
+            format!(
+                "the containers' state from {} (`docker inspect`) does not read as JSON",
+                host.session.host()
+            )
+        })?
+    };
     let stats: Vec<Value> = parts
         .next()
         .unwrap_or("")
