@@ -72,6 +72,27 @@ volumes:
     // the files service was unpaused after its archive
     assert_eq!(p.state("files"), "running");
 
+    // Preflight checks the last backup's files on the host (here with `shasum`: a Mac has
+    // no sha256sum); a file changed after the backup is named.
+    let item = |r: &serde_json::Value| homebase_testkit::checklist_item(r, "backup").clone();
+    let r = homebase_testkit::json_of(&p.run(&["preflight", "--json"]));
+    assert_eq!(item(&r)["state"], "ok", "{r:#}");
+    let dump_on_host = format!("~/.homebase/{}/backups/{id}/db.pgdump", p.name);
+    hosts.ssh_ok(
+        h,
+        &format!("cp {dump_on_host} {dump_on_host}.kept && echo x >> {dump_on_host}"),
+    );
+    let r = homebase_testkit::json_of(&p.run(&["preflight", "--json"]));
+    assert_eq!(item(&r)["state"], "missing", "{r:#}");
+    assert!(
+        item(&r)["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("does not match its checksums: db.pgdump"),
+        "{r:#}"
+    );
+    hosts.ssh_ok(h, &format!("mv {dump_on_host}.kept {dump_on_host}"));
+
     // Pull to the laptop, checksums verified.
     let to = tempfile::tempdir().unwrap();
     let pulled: serde_json::Value = serde_json::from_str(&p.ok(&[
