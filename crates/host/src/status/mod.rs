@@ -64,17 +64,10 @@ pub fn collect(
     let mut parts = out.splitn(4, "@@HB@@");
     let first = parts.next().unwrap_or("[]").trim();
     let from_daemon = first == "daemon";
-    // the containers as `docker inspect` describes them; an answer that does not read is
-    // said, not shown as a stack with no containers
-    let inspect: Vec<Value> = if from_daemon {
+    let inspect = if from_daemon {
         Vec::new()
     } else {
-        serde_json::from_str(first).with_context(|| {
-            format!(
-                "the containers' state from {} (`docker inspect`) does not read as JSON",
-                host.session.host()
-            )
-        })?
+        read_inspect(first, host)?
     };
     let stats: Vec<Value> = parts
         .next()
@@ -112,18 +105,13 @@ pub fn collect(
         snapshot = snap;
     }
     let now = now_secs();
-    let mut services = Vec::new();
-    for name in planned.iter().filter(|_| from_daemon) {
-        services.push(status_from_snapshot(
-            name,
-            daemon_services.get(name.as_str()),
-            now,
-            host_memory,
-        ));
-    }
-    for name in planned.iter().filter(|_| !from_daemon) {
-        services.push(status_from_engine(name, &inspect, &stats, &sampled, now));
-    }
+    let services: Vec<ServiceStatus> = planned
+        .iter()
+        .map(|name| match from_daemon {
+            true => status_from_snapshot(name, daemon_services.get(name), now, host_memory),
+            false => status_from_engine(name, &inspect, &stats, &sampled, now),
+        })
+        .collect();
     let healthy = services
         .iter()
         .all(|s| s.state == "running" && (s.health == "none" || s.health == "healthy"));
@@ -143,17 +131,7 @@ pub fn collect(
     match answer {
         on_host::Answer::Running { endpoint, bodies } => {
             crate::daemon_client::remember_endpoint(host.session, &endpoint);
-            // (read from a file of the host's: shown as text)
-            let endpoint = homebase_proto::text::printable(&endpoint);
-            report.daemon = match sample_age {
-                Some(age) if from_daemon => {
-                    format!("running at {endpoint} (its view of {age} s ago)")
-                }
-                Some(age) if !fresh => {
-                    format!("running at {endpoint} (memory sampled {age} s ago)")
-                }
-                _ => format!("running at {endpoint}"),
-            };
+            report.daemon = running_line(&endpoint, sample_age, from_daemon, fresh);
             let events = read_body(&bodies[1], &asks[1], &mut unread).unwrap_or_default();
             let loops = read_body(&bodies[2], &asks[2], &mut unread).unwrap_or_default();
             if !unread.is_empty() {
@@ -180,6 +158,28 @@ pub fn collect(
 
 /// The status command: the daemon's answers to `asks`, and the engine's view unless the
 /// daemon's snapshot is of the current release (see [`collect`]).
+/// How a running daemon is shown: where, and how old the view taken from it is.
+fn running_line(endpoint: &str, sample_age: Option<i64>, from_daemon: bool, fresh: bool) -> String {
+    // (read from a file of the host's: shown as text)
+    let endpoint = homebase_proto::text::printable(endpoint);
+    match sample_age {
+        Some(age) if from_daemon => format!("running at {endpoint} (its view of {age} s ago)"),
+        Some(age) if !fresh => format!("running at {endpoint} (memory sampled {age} s ago)"),
+        _ => format!("running at {endpoint}"),
+    }
+}
+
+/// The containers as `docker inspect` describes them: an answer that does not read is
+/// said, not shown as a stack with no containers.
+fn read_inspect(answer: &str, host: &HostProject) -> Result<Vec<Value>> {
+    serde_json::from_str(answer).with_context(|| {
+        format!(
+            "the containers' state from {} (`docker inspect`) does not read as JSON",
+            host.session.host()
+        )
+    })
+}
+
 fn status_script(
     host: &HostProject,
     daemon_dir: Option<&str>,
