@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{
     EventsOptions, ListContainersOptions, RestartContainerOptions, StartContainerOptions,
     StatsOptions, StopContainerOptions,
@@ -232,39 +233,7 @@ impl Engine {
         let stack = label == swarm::STACK_LABEL;
         Ok(list
             .into_iter()
-            .map(|c| {
-                let labels = c.labels.unwrap_or_default();
-                let status = c.status.unwrap_or_default();
-                let health = health_from_status(&status);
-                let (project, service) = if stack {
-                    let p = labels.get(swarm::STACK_LABEL).cloned().unwrap_or_default();
-                    let s = labels
-                        .get("com.docker.swarm.service.name")
-                        .map(|n| n.strip_prefix(&format!("{p}_")).unwrap_or(n).to_string())
-                        .unwrap_or_default();
-                    (p, s)
-                } else {
-                    (
-                        labels.get(PROJECT_LABEL).cloned().unwrap_or_default(),
-                        labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                    )
-                };
-                Container {
-                    swarm: stack,
-                    id: c.id.unwrap_or_default(),
-                    name: c
-                        .names
-                        .and_then(|n| n.first().cloned())
-                        .unwrap_or_default()
-                        .trim_start_matches('/')
-                        .to_string(),
-                    project,
-                    service,
-                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                    health: health.to_string(),
-                    status: status.clone(),
-                }
-            })
+            .filter_map(|c| container(c, stack))
             .collect())
     }
 
@@ -360,7 +329,7 @@ impl Engine {
             .map_err(self.call(format!("unpause {id}")))
     }
 
-    /// Container events of compose projects, as they happen.
+    /// Container events of compose projects, as they happen (not of swarm tasks).
     pub fn events(&self) -> impl Stream<Item = Result<Event, EngineError>> + '_ {
         let mut filters = HashMap::new();
         filters.insert("type".to_string(), vec!["container".to_string()]);
@@ -370,25 +339,117 @@ impl Engine {
                 filters: Some(filters),
                 ..Default::default()
             }))
-            .map(move |r| {
-                let m = r.map_err(self.call("events"))?;
-                let actor = m.actor.unwrap_or_default();
-                let attrs = actor.attributes.unwrap_or_default();
-                Ok(Event {
-                    time: m.time.unwrap_or(0),
-                    id: actor.id.unwrap_or_default(),
-                    project: attrs.get(PROJECT_LABEL).cloned().unwrap_or_default(),
-                    service: attrs.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                    action: m.action.unwrap_or_default(),
-                    exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
-                })
+            .filter_map(move |r| {
+                let event = match r.map_err(self.call("events")) {
+                    Err(e) => Some(Err(e)),
+                    Ok(m) => {
+                        let actor = m.actor.unwrap_or_default();
+                        let attrs = actor.attributes.unwrap_or_default();
+                        // a swarm task of an image Compose built: Swarm's, not ours to heal
+                        match owner(&attrs) {
+                            Some((project, service, false)) => Some(Ok(Event {
+                                time: m.time.unwrap_or(0),
+                                id: actor.id.unwrap_or_default(),
+                                project,
+                                service,
+                                action: m.action.unwrap_or_default(),
+                                exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+                            })),
+                            _ => None,
+                        }
+                    }
+                };
+                std::future::ready(event)
             })
     }
+}
+
+/// Whose a container is, from its labels: a swarm task's stack and service, or a compose
+/// project's. A task of an image Compose built carries the compose labels too (the image
+/// has them), so the stack label decides: such a task is Swarm's, never restarted or
+/// paused as if it were a compose container.
+fn owner(labels: &HashMap<String, String>) -> Option<(String, String, bool)> {
+    if let Some(p) = labels.get(swarm::STACK_LABEL) {
+        let s = labels
+            .get("com.docker.swarm.service.name")
+            .map(|n| n.strip_prefix(&format!("{p}_")).unwrap_or(n).to_string())
+            .unwrap_or_default();
+        return Some((p.clone(), s, true));
+    }
+    let p = labels.get(PROJECT_LABEL)?;
+    let s = labels.get(SERVICE_LABEL).cloned().unwrap_or_default();
+    Some((p.clone(), s, false))
+}
+
+/// A listed container as the daemon sees it; `None` when it is not of the list asked for
+/// (a swarm task in the compose list, or the other way round).
+fn container(c: ContainerSummary, stack: bool) -> Option<Container> {
+    let labels = c.labels.unwrap_or_default();
+    let (project, service, swarm) = owner(&labels)?;
+    if swarm != stack {
+        return None;
+    }
+    let status = c.status.unwrap_or_default();
+    Some(Container {
+        swarm,
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .and_then(|n| n.first().cloned())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        project,
+        service,
+        state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        health: health_from_status(&status).to_string(),
+        status,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(labels: &[(&str, &str)]) -> ContainerSummary {
+        ContainerSummary {
+            id: Some("c1".into()),
+            names: Some(vec!["/x-notes-1".into()]),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            status: Some("Up 2 minutes (healthy)".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_of_an_image_compose_built_is_swarms_not_a_compose_container() {
+        // what `docker compose build` leaves on the image, and so on every task of it
+        let built = [
+            (PROJECT_LABEL, "x"),
+            (SERVICE_LABEL, "notes"),
+            (swarm::STACK_LABEL, "x"),
+            ("com.docker.swarm.service.name", "x_notes"),
+        ];
+        assert_eq!(container(summary(&built), false), None);
+        let task = container(summary(&built), true).unwrap();
+        assert!(task.swarm);
+        assert_eq!((&task.project[..], &task.service[..]), ("x", "notes"));
+        assert_eq!(task.health, "healthy");
+
+        let compose = container(summary(&built[..2]), false).unwrap();
+        assert!(!compose.swarm);
+        assert_eq!(
+            (&compose.name[..], &compose.service[..]),
+            ("x-notes-1", "notes")
+        );
+        assert_eq!(container(summary(&built[..2]), true), None);
+        assert_eq!(container(summary(&[]), false), None);
+    }
 
     #[test]
     fn endpoint_from_env_then_context_then_default() {
