@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-pub use homebase_host::link::way_words;
+pub use homebase_host::link::{Link, way_words};
 pub use homebase_host::project::{Project, process_env};
 
 use crate::cli::Global;

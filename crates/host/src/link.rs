@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use homebase_remote::{Session, SshTarget, Target};
-use homebase_stack::config::{HostSection, Mode, NodeSection};
+use homebase_stack::config::{HostMemory, HostSection, Mode, NodeSection};
 use homebase_stack::{Bytes, Config};
 use indexmap::IndexMap;
 
@@ -26,6 +26,8 @@ pub struct Link {
     /// The ways to `[host]` (built once per command), and the one this command took.
     ways: OnceLock<Vec<Target>>,
     way: OnceLock<usize>,
+    /// Each node's memory, read once per command.
+    node_memory: OnceLock<Vec<(String, Bytes, String)>>,
 }
 
 /// A configured path with `~` expanded.
@@ -56,7 +58,28 @@ impl Link {
             spare: Mutex::default(),
             ways: OnceLock::new(),
             way: OnceLock::new(),
+            node_memory: OnceLock::new(),
         }
+    }
+
+    /// Each node's memory and where it came from: `[nodes]`, or for `detect` its engine's
+    /// MemTotal, read once per command.
+    pub fn node_memory(&self) -> Result<Vec<(String, Bytes, String)>> {
+        if let Some(known) = self.node_memory.get() {
+            return Ok(known.clone());
+        }
+        let mut out = Vec::new();
+        for (name, n) in &self.nodes {
+            match n.memory {
+                HostMemory::Size(b) => out.push((name.clone(), b, "homebase.toml".to_string())),
+                HostMemory::Detect => {
+                    let (b, _) = self.engine_memory(Some(name))?;
+                    out.push((name.clone(), b, "detected".to_string()));
+                }
+            }
+        }
+        let _ = self.node_memory.set(out.clone());
+        Ok(out)
     }
 
     /// The engine's total memory on `[host]` (the manager in swarm mode; `node` names a

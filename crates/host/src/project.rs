@@ -18,10 +18,6 @@ pub struct Project {
     pub config_path: PathBuf,
     pub config: Config,
     pub compose: ComposeProject,
-    /// The connections of this command (see [`Link`]).
-    pub link: Link,
-    /// Each node's memory, read once per command.
-    node_memory: std::sync::OnceLock<Vec<(String, Bytes, String)>>,
 }
 
 /// Where to find the project and how to read it: the CLI's global flags.
@@ -122,23 +118,22 @@ pub fn load(global: &LoadArgs) -> Result<Project> {
     Ok(Project {
         root,
         config_path,
-        link: Link::new(&config),
         config,
         compose,
-        node_memory: Default::default(),
     })
 }
 
 impl Project {
-    /// The host memory to budget against and where the number came from.
-    pub fn host_memory(&self, flag: Option<&str>) -> Result<(Bytes, String)> {
+    /// The host memory to budget against and where the number came from; `detect` reads
+    /// it through `link`.
+    pub fn host_memory(&self, link: &Link, flag: Option<&str>) -> Result<(Bytes, String)> {
         if let Some(f) = flag {
             let b = Bytes::parse(f)
                 .map_err(|e| coded(Exit::BadInput, format!("--host-memory: {e}")))?;
             return Ok((b, "--host-memory".into()));
         }
         if self.swarm() {
-            let nodes = self.node_memory()?;
+            let nodes = link.node_memory()?;
             let total = Bytes(nodes.iter().map(|(_, b, _)| b.0).sum());
             let from: Vec<String> = nodes
                 .iter()
@@ -149,7 +144,7 @@ impl Project {
         match self.config.budget.host_memory {
             HostMemory::Size(b) => Ok((b, "homebase.toml".into())),
             HostMemory::Detect => {
-                let (bytes, host) = self.link.engine_memory(None)?;
+                let (bytes, host) = link.engine_memory(None)?;
                 Ok((bytes, format!("detected on {host}")))
             }
         }
@@ -185,31 +180,12 @@ impl Project {
         self.config.project.mode == Mode::Swarm
     }
 
-    /// Each node's memory: from [nodes] or, for `detect`, its engine's MemTotal.
-    pub fn node_memory(&self) -> Result<Vec<(String, Bytes, String)>> {
-        if let Some(known) = self.node_memory.get() {
-            return Ok(known.clone());
-        }
-        let mut out = Vec::new();
-        for (name, n) in &self.config.nodes {
-            match n.memory {
-                HostMemory::Size(b) => out.push((name.clone(), b, "homebase.toml".to_string())),
-                HostMemory::Detect => {
-                    let (b, _) = self.link.engine_memory(Some(name))?;
-                    out.push((name.clone(), b, "detected".to_string()));
-                }
-            }
-        }
-        let _ = self.node_memory.set(out.clone());
-        Ok(out)
-    }
-
     /// Where each task of the stack can go (swarm mode): `None` in single mode.
-    pub fn cluster_plan(&self, plan: &Plan) -> Result<Option<ClusterPlan>> {
+    pub fn cluster_plan(&self, link: &Link, plan: &Plan) -> Result<Option<ClusterPlan>> {
         if !self.swarm() {
             return Ok(None);
         }
-        let memory = self.node_memory()?;
+        let memory = link.node_memory()?;
         let nodes = homebase_stack::cluster::nodes(&self.config, |name| {
             memory
                 .iter()
@@ -253,10 +229,15 @@ impl Project {
 
     /// The plan, or a refusal (exit 1) that lists why the stack does not fit; `refused`
     /// opens the message (`deploy refused, the host was not touched`).
-    pub fn plan_that_fits(&self, host_memory_flag: Option<&str>, refused: &str) -> Result<Plan> {
-        let (host_memory, _) = self.host_memory(host_memory_flag)?;
+    pub fn plan_that_fits(
+        &self,
+        link: &Link,
+        host_memory_flag: Option<&str>,
+        refused: &str,
+    ) -> Result<Plan> {
+        let (host_memory, _) = self.host_memory(link, host_memory_flag)?;
         let plan = self.plan(host_memory)?;
-        let cluster = self.cluster_plan(&plan)?;
+        let cluster = self.cluster_plan(link, &plan)?;
         let mut problems: Vec<String> = plan
             .problems
             .iter()

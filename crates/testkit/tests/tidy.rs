@@ -410,3 +410,18 @@ fn the_daemons_api_is_reached_through_daemon_client_alone() {
         "the daemon's API reached outside daemon_client: {offenders:#?}"
     );
 }
+
+#[test]
+fn the_project_holds_no_connection() {
+    // `Project` is the loaded configuration; the command's connections are `Link`'s,
+    // handed to what needs a host (ARCHITECTURE.md, `crates/host`).
+    let text = std::fs::read_to_string(root().join("crates/host/src/project.rs")).unwrap();
+    let start = text.find("pub struct Project {").unwrap();
+    let body = &text[start..start + text[start..].find("\n}").unwrap()];
+    for word in ["Link", "Session", "Mutex", "OnceLock", "Cell"] {
+        assert!(
+            !body.contains(word),
+            "`Project` holds a `{word}`: keep connections and what they read in `Link`"
+        );
+    }
+}

@@ -17,9 +17,10 @@ use crate::project;
 
 pub fn run(global: &Global, args: &DashArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = project::Link::new(&project.config);
     let target = match &args.node {
-        Some(name) => project.link.named_node(name)?,
-        None => project.link.target(),
+        Some(name) => link.named_node(name)?,
+        None => link.target(),
     };
     let session = Session::open(&target)?;
     let located = crate::daemon_client::locate(&session, global.daemon_dir.as_deref())

@@ -9,13 +9,14 @@ use crate::cli::{ExecArgs, Global, LogsArgs, RestartArgs};
 use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::progress::Progress;
-use crate::project;
+use crate::project::{self, Link};
 use crate::ui::{self};
 
 pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     project.require_service(&args.service)?;
-    let session = project.link.open_session()?;
+    let session = link.open_session()?;
     let host = HostProject::of(&session, &project);
     let since = args
         .since
@@ -47,8 +48,9 @@ pub fn logs(global: &Global, args: &LogsArgs) -> Result<Exit> {
 /// the lock (its health gate would see the restart).
 pub fn restart(global: &Global, args: &RestartArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     project.require_service(&args.service)?;
-    let session = project.link.open_session()?;
+    let session = link.open_session()?;
     let host = HostProject::of(&session, &project);
     let started = Instant::now();
     // progress on stderr; with --json, stdout is the report alone
@@ -157,10 +159,11 @@ pub fn restart(global: &Global, args: &RestartArgs) -> Result<Exit> {
 pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
     use std::io::IsTerminal;
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     project.require_service(&args.service)?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let words: Vec<String> = args.command.iter().map(|w| sh_quote(w)).collect();
-    let manager = project.link.open_session()?;
+    let manager = link.open_session()?;
     // In swarm mode the command runs on the node Swarm chose, in one of the service's tasks.
     let (session, script) = if project.swarm() {
         let name = &project.config.project.name;
@@ -185,8 +188,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<Exit> {
                 ),
             )
         })?;
-        let session = project
-            .link
+        let session = link
             .node_session(&node)
             .with_context(|| format!("cannot reach node {node}, where `{}` runs", args.service))?;
         let script = format!(

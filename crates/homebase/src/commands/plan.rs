@@ -13,9 +13,10 @@ use crate::ui::{self, BAD, BOLD, DIM, GOOD, paint};
 
 pub fn run(global: &Global, args: &PlanArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let (host_memory, source) = project.host_memory(args.host_memory.as_deref())?;
+    let link = project::Link::new(&project.config);
+    let (host_memory, source) = project.host_memory(&link, args.host_memory.as_deref())?;
     let plan = project.plan(host_memory)?;
-    let cluster = project.cluster_plan(&plan)?;
+    let cluster = project.cluster_plan(&link, &plan)?;
     let fits = plan.fits() && cluster.as_ref().is_none_or(|c| c.fits());
     let files = project.source()?;
     if args.json {

@@ -10,6 +10,7 @@ use crate::ui;
 pub fn run(global: &Global, args: &RenderArgs) -> Result<Exit> {
     let project = project::load(global)?;
     let plan = project.plan_that_fits(
+        &project::Link::new(&project.config),
         args.host_memory.as_deref(),
         "the stack does not fit its budget; `homebase plan` shows why",
     )?;

@@ -10,14 +10,15 @@ use crate::cli::{Global, ReleasesArgs, RollbackArgs};
 use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::progress::Progress;
-use crate::project;
+use crate::project::{self, Link};
 use crate::release::entry;
 use crate::release::{self};
 use crate::ui::{self, BOLD, paint};
 
 pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let session = project.link.open_session()?;
+    let link = Link::new(&project.config);
+    let session = link.open_session()?;
     let host = HostProject::of(&session, &project);
     let (log, current) = host.log_and_current()?;
     if args.json {
@@ -75,14 +76,15 @@ pub fn releases(global: &Global, args: &ReleasesArgs) -> Result<Exit> {
 pub fn rollback(global: &Global, args: &RollbackArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     crate::catch_interrupts();
-    let session = project.link.open_session()?;
+    let session = link.open_session()?;
     let host = HostProject::of(&session, &project);
     let mut progress = Progress::new(args.json);
     progress.step("lock");
     let (lock, prepared) = release::Lock::take(
         &host,
-        project.link.target(),
+        link.target(),
         &project.config.project.name,
         &mut progress,
         None,

@@ -10,18 +10,19 @@ use homebase_proto::NodeStatus;
 use crate::cli::{Global, NodesArgs};
 use crate::exit::{Exit, coded};
 use crate::host::stack::read_cluster;
-use crate::project;
+use crate::project::{self, Link};
 use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
 
 pub fn nodes(global: &Global, args: &NodesArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     if !project.swarm() {
         return Err(coded(
             Exit::BadInput,
             "this project runs on one host (project.mode = \"single\"); `homebase nodes` is for swarm mode: set mode = \"swarm\" and list the hosts in [nodes]",
         ));
     }
-    let session = project.link.open_session()?;
+    let session = link.open_session()?;
     let (mut nodes, _) = read_cluster(&session, &project.config.project.name)?;
     // configured nodes that are not in the swarm
     for name in project.config.nodes.keys() {

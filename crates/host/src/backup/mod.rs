@@ -15,6 +15,7 @@ use homebase_stack::kinds::Kind;
 
 use crate::HostProject;
 use crate::exit::{Exit, coded};
+use crate::link::Link;
 use crate::project::Project;
 use homebase_proto::clock::days_from_civil;
 use homebase_proto::clock::now_secs;
@@ -69,7 +70,7 @@ pub fn pg_user_db(project: &Project, service: &str) -> (String, String) {
 }
 
 /// An SSH session to a node of the swarm, by its name in [nodes].
-pub fn node_session(project: &Project, node: &str) -> Result<Session> {
+pub fn node_session(project: &Project, link: &Link, node: &str) -> Result<Session> {
     project.config.nodes.get(node).ok_or_else(|| {
         coded(
             Exit::BadInput,
@@ -78,9 +79,7 @@ pub fn node_session(project: &Project, node: &str) -> Result<Session> {
             ),
         )
     })?;
-    project
-        .link
-        .node_session(node)
+    link.node_session(node)
         .with_context(|| format!("cannot reach node {node}, which keeps these backups"))
 }
 
@@ -251,14 +250,16 @@ pub fn find(keepers: &mut Keepers, id: &str) -> Result<Manifest> {
 /// Sessions to the nodes that keep a backup's files, opened once each.
 pub struct Keepers<'p> {
     project: &'p Project,
+    link: &'p Link,
     host: &'p Session,
     nodes: std::collections::HashMap<String, Session>,
 }
 
 impl<'p> Keepers<'p> {
-    pub fn new(project: &'p Project, host: &'p Session) -> Self {
+    pub fn new(project: &'p Project, link: &'p Link, host: &'p Session) -> Self {
         Keepers {
             project,
+            link,
             host,
             nodes: Default::default(),
         }
@@ -275,7 +276,7 @@ impl<'p> Keepers<'p> {
     /// The session to a node, opened on first use.
     pub fn node(&mut self, node: &str) -> Result<&Session> {
         if !self.nodes.contains_key(node) {
-            let s = node_session(self.project, node)?;
+            let s = node_session(self.project, self.link, node)?;
             self.nodes.insert(node.to_string(), s);
         }
         self.nodes

@@ -7,6 +7,7 @@ use homebase_remote::sh_quote;
 
 use super::{BackupFile, Keepers, dir, find, pg_user_db};
 use crate::exit::{Exit, coded};
+use crate::link::Link;
 use crate::project::Project;
 use crate::{HostProject, PsEntry};
 
@@ -15,6 +16,7 @@ use crate::{HostProject, PsEntry};
 /// file once it is back.
 pub fn restore(
     project: &Project,
+    link: &Link,
     id: &str,
     only: &[String],
     restored: &mut dyn FnMut(&BackupFile),
@@ -22,9 +24,9 @@ pub fn restore(
     for s in only {
         project.require_service(s)?;
     }
-    let session = project.link.open_session()?;
+    let session = link.open_session()?;
     let host = HostProject::of(&session, project);
-    let mut keepers = Keepers::new(project, &session);
+    let mut keepers = Keepers::new(project, link, &session);
     let m = find(&mut keepers, id)?;
     let ps = host.ps()?;
     for f in m

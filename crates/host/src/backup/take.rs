@@ -12,6 +12,7 @@ use super::{
 };
 use crate::HostProject;
 use crate::exit::{Exit, coded};
+use crate::link::Link;
 use crate::project::Project;
 use homebase_proto::clock::now_secs;
 use homebase_proto::clock::utc_stamp;
@@ -24,6 +25,7 @@ pub type Item = (String, Kind, Vec<String>);
 /// service's part is taken and kept on the node that runs it, under the same id.
 pub fn take(
     project: &Project,
+    link: &Link,
     host: &HostProject,
     only: &[String],
 ) -> Result<(Manifest, Vec<String>)> {
@@ -55,7 +57,7 @@ pub fn take(
             by_node.entry(node).or_default().push(item);
         }
         for (node, items) in by_node {
-            let session = node_session(project, &node)?;
+            let session = node_session(project, link, &node)?;
             let there = HostProject::of(&session, project);
             let (part, on_node) = take_on(project, &there, &id, &items, Some(&node))?;
             files.extend(part);

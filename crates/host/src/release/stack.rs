@@ -151,6 +151,7 @@ fn timed(entry: &ReleaseEntry, took: Duration) -> ReleaseEntry {
 /// budget and alert sinks) and which node it is (`node`); loops run on the manager only.
 pub fn upload_to_workers(
     project: &Project,
+    link: &crate::link::Link,
     id: &str,
     files: &[(&str, &[u8])],
     source: &crate::source::Source,
@@ -162,8 +163,7 @@ pub fn upload_to_workers(
     // in parallel: one SSH connection per worker
     let worker = |name: &str| Some(name) != manager.as_deref();
     for (_, done) in project.per_node(worker, |name, _| -> Result<()> {
-        let session = project
-            .link
+        let session = link
             .node_session(name)
             .with_context(|| format!("cannot reach node {name} to give it the release"))?;
         let host = HostProject::of(&session, project);

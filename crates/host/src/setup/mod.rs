@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use crate::link::Link;
 use crate::project::Project;
 
 mod checks;
@@ -33,10 +34,10 @@ pub struct Options {
 
 /// The host (every node, in swarm mode) made ready, or only checked with `--check`: the
 /// checklist, and whether something blocks the rest.
-pub fn checklist(project: &Project, args: &Options) -> Result<(Vec<Item>, bool)> {
+pub fn checklist(project: &Project, link: &Link, args: &Options) -> Result<(Vec<Item>, bool)> {
     let binary = Binary::for_host(args.binary.as_deref())?;
     if !project.swarm() {
-        let session = project.link.open_session()?;
+        let session = link.open_session()?;
         let h = &project.config.host;
         let ways: Vec<String> = std::iter::once(h.ssh.clone())
             .chain(h.also.iter().cloned())
@@ -50,7 +51,7 @@ pub fn checklist(project: &Project, args: &Options) -> Result<(Vec<Item>, bool)>
             &ways,
         )?;
         if !blocked {
-            relay::make_it_so(&mut items, &session, project, args)?;
+            relay::make_it_so(&mut items, &session, project, link, args)?;
         }
         return Ok((items, blocked));
     }
@@ -60,8 +61,7 @@ pub fn checklist(project: &Project, args: &Options) -> Result<(Vec<Item>, bool)>
     let results = project.per_node(
         |_| true,
         |name, n| {
-            let session = project
-                .link
+            let session = link
                 .node_session(name)
                 .with_context(|| format!("cannot reach node {name}"))?;
             host(&session, n.memory, args, &binary, true, &[])
@@ -76,7 +76,7 @@ pub fn checklist(project: &Project, args: &Options) -> Result<(Vec<Item>, bool)>
         }));
     }
     if !blocked {
-        items.extend(swarm::form(project, args.check)?);
+        items.extend(swarm::form(project, link, args.check)?);
     }
     Ok((items, blocked))
 }

@@ -14,6 +14,7 @@ use homebase_remote::{Session, SshTarget, Target, sh_quote};
 
 use super::Item;
 use super::Options;
+use crate::link::Link;
 use crate::project::Project;
 
 /// How long setup waits for the daemon to bring a new tunnel up.
@@ -24,10 +25,10 @@ pub(super) fn make_it_so(
     items: &mut Vec<Item>,
     session: &Session,
     project: &Project,
+    link: &Link,
     args: &Options,
 ) -> Result<()> {
-    let (Some(section), Some(relay)) = (&project.config.host.relay, project.link.relay_target())
-    else {
+    let (Some(section), Some(relay)) = (&project.config.host.relay, link.relay_target()) else {
         return Ok(());
     };
     let Some(resolved) = relay.resolve() else {
@@ -73,7 +74,7 @@ pub(super) fn make_it_so(
         return Ok(());
     }
     write_settings(items, session, &settings, args)?;
-    away_path(items, session, project, &relay)
+    away_path(items, session, link, &relay)
 }
 
 /// The host's own key for the relay (made once, on the host: the private half never leaves
@@ -337,10 +338,10 @@ fn write_settings(
 fn away_path(
     items: &mut Vec<Item>,
     session: &Session,
-    project: &Project,
+    link: &Link,
     relay: &SshTarget,
 ) -> Result<()> {
-    let Some(Target::Ssh(way)) = project.link.ways().last().cloned() else {
+    let Some(Target::Ssh(way)) = link.ways().last().cloned() else {
         return Ok(());
     };
     let mut way = way;

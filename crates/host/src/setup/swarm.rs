@@ -9,6 +9,7 @@ use homebase_stack::config::NodeSection;
 use serde_json::Value;
 
 use super::Item;
+use crate::link::Link;
 use crate::project::Project;
 
 /// `docker info`'s view of a node's swarm membership.
@@ -32,12 +33,12 @@ fn membership(session: &Session) -> Result<Membership> {
 
 /// Initialises the manager, joins the others with tokens fetched over SSH, and applies node
 /// labels (`homebase.node = NAME` and `[nodes.NAME].labels`). Idempotent.
-pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
+pub fn form(project: &Project, link: &Link, check: bool) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let Some((mname, mnode)) = project.config.manager() else {
         return Ok(items);
     };
-    let manager = project.link.node_session(mname)?;
+    let manager = link.node_session(mname)?;
     let mut m = membership(&manager)?;
     match m.state.as_str() {
         "active" if m.manager => items.push(Item::new(
@@ -86,7 +87,7 @@ pub fn form(project: &Project, check: bool) -> Result<Vec<Item>> {
         .collect();
     let mut ids = vec![(mname.clone(), m.node_id.clone())];
     for (name, n) in project.config.nodes.iter().filter(|(k, _)| *k != mname) {
-        let s = project.link.node_session(name)?;
+        let s = link.node_session(name)?;
         if let Some(id) = join(&mut items, &manager, &members, mnode, name, n, &s, check)? {
             ids.push((name.clone(), id));
         }

@@ -8,6 +8,7 @@ use homebase_proto::{NodeStatus, ServiceStatus};
 use homebase_remote::sh_quote;
 
 use crate::HostProject;
+use crate::link::Link;
 use crate::project::Project;
 use crate::stack::{Task, read_cluster};
 
@@ -34,7 +35,7 @@ fn health_rank(h: &str) -> u8 {
 
 /// Memory, limit and start of every task container of the stack, read on each ready node
 /// in parallel (one SSH connection each); a node that cannot be reached is left out.
-fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage> {
+fn task_usage(project: &Project, link: &Link, nodes: &[NodeStatus]) -> BTreeMap<String, Usage> {
     let name = &project.config.project.name;
     let script = format!(
         "ids=$(docker ps -q --filter {f}); [ -n \"$ids\" ] || exit 0; \
@@ -44,9 +45,7 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
     );
     let ready = |n: &str| nodes.iter().any(|s| s.name == n && s.state == "ready");
     let outputs = project.per_node(ready, |name, _| {
-        project
-            .link
-            .node_session(name)
+        link.node_session(name)
             .ok()
             .and_then(|s| s.check(&script).ok())
             .unwrap_or_default()
@@ -91,11 +90,12 @@ fn task_usage(project: &Project, nodes: &[NodeStatus]) -> BTreeMap<String, Usage
 /// nodes they run on, and their memory against their limits; every node down is named.
 pub fn status_services(
     project: &Project,
+    link: &Link,
     host: &HostProject,
     planned: &[String],
 ) -> Result<(Vec<ServiceStatus>, Vec<NodeStatus>)> {
     let (nodes, tasks) = read_cluster(host.session, &host.project)?;
-    let usage = task_usage(project, &nodes);
+    let usage = task_usage(project, link, &nodes);
     let now = homebase_proto::clock::now_secs();
     let ps = host.ps()?;
     let mut out = Vec::new();

@@ -10,7 +10,7 @@ use crate::cli::{BackupArgs, BackupCommand, Global};
 use crate::exit::Exit;
 use crate::host::HostProject;
 use crate::host::backup::{Keepers, list_all, plan, take, take_here};
-use crate::project::{self, Project};
+use crate::project::{self, Link, Project};
 use crate::ui;
 
 mod restore;
@@ -19,6 +19,7 @@ use restore::pull;
 
 pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     match &args.command {
         BackupCommand::Now {
             services,
@@ -33,20 +34,28 @@ pub fn run(global: &Global, args: &BackupArgs) -> Result<Exit> {
                 )?;
                 return Ok(Exit::Ok);
             }
-            now(&project, services, this_node.as_deref(), args.json)
+            now(&project, &link, services, this_node.as_deref(), args.json)
         }
-        BackupCommand::Ls => ls(&project, args.json),
+        BackupCommand::Ls => ls(&project, &link, args.json),
         BackupCommand::Restore { id, services } => {
-            crate::host::backup::restore(&project, id, services, &mut |f| {
+            crate::host::backup::restore(&project, &link, id, services, &mut |f| {
                 crate::esay!("restored {} of `{}` from backup {id}", f.kind, f.service);
             })?;
             Ok(Exit::Ok)
         }
-        BackupCommand::Pull { id, to } => pull(&project, id.as_deref(), to.clone(), args.json),
+        BackupCommand::Pull { id, to } => {
+            pull(&project, &link, id.as_deref(), to.clone(), args.json)
+        }
     }
 }
 
-fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) -> Result<Exit> {
+fn now(
+    project: &Project,
+    link: &Link,
+    only: &[String],
+    this_node: Option<&str>,
+    json: bool,
+) -> Result<Exit> {
     let (session, manifest, pruned) = match this_node {
         Some(node) => {
             let session = Session::open(&Target::Local)?;
@@ -54,8 +63,8 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
             (session, m, p)
         }
         None => {
-            let session = project.link.open_session()?;
-            let (m, p) = take(project, &HostProject::of(&session, project), only)?;
+            let session = link.open_session()?;
+            let (m, p) = take(project, link, &HostProject::of(&session, project), only)?;
             (session, m, p)
         }
     };
@@ -99,9 +108,9 @@ fn now(project: &Project, only: &[String], this_node: Option<&str>, json: bool) 
     Ok(Exit::Ok)
 }
 
-fn ls(project: &Project, json: bool) -> Result<Exit> {
-    let session = project.link.open_session()?;
-    let all = list_all(&mut Keepers::new(project, &session))?;
+fn ls(project: &Project, link: &Link, json: bool) -> Result<Exit> {
+    let session = link.open_session()?;
+    let all = list_all(&mut Keepers::new(project, link, &session))?;
     if json {
         ui::out(&(serde_json::to_string_pretty(&all)? + "\n"))?;
     } else {

@@ -9,17 +9,18 @@ use sha2::{Digest, Sha256};
 use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::host::backup::{Keepers, dir, find, list_all};
-use crate::project::Project;
+use crate::project::{Link, Project};
 use crate::ui;
 
 pub(super) fn pull(
     project: &Project,
+    link: &Link,
     id: Option<&str>,
     to: Option<PathBuf>,
     json: bool,
 ) -> Result<Exit> {
-    let session = project.link.open_session()?;
-    let mut keepers = Keepers::new(project, &session);
+    let session = link.open_session()?;
+    let mut keepers = Keepers::new(project, link, &session);
     let m = match id {
         Some(id) => find(&mut keepers, id)?,
         None => list_all(&mut keepers)?.pop().ok_or_else(|| {

@@ -12,7 +12,7 @@ use crate::cli::{DeployArgs, Global};
 use crate::exit::{Exit, coded};
 use crate::host::HostProject;
 use crate::progress::Progress;
-use crate::project::{self, Project};
+use crate::project::{self, Link, Project};
 use crate::release;
 use crate::source::Source;
 
@@ -24,6 +24,8 @@ use parts::{all_healthy, bundle_hash, changed_databases, env_files, outside_home
 /// What a deploy takes to the host, decided on the laptop before it connects.
 struct Deploy<'a> {
     project: &'a Project,
+    /// The connections of this deploy.
+    link: &'a Link,
     args: &'a DeployArgs,
     started: Instant,
     plan: homebase_stack::Plan,
@@ -52,17 +54,18 @@ struct Deploy<'a> {
 pub fn run(global: &Global, args: &DeployArgs) -> Result<Exit> {
     let started = Instant::now();
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     let mut progress = Progress::new(args.json);
     crate::catch_interrupts();
     if args.attach {
-        return attach(&project, args, &mut progress);
+        return attach(&project, &link, args, &mut progress);
     }
     // 1. Plan: an over-budget stack is refused before the host is touched.
-    let deploy = Deploy::plan(&project, args, started, &mut progress)?;
+    let deploy = Deploy::plan(&project, &link, args, started, &mut progress)?;
     release::check_interrupt()?;
 
-    progress.step(&format!("connect to {}", project.link.target()));
-    let session = project.link.open_session()?;
+    progress.step(&format!("connect to {}", link.target()));
+    let session = link.open_session()?;
     let host = HostProject::of(&session, &project);
     progress.done();
 
@@ -139,12 +142,14 @@ impl<'a> Deploy<'a> {
     /// The plan that fits, the rendered compose file and the bundle's hash.
     fn plan(
         project: &'a Project,
+        link: &'a Link,
         args: &'a DeployArgs,
         started: Instant,
         progress: &mut Progress,
     ) -> Result<Deploy<'a>> {
         progress.step("plan");
         let plan = match project.plan_that_fits(
+            link,
             args.host_memory.as_deref(),
             "deploy refused, the host was not touched",
         ) {
@@ -201,6 +206,7 @@ impl<'a> Deploy<'a> {
         progress.done();
         Ok(Deploy {
             project,
+            link,
             args,
             started,
             plan,
@@ -250,7 +256,7 @@ impl<'a> Deploy<'a> {
         });
         let (lock, prepared) = release::Lock::take(
             host,
-            self.project.link.target(),
+            self.link.target(),
             &self.project.config.project.name,
             progress,
             up_to_date.as_ref(),
@@ -334,7 +340,7 @@ impl<'a> Deploy<'a> {
             "back up {} before changing it",
             running.join(", ")
         ));
-        let (m, _) = crate::host::backup::take(self.project, host, &running)
+        let (m, _) = crate::host::backup::take(self.project, self.link, host, &running)
             .context("the backup before this deploy failed, so nothing was changed; fix it or take one with `homebase backup now`")?;
         progress.info(&format!("backup {} taken before the change", m.id));
         progress.done();
@@ -442,7 +448,7 @@ impl<'a> Deploy<'a> {
         }
         // every node builds the release's images from the files it lacks, in parallel:
         // only source crosses the laptop's link, never an image (there is no registry)
-        crate::release::upload_to_workers(project, id, &files, &source)?;
+        crate::release::upload_to_workers(project, self.link, id, &files, &source)?;
         // each node's daemon knows which node it is (for its own part of scheduled backups)
         let manager = project.config.manager().map(|(n, _)| n.clone());
         if let Some(name) = manager.as_deref() {
@@ -519,8 +525,13 @@ fn manifest_note(project: &str) -> String {
 
 /// `homebase deploy --attach`: follows the release job on the host (after a detach or a
 /// lost link) until it ends, with the same report and exit code as the deploy itself.
-fn attach(project: &Project, args: &DeployArgs, progress: &mut Progress) -> Result<Exit> {
-    let session = project.link.open_session()?;
+fn attach(
+    project: &Project,
+    link: &Link,
+    args: &DeployArgs,
+    progress: &mut Progress,
+) -> Result<Exit> {
+    let session = link.open_session()?;
     let followed = release::follow(
         &session,
         &project.config.project.name,

@@ -13,7 +13,7 @@ use crate::cli::{Global, LoopArgs, LoopCommand};
 use crate::daemon_client;
 use crate::exit::{Exit, coded};
 use crate::loop_view::{ago, money, one_line, tokens};
-use crate::project::{self, Project};
+use crate::project::{self, Link, Project};
 use crate::ui::{self, BAD, BOLD, DIM, GOOD, WARN, paint};
 use homebase_proto::clock::human_duration;
 
@@ -21,10 +21,11 @@ mod pull;
 
 pub fn run(global: &Global, args: &LoopArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     if let Some(name) = loop_name(&args.command) {
         require_loop(&project, name)?;
     }
-    let session = project.link.open_session()?;
+    let session = link.open_session()?;
     let p = project.config.project.name.clone();
     if let LoopCommand::Pull { name } = &args.command {
         return pull::run(&project, &session, name, args.json);

@@ -15,7 +15,7 @@ use crate::cli::{Global, PreflightArgs};
 use crate::daemon_client::DaemonClient;
 use crate::exit::Exit;
 use crate::host::preflight::Reads;
-use crate::project::{self, Project};
+use crate::project::{self, Link, Project};
 
 /// What setup only warns about but would fail away from home: after a power cut nobody is
 /// there to log in, start Colima or wake the Mac.
@@ -30,19 +30,20 @@ const FAIL_AWAY: &[&str] = &[
 
 pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     let check = crate::host::setup::Options {
         check: true,
         binary: None,
     };
-    let (mut items, blocked) = crate::host::setup::checklist(&project, &check)?;
+    let (mut items, blocked) = crate::host::setup::checklist(&project, &link, &check)?;
     for i in items.iter_mut() {
         if FAIL_AWAY.contains(&i.name.as_str()) && i.state == "warning" {
             i.state = "missing".into();
         }
     }
     if !blocked && !project.swarm() {
-        let session = project.link.open_session()?;
-        ways(&mut items, &project);
+        let session = link.open_session()?;
+        ways(&mut items, &link);
         let daemon = DaemonClient::connect(&session, None).ok();
         let kept = crate::host::backup::manifests(&session, &project)?;
         let reads = crate::host::preflight::read(&session, &project, kept.last())?;
@@ -66,8 +67,8 @@ pub fn run(global: &Global, args: &PreflightArgs) -> Result<Exit> {
 
 /// Each way but the first (the LAN, at home) tried for real with a connection of its own:
 /// the way that will be used from away.
-fn ways(items: &mut Vec<Item>, project: &Project) {
-    let ways = project.link.ways();
+fn ways(items: &mut Vec<Item>, link: &Link) {
+    let ways = link.ways();
     if ways.len() < 2 {
         let first = ways.first().map(|w| w.to_string()).unwrap_or_default();
         let private = is_private(ways.first());

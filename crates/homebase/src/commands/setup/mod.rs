@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::cli::{Global, SetupArgs};
 use crate::exit::Exit;
 use crate::host::setup::{self, Options};
-use crate::project;
+use crate::project::{self, Link};
 use crate::ui::{self, BAD, GOOD, WARN, paint};
 
 pub mod away;
@@ -26,7 +26,7 @@ pub fn run(global: &Global, args: &SetupArgs) -> Result<Exit> {
         check: args.check,
         binary: args.binary.clone(),
     };
-    let (items, blocked) = setup::checklist(&project, &options)?;
+    let (items, blocked) = setup::checklist(&project, &Link::new(&project.config), &options)?;
     finish(&items, args.json, blocked)
 }
 

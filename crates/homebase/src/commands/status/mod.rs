@@ -14,19 +14,20 @@ use homebase_stack::Bytes;
 use crate::cli::{Global, StatusArgs};
 use crate::exit::Exit;
 use crate::host::HostProject;
-use crate::project;
+use crate::project::{self, Link};
 use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
 use homebase_proto::clock::human_duration;
 use homebase_proto::clock::now_secs;
 
 pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let session = project.link.open_session()?;
+    let link = Link::new(&project.config);
+    let session = link.open_session()?;
     let host = HostProject::of(&session, &project);
     let planned: Vec<String> = project.compose.services.keys().cloned().collect();
     let mut report = if project.swarm() {
         let (services, nodes) =
-            crate::host::status::swarm::status_services(&project, &host, &planned)?;
+            crate::host::status::swarm::status_services(&project, &link, &host, &planned)?;
         let healthy = services.iter().all(|s| s.state == "running");
         StatusReport {
             project: host.project.clone(),
@@ -48,7 +49,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> Result<Exit> {
     if report.daemon.is_empty() {
         crate::host::status::daemon_view(&host, global.daemon_dir.as_deref(), &mut report);
     }
-    if let homebase_remote::Target::Ssh(t) = project.link.target()
+    if let homebase_remote::Target::Ssh(t) = link.target()
         && let Some(state) = crate::tunnel::running(&project.config.project.name, &t.destination)
     {
         for w in crate::tunnel::wanted_forwards(&project) {

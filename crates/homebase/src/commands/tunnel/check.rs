@@ -11,7 +11,7 @@ use super::{SLOW, daemon_endpoint, daemon_forward_at, place, ssh_target};
 use crate::daemon_client;
 use crate::exit::{Exit, coded};
 use crate::probe::probe;
-use crate::project::Project;
+use crate::project::{Link, Project};
 use crate::tunnel::{self, ServiceForward};
 use crate::ui::{self, BAD, BOLD, GOOD, WARN, paint};
 
@@ -83,8 +83,8 @@ fn check_on_session(
     Ok((wanted, results))
 }
 
-pub(super) fn check(project: &Project, json: bool) -> Result<Exit> {
-    let t = ssh_target(project)?;
+pub(super) fn check(project: &Project, link: &Link, json: bool) -> Result<Exit> {
+    let t = ssh_target(link)?;
     let running = tunnel::running(&project.config.project.name, &t.destination);
     let mut session = None;
     let (mode, wanted) = match &running {
@@ -111,7 +111,7 @@ pub(super) fn check(project: &Project, json: bool) -> Result<Exit> {
         }
         None => {
             // forwards on the warm connection for the time of the check
-            let s = project.link.open_session()?;
+            let s = link.open_session()?;
             let mut wanted = tunnel::wanted_forwards(project);
             place(project, &s, &mut wanted)?;
             session = Some(s);

@@ -19,7 +19,7 @@ use check::check;
 use crate::cli::{Global, SshConfigArgs, TunnelArgs};
 use crate::daemon_client;
 use crate::exit::{Exit, coded};
-use crate::project::{self, Project};
+use crate::project::{self, Link, Project};
 use crate::tunnel::{self, ServiceForward, TunnelState};
 use crate::ui::{self, BAD, GOOD, WARN, paint};
 
@@ -29,8 +29,8 @@ const SLOW: Duration = Duration::from_millis(100);
 /// How often a swarm tunnel looks whether Swarm moved a service to another node.
 const FOLLOW: Duration = Duration::from_secs(10);
 
-fn ssh_target(project: &Project) -> Result<SshTarget> {
-    match project.link.target() {
+fn ssh_target(link: &Link) -> Result<SshTarget> {
+    match link.target() {
         Target::Ssh(t) => Ok(t),
         Target::Local => Err(coded(
             Exit::BadInput,
@@ -41,13 +41,14 @@ fn ssh_target(project: &Project) -> Result<SshTarget> {
 
 pub fn run(global: &Global, args: &TunnelArgs) -> Result<Exit> {
     let project = project::load(global)?;
+    let link = Link::new(&project.config);
     if args.install {
-        return install(&project);
+        return install(&project, &link);
     }
     if args.check {
-        return check(&project, args.json);
+        return check(&project, &link, args.json);
     }
-    foreground(&project, args.json)
+    foreground(&project, &link, args.json)
 }
 
 fn fw(forwards: &[ServiceForward]) -> Vec<Forward> {
@@ -103,10 +104,10 @@ fn place(project: &Project, session: &Session, forwards: &mut [ServiceForward]) 
     Ok(())
 }
 
-fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
+fn wanted(project: &Project, link: &Link) -> Result<Vec<ServiceForward>> {
     let mut f = tunnel::wanted_forwards(project);
     // One short connection: where the daemon listens, and (swarm) where each service runs.
-    match project.link.open_session() {
+    match link.open_session() {
         Ok(session) => {
             place(project, &session, &mut f)?;
             f.extend(daemon_forward(&session));
@@ -128,11 +129,12 @@ fn wanted(project: &Project) -> Result<Vec<ServiceForward>> {
 /// that looking every few seconds costs the host no new login.
 fn moved(
     project: &Project,
+    link: &Link,
     looker: &mut Option<Session>,
     forwards: &[ServiceForward],
 ) -> Option<Vec<ServiceForward>> {
     if looker.is_none() {
-        *looker = project.link.open_session().ok();
+        *looker = link.open_session().ok();
     }
     let mut now = forwards.to_vec();
     if place(project, looker.as_ref()?, &mut now).is_err() {
@@ -168,8 +170,8 @@ impl Line {
 
 /// With several ways to the host, the one that answers now (so that a tunnel whose way died
 /// moves to another); with one way, that one.
-fn current_way(project: &Project, now: &SshTarget, line: &Line) -> SshTarget {
-    let ways = project.link.ways();
+fn current_way(link: &Link, now: &SshTarget, line: &Line) -> SshTarget {
+    let ways = link.ways();
     if ways.len() < 2 {
         return now.clone();
     }
@@ -265,8 +267,8 @@ fn announce_moved(line: &Line, now: &[ServiceForward], before: &[ServiceForward]
     }
 }
 
-fn foreground(project: &Project, json: bool) -> Result<Exit> {
-    let mut t = ssh_target(project)?;
+fn foreground(project: &Project, link: &Link, json: bool) -> Result<Exit> {
+    let mut t = ssh_target(link)?;
     let name = &project.config.project.name;
     let lock = tunnel_lock(name, &t.destination)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -279,7 +281,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         json,
         terminal: !json && std::io::stderr().is_terminal(),
     };
-    let mut forwards = wanted(project)?;
+    let mut forwards = wanted(project, link)?;
     // swarm mode: the connection that looks where services run
     let mut looker: Option<Session> = None;
     let mut backoff = Duration::from_millis(200);
@@ -287,12 +289,13 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
     while !stop.load(Ordering::Relaxed) {
         tunnel::remap_taken(&mut forwards)?;
         announce_remapped(&line, &forwards);
-        t = current_way(project, &t, &line);
+        t = current_way(link, &t, &line);
         let mut master = TunnelMaster::start(&t, &fw(&forwards))?;
         let up_at = Instant::now();
         if master.wait_ready(&t, &stop) {
             let moved_to = hold(
                 project,
+                link,
                 &t,
                 &lock,
                 &line,
@@ -353,7 +356,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
         backoff = (backoff * 2).min(cap);
         reconnects += 1;
         if project.swarm()
-            && let Some(now) = moved(project, &mut looker, &forwards)
+            && let Some(now) = moved(project, link, &mut looker, &forwards)
         {
             forwards = now;
         }
@@ -371,6 +374,7 @@ fn foreground(project: &Project, json: bool) -> Result<Exit> {
 #[allow(clippy::too_many_arguments)]
 fn hold(
     project: &Project,
+    link: &Link,
     t: &SshTarget,
     lock: &tunnel::TunnelLock,
     line: &Line,
@@ -413,7 +417,7 @@ fn hold(
         // Swarm may move a service to another node: follow it.
         if project.swarm() && looked.elapsed() >= FOLLOW {
             looked = Instant::now();
-            moved_to = moved(project, looker, forwards);
+            moved_to = moved(project, link, looker, forwards);
             if moved_to.is_some() {
                 break;
             }
@@ -422,8 +426,8 @@ fn hold(
     Ok(moved_to)
 }
 
-fn install(project: &Project) -> Result<Exit> {
-    let t = ssh_target(project)?;
+fn install(project: &Project, link: &Link) -> Result<Exit> {
+    let t = ssh_target(link)?;
     let name = &project.config.project.name;
     let exe = std::env::current_exe().context("cannot find the homebase executable")?;
     let args = vec![
@@ -497,8 +501,9 @@ fn install(project: &Project) -> Result<Exit> {
 
 pub fn ssh_config(global: &Global, args: &SshConfigArgs) -> Result<Exit> {
     let project = project::load(global)?;
-    let t = ssh_target(&project)?;
-    let forwards: Vec<_> = wanted(&project)?
+    let link = Link::new(&project.config);
+    let t = ssh_target(&link)?;
+    let forwards: Vec<_> = wanted(&project, &link)?
         .iter()
         .map(ServiceForward::forward)
         .collect();
