@@ -85,7 +85,14 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
             ui::printable(String::from_utf8_lossy(&out.stderr).trim())
         ));
     }
-    let head = git(root, &["rev-parse", &format!("refs/heads/{branch}")]).unwrap_or_default();
+    let head = git(root, &["rev-parse", &format!("refs/heads/{branch}")]).ok_or_else(|| {
+        anyhow::anyhow!(
+            "git fetched the loop's branch into `{}` but cannot read `{branch}` back; `git -C {} show-ref {branch}` shows what is there",
+            root.display(),
+            root.display()
+        )
+    })?;
+    // an empty log or diff is git's answer, not a failure: nothing came, nothing differs
     let base = before
         .clone()
         .or_else(|| git(root, &["merge-base", "HEAD", &head]))
