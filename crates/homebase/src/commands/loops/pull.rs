@@ -85,6 +85,23 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
             ui::printable(String::from_utf8_lossy(&out.stderr).trim())
         ));
     }
+    let report = what_came(root, name, &branch, before)?;
+    if json {
+        ui::out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else {
+        ui::out(&human(&report, &session.host()))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// What the fetched branch brought: its commits since `before` (else since it left HEAD),
+/// and the change they make.
+fn what_came(
+    root: &std::path::Path,
+    name: &str,
+    branch: &str,
+    before: Option<String>,
+) -> Result<LoopPullReport> {
     let head = git(root, &["rev-parse", &format!("refs/heads/{branch}")]).ok_or_else(|| {
         anyhow::anyhow!(
             "git fetched the loop's branch into `{}` but cannot read `{branch}` back; `git -C {} show-ref {branch}` shows what is there",
@@ -124,19 +141,14 @@ pub fn run(project: &Project, session: &Session, name: &str, json: bool) -> Resu
         .collect();
     let report = LoopPullReport {
         name: name.to_string(),
-        branch: branch.clone(),
+        branch: branch.to_string(),
         head,
         before,
         commits,
         shortstat: shortstat.trim().to_string(),
         files,
     };
-    if json {
-        ui::out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
-    } else {
-        ui::out(&human(&report, &session.host()))?;
-    }
-    Ok(Exit::Ok)
+    Ok(report)
 }
 
 fn human(r: &LoopPullReport, host: &str) -> String {
