@@ -296,29 +296,4 @@ volumes:
         .find(|l| l["name"] == "ralph")
         .unwrap();
     assert_eq!(ralph["state"], "completed", "{ls:#}");
-
-    // Colima not started at login (its LaunchAgent gone), then a power cut: launchd starts
-    // the daemon alone; it serves at once, waits for the engine, then starts Colima itself
-    // (`colima start`, its default engine_start) and the stack comes back.
-    hosts.ssh_ok(h, "brew services stop colima >/dev/null 2>&1");
-    testhost(&["reboot", &n], &[]);
-    let s = wait_status(
-        &p,
-        "back after a power cut with Colima not at login",
-        180,
-        |v| {
-            v["healthy"] == true
-                && v["daemon"]
-                    .as_str()
-                    .is_some_and(|d| d.starts_with("running"))
-        },
-    );
-    assert_eq!(s["services"].as_array().unwrap().len(), 2, "{s:#}");
-    let log = hosts.ssh_ok(h, "cat ~/.homebase/daemon/daemon.log");
-    assert!(
-        log.contains("waiting for it") && log.contains("colima start` to start the Docker engine"),
-        "{log}"
-    );
-    // as setup left it, for whoever uses this host next
-    hosts.ssh_ok(h, "brew services start colima >/dev/null 2>&1");
 }
