@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use homebase_engine::Engine;
 use homebase_proto::clock::now;
 use homebase_proto::layout;
 use tokio::sync::{Mutex, RwLock, broadcast};
@@ -114,6 +115,8 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
             home.as_deref(),
         )
     });
+    let engine = Engine::connect(&endpoint).await?;
+    let (mem_total, _) = engine.info().await?;
     let host = homebase_proto::sys::hostname("host");
     let (tx, _) = broadcast::channel(256);
     let shared = Arc::new(Shared {
@@ -122,7 +125,10 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         host,
         store,
         token,
-        snapshot: RwLock::new(Snapshot::default()),
+        snapshot: RwLock::new(Snapshot {
+            mem_total,
+            ..Default::default()
+        }),
         alerts: Mutex::new(Alerts::default()),
         sinks: Mutex::new(HashMap::new()),
         tx,
@@ -146,14 +152,15 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     let stopped_cleanly = clean_mark.exists();
     let _ = std::fs::remove_file(&clean_mark);
     write_private(&dir.join(layout::ENDPOINT), addr.to_string().as_bytes())?;
+    // Tell every project's sinks that the daemon (re)started.
+    announce_start(&shared, mem_total, addr, ran_before && !stopped_cleanly).await;
     tracing::info!("listening on {addr}, engine {endpoint}");
-    let engine_side = tokio::spawn(engine_side(
-        endpoint,
+    let agent_loops = tokio::spawn(loops::run(
+        engine.clone(),
         Arc::clone(&shared),
-        addr,
-        ran_before && !stopped_cleanly,
         cancel.clone(),
     ));
+    let monitor = tokio::spawn(monitor::run(engine, Arc::clone(&shared), cancel.clone()));
     let backups = opts
         .exe
         .clone()
@@ -166,7 +173,8 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
     // manager would kill the daemon, and a deploy of it waits)
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1000);
     let mut tasks = vec![
-        ("monitor and loops", engine_side),
+        ("monitor", monitor),
+        ("loops", agent_loops),
         ("sinks", sinks_refresh),
         ("relay", relay),
     ];
@@ -183,33 +191,6 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<()> {
         tracing::warn!("cannot write `{}`: {e:#}", clean_mark.display());
     }
     Ok(())
-}
-
-/// What needs the engine, once it answers (the API serves meanwhile): the start told to
-/// every project's sinks, then the monitor and the agent loops, until `cancel`.
-async fn engine_side(
-    endpoint: String,
-    shared: Arc<Shared>,
-    addr: SocketAddr,
-    unexpected: bool,
-    cancel: CancellationToken,
-) {
-    let Some(engine) = monitor::outage::engine_when_up(&endpoint, &shared, &cancel).await else {
-        return;
-    };
-    let mem_total = match engine.info().await {
-        Ok((m, _)) => m,
-        Err(e) => {
-            tracing::warn!("{e}");
-            0
-        }
-    };
-    shared.snapshot.write().await.mem_total = mem_total;
-    announce_start(&shared, mem_total, addr, unexpected).await;
-    tokio::join!(
-        loops::run(engine.clone(), Arc::clone(&shared), cancel.clone()),
-        monitor::run(engine, Arc::clone(&shared), cancel),
-    );
 }
 
 /// Each project's sinks as its release says, and the start as an event, or an alert after

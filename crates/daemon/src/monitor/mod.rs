@@ -25,13 +25,11 @@ mod cluster;
 mod events;
 mod govern;
 mod heal;
-pub(crate) mod outage;
 
 use cluster::cluster;
 use events::watch_events;
 use govern::govern;
 use heal::heal;
-use outage::Outage;
 
 /// `df -Pk PATH`: the portable way on Linux and macOS alike.
 fn disk_of(path: &std::path::Path) -> Option<Disk> {
@@ -172,9 +170,7 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
                 !gone
             }
         };
-        outage
-            .step(answered, &engine.endpoint, &shared, &projects)
-            .await;
+        outage.step(answered, &engine, &shared, &projects).await;
         let t = now();
         if t - last_compact >= 60 {
             if let Err(e) = shared.store.compact(t) {
@@ -196,6 +192,99 @@ pub async fn run(engine: Engine, shared: Arc<Shared>, cancel: CancellationToken)
     }
     events.abort();
     pinger.abort();
+}
+
+/// The engine's outage: when it began, and when the daemon last tried to start it.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+    tried: Option<std::time::Instant>,
+}
+
+impl Outage {
+    /// After a round: alerts when the engine stops answering, runs the start command (at
+    /// most every 30 s) while it does not, and resolves when it answers again.
+    async fn step(
+        &mut self,
+        answered: bool,
+        engine: &Engine,
+        shared: &Arc<Shared>,
+        projects: &[Project],
+    ) {
+        if answered {
+            if let Some(since) = self.since.take() {
+                let msg = format!(
+                    "the Docker engine answers again after {:.1} s",
+                    since.elapsed().as_secs_f64()
+                );
+                tracing::info!("{msg}");
+                for p in projects {
+                    shared.resolve(&p.name, "", "engine_down", &msg).await;
+                }
+            }
+            self.tried = None;
+            return;
+        }
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            let msg = format!(
+                "the Docker engine at {} does not answer: no service is watched, healed or started until it is back",
+                engine.endpoint
+            );
+            for p in projects {
+                shared.alert(&p.name, "", "engine_down", &msg).await;
+            }
+        }
+        if self
+            .tried
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+        {
+            return;
+        }
+        let Some(cmd) = projects
+            .iter()
+            .find_map(|p| p.daemon.engine_start.clone())
+            .or_else(default_engine_start)
+        else {
+            return;
+        };
+        self.tried = Some(std::time::Instant::now());
+        let run = tokio::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let said = match tokio::time::timeout(Duration::from_secs(120), run).await {
+            Ok(Ok(o)) if o.status.success() => format!("ran `{cmd}` to start the Docker engine"),
+            Ok(Ok(o)) => format!(
+                "ran `{cmd}` to start the Docker engine; it failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ),
+            Ok(Err(e)) => format!("cannot run `{cmd}` to start the Docker engine: {e}"),
+            Err(_) => format!("`{cmd}` did not finish within 120 s"),
+        };
+        tracing::warn!("{said}");
+        for p in projects {
+            shared.event(&p.name, "", "engine_start", &said).await;
+        }
+    }
+}
+
+/// `colima start` where Colima is installed (the Mac's engine); nothing elsewhere.
+fn default_engine_start() -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/opt/homebrew/bin".into(), "/usr/local/bin".into()])
+        .map(|d| d.join("colima"))
+        .find(|c| c.is_file())
+        .map(|c| format!("{} start", c.display()))
 }
 
 async fn round(

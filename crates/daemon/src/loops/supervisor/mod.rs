@@ -168,9 +168,7 @@ impl Supervisor {
     pub async fn run(mut self) {
         let mut row = self.load();
         self.save(&row);
-        if !self.recover(&mut row).await {
-            return;
-        }
+        self.recover(&mut row).await;
         let mut last_wait: Option<(&'static str, String)> = None;
         loop {
             let next = self.decide(&row).await;
