@@ -41,14 +41,14 @@ use tokio_util::sync::CancellationToken;
 impl Supervisor {
     /// After a (re)start: an iteration still recorded as running is adopted when its
     /// container exists, or recorded as interrupted; stray containers of this loop go.
-    pub(super) async fn recover(&mut self, row: &mut LoopRow) {
+    /// Until both the record and the engine answer, nothing is decided (an engine still
+    /// starting, as Colima after a boot, is not a container gone); `false` when the
+    /// daemon stops or the loop is removed meanwhile.
+    pub(super) async fn recover(&mut self, row: &mut LoopRow) -> bool {
+        let Some((running, containers)) = self.recovery_reads().await else {
+            return false;
+        };
         let cfg = self.cfg();
-        let running = self
-            .shared
-            .store
-            .running_iterations(&cfg.project, &cfg.name)
-            .unwrap_or_default();
-        let containers = self.engine.labelled(LOOP_LABEL).await.unwrap_or_default();
         let mine: Vec<_> = containers
             .iter()
             .filter(|c| c.labels.get(LOOP_LABEL) == Some(&cfg.label()))
@@ -83,7 +83,7 @@ impl Supervisor {
                     });
                     let stop = CancellationToken::new();
                     let watched = self.watch(&id, rec.started, true, &stop).await;
-                    let Some(watched) = watched else { return };
+                    let Some(watched) = watched else { return false };
                     self.conclude(
                         row,
                         rec.id,
@@ -125,6 +125,52 @@ impl Supervisor {
                     )
                     .await;
                 }
+            }
+        }
+        true
+    }
+
+    /// The iterations recorded as running and the engine's loop containers, read again
+    /// every 2 s until both answer (the first failure is an event); `None` when the daemon
+    /// stops or the loop is removed meanwhile.
+    async fn recovery_reads(
+        &self,
+    ) -> Option<(
+        Vec<(homebase_proto::IterationRecord, String)>,
+        Vec<homebase_engine::run::Labelled>,
+    )> {
+        let cfg = self.cfg();
+        let mut told = false;
+        loop {
+            let running = self
+                .shared
+                .store
+                .running_iterations(&cfg.project, &cfg.name)
+                .map_err(|e| format!("its record of running iterations does not read: {e:#}"));
+            let containers = self
+                .engine
+                .labelled(LOOP_LABEL)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let why = match (running, containers) {
+                (Ok(r), Ok(c)) => return Some((r, c)),
+                (Err(why), _) | (_, Err(why)) => why,
+            };
+            if !told {
+                told = true;
+                tracing::warn!("loop {}: {why}", cfg.name);
+                self.event(
+                    "loop_wait",
+                    &format!(
+                        "waiting to tell whether an iteration was running when the daemon restarted: {why}; trying again every 2 s"
+                    ),
+                )
+                .await;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = self.removed.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
     }

@@ -168,7 +168,9 @@ impl Supervisor {
     pub async fn run(mut self) {
         let mut row = self.load();
         self.save(&row);
-        self.recover(&mut row).await;
+        if !self.recover(&mut row).await {
+            return;
+        }
         let mut last_wait: Option<(&'static str, String)> = None;
         loop {
             let next = self.decide(&row).await;
