@@ -381,6 +381,15 @@ fn owner(labels: &HashMap<String, String>) -> Option<(String, String, bool)> {
     Some((p.clone(), s, false))
 }
 
+/// A listed container's name, without the engine's leading `/`.
+fn first_name(names: Option<Vec<String>>) -> String {
+    names
+        .and_then(|n| n.into_iter().next())
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string()
+}
+
 /// A listed container as the daemon sees it; `None` when it is not of the list asked for
 /// (a swarm task in the compose list, or the other way round).
 fn container(c: ContainerSummary, stack: bool) -> Option<Container> {
@@ -393,12 +402,7 @@ fn container(c: ContainerSummary, stack: bool) -> Option<Container> {
     Some(Container {
         swarm,
         id: c.id.unwrap_or_default(),
-        name: c
-            .names
-            .and_then(|n| n.first().cloned())
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
+        name: first_name(c.names),
         project,
         service,
         state: c.state.map(|s| s.to_string()).unwrap_or_default(),

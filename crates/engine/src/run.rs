@@ -377,12 +377,7 @@ impl Engine {
             .into_iter()
             .map(|c| Labelled {
                 id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|n| n.first().cloned())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
+                name: crate::first_name(c.names),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
             })
